@@ -1,0 +1,1 @@
+//! Derive macros for rollgate's versioned wire codec (`Encode`, `Decode`).

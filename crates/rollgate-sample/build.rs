@@ -1,0 +1,3 @@
+fn main() {
+    rollgate_build::compile("transport");
+}

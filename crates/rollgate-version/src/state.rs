@@ -1,0 +1,612 @@
+//! The `transport/` state folder: model, strict parser and canonical writer.
+//!
+//! Layout (relative to the folder):
+//!
+//! | path | content |
+//! |---|---|
+//! | `definitions/referable/<name>.csv` | one line: ids, strictly descending; the first is the primary (`PP == 00`), the rest are backports (`PP != 00`) |
+//! | `definitions/unreferable/<name>.csv` | one id |
+//! | `upper_bounds/<M.m>.csv` | one line `name,id`: the highest id on branch `M.m` |
+//! | `constants/minimum_compatible.csv` | one id |
+//! | `releases.csv` (optional) | `release,id` lines, ascending by id |
+//!
+//! Lines starting with `#` are comments; blank lines are ignored; surrounding
+//! whitespace and a trailing `\r` are tolerated. Everything else is an error
+//! that names the file, the line and what is wrong. Hidden files (`.gitkeep`)
+//! are ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::TransportVersion;
+
+/// Largest state file accepted, in bytes.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most files accepted in one folder.
+pub const MAX_FILES: usize = 100_000;
+/// Longest transport version name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most ids in one referable definition (a primary and its backports).
+pub const MAX_IDS_PER_DEFINITION: usize = 64;
+
+/// Relative path of the referable definitions directory.
+pub const REFERABLE_DIR: &str = "definitions/referable";
+/// Relative path of the unreferable definitions directory.
+pub const UNREFERABLE_DIR: &str = "definitions/unreferable";
+/// Relative path of the upper bounds directory.
+pub const UPPER_BOUNDS_DIR: &str = "upper_bounds";
+/// Relative path of the minimum compatible constant.
+pub const MINIMUM_COMPATIBLE_FILE: &str = "constants/minimum_compatible.csv";
+/// Relative path of the optional release mapping.
+pub const RELEASES_FILE: &str = "releases.csv";
+
+/// A release branch `M.m`, as named by an `upper_bounds/<M.m>.csv` file.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Branch {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Error parsing a branch name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a branch name: expected MAJOR.MINOR such as 9.1")]
+pub struct BadBranch(pub String);
+
+impl FromStr for Branch {
+    type Err = BadBranch;
+    fn from_str(s: &str) -> Result<Self, BadBranch> {
+        let bad = || BadBranch(s.to_string());
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Branch { major: parse_decimal(a).ok_or_else(bad)?, minor: parse_decimal(b).ok_or_else(bad)? })
+    }
+}
+
+/// A transport version definition: a name and its ids (primary first, then
+/// backports descending for referable definitions; one id for unreferable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    /// The name (`[a-z0-9_]+`).
+    pub name: String,
+    /// The ids, strictly descending.
+    pub ids: Vec<TransportVersion>,
+}
+
+impl Definition {
+    /// The first (highest) id: the primary of a referable definition.
+    pub fn primary(&self) -> TransportVersion {
+        self.ids.first().copied().unwrap_or_default()
+    }
+
+    /// The backport ids.
+    pub fn backports(&self) -> &[TransportVersion] {
+        self.ids.get(1..).unwrap_or(&[])
+    }
+}
+
+/// The content of an `upper_bounds/<M.m>.csv` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpperBound {
+    /// The definition holding the branch's highest id.
+    pub name: String,
+    /// That id.
+    pub id: TransportVersion,
+}
+
+/// A whole `transport/` folder, parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TransportState {
+    /// `definitions/referable/*.csv`, by name.
+    pub referable: BTreeMap<String, Definition>,
+    /// `definitions/unreferable/*.csv`, by name.
+    pub unreferable: BTreeMap<String, Definition>,
+    /// `upper_bounds/*.csv`, by branch.
+    pub upper_bounds: BTreeMap<Branch, UpperBound>,
+    /// `constants/minimum_compatible.csv`.
+    pub minimum_compatible: TransportVersion,
+    /// `releases.csv`, ascending by id (empty when the file is absent).
+    pub releases: Vec<(String, TransportVersion)>,
+}
+
+/// Where and why a state folder failed to parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {kind}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct StateError {
+    /// The file, prefixed with the folder when loaded from disk.
+    pub file: PathBuf,
+    /// The 1-based line, when the problem is on a line.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub kind: StateErrorKind,
+}
+
+/// What is wrong with a state file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateErrorKind {
+    /// Reading failed.
+    #[error("cannot read: {0}")]
+    Io(String),
+    /// The folder does not exist.
+    #[error("no transport state folder here (create it, or pass --dir)")]
+    MissingFolder,
+    /// A required file is missing.
+    #[error("missing required file")]
+    MissingFile,
+    /// Too many files.
+    #[error("more than {MAX_FILES} files in the folder")]
+    TooManyFiles,
+    /// A file over [`MAX_FILE_BYTES`].
+    #[error("file is {0} bytes, over the limit of {MAX_FILE_BYTES}")]
+    TooLarge(usize),
+    /// Not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// A file that does not belong in the folder.
+    #[error(
+        "unexpected file: expected {REFERABLE_DIR}/<name>.csv, {UNREFERABLE_DIR}/<name>.csv, {UPPER_BOUNDS_DIR}/<M.m>.csv, {MINIMUM_COMPATIBLE_FILE} or {RELEASES_FILE}"
+    )]
+    UnexpectedFile,
+    /// A file with no data line.
+    #[error("no data line (expected {0})")]
+    Empty(&'static str),
+    /// A second data line where one is expected.
+    #[error("unexpected second data line (the file holds exactly one line: {0})")]
+    ExtraLine(&'static str),
+    /// Wrong number of comma-separated fields.
+    #[error("expected {expected}, found `{found}`")]
+    BadLine {
+        /// What the line should look like.
+        expected: &'static str,
+        /// The line.
+        found: String,
+    },
+    /// An id that is not a decimal u32.
+    #[error("`{0}` is not a transport version id (a decimal number such as 9396000)")]
+    BadId(String),
+    /// A name outside `[a-z0-9_]+`.
+    #[error("`{0}` is not a valid transport version name: use only a-z, 0-9 and _ (at most {MAX_NAME_LEN} characters)")]
+    BadName(String),
+    /// A file name that is not a branch.
+    #[error("`{0}` is not a branch name: upper bound files are named MAJOR.MINOR.csv, e.g. 9.1.csv")]
+    BadBranchFile(String),
+    /// Ids not strictly descending.
+    #[error("ids must be strictly descending (primary first, then backports): {0} is not below {1}")]
+    NotDescending(TransportVersion, TransportVersion),
+    /// A primary id with a non-zero patch.
+    #[error("the primary id {0} must have patch 00 (ids are M_NNN_S_PP)")]
+    PrimaryHasPatch(TransportVersion),
+    /// A backport id with a zero patch.
+    #[error("the backport id {0} must have a non-zero patch (PP); patch 00 is reserved for primary ids")]
+    BackportWithoutPatch(TransportVersion),
+    /// Too many ids in one definition.
+    #[error("more than {MAX_IDS_PER_DEFINITION} ids in one definition")]
+    TooManyIds,
+    /// A name defined both referable and unreferable.
+    #[error("`{0}` is defined both as referable and unreferable")]
+    DuplicateName(String),
+    /// A release string with unexpected characters.
+    #[error("`{0}` is not a release: use letters, digits, . _ + -")]
+    BadRelease(String),
+    /// releases.csv out of order.
+    #[error("releases must be listed by ascending id: {0} comes after {1}")]
+    ReleasesOutOfOrder(TransportVersion, TransportVersion),
+}
+
+/// The raw files of a state folder: relative path -> bytes. Used to parse a
+/// folder on disk or at a git revision the same way, and to write back.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StateFiles {
+    /// Relative path (with `/` separators) -> content.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl StateFiles {
+    /// Reads every file under `dir` (hidden files are skipped), enforcing
+    /// [`MAX_FILES`] and [`MAX_FILE_BYTES`].
+    pub fn read_dir(dir: &Path) -> Result<StateFiles, StateError> {
+        let err = |file: PathBuf, kind| StateError { file, line: None, kind };
+        if !dir.is_dir() {
+            return Err(err(dir.to_path_buf(), StateErrorKind::MissingFolder));
+        }
+        let mut out = StateFiles::default();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let abs = dir.join(&rel);
+            let entries = std::fs::read_dir(&abs).map_err(|e| err(abs.clone(), StateErrorKind::Io(e.to_string())))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| err(abs.clone(), StateErrorKind::Io(e.to_string())))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    return Err(err(entry.path(), StateErrorKind::UnexpectedFile));
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let child = rel.join(name);
+                let ft = entry.file_type().map_err(|e| err(entry.path(), StateErrorKind::Io(e.to_string())))?;
+                if ft.is_dir() {
+                    stack.push(child);
+                    continue;
+                }
+                if out.files.len() >= MAX_FILES {
+                    return Err(err(dir.to_path_buf(), StateErrorKind::TooManyFiles));
+                }
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if len > MAX_FILE_BYTES as u64 {
+                    return Err(err(entry.path(), StateErrorKind::TooLarge(len as usize)));
+                }
+                let bytes =
+                    std::fs::read(entry.path()).map_err(|e| err(entry.path(), StateErrorKind::Io(e.to_string())))?;
+                let key = child.to_string_lossy().replace('\\', "/");
+                out.files.insert(key, bytes);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TransportState {
+    /// Reads and parses the folder `dir`. Errors name `dir/<file>`.
+    pub fn load(dir: &Path) -> Result<TransportState, StateError> {
+        let files = StateFiles::read_dir(dir)?;
+        TransportState::parse(&files).map_err(|mut e| {
+            e.file = dir.join(&e.file);
+            e
+        })
+    }
+
+    /// Parses raw files. Errors name the relative file.
+    pub fn parse(files: &StateFiles) -> Result<TransportState, StateError> {
+        let mut state = TransportState::default();
+        let mut saw_minimum = false;
+        if files.files.len() > MAX_FILES {
+            return Err(StateError { file: PathBuf::new(), line: None, kind: StateErrorKind::TooManyFiles });
+        }
+        for (path, bytes) in &files.files {
+            let file = PathBuf::from(path);
+            let fail = |line, kind| StateError { file: file.clone(), line, kind };
+            if bytes.len() > MAX_FILE_BYTES {
+                return Err(fail(None, StateErrorKind::TooLarge(bytes.len())));
+            }
+            let text = std::str::from_utf8(bytes).map_err(|_| fail(None, StateErrorKind::NotUtf8))?;
+            let (dir, base) = match path.rsplit_once('/') {
+                Some((d, b)) => (d, b),
+                None => ("", path.as_str()),
+            };
+            let stem = base.strip_suffix(".csv");
+            match (dir, stem) {
+                (REFERABLE_DIR, Some(name)) => {
+                    check_name(name).map_err(|k| fail(None, k))?;
+                    let (line, fields) =
+                        single_line(text, "a comma-separated list of ids").map_err(|(l, k)| fail(l, k))?;
+                    let ids = parse_referable_ids(&fields).map_err(|k| fail(Some(line), k))?;
+                    state.referable.insert(name.to_string(), Definition { name: name.to_string(), ids });
+                }
+                (UNREFERABLE_DIR, Some(name)) => {
+                    check_name(name).map_err(|k| fail(None, k))?;
+                    let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
+                    let [id] = fields.as_slice() else {
+                        return Err(fail(
+                            Some(line),
+                            StateErrorKind::BadLine { expected: "one id", found: fields.join(",") },
+                        ));
+                    };
+                    let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+                    state.unreferable.insert(name.to_string(), Definition { name: name.to_string(), ids: vec![id] });
+                }
+                (UPPER_BOUNDS_DIR, Some(branch)) => {
+                    let branch: Branch =
+                        branch.parse().map_err(|_| fail(None, StateErrorKind::BadBranchFile(branch.to_string())))?;
+                    let (line, fields) = single_line(text, "`name,id`").map_err(|(l, k)| fail(l, k))?;
+                    let [name, id] = fields.as_slice() else {
+                        return Err(fail(
+                            Some(line),
+                            StateErrorKind::BadLine { expected: "`name,id`", found: fields.join(",") },
+                        ));
+                    };
+                    check_name(name).map_err(|k| fail(Some(line), k))?;
+                    let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+                    state.upper_bounds.insert(branch, UpperBound { name: name.to_string(), id });
+                }
+                ("constants", Some("minimum_compatible")) => {
+                    let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
+                    let [id] = fields.as_slice() else {
+                        return Err(fail(
+                            Some(line),
+                            StateErrorKind::BadLine { expected: "one id", found: fields.join(",") },
+                        ));
+                    };
+                    state.minimum_compatible = parse_id(id).map_err(|k| fail(Some(line), k))?;
+                    saw_minimum = true;
+                }
+                ("", Some("releases")) => {
+                    let mut last: Option<TransportVersion> = None;
+                    for (line, fields) in data_lines(text) {
+                        let [release, id] = fields.as_slice() else {
+                            return Err(fail(
+                                Some(line),
+                                StateErrorKind::BadLine { expected: "`release,id`", found: fields.join(",") },
+                            ));
+                        };
+                        check_release(release).map_err(|k| fail(Some(line), k))?;
+                        let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+                        if let Some(prev) = last
+                            && id < prev
+                        {
+                            return Err(fail(Some(line), StateErrorKind::ReleasesOutOfOrder(id, prev)));
+                        }
+                        last = Some(id);
+                        state.releases.push((release.to_string(), id));
+                    }
+                }
+                _ => return Err(fail(None, StateErrorKind::UnexpectedFile)),
+            }
+        }
+        if !saw_minimum {
+            return Err(StateError {
+                file: PathBuf::from(MINIMUM_COMPATIBLE_FILE),
+                line: None,
+                kind: StateErrorKind::MissingFile,
+            });
+        }
+        if let Some(name) = state.referable.keys().find(|n| state.unreferable.contains_key(*n)) {
+            return Err(StateError {
+                file: PathBuf::from(format!("{UNREFERABLE_DIR}/{name}.csv")),
+                line: None,
+                kind: StateErrorKind::DuplicateName(name.clone()),
+            });
+        }
+        Ok(state)
+    }
+
+    /// The canonical files for this state (one line per file, `\n` ended).
+    /// A writer compares these with the files on disk and rewrites only the
+    /// ones whose content differs.
+    pub fn to_files(&self) -> StateFiles {
+        let mut files = BTreeMap::new();
+        let ids = |d: &Definition| d.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        for d in self.referable.values() {
+            files.insert(format!("{REFERABLE_DIR}/{}.csv", d.name), format!("{}\n", ids(d)).into_bytes());
+        }
+        for d in self.unreferable.values() {
+            files.insert(format!("{UNREFERABLE_DIR}/{}.csv", d.name), format!("{}\n", ids(d)).into_bytes());
+        }
+        for (b, u) in &self.upper_bounds {
+            files.insert(format!("{UPPER_BOUNDS_DIR}/{b}.csv"), format!("{},{}\n", u.name, u.id).into_bytes());
+        }
+        files.insert(MINIMUM_COMPATIBLE_FILE.to_string(), format!("{}\n", self.minimum_compatible).into_bytes());
+        if !self.releases.is_empty() {
+            let mut s = String::new();
+            for (r, id) in &self.releases {
+                s.push_str(&format!("{r},{id}\n"));
+            }
+            files.insert(RELEASES_FILE.to_string(), s.into_bytes());
+        }
+        StateFiles { files }
+    }
+
+    /// The branch whose upper bound is highest (the current branch by default).
+    pub fn latest_branch(&self) -> Option<Branch> {
+        self.upper_bounds.keys().next_back().copied()
+    }
+
+    /// Looks up a definition by name, referable first.
+    pub fn definition(&self, name: &str) -> Option<&Definition> {
+        self.referable.get(name).or_else(|| self.unreferable.get(name))
+    }
+
+    /// Every id of every definition, ascending.
+    pub fn all_ids(&self) -> Vec<TransportVersion> {
+        let mut ids: Vec<_> =
+            self.referable.values().chain(self.unreferable.values()).flat_map(|d| d.ids.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Whether `name` is a valid transport version name (`[a-z0-9_]+`, bounded).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn check_name(name: &str) -> Result<(), StateErrorKind> {
+    if is_valid_name(name) { Ok(()) } else { Err(StateErrorKind::BadName(name.to_string())) }
+}
+
+fn check_release(r: &str) -> Result<(), StateErrorKind> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok { Ok(()) } else { Err(StateErrorKind::BadRelease(r.to_string())) }
+}
+
+fn parse_decimal(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses a decimal transport version id.
+pub fn parse_id(s: &str) -> Result<TransportVersion, StateErrorKind> {
+    parse_decimal(s).map(TransportVersion::from_id).ok_or_else(|| StateErrorKind::BadId(s.to_string()))
+}
+
+fn parse_referable_ids(fields: &[&str]) -> Result<Vec<TransportVersion>, StateErrorKind> {
+    if fields.len() > MAX_IDS_PER_DEFINITION {
+        return Err(StateErrorKind::TooManyIds);
+    }
+    let ids = fields.iter().map(|f| parse_id(f)).collect::<Result<Vec<_>, _>>()?;
+    for w in ids.windows(2) {
+        if w[1] >= w[0] {
+            return Err(StateErrorKind::NotDescending(w[1], w[0]));
+        }
+    }
+    if let Some((primary, backports)) = ids.split_first() {
+        if primary.is_patch() {
+            return Err(StateErrorKind::PrimaryHasPatch(*primary));
+        }
+        if let Some(b) = backports.iter().find(|b| !b.is_patch()) {
+            return Err(StateErrorKind::BackportWithoutPatch(*b));
+        }
+    }
+    Ok(ids)
+}
+
+/// A data line: its 1-based number and its trimmed comma-separated fields.
+type DataLine<'a> = (usize, Vec<&'a str>);
+
+/// Data lines of a file: `(1-based line number, trimmed comma-separated fields)`.
+fn data_lines(text: &str) -> impl Iterator<Item = DataLine<'_>> {
+    text.split('\n').enumerate().filter_map(|(i, line)| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        Some((i + 1, line.split(',').map(str::trim).collect()))
+    })
+}
+
+fn single_line<'a>(text: &'a str, what: &'static str) -> Result<DataLine<'a>, (Option<usize>, StateErrorKind)> {
+    let mut lines = data_lines(text);
+    let first = lines.next().ok_or((None, StateErrorKind::Empty(what)))?;
+    if let Some((n, _)) = lines.next() {
+        return Err((Some(n), StateErrorKind::ExtraLine(what)));
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> StateFiles {
+        StateFiles { files: entries.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect() }
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("definitions/referable/new_field.csv", "9396000,9348005\n"),
+            ("definitions/unreferable/initial_9_0_0.csv", "# the first 9.0 id\n9000000\n"),
+            ("upper_bounds/9.3.csv", "new_field,9396000\n"),
+            ("upper_bounds/9.2.csv", "new_field,9348005\n"),
+            ("constants/minimum_compatible.csv", "9000000\n"),
+            ("releases.csv", "9.0.0,9000000\n9.0.1,9000000\n"),
+        ]
+    }
+
+    #[test]
+    fn parses_a_good_folder_and_round_trips() {
+        let state = TransportState::parse(&files(&good())).unwrap();
+        assert_eq!(state.referable["new_field"].ids, vec![9396000.into(), 9348005.into()]);
+        assert_eq!(state.latest_branch(), Some(Branch { major: 9, minor: 3 }));
+        assert_eq!(state.minimum_compatible, 9000000.into());
+        assert_eq!(state.releases.len(), 2);
+        let again = TransportState::parse(&state.to_files()).unwrap();
+        assert_eq!(state, again);
+    }
+
+    fn err_of(replace: (&'static str, &'static str)) -> StateError {
+        let mut entries = good();
+        entries.retain(|(p, _)| *p != replace.0);
+        entries.push(replace);
+        TransportState::parse(&files(&entries)).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let e = err_of(("definitions/referable/new_field.csv", "# c\n9396000,9348x05\n"));
+        assert_eq!(
+            e.to_string(),
+            "definitions/referable/new_field.csv:2: `9348x05` is not a transport version id (a decimal number such as 9396000)"
+        );
+        let e = err_of(("definitions/referable/new_field.csv", "9348005,9396000\n"));
+        assert!(matches!(e.kind, StateErrorKind::NotDescending(..)), "{e}");
+        let e = err_of(("definitions/referable/new_field.csv", "9396001\n"));
+        assert_eq!(e.kind, StateErrorKind::PrimaryHasPatch(9396001.into()));
+        let e = err_of(("definitions/referable/new_field.csv", "9396000,9348000\n"));
+        assert_eq!(e.kind, StateErrorKind::BackportWithoutPatch(9348000.into()));
+        let e = err_of(("definitions/referable/new_field.csv", "9396000\n9396000\n"));
+        assert_eq!((e.line, e.kind), (Some(2), StateErrorKind::ExtraLine("a comma-separated list of ids")));
+        let e = err_of(("definitions/referable/new_field.csv", "# only a comment\n"));
+        assert!(matches!(e.kind, StateErrorKind::Empty(_)));
+        let e = err_of(("definitions/referable/Bad-Name.csv", "9396000\n"));
+        assert_eq!(e.kind, StateErrorKind::BadName("Bad-Name".into()));
+        let e = err_of(("upper_bounds/9.x.csv", "new_field,9396000\n"));
+        assert_eq!(e.kind, StateErrorKind::BadBranchFile("9.x".into()));
+        let e = err_of(("upper_bounds/9.3.csv", "new_field\n"));
+        assert!(matches!(e.kind, StateErrorKind::BadLine { .. }));
+        let e = err_of(("releases.csv", "9.1.0,9100000\n9.0.0,9000000\n"));
+        assert_eq!((e.line, e.kind), (Some(2), StateErrorKind::ReleasesOutOfOrder(9000000.into(), 9100000.into())));
+        let e = err_of(("notes.txt", "hello"));
+        assert_eq!(e.kind, StateErrorKind::UnexpectedFile);
+        let e = err_of(("definitions/unreferable/new_field.csv", "1\n"));
+        assert_eq!(e.kind, StateErrorKind::DuplicateName("new_field".into()));
+        let e = err_of(("definitions/referable/new_field.csv", "99999999999\n"));
+        assert!(matches!(e.kind, StateErrorKind::BadId(_)));
+        let mut entries = good();
+        entries.retain(|(p, _)| !p.starts_with("constants"));
+        let e = TransportState::parse(&files(&entries)).unwrap_err();
+        assert_eq!(e.to_string(), "constants/minimum_compatible.csv: missing required file");
+    }
+
+    #[test]
+    fn rejects_binary_and_huge_files() {
+        let mut f = files(&good());
+        f.files.insert("definitions/referable/new_field.csv".into(), vec![0xff, 0xfe, 0x00]);
+        assert_eq!(TransportState::parse(&f).unwrap_err().kind, StateErrorKind::NotUtf8);
+        f.files.insert("definitions/referable/new_field.csv".into(), vec![b'#'; MAX_FILE_BYTES + 1]);
+        assert!(matches!(TransportState::parse(&f).unwrap_err().kind, StateErrorKind::TooLarge(_)));
+    }
+
+    #[test]
+    fn tolerates_crlf_and_whitespace() {
+        let mut entries = good();
+        entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
+        entries.push(("upper_bounds/9.3.csv", "  new_field , 9396000 \r\n"));
+        let state = TransportState::parse(&files(&entries)).unwrap();
+        assert_eq!(state.upper_bounds[&"9.3".parse().unwrap()].id, 9396000.into());
+    }
+
+    #[test]
+    fn load_from_disk_prefixes_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, c) in good() {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        std::fs::write(dir.path().join("definitions/referable/.gitkeep"), "").unwrap();
+        let state = TransportState::load(dir.path()).unwrap();
+        assert_eq!(state.referable.len(), 1);
+        std::fs::write(dir.path().join("upper_bounds/9.3.csv"), "new_field,x\n").unwrap();
+        let e = TransportState::load(dir.path()).unwrap_err();
+        assert_eq!(e.file, dir.path().join("upper_bounds/9.3.csv"));
+        assert_eq!(e.line, Some(1));
+        let e = TransportState::load(&dir.path().join("nope")).unwrap_err();
+        assert_eq!(e.kind, StateErrorKind::MissingFolder);
+    }
+
+    #[test]
+    fn branches_order_numerically() {
+        let a: Branch = "9.10".parse().unwrap();
+        let b: Branch = "9.9".parse().unwrap();
+        assert!(a > b);
+        assert!("9".parse::<Branch>().is_err());
+        assert!("9.1.2".parse::<Branch>().is_err());
+        assert!("-1.2".parse::<Branch>().is_err());
+    }
+}

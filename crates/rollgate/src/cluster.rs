@@ -1,0 +1,1 @@
+//! Cluster membership on the metadata store: node records, liveness, the cluster epoch.

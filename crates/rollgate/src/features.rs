@@ -1,0 +1,1 @@
+//! Cluster features: automatic, hold when every member publishes them, then refuse older nodes at join.

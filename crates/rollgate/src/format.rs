@@ -1,0 +1,1 @@
+//! Format versions stamped on stored data at creation.

@@ -1,0 +1,1 @@
+//! The version handshake: protocol and transport version negotiation, authenticated with the cluster secret.

@@ -1,0 +1,55 @@
+//! rollgate: run mixed releases in one cluster, upgrade node by node with no
+//! downtime, and switch new behaviour on only once every node can handle it.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of this crate.
+//!
+//! | module | question it answers |
+//! |---|---|
+//! | [`version`] | which transport / protocol version ids exist (`M_NNN_S_PP`, ranges) |
+//! | [`wire`] | how a message is encoded at a given transport version |
+//! | [`protocol`] | which message set two peers speak (one module per protocol version) |
+//! | [`handshake`] | how two peers agree on versions, authenticated |
+//! | [`net`] | typed connections locked to the agreed versions |
+//! | [`store`] | where cluster metadata lives (mem, redb, etcd) |
+//! | [`cluster`] | who the members are, the cluster epoch, liveness |
+//! | [`flags`] | may nodes produce new-format data yet (feature flags) |
+//! | [`features`] | do all current members support an operation (cluster features) |
+//! | [`capabilities`] | does every member support this REST endpoint / parameter |
+//! | [`admin`] | the admin HTTP API a service mounts |
+//! | [`format`] | what layout stored data has (format versions) |
+//! | [`migrate`] | stepwise, resumable, idempotent upgrades of stored data |
+//! | [`record`] | extensible records that old code round-trips without loss |
+
+pub mod admin;
+pub mod capabilities;
+pub mod cluster;
+pub mod features;
+pub mod flags;
+pub mod format;
+pub mod handshake;
+pub mod migrate;
+pub mod net;
+pub mod protocol;
+pub mod record;
+pub mod store;
+pub mod wire;
+
+/// Version ids: [`TransportVersion`](version::TransportVersion),
+/// [`NamedTransportVersion`](version::NamedTransportVersion),
+/// [`ProtocolVersion`](version::ProtocolVersion) and the `transport/` state
+/// folder format ([`version::state`]).
+pub mod version {
+    pub use rollgate_version::*;
+}
+
+/// Includes the transport versions that `rollgate-build` generated from the
+/// crate's `transport/` folder: a `transport_versions` module (constants,
+/// `CURRENT`, `MINIMUM_COMPATIBLE`, `SET`) and the `transport_version!`
+/// macro. Call it once at the crate root, before any `mod` item, so the macro
+/// is in scope everywhere.
+#[macro_export]
+macro_rules! include_transport_versions {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/rollgate_transport_versions.rs"));
+    };
+}

@@ -1,0 +1,1 @@
+//! Stepwise, resumable, idempotent migrations of stored data, gated on flags or cluster features.

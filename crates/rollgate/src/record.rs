@@ -1,0 +1,1 @@
+//! Extensible records: a feature map inside a record; old code keeps keys it does not know.
