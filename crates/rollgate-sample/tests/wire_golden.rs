@@ -40,8 +40,11 @@ fn at_version(msg: &Msg, tv: TransportVersion) -> Msg {
         network::Msg::Ping(network::Ping { seq: p.seq, payload })
     };
     let hello = |h: &network::Hello| {
-        let legacy_addr =
-            if tv.supports(&transport_versions::DROP_LEGACY_ADDR) { "unknown".to_string() } else { h.legacy_addr.clone() };
+        let legacy_addr = if tv.supports(&transport_versions::DROP_LEGACY_ADDR) {
+            "unknown".to_string()
+        } else {
+            h.legacy_addr.clone()
+        };
         network::Msg::Hello(network::Hello { legacy_addr, ..h.clone() })
     };
     let net = |m: &network::Msg| match m {
@@ -114,7 +117,8 @@ fn golden_wire_samples() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().to_string();
         if !msgs.iter().any(|(n, _)| *n == name) {
-            problems.push(format!("{}: no sample message is named `{name}`; delete the folder", entry.path().display()));
+            problems
+                .push(format!("{}: no sample message is named `{name}`; delete the folder", entry.path().display()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -139,11 +143,20 @@ fn gated_fields_follow_the_transport_version() {
 
 #[test]
 fn unknown_tags_and_versions_are_typed_errors() {
-    let e = decode_message::<Msg>(&[9, 0], rollgate::version::ProtocolVersion(2), transport_versions::CURRENT, Limits::DEFAULT)
-        .unwrap_err();
+    let e = decode_message::<Msg>(
+        &[9, 0],
+        rollgate::version::ProtocolVersion(2),
+        transport_versions::CURRENT,
+        Limits::DEFAULT,
+    )
+    .unwrap_err();
     assert!(matches!(e, rollgate::wire::WireError::UnknownTag { ty: "Msg", tag: 9, .. }), "{e}");
-    let e = decode_message::<Msg>(&[1, 3, 0], rollgate::version::ProtocolVersion(3), transport_versions::CURRENT, Limits::DEFAULT)
-        .unwrap_err();
+    let e = decode_message::<Msg>(
+        &[1, 3, 0],
+        rollgate::version::ProtocolVersion(3),
+        transport_versions::CURRENT,
+        Limits::DEFAULT,
+    )
+    .unwrap_err();
     assert!(matches!(e, rollgate::wire::WireError::UnsupportedProtocol { .. }), "{e}");
 }
-

@@ -9,7 +9,11 @@ use rollgate::wire::{Decode, Encode, Limits, Reader, Writer};
 use rollgate_sample::network::v1::{Gossip, Ping};
 use rollgate_sample::{samples, transport_versions};
 
-fn roundtrip<T: Encode + Decode + serde::Serialize + serde::de::DeserializeOwned>(c: &mut Criterion, name: &str, msg: T) {
+fn roundtrip<T: Encode + Decode + serde::Serialize + serde::de::DeserializeOwned>(
+    c: &mut Criterion,
+    name: &str,
+    msg: T,
+) {
     let mut g = c.benchmark_group(name);
     let mut w = Writer::with_capacity(transport_versions::CURRENT, Limits::DEFAULT, 4096);
     g.bench_function("rollgate", |b| {

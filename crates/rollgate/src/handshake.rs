@@ -677,7 +677,8 @@ impl HandshakeConfig {
         if !(supported.contains(self.protocols.min()) && supported.contains(self.protocols.max())) {
             return Err(ConfigError::ProtocolRange { configured: self.protocols, supported });
         }
-        for (what, value) in [("node id", &self.node_id), ("cluster id", &self.cluster_id), ("release", &self.release)] {
+        for (what, value) in [("node id", &self.node_id), ("cluster id", &self.cluster_id), ("release", &self.release)]
+        {
             if value.is_empty() || value.len() > MAX_ID_BYTES || value.chars().any(char::is_control) {
                 return Err(ConfigError::BadId { what, value: value.clone() });
             }
@@ -824,8 +825,7 @@ impl Initiator {
     /// Starts a handshake: returns the state and the Hello frame to send.
     /// `nonce` must be fresh random bytes.
     pub fn start(config: &HandshakeConfig, nonce: [u8; NONCE_LEN]) -> (Initiator, Vec<u8>) {
-        let hello =
-            encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
+        let hello = encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
         (Initiator { config: config.clone(), hello: hello.clone() }, hello)
     }
 
@@ -848,7 +848,9 @@ impl Initiator {
         let me = self.config.advertisement();
         let peer = &reply.advert;
         let auth_failed = || {
-            Failure::local(HandshakeError::new(RejectCode::AuthFailed, explain(RejectCode::AuthFailed, &me, peer)).with_peer(peer))
+            Failure::local(
+                HandshakeError::new(RejectCode::AuthFailed, explain(RejectCode::AuthFailed, &me, peer)).with_peer(peer),
+            )
         };
         let authenticated = match &self.config.secret {
             Some(secret) => {
@@ -931,7 +933,11 @@ pub struct Responder {
 impl Responder {
     /// Handles a Hello frame: the state waiting for Confirm and the Reply
     /// frame to send, or the failure (with a Reply(Reject) frame to send).
-    pub fn on_hello(config: &HandshakeConfig, nonce: [u8; NONCE_LEN], bytes: &[u8]) -> Result<(Responder, Vec<u8>), Failure> {
+    pub fn on_hello(
+        config: &HandshakeConfig,
+        nonce: [u8; NONCE_LEN],
+        bytes: &[u8],
+    ) -> Result<(Responder, Vec<u8>), Failure> {
         let hello = match decode_frame(bytes) {
             Ok(Frame::Hello(h)) => h,
             Ok(_) => return Err(Failure::local(HandshakeError::malformed("expected a Hello frame"))),
@@ -1015,13 +1021,17 @@ impl Responder {
                 e.by_peer = true;
                 return Err(Failure::silent(e));
             }
-            _ => return Err(Failure::local(HandshakeError::malformed("expected a Confirm frame").with_peer(&self.peer))),
+            _ => {
+                return Err(Failure::local(HandshakeError::malformed("expected a Confirm frame").with_peer(&self.peer)));
+            }
         };
         if let Some(secret) = &self.secret
             && (confirm.mac.is_empty() || !secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply], &confirm.mac))
         {
             let code = RejectCode::AuthFailed;
-            return Err(Failure::local(HandshakeError::new(code, explain(code, &self.local, &self.peer)).with_peer(&self.peer)));
+            return Err(Failure::local(
+                HandshakeError::new(code, explain(code, &self.local, &self.peer)).with_peer(&self.peer),
+            ));
         }
         Ok(self.negotiated)
     }

@@ -181,9 +181,7 @@ pub enum NetError {
         got_transport: u32,
     },
     /// `send` got a message of another protocol version than agreed (I6).
-    #[error(
-        "refusing to send a protocol {message} message on a connection to node {peer} that agreed on {negotiated}"
-    )]
+    #[error("refusing to send a protocol {message} message on a connection to node {peer} that agreed on {negotiated}")]
     WrongProtocol {
         /// The peer node id.
         peer: String,
@@ -358,7 +356,12 @@ pub enum DataFrame<P> {
 }
 
 /// Encodes a data frame header.
-pub fn encode_header(kind: u8, protocol: ProtocolVersion, transport: TransportVersion, len: u32) -> [u8; FRAME_HEADER_LEN] {
+pub fn encode_header(
+    kind: u8,
+    protocol: ProtocolVersion,
+    transport: TransportVersion,
+    len: u32,
+) -> [u8; FRAME_HEADER_LEN] {
     let mut h = [0u8; FRAME_HEADER_LEN];
     h[0] = kind;
     h[1..3].copy_from_slice(&protocol.0.to_be_bytes());
@@ -369,7 +372,11 @@ pub fn encode_header(kind: u8, protocol: ProtocolVersion, transport: TransportVe
 
 /// Checks a data frame header against the agreed versions and the limits;
 /// returns the kind and the body length.
-pub fn parse_header(header: &[u8; FRAME_HEADER_LEN], negotiated: &Negotiated, limits: &Limits) -> Result<(u8, usize), NetError> {
+pub fn parse_header(
+    header: &[u8; FRAME_HEADER_LEN],
+    negotiated: &Negotiated,
+    limits: &Limits,
+) -> Result<(u8, usize), NetError> {
     let kind = header[0];
     if !matches!(kind, frame_kind::DATA | frame_kind::CLOSE | frame_kind::PING) {
         return Err(NetError::BadFrame { peer: negotiated.peer_node_id.clone(), kind });
@@ -387,13 +394,22 @@ pub fn parse_header(header: &[u8; FRAME_HEADER_LEN], negotiated: &Negotiated, li
     }
     let len = u32::from_be_bytes([header[7], header[8], header[9], header[10]]) as u64;
     if len > limits.max_frame_bytes as u64 {
-        return Err(NetError::FrameTooLarge { peer: negotiated.peer_node_id.clone(), len, max: limits.max_frame_bytes });
+        return Err(NetError::FrameTooLarge {
+            peer: negotiated.peer_node_id.clone(),
+            len,
+            max: limits.max_frame_bytes,
+        });
     }
     Ok((kind, len as usize))
 }
 
 /// Decodes a frame body of `kind` (after [`parse_header`]).
-pub fn decode_body<P: Protocol>(kind: u8, body: &[u8], negotiated: &Negotiated, limits: &Limits) -> Result<DataFrame<P>, NetError> {
+pub fn decode_body<P: Protocol>(
+    kind: u8,
+    body: &[u8],
+    negotiated: &Negotiated,
+    limits: &Limits,
+) -> Result<DataFrame<P>, NetError> {
     let wire = |error| NetError::Wire { peer: negotiated.peer_node_id.clone(), error };
     let mut r = Reader::new(body, negotiated.transport, *limits);
     let f = match kind {
@@ -411,9 +427,16 @@ pub fn decode_body<P: Protocol>(kind: u8, body: &[u8], negotiated: &Negotiated, 
 
 /// Decodes one complete data frame (header and body): what [`Receiver::recv`]
 /// does per frame, for fuzzing and property tests.
-pub fn decode_data_frame<P: Protocol>(bytes: &[u8], negotiated: &Negotiated, limits: &Limits) -> Result<DataFrame<P>, NetError> {
+pub fn decode_data_frame<P: Protocol>(
+    bytes: &[u8],
+    negotiated: &Negotiated,
+    limits: &Limits,
+) -> Result<DataFrame<P>, NetError> {
     let Some(header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
-        return Err(NetError::Closed { peer: negotiated.peer_node_id.clone(), reason: Some("truncated header".into()) });
+        return Err(NetError::Closed {
+            peer: negotiated.peer_node_id.clone(),
+            reason: Some("truncated header".into()),
+        });
     };
     let (kind, len) = parse_header(header, negotiated, limits)?;
     let body = &bytes[FRAME_HEADER_LEN..];
@@ -601,9 +624,10 @@ impl<P: Protocol> Sender<P> {
     pub fn try_send(&self, msg: P) -> Result<(), NetError> {
         let frame = encode_data_frame(&msg, &self.shared.negotiated, &self.shared.limits)?;
         self.tx.try_send(Outgoing::Frame(frame)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                NetError::QueueFull { peer: self.shared.negotiated.peer_node_id.clone(), capacity: self.shared.capacity }
-            }
+            mpsc::error::TrySendError::Full(_) => NetError::QueueFull {
+                peer: self.shared.negotiated.peer_node_id.clone(),
+                capacity: self.shared.capacity,
+            },
             mpsc::error::TrySendError::Closed(_) => self.closed(),
         })
     }
@@ -715,13 +739,12 @@ impl<P: Protocol> Receiver<P> {
         let mut frame = header.to_vec();
         frame.extend_from_slice(&self.buf);
         match handshake::decode_frame(&frame) {
-            Ok(handshake::Frame::Abort(a)) => NetError::Handshake(HandshakeError {
-                code: a.code,
-                message: a.message,
-                by_peer: true,
-                peer: None,
-            }),
-            Ok(_) => NetError::BadFrame { peer: self.shared.negotiated.peer_node_id.clone(), kind: frame_kind::HANDSHAKE },
+            Ok(handshake::Frame::Abort(a)) => {
+                NetError::Handshake(HandshakeError { code: a.code, message: a.message, by_peer: true, peer: None })
+            }
+            Ok(_) => {
+                NetError::BadFrame { peer: self.shared.negotiated.peer_node_id.clone(), kind: frame_kind::HANDSHAKE }
+            }
             Err(e) => NetError::Handshake(e),
         }
     }
@@ -813,7 +836,10 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     let (stream, negotiated) = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(NetError::HandshakeTimeout { peer: "(connecting)".into(), after_ms: timeout.as_millis() as u64 });
+            return Err(NetError::HandshakeTimeout {
+                peer: "(connecting)".into(),
+                after_ms: timeout.as_millis() as u64,
+            });
         }
     };
     tracing::debug!(peer = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "connected");
@@ -955,7 +981,11 @@ async fn accept_loop<P: Protocol>(
     }
 }
 
-async fn handshake_inbound<P: Protocol>(mut stream: TcpStream, peer: SocketAddr, config: &NetConfig) -> Result<Connection<P>, NetError> {
+async fn handshake_inbound<P: Protocol>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &NetConfig,
+) -> Result<Connection<P>, NetError> {
     let _ = stream.set_nodelay(true);
     let timeout = config.handshake_timeout;
     match tokio::time::timeout(timeout, respond(&mut stream, &config.handshake)).await {

@@ -70,7 +70,9 @@ pub const fn check_versions(min: u16, max: u16, versions: &[u16]) {
         i += 1;
     }
     if versions.len() != (max - min) as usize + 1 {
-        panic!("protocol_versions!: a version in `supported` has no variant: add its module and variant, or narrow the range");
+        panic!(
+            "protocol_versions!: a version in `supported` has no variant: add its module and variant, or narrow the range"
+        );
     }
 }
 

@@ -328,8 +328,11 @@ impl Writer {
     #[inline(always)]
     pub fn put_len(&mut self, len: usize) {
         if len > self.limits.max_collection_len && self.error.is_none() {
-            self.error =
-                Some(WireError::LengthOverLimit { offset: self.buf.len(), len: len as u64, max: self.limits.max_collection_len });
+            self.error = Some(WireError::LengthOverLimit {
+                offset: self.buf.len(),
+                len: len as u64,
+                max: self.limits.max_collection_len,
+            });
         }
         self.put_varint(len as u64);
     }
@@ -559,7 +562,11 @@ pub trait Decode: Sized {
 }
 
 /// Encodes `value` at `version` into a new buffer, enforcing `limits`.
-pub fn encode_to_vec<T: Encode + ?Sized>(value: &T, version: TransportVersion, limits: Limits) -> Result<Vec<u8>, WireError> {
+pub fn encode_to_vec<T: Encode + ?Sized>(
+    value: &T,
+    version: TransportVersion,
+    limits: Limits,
+) -> Result<Vec<u8>, WireError> {
     let mut w = Writer::new(version, limits);
     value.encode(&mut w);
     w.into_bytes()
@@ -1029,7 +1036,10 @@ mod tests {
         let d = |b: &[u8]| decode_frame::<u64>(b, TransportVersion::ZERO, Limits::DEFAULT);
         assert!(matches!(d(&[0x80, 0x00]), Err(WireError::BadVarint { .. })), "overlong");
         assert!(matches!(d(&[0xff; 11]), Err(WireError::BadVarint { .. })));
-        assert!(matches!(d(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), Err(WireError::BadVarint { .. })));
+        assert!(matches!(
+            d(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            Err(WireError::BadVarint { .. })
+        ));
         assert!(matches!(d(&[0x80]), Err(WireError::UnexpectedEnd { .. })));
         assert!(matches!(
             decode_frame::<u16>(&[0x80, 0x80, 0x04], TransportVersion::ZERO, Limits::DEFAULT),
@@ -1056,17 +1066,35 @@ mod tests {
         assert!(matches!(w.finish(), Err(WireError::LengthOverLimit { len: 5, .. })));
         // A huge length prefix with no data: an error before any allocation.
         b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert!(matches!(decode_frame::<Vec<u8>>(&b, TransportVersion::ZERO, small), Err(WireError::LengthOverLimit { .. })));
+        assert!(matches!(
+            decode_frame::<Vec<u8>>(&b, TransportVersion::ZERO, small),
+            Err(WireError::LengthOverLimit { .. })
+        ));
         let deep = Box::new(Box::new(Box::new(1u8)));
         let bytes = encode_to_vec(&deep, TransportVersion::ZERO, small).unwrap();
-        assert!(matches!(decode_frame::<Box<Box<Box<u8>>>>(&bytes, TransportVersion::ZERO, small), Err(WireError::TooDeep { .. })));
-        assert!(matches!(decode_frame::<u8>(&[1, 2], TransportVersion::ZERO, small), Err(WireError::TrailingBytes { count: 1 })));
-        assert!(matches!(decode_frame::<u8>(&[0; 65], TransportVersion::ZERO, small), Err(WireError::FrameTooLarge { .. })));
+        assert!(matches!(
+            decode_frame::<Box<Box<Box<u8>>>>(&bytes, TransportVersion::ZERO, small),
+            Err(WireError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            decode_frame::<u8>(&[1, 2], TransportVersion::ZERO, small),
+            Err(WireError::TrailingBytes { count: 1 })
+        ));
+        assert!(matches!(
+            decode_frame::<u8>(&[0; 65], TransportVersion::ZERO, small),
+            Err(WireError::FrameTooLarge { .. })
+        ));
         assert!(matches!(
             decode_frame::<BTreeMap<u8, u8>>(&[2, 1, 1, 1, 2], TransportVersion::ZERO, small),
             Err(WireError::DuplicateKey { .. })
         ));
-        assert!(matches!(decode_frame::<bool>(&[2], TransportVersion::ZERO, small), Err(WireError::InvalidByte { .. })));
-        assert!(matches!(decode_frame::<String>(&[1, 0xff], TransportVersion::ZERO, small), Err(WireError::InvalidUtf8 { .. })));
+        assert!(matches!(
+            decode_frame::<bool>(&[2], TransportVersion::ZERO, small),
+            Err(WireError::InvalidByte { .. })
+        ));
+        assert!(matches!(
+            decode_frame::<String>(&[1, 0xff], TransportVersion::ZERO, small),
+            Err(WireError::InvalidUtf8 { .. })
+        ));
     }
 }

@@ -49,7 +49,12 @@ fn negotiation_outcomes() {
         ("overlapping", local(range(1, 3)), peer(range(2, 5), 1_003_0_00, 1_000_0_00), Want::Accept(3, 1_003_0_00)),
         ("identical", local(range(1, 2)), peer(range(1, 2), 1_003_0_00, 1_001_0_00), Want::Accept(2, 1_003_0_00)),
         ("nested", local(range(1, 5)), peer(range(2, 3), 1_003_0_00, 1_001_0_00), Want::Accept(3, 1_003_0_00)),
-        ("nested other way", local(range(2, 3)), peer(range(1, 5), 1_003_0_00, 1_001_0_00), Want::Accept(3, 1_003_0_00)),
+        (
+            "nested other way",
+            local(range(2, 3)),
+            peer(range(1, 5), 1_003_0_00, 1_001_0_00),
+            Want::Accept(3, 1_003_0_00),
+        ),
         ("touching", local(range(1, 2)), peer(range(2, 4), 1_003_0_00, 1_001_0_00), Want::Accept(2, 1_003_0_00)),
         (
             "disjoint, this node older",
@@ -66,28 +71,62 @@ fn negotiation_outcomes() {
             peer(range(1, 2), 1_003_0_00, 1_001_0_00),
             Want::Reject(RejectCode::NoCommonProtocol, "upgrade node b to a release that speaks v3 or later"),
         ),
-        ("lower of the two highest: peer lower", local(range(1, 1)), peer(range(1, 1), 1_002_0_00, 1_000_0_00), Want::Accept(1, 1_002_0_00)),
-        ("lower of the two highest: unknown newer peer id", local(range(1, 1)), peer(range(1, 1), 1_009_0_00, 1_001_0_00), Want::Accept(1, 1_003_0_00)),
-        ("best known: unknown patch of a known base", local(range(1, 1)), peer(range(1, 1), 1_002_0_05, 1_001_0_00), Want::Accept(1, 1_002_0_03)),
-        ("best known: unknown id between known ones", local(range(1, 1)), peer(range(1, 1), 1_002_5_00, 1_001_0_00), Want::Accept(1, 1_002_0_03)),
-        ("best known: earlier patch than the known backport", local(range(1, 1)), peer(range(1, 1), 1_002_0_01, 1_001_0_00), Want::Accept(1, 1_002_0_00)),
+        (
+            "lower of the two highest: peer lower",
+            local(range(1, 1)),
+            peer(range(1, 1), 1_002_0_00, 1_000_0_00),
+            Want::Accept(1, 1_002_0_00),
+        ),
+        (
+            "lower of the two highest: unknown newer peer id",
+            local(range(1, 1)),
+            peer(range(1, 1), 1_009_0_00, 1_001_0_00),
+            Want::Accept(1, 1_003_0_00),
+        ),
+        (
+            "best known: unknown patch of a known base",
+            local(range(1, 1)),
+            peer(range(1, 1), 1_002_0_05, 1_001_0_00),
+            Want::Accept(1, 1_002_0_03),
+        ),
+        (
+            "best known: unknown id between known ones",
+            local(range(1, 1)),
+            peer(range(1, 1), 1_002_5_00, 1_001_0_00),
+            Want::Accept(1, 1_002_0_03),
+        ),
+        (
+            "best known: earlier patch than the known backport",
+            local(range(1, 1)),
+            peer(range(1, 1), 1_002_0_01, 1_001_0_00),
+            Want::Accept(1, 1_002_0_00),
+        ),
         (
             "peer below our minimum compatible",
             local(range(1, 1)),
             peer(range(1, 1), 1_000_0_00, 1_000_0_00),
-            Want::Reject(RejectCode::TransportTooOld, "upgrade node b to a release with transport version 1001000 or later"),
+            Want::Reject(
+                RejectCode::TransportTooOld,
+                "upgrade node b to a release with transport version 1001000 or later",
+            ),
         ),
         (
             "we are below the peer's minimum compatible",
             local(range(1, 1)),
             peer(range(1, 1), 1_009_0_00, 1_004_0_00),
-            Want::Reject(RejectCode::TransportTooOld, "upgrade this node to a release with transport version 1004000 or later"),
+            Want::Reject(
+                RejectCode::TransportTooOld,
+                "upgrade this node to a release with transport version 1004000 or later",
+            ),
         ),
         (
             "cluster id mismatch",
             local(range(1, 1)),
             Advertisement { cluster_id: "other".into(), ..peer(range(1, 1), 1_003_0_00, 1_001_0_00) },
-            Want::Reject(RejectCode::ClusterMismatch, "belongs to cluster `other`, this node a (release 1.0) to cluster `c1`"),
+            Want::Reject(
+                RejectCode::ClusterMismatch,
+                "belongs to cluster `other`, this node a (release 1.0) to cluster `c1`",
+            ),
         ),
     ];
     let mut failures = Vec::new();
@@ -124,7 +163,8 @@ fn run(
     i: &HandshakeConfig,
     r: &HandshakeConfig,
     tamper: &mut dyn FnMut(u8, &mut Vec<u8>),
-) -> (Result<handshake::Negotiated, handshake::HandshakeError>, Result<handshake::Negotiated, handshake::HandshakeError>) {
+) -> (Result<handshake::Negotiated, handshake::HandshakeError>, Result<handshake::Negotiated, handshake::HandshakeError>)
+{
     let (init, mut hello) = Initiator::start(i, [1; 32]);
     tamper(handshake::kind::HELLO, &mut hello);
     let (resp, mut reply) = match Responder::on_hello(r, [2; 32], &hello) {
@@ -163,11 +203,7 @@ fn flow_with_and_without_secret() {
 
 #[test]
 fn wrong_or_missing_secret_fails_on_both_ends() {
-    let cases = [
-        (Some(SECRET), Some("a different secret of some length")),
-        (Some(SECRET), None),
-        (None, Some(SECRET)),
-    ];
+    let cases = [(Some(SECRET), Some("a different secret of some length")), (Some(SECRET), None), (None, Some(SECRET))];
     for (si, sr) in cases {
         let (a, b) = run(&cfg("a", range(1, 2), si), &cfg("b", range(1, 2), sr), &mut |_, _| {});
         let (a, b) = (a.unwrap_err(), b.unwrap_err());
@@ -183,7 +219,11 @@ fn any_tampered_byte_fails_on_both_ends_with_a_secret() {
     let (_, hello) = Initiator::start(&i, [1; 32]);
     let (_, reply) = Responder::on_hello(&r, [2; 32], &hello).unwrap();
     let mut checked = 0;
-    for (kind, len) in [(handshake::kind::HELLO, hello.len()), (handshake::kind::REPLY, reply.len()), (handshake::kind::CONFIRM, 8 + 33)] {
+    for (kind, len) in [
+        (handshake::kind::HELLO, hello.len()),
+        (handshake::kind::REPLY, reply.len()),
+        (handshake::kind::CONFIRM, 8 + 33),
+    ] {
         for pos in 0..len {
             let (a, b) = run(&i, &r, &mut |k, f| {
                 if k == kind && pos < f.len() {
@@ -309,9 +349,11 @@ fn handshake_frames_are_stable() {
     check_golden("confirm", &confirm);
     let old = cfg("node-c", range(3, 3), None);
     let (_, hello_c) = Initiator::start(&old, [0x33; 32]);
-    let reject = Responder::on_hello(&cfg("node-b", range(1, 2), None), [0x44; 32], &hello_c).unwrap_err().send.unwrap();
+    let reject =
+        Responder::on_hello(&cfg("node-b", range(1, 2), None), [0x44; 32], &hello_c).unwrap_err().send.unwrap();
     check_golden("reply_reject", &reject);
-    let abort = handshake::encode_frame(&Frame::Abort(handshake::Abort { code: RejectCode::AuthFailed, message: "no".into() }));
+    let abort =
+        handshake::encode_frame(&Frame::Abort(handshake::Abort { code: RejectCode::AuthFailed, message: "no".into() }));
     check_golden("abort", &abort);
     assert_eq!(&hello[..6], b"RGHS\x01\x01");
 }
@@ -347,7 +389,12 @@ mod props {
     fn runner(cases: u32) -> TestRunner {
         let seed = std::env::var("ROLLGATE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
         println!("proptest seed: ROLLGATE_SEED={seed}");
-        TestRunner::new(Config { cases, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..Config::default() })
+        TestRunner::new(Config {
+            cases,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            ..Config::default()
+        })
     }
 
     #[test]
@@ -358,14 +405,16 @@ mod props {
         let valid = vec![hello, reply];
         let strategy = prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..600),
-            (0..2usize, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)).prop_map(move |(i, muts)| {
-                let mut f = valid[i].clone();
-                for (at, b) in muts {
-                    let at = at.index(f.len());
-                    f[at] = b;
+            (0..2usize, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)).prop_map(
+                move |(i, muts)| {
+                    let mut f = valid[i].clone();
+                    for (at, b) in muts {
+                        let at = at.index(f.len());
+                        f[at] = b;
+                    }
+                    f
                 }
-                f
-            }),
+            ),
         ];
         runner(512)
             .run(&strategy, |bytes| {

@@ -57,7 +57,10 @@ async fn connect_accept_send_recv_split_and_close() {
     let n = conn.negotiated().clone();
     assert_eq!(n.protocol, ProtocolVersion(2));
     assert_eq!(n.transport, transport_versions::CURRENT);
-    assert_eq!((n.peer_node_id.as_str(), n.peer_release.as_str(), n.peer_cluster_id.as_str()), ("server", "1.2", "sample-cluster"));
+    assert_eq!(
+        (n.peer_node_id.as_str(), n.peer_release.as_str(), n.peer_cluster_id.as_str()),
+        ("server", "1.2", "sample-cluster")
+    );
     assert!(n.authenticated);
 
     // Pipelining: two cloned senders in their own tasks, one receiver.
@@ -145,7 +148,11 @@ async fn refusals_tell_the_operator_what_to_upgrade() {
     assert!(e.to_string().contains("upgrade this node to a release that speaks v2 or later"), "{e}");
     let failure = listener.next().await.unwrap().unwrap_err();
     assert_eq!(failure.error.reject_code(), Some(RejectCode::NoCommonProtocol));
-    assert!(failure.error.to_string().contains("upgrade node old to a release that speaks v2 or later"), "{}", failure.error);
+    assert!(
+        failure.error.to_string().contains("upgrade node old to a release that speaks v2 or later"),
+        "{}",
+        failure.error
+    );
     println!("initiator: {e}\nresponder: {}", failure.error);
 
     let mut other = config("stranger", full(), false);
@@ -175,7 +182,9 @@ async fn i6_a_frame_of_another_version_closes_the_connection() {
     let addr = listener.local_addr();
     let body = rollgate::protocol::encode_message(&ping(1), transport_versions::CURRENT, Default::default()).unwrap();
     let other_transport = rollgate::version::TransportVersion::from_id(transport_versions::CURRENT.id() - 1000);
-    for (protocol, transport) in [(ProtocolVersion(1), transport_versions::CURRENT), (ProtocolVersion(2), other_transport)] {
+    for (protocol, transport) in
+        [(ProtocolVersion(1), transport_versions::CURRENT), (ProtocolVersion(2), other_transport)]
+    {
         let (mut raw, n) = raw_client(addr).await;
         let mut server = listener.accept().await.unwrap();
         assert_eq!((n.protocol, n.transport), (ProtocolVersion(2), transport_versions::CURRENT));

@@ -78,7 +78,16 @@ async fn bad_peers_get_errors_and_good_peers_still_connect() {
         ("random bytes", random),
         ("an HTTP request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("a 4 GiB length prefix", [&b"RGHS\x01\x01"[..], &[0xff, 0xff], &u32::MAX.to_be_bytes()].concat()),
-        ("a data frame before the handshake", net::encode_header(frame_kind::DATA, rollgate::version::ProtocolVersion(2), transport_versions::CURRENT, u32::MAX).to_vec()),
+        (
+            "a data frame before the handshake",
+            net::encode_header(
+                frame_kind::DATA,
+                rollgate::version::ProtocolVersion(2),
+                transport_versions::CURRENT,
+                u32::MAX,
+            )
+            .to_vec(),
+        ),
     ];
     for (what, bytes) in &garbage {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -123,7 +132,8 @@ async fn bad_peers_get_errors_and_good_peers_still_connect() {
     // Every bad peer was counted as a failed handshake with a typed error.
     let failed = listener.stats().failed.load(std::sync::atomic::Ordering::Relaxed) as usize;
     while failures.len() < failed {
-        failures.push(tokio::time::timeout(Duration::from_secs(5), listener.next()).await.unwrap().unwrap().unwrap_err());
+        failures
+            .push(tokio::time::timeout(Duration::from_secs(5), listener.next()).await.unwrap().unwrap().unwrap_err());
     }
     let (mut timeouts, mut malformed) = (0, 0);
     for f in failures {

@@ -33,7 +33,13 @@ fn member() -> impl Strategy<Value = Member> {
 }
 
 fn gossip() -> impl Strategy<Value = Gossip> {
-    (".{0,16}", any::<u64>(), proptest::collection::vec(member(), 0..6), proptest::collection::btree_map(".{0,6}", ".{0,6}", 0..4), any::<u32>())
+    (
+        ".{0,16}",
+        any::<u64>(),
+        proptest::collection::vec(member(), 0..6),
+        proptest::collection::btree_map(".{0,6}", ".{0,6}", 0..4),
+        any::<u32>(),
+    )
         .prop_map(|(from, epoch, members, labels, checksum)| Gossip { from, epoch, members, labels, checksum })
 }
 
@@ -62,7 +68,12 @@ fn std_types_round_trip() {
     let l = Limits::DEFAULT;
     runner(256)
         .run(
-            &(any::<i64>(), any::<Option<u16>>(), proptest::collection::hash_map(any::<u32>(), any::<bool>(), 0..8), any::<(u8, i8, char, f64)>()),
+            &(
+                any::<i64>(),
+                any::<Option<u16>>(),
+                proptest::collection::hash_map(any::<u32>(), any::<bool>(), 0..8),
+                any::<(u8, i8, char, f64)>(),
+            ),
             |(i, o, h, t)| {
                 let v = (i, o, h.clone(), t, [t.0; 3], vec![Some(Box::new(i)); 2]);
                 let bytes = wire::encode_to_vec(&v, tv, l).unwrap();
@@ -76,7 +87,10 @@ fn std_types_round_trip() {
         )
         .unwrap();
     let m = BTreeMap::from([(String::from("k"), vec![1u64, 2])]);
-    assert_eq!(wire::decode_frame::<BTreeMap<String, Vec<u64>>>(&wire::encode_to_vec(&m, tv, l).unwrap(), tv, l).unwrap(), m);
+    assert_eq!(
+        wire::decode_frame::<BTreeMap<String, Vec<u64>>>(&wire::encode_to_vec(&m, tv, l).unwrap(), tv, l).unwrap(),
+        m
+    );
 }
 
 fn valid_frames() -> Vec<(u16, TransportVersion, Vec<u8>)> {
@@ -103,7 +117,12 @@ fn valid_frames_decode_through_the_fuzz_entry_point() {
 fn random_and_mutated_frames_never_panic() {
     let frames = valid_frames();
     let n = frames.len();
-    let mutated = (0..n, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), any::<prop::sample::Index>(), any::<bool>())
+    let mutated = (
+        0..n,
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
         .prop_map(move |(i, muts, cut, truncate)| {
             let mut f = frames[i].2.clone();
             for (at, b) in muts {
@@ -139,7 +158,10 @@ fn hostile_lengths_are_refused_before_allocating() {
     // Nesting is bounded.
     let deep: Vec<u8> = std::iter::repeat_n(1u8, 20).chain([0]).collect();
     type Nest = Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<u8>>>>>>>>>>;
-    assert!(matches!(wire::decode_frame::<Nest>(&deep, tv, small), Err(WireError::TooDeep { .. } | WireError::UnexpectedEnd { .. })));
+    assert!(matches!(
+        wire::decode_frame::<Nest>(&deep, tv, small),
+        Err(WireError::TooDeep { .. } | WireError::UnexpectedEnd { .. })
+    ));
 }
 
 #[test]
@@ -159,7 +181,15 @@ fn sample_messages_round_trip_through_the_protocol_enum() {
 #[test]
 fn negotiated_is_what_frames_are_checked_against() {
     let n: Negotiated = fuzz::negotiated(2, transport_versions::CURRENT);
-    let frame = net::encode_data_frame(&Msg::from(rollgate_sample::protocol::v2::Msg::Ticker(rollgate_sample::ticker::v2::Msg::Count { value: 1 })), &n, &Limits::DEFAULT).unwrap();
+    let frame = net::encode_data_frame(
+        &Msg::from(rollgate_sample::protocol::v2::Msg::Ticker(rollgate_sample::ticker::v2::Msg::Count { value: 1 })),
+        &n,
+        &Limits::DEFAULT,
+    )
+    .unwrap();
     let other = fuzz::negotiated(2, transport_versions::MINIMUM_COMPATIBLE);
-    assert!(matches!(net::decode_data_frame::<Msg>(&frame, &other, &Limits::DEFAULT), Err(net::NetError::VersionMismatch { .. })));
+    assert!(matches!(
+        net::decode_data_frame::<Msg>(&frame, &other, &Limits::DEFAULT),
+        Err(net::NetError::VersionMismatch { .. })
+    ));
 }
