@@ -402,7 +402,7 @@ mod props {
         let c = rollgate_sample::fuzz::config("a", true);
         let (_, hello) = rollgate::handshake::Initiator::start(&c, [5; 32]);
         let (_, reply) = rollgate::handshake::Responder::on_hello(&c, [6; 32], &hello).unwrap();
-        let valid = vec![hello, reply];
+        let valid = [hello, reply];
         let strategy = prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..600),
             (0..2usize, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)).prop_map(

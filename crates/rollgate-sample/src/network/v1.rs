@@ -37,7 +37,7 @@ pub struct Hello {
 }
 
 /// Liveness probe.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct Ping {
     /// Sequence number.
     pub seq: u64,
