@@ -54,12 +54,12 @@ fn places_naming_v1(root: &Path) -> BTreeSet<(String, usize)> {
     out
 }
 
-#[test]
-fn retiring_protocol_v1_points_at_every_place_to_change() {
+/// A copy of this crate in a standalone workspace: `(temp dir, workspace, crate)`.
+fn sample_workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let repo = crate_dir.join("../..").canonicalize().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path();
+    let ws = tmp.path().to_path_buf();
     let sample = ws.join("sample");
     for part in ["src", "transport"] {
         copy_dir(&crate_dir.join(part), &sample.join(part));
@@ -97,6 +97,24 @@ unsafe_code = "forbid"
     )
     .unwrap();
 
+    (tmp, ws, sample)
+}
+
+/// `cargo check` of the copied crate, offline, into a cached target directory.
+fn check(ws: &Path) -> std::process::Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    Command::new(cargo)
+        .current_dir(ws)
+        .args(["check", "--offline", "--message-format=short", "-p", "rollgate-sample"])
+        .env("CARGO_TARGET_DIR", target_dir().join("rollgate-retire-check"))
+        .env_remove("ROLLGATE_TRANSPORT_BRANCH")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn retiring_protocol_v1_points_at_every_place_to_change() {
+    let (_tmp, ws, sample) = sample_workspace();
     // Where v1 is named before the change: every one of these must be reported.
     let mut expected = places_naming_v1(&sample);
     assert!(expected.len() >= 6, "the sample names protocol v1 in several places: {expected:?}");
@@ -115,14 +133,7 @@ unsafe_code = "forbid"
     let call = text.lines().position(|l| l.starts_with("rollgate::protocol_versions!")).unwrap() + 1;
     expected.insert(("sample/src/protocol/mod.rs".to_string(), call));
 
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(ws)
-        .args(["check", "--offline", "--message-format=short", "-p", "rollgate-sample"])
-        .env("CARGO_TARGET_DIR", target_dir().join("rollgate-retire-check"))
-        .env_remove("ROLLGATE_TRANSPORT_BRANCH")
-        .output()
-        .unwrap();
+    let out = check(&ws);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "cargo check succeeded after deleting v1:\n{stderr}");
 
@@ -146,4 +157,20 @@ unsafe_code = "forbid"
         "places not reported: {missing:?}\nreported but not expected: {extra:?}\n{stderr}"
     );
     assert!(stderr.contains("below the `supported` floor"), "the floor check explains what to do:\n{stderr}");
+}
+
+#[test]
+fn a_misspelled_transport_version_name_fails_the_build() {
+    let (_tmp, ws, sample) = sample_workspace();
+    let file = sample.join("src/network/v1.rs");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(r#"since = "ping_payload""#));
+    std::fs::write(&file, text.replace(r#"since = "ping_payload""#, r#"since = "ping_paylod""#)).unwrap();
+    let out = check(&ws);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a misspelled name compiled:\n{stderr}");
+    assert!(
+        stderr.contains("unknown transport version `ping_paylod`") && stderr.contains("fix the spelling"),
+        "{stderr}"
+    );
 }

@@ -1022,7 +1022,9 @@ impl Responder {
                 return Err(Failure::silent(e));
             }
             _ => {
-                return Err(Failure::local(HandshakeError::malformed("expected a Confirm frame").with_peer(&self.peer)));
+                return Err(Failure::local(
+                    HandshakeError::malformed("expected a Confirm frame").with_peer(&self.peer),
+                ));
             }
         };
         if let Some(secret) = &self.secret

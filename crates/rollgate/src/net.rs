@@ -826,20 +826,25 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     config.validate::<P>()?;
     warn_without_secret(&config.handshake, "initiator");
     let timeout = config.handshake_timeout;
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(io_err("resolving the address to connect to", None))?
+        .next()
+        .ok_or_else(|| NetError::Io {
+            op: "resolving",
+            peer: None,
+            message: "the address resolved to nothing".into(),
+        })?;
     let work = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(io_err("connecting to", None))?;
-        let peer = stream.peer_addr().ok();
+        let mut stream = TcpStream::connect(target).await.map_err(io_err("connecting to", Some(target)))?;
         let _ = stream.set_nodelay(true);
-        let negotiated = initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, peer))?;
+        let negotiated = initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
         Ok::<_, NetError>((stream, negotiated))
     };
     let (stream, negotiated) = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(NetError::HandshakeTimeout {
-                peer: "(connecting)".into(),
-                after_ms: timeout.as_millis() as u64,
-            });
+            return Err(NetError::HandshakeTimeout { peer: target.to_string(), after_ms: timeout.as_millis() as u64 });
         }
     };
     tracing::debug!(peer = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "connected");

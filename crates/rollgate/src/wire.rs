@@ -37,7 +37,8 @@
 //! Decoding any byte string returns a value or a [`WireError`]; it never
 //! panics and never allocates more than the input justifies: every length is
 //! checked against [`Limits::max_collection_len`] and, before reserving,
-//! against the bytes that remain; nesting (through `Box`, `Vec` and maps) is
+//! against the bytes that remain (and at most [`MAX_PREALLOC_BYTES`] are reserved
+//! up front); nesting (through `Box`, `Vec` and maps) is
 //! bounded by [`Limits::max_depth`]. Encoding never fails on the spot: a
 //! length over a limit is recorded in the [`Writer`] and reported by
 //! [`Writer::finish`], together with a frame over [`Limits::max_frame_bytes`].
@@ -553,12 +554,24 @@ pub trait Decode: Sized {
     #[doc(hidden)]
     #[inline]
     fn decode_vec(len: usize, r: &mut Reader<'_>) -> Result<Vec<Self>, WireError> {
-        let mut v = Vec::with_capacity(len.min(r.remaining()));
+        let mut v = Vec::with_capacity(prealloc::<Self>(len, r));
         for _ in 0..len {
             v.push(Self::decode(r)?);
         }
         Ok(v)
     }
+}
+
+/// Bytes reserved up front for a decoded collection, at most: beyond this a
+/// collection grows only as items actually decode.
+pub const MAX_PREALLOC_BYTES: usize = 64 * 1024;
+
+/// How many items of `T` to reserve for a collection announcing `len` items:
+/// never more than the remaining input (each item takes at least a byte,
+/// except zero-sized ones, which take no memory) nor [`MAX_PREALLOC_BYTES`].
+#[inline]
+fn prealloc<T>(len: usize, r: &Reader<'_>) -> usize {
+    len.min(r.remaining()).min(MAX_PREALLOC_BYTES / std::mem::size_of::<T>().max(1))
 }
 
 /// Encodes `value` at `version` into a new buffer, enforcing `limits`.
@@ -890,7 +903,7 @@ impl<K: Decode + Eq + Hash, V: Decode, S: BuildHasher + Default> Decode for Hash
     fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let len = r.get_len()?;
         r.enter()?;
-        let mut m = HashMap::with_capacity_and_hasher(len.min(r.remaining()), S::default());
+        let mut m = HashMap::with_capacity_and_hasher(prealloc::<(K, V)>(len, r), S::default());
         let res = (|| {
             for _ in 0..len {
                 let offset = r.position();
@@ -946,7 +959,7 @@ impl<T: Decode + Eq + Hash, S: BuildHasher + Default> Decode for HashSet<T, S> {
     fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let len = r.get_len()?;
         r.enter()?;
-        let mut m = HashSet::with_capacity_and_hasher(len.min(r.remaining()), S::default());
+        let mut m = HashSet::with_capacity_and_hasher(prealloc::<T>(len, r), S::default());
         let res = (|| {
             for _ in 0..len {
                 let offset = r.position();

@@ -326,3 +326,21 @@ async fn i7_man_in_the_middle_downgrade_needs_no_secret_and_fails_with_one() {
     assert_eq!(failure.error.reject_code(), Some(RejectCode::AuthFailed), "{}", failure.error);
     println!("with a cluster secret: initiator: {e}\nresponder: {}", failure.error);
 }
+
+#[tokio::test]
+async fn a_forged_confirmation_is_refused_after_the_reply() {
+    let mut listener = Listener::<Msg>::bind("127.0.0.1:0", config("server", full(), true)).await.unwrap();
+    let mut s = TcpStream::connect(listener.local_addr()).await.unwrap();
+    let (init, hello) = handshake::Initiator::start(&config("raw", full(), true).handshake, [1; 32]);
+    s.write_all(&hello).await.unwrap();
+    let reply = read_hs(&mut s).await;
+    let (_, mut confirm) = init.on_reply(&reply).unwrap();
+    let last = confirm.len() - 1;
+    confirm[last] ^= 0x80;
+    s.write_all(&confirm).await.unwrap();
+    let answer = read_to_end(&mut s).await;
+    let Ok(Frame::Abort(abort)) = handshake::decode_frame(&answer) else { panic!("expected an Abort, got {answer:?}") };
+    assert_eq!(abort.code, RejectCode::AuthFailed);
+    let failure = listener.next().await.unwrap().unwrap_err();
+    assert_eq!(failure.error.reject_code(), Some(RejectCode::AuthFailed));
+}
