@@ -1,1 +1,1056 @@
-//! The version handshake: protocol and transport version negotiation, authenticated with the cluster secret.
+//! The version handshake, sans-IO: how two peers agree on a protocol version
+//! and a transport version, authenticated with the cluster secret.
+//!
+//! # Messages
+//!
+//! ```text
+//! initiator                                             responder
+//!   Hello   { advertisement, nonce_i, auth }  ------>
+//!                                              <------  Reply { advertisement, nonce_r, Accept | Reject, mac_r }
+//!   Confirm { mac_i }  (or Abort { code })    ------>
+//!   data frames ...                           <----->   (or a late Abort when mac_i is wrong)
+//! ```
+//!
+//! An advertisement is the protocol range, the highest and the minimum
+//! compatible transport version, the cluster id, the node id and the release.
+//! The responder decides ([`decide`]): the highest common protocol version;
+//! transport version = the lower of the two highest, mapped through
+//! Elasticsearch's best-known-version rule when the responder does not know
+//! that exact id, refused when below either side's minimum compatible; or a
+//! rejection with a [`RejectCode`] and a message that tells an operator what
+//! to upgrade.
+//!
+//! # Frame format (stable forever)
+//!
+//! ```text
+//! magic "RGHS" (4) | format version 0x01 (1) | kind (1) | body length u16 BE (2) | body (<= 4096)
+//! kind: 1 Hello, 2 Reply, 3 Confirm, 4 Abort
+//! ```
+//!
+//! Bodies use the wire codec's primitives only (varints, length-prefixed
+//! strings), never transport-version-gated fields, so this format does not
+//! depend on transport versions. `tests/handshake_golden.rs` pins the bytes.
+//!
+//! # Authentication (invariant I7)
+//!
+//! With a cluster secret, `mac_r = HMAC-SHA256(secret, "rollgate-handshake-1 responder" | hello frame | reply body up to mac_r)`
+//! and `mac_i = HMAC-SHA256(secret, "rollgate-handshake-1 initiator" | hello frame | reply frame)`
+//! (each part prefixed with its u32 BE length). Both nonces are inside, so a
+//! recorded exchange cannot be replayed, and both advertisements and the
+//! decision are covered byte for byte, so a man in the middle who rewrites a
+//! range (to force a lower version) makes the MAC check fail on both ends.
+//! MACs are compared in constant time. Without a secret the node logs a
+//! warning when it starts and the handshake is unauthenticated.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::version::{ProtocolRange, ProtocolVersion, TransportVersion, TransportVersionSet};
+use crate::wire::{Limits, Reader, WireError, Writer};
+
+/// The handshake frame magic.
+pub const MAGIC: [u8; 4] = *b"RGHS";
+/// The handshake format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes in a handshake frame header.
+pub const HEADER_LEN: usize = 8;
+/// Largest handshake frame body.
+pub const MAX_BODY_BYTES: usize = 4096;
+/// Bytes in a nonce.
+pub const NONCE_LEN: usize = 32;
+/// Bytes in a MAC.
+pub const MAC_LEN: usize = 32;
+/// Longest cluster id, node id or release string.
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest rejection message.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+const LABEL_RESPONDER: &[u8] = b"rollgate-handshake-1 responder";
+const LABEL_INITIATOR: &[u8] = b"rollgate-handshake-1 initiator";
+const LIMITS: Limits = Limits { max_frame_bytes: MAX_BODY_BYTES, max_collection_len: MAX_BODY_BYTES, max_depth: 4 };
+
+/// Frame kinds.
+pub mod kind {
+    /// Initiator's advertisement.
+    pub const HELLO: u8 = 1;
+    /// Responder's advertisement and decision.
+    pub const REPLY: u8 = 2;
+    /// Initiator's proof.
+    pub const CONFIRM: u8 = 3;
+    /// Either side gives up, with a reason.
+    pub const ABORT: u8 = 4;
+}
+
+/// Why a handshake was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectCode {
+    /// The protocol ranges do not overlap.
+    NoCommonProtocol,
+    /// A transport version is below the other side's minimum compatible.
+    TransportTooOld,
+    /// The peers belong to different clusters.
+    ClusterMismatch,
+    /// The MAC did not verify, or only one side has a secret.
+    AuthFailed,
+    /// A frame did not parse or broke a rule.
+    Malformed,
+    /// A code this build does not know (sent by a newer peer).
+    Other(u8),
+}
+
+impl RejectCode {
+    /// The stable wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            RejectCode::NoCommonProtocol => 1,
+            RejectCode::TransportTooOld => 2,
+            RejectCode::ClusterMismatch => 3,
+            RejectCode::AuthFailed => 4,
+            RejectCode::Malformed => 5,
+            RejectCode::Other(c) => c,
+        }
+    }
+
+    /// From the stable wire code.
+    pub fn from_code(c: u8) -> Self {
+        match c {
+            1 => RejectCode::NoCommonProtocol,
+            2 => RejectCode::TransportTooOld,
+            3 => RejectCode::ClusterMismatch,
+            4 => RejectCode::AuthFailed,
+            5 => RejectCode::Malformed,
+            c => RejectCode::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectCode::Other(c) => write!(f, "Other({c})"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// A failed handshake: the reason code and an operator-facing message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("handshake failed [{code}]{}: {message}", if *.by_peer { " (refused by the peer)" } else { "" })]
+pub struct HandshakeError {
+    /// The reason.
+    pub code: RejectCode,
+    /// What happened and, where it applies, what to upgrade or fix.
+    pub message: String,
+    /// True when the peer refused (a Reject reply or an Abort frame).
+    pub by_peer: bool,
+    /// The peer's advertisement, when it was received.
+    pub peer: Option<Box<Advertisement>>,
+}
+
+impl HandshakeError {
+    fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        HandshakeError { code, message: message.into(), by_peer: false, peer: None }
+    }
+
+    fn malformed(what: impl fmt::Display) -> Self {
+        HandshakeError::new(RejectCode::Malformed, format!("malformed handshake frame: {what}"))
+    }
+
+    fn with_peer(mut self, peer: &Advertisement) -> Self {
+        self.peer = Some(Box::new(peer.clone()));
+        self
+    }
+}
+
+/// A handshake that failed: the error, and the frame to send the peer (if
+/// any) before closing.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: HandshakeError,
+    /// A Reply(Reject) or Abort frame telling the peer why.
+    pub send: Option<Vec<u8>>,
+}
+
+impl Failure {
+    fn local(error: HandshakeError) -> Self {
+        let send = Some(encode_frame(&Frame::Abort(Abort { code: error.code, message: truncate(&error.message) })));
+        Failure { error, send }
+    }
+    fn silent(error: HandshakeError) -> Self {
+        Failure { error, send: None }
+    }
+}
+
+/// The cluster secret: both peers prove knowledge of it and MAC the
+/// negotiation transcript with it. `Debug` never prints it.
+#[derive(Clone)]
+pub struct ClusterSecret(Arc<[u8]>);
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterSecret({} bytes, redacted)", self.0.len())
+    }
+}
+
+/// Why a cluster secret was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("cluster secret file {}: cannot read: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The file is over [`ClusterSecret::MAX_FILE_BYTES`].
+    #[error("cluster secret file {}: {len} bytes, over the limit of {max} bytes; the file must hold only the secret", path.display(), max = ClusterSecret::MAX_FILE_BYTES)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
+    /// The secret is shorter than [`ClusterSecret::MIN_BYTES`].
+    #[error("cluster secret{}: {len} bytes after trimming whitespace, at least {min} are required (e.g. `head -c 32 /dev/urandom | base64 > secret`)", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default(), min = ClusterSecret::MIN_BYTES)]
+    TooShort {
+        /// The file, if read from one.
+        path: Option<PathBuf>,
+        /// The length found.
+        len: usize,
+    },
+}
+
+impl ClusterSecret {
+    /// Shortest secret accepted, in bytes.
+    pub const MIN_BYTES: usize = 16;
+    /// Largest secret file accepted, in bytes.
+    pub const MAX_FILE_BYTES: u64 = 4096;
+
+    /// A secret from bytes (surrounding ASCII whitespace is trimmed).
+    pub fn new(bytes: impl AsRef<[u8]>) -> Result<Self, SecretError> {
+        Self::build(bytes.as_ref(), None)
+    }
+
+    fn build(bytes: &[u8], path: Option<&Path>) -> Result<Self, SecretError> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < Self::MIN_BYTES {
+            return Err(SecretError::TooShort { path: path.map(Path::to_path_buf), len: trimmed.len() });
+        }
+        Ok(ClusterSecret(Arc::from(trimmed)))
+    }
+
+    /// Reads a secret from a file: at most [`MAX_FILE_BYTES`](Self::MAX_FILE_BYTES),
+    /// at least [`MIN_BYTES`](Self::MIN_BYTES) after trimming whitespace.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
+        use std::io::Read;
+        let path = path.as_ref();
+        let io = |e: std::io::Error| SecretError::Io { path: path.to_path_buf(), message: e.to_string() };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut buf = Vec::new();
+        // Read one byte past the limit, so a file that grows while we read is still caught.
+        file.take(Self::MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(io)?;
+        if buf.len() as u64 > Self::MAX_FILE_BYTES {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(buf.len() as u64);
+            return Err(SecretError::TooLarge { path: path.to_path_buf(), len });
+        }
+        Self::build(&buf, Some(path))
+    }
+
+    fn mac(&self, label: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(label);
+        for p in parts {
+            mac.update(&(p.len() as u32).to_be_bytes());
+            mac.update(p);
+        }
+        mac
+    }
+
+    fn sign(&self, label: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        self.mac(label, parts).finalize().into_bytes().to_vec()
+    }
+
+    /// Constant-time verification.
+    fn verify(&self, label: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.mac(label, parts).verify_slice(tag).is_ok()
+    }
+}
+
+/// One side's advertisement: what it speaks and who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advertisement {
+    /// Protocol versions it speaks (from configuration, within the build's `SUPPORTED`).
+    pub protocols: ProtocolRange,
+    /// Its highest transport version.
+    pub transport_current: TransportVersion,
+    /// The lowest transport version it accepts.
+    pub transport_minimum: TransportVersion,
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Release string (for humans).
+    pub release: String,
+}
+
+/// Whether the sender authenticates the transcript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No cluster secret.
+    None,
+    /// HMAC-SHA256 with the cluster secret.
+    HmacSha256,
+}
+
+/// The initiator's first frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The initiator's advertisement.
+    pub advert: Advertisement,
+    /// Fresh random bytes.
+    pub nonce: [u8; NONCE_LEN],
+    /// Whether the initiator has a secret.
+    pub auth: AuthMode,
+}
+
+/// The responder's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The versions both sides use from now on.
+    Accept {
+        /// The protocol version.
+        protocol: ProtocolVersion,
+        /// The transport version.
+        transport: TransportVersion,
+    },
+    /// Refused.
+    Reject {
+        /// Why.
+        code: RejectCode,
+        /// What to do about it (the responder's view).
+        message: String,
+    },
+}
+
+/// The responder's frame: its advertisement and the decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The responder's advertisement.
+    pub advert: Advertisement,
+    /// Fresh random bytes.
+    pub nonce: [u8; NONCE_LEN],
+    /// Accept or reject.
+    pub outcome: Outcome,
+    /// Empty, or the 32-byte MAC over the hello frame and this body up to here.
+    pub mac: Vec<u8>,
+}
+
+/// The initiator's proof that it knows the secret (an empty MAC without one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// Empty, or the 32-byte MAC over the hello and reply frames.
+    pub mac: Vec<u8>,
+}
+
+/// Either side gives up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abort {
+    /// Why.
+    pub code: RejectCode,
+    /// Details.
+    pub message: String,
+}
+
+/// A handshake frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Kind 1.
+    Hello(Hello),
+    /// Kind 2.
+    Reply(Reply),
+    /// Kind 3.
+    Confirm(Confirm),
+    /// Kind 4.
+    Abort(Abort),
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE_BYTES {
+        return s.to_string();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn put_advert(w: &mut Writer, a: &Advertisement) {
+    w.write(&a.protocols.min()).write(&a.protocols.max());
+    w.write(&a.transport_current).write(&a.transport_minimum);
+    w.write(a.cluster_id.as_str()).write(a.node_id.as_str()).write(a.release.as_str());
+}
+
+fn get_text(r: &mut Reader<'_>, what: &str, max: usize) -> Result<String, HandshakeError> {
+    let s: String = r.read().map_err(|e| HandshakeError::malformed(format_args!("{what}: {e}")))?;
+    if s.len() > max {
+        return Err(HandshakeError::malformed(format_args!("{what} is {} bytes, over {max}", s.len())));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(HandshakeError::malformed(format_args!("{what} contains control characters")));
+    }
+    Ok(s)
+}
+
+fn wire(what: &'static str) -> impl Fn(WireError) -> HandshakeError {
+    move |e| HandshakeError::malformed(format_args!("{what}: {e}"))
+}
+
+fn get_advert(r: &mut Reader<'_>) -> Result<Advertisement, HandshakeError> {
+    let min: ProtocolVersion = r.read().map_err(wire("protocol range"))?;
+    let max: ProtocolVersion = r.read().map_err(wire("protocol range"))?;
+    let protocols = ProtocolRange::new(min.0, max.0).map_err(HandshakeError::malformed)?;
+    let transport_current = r.read().map_err(wire("transport version"))?;
+    let transport_minimum = r.read().map_err(wire("minimum compatible transport version"))?;
+    let cluster_id = get_text(r, "cluster id", MAX_ID_BYTES)?;
+    let node_id = get_text(r, "node id", MAX_ID_BYTES)?;
+    let release = get_text(r, "release", MAX_ID_BYTES)?;
+    Ok(Advertisement { protocols, transport_current, transport_minimum, cluster_id, node_id, release })
+}
+
+fn get_nonce(r: &mut Reader<'_>) -> Result<[u8; NONCE_LEN], HandshakeError> {
+    r.read().map_err(wire("nonce"))
+}
+
+fn get_mac(r: &mut Reader<'_>) -> Result<Vec<u8>, HandshakeError> {
+    let mac = r.get_bytes().map_err(wire("mac"))?;
+    if !mac.is_empty() && mac.len() != MAC_LEN {
+        return Err(HandshakeError::malformed(format_args!("mac of {} bytes (expected 0 or {MAC_LEN})", mac.len())));
+    }
+    Ok(mac.to_vec())
+}
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn body_writer() -> Writer {
+    Writer::with_capacity(TransportVersion::ZERO, LIMITS, 256)
+}
+
+/// The reply body without its trailing MAC field.
+fn reply_unsigned_body(reply: &Reply) -> Writer {
+    let mut w = body_writer();
+    put_advert(&mut w, &reply.advert);
+    w.write(&reply.nonce);
+    match &reply.outcome {
+        Outcome::Accept { protocol, transport } => {
+            w.put_u8(0);
+            w.write(protocol).write(transport);
+        }
+        Outcome::Reject { code, message } => {
+            w.put_u8(1);
+            w.put_u8(code.code());
+            w.write(truncate(message).as_str());
+        }
+    }
+    w
+}
+
+/// Encodes a frame (header and body).
+pub fn encode_frame(f: &Frame) -> Vec<u8> {
+    let mut w = body_writer();
+    let k = match f {
+        Frame::Hello(h) => {
+            put_advert(&mut w, &h.advert);
+            w.write(&h.nonce);
+            w.put_u8(match h.auth {
+                AuthMode::None => 0,
+                AuthMode::HmacSha256 => 1,
+            });
+            kind::HELLO
+        }
+        Frame::Reply(r) => {
+            w = reply_unsigned_body(r);
+            w.write(r.mac.as_slice());
+            kind::REPLY
+        }
+        Frame::Confirm(c) => {
+            w.write(c.mac.as_slice());
+            kind::CONFIRM
+        }
+        Frame::Abort(a) => {
+            w.put_u8(a.code.code());
+            w.write(truncate(&a.message).as_str());
+            kind::ABORT
+        }
+    };
+    frame(k, w.as_bytes())
+}
+
+/// Validates a frame header and returns the frame's kind and body length.
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), HandshakeError> {
+    if header[..4] != MAGIC {
+        return Err(HandshakeError::malformed(format_args!(
+            "bad magic {:02x?} (expected \"RGHS\"): the peer is not a rollgate node, or speaks another protocol",
+            &header[..4]
+        )));
+    }
+    if header[4] != FORMAT_VERSION {
+        return Err(HandshakeError::malformed(format_args!(
+            "handshake format version {} (this build speaks {FORMAT_VERSION})",
+            header[4]
+        )));
+    }
+    let k = header[5];
+    if !(kind::HELLO..=kind::ABORT).contains(&k) {
+        return Err(HandshakeError::malformed(format_args!("unknown frame kind {k}")));
+    }
+    let len = u16::from_be_bytes([header[6], header[7]]) as usize;
+    if len > MAX_BODY_BYTES {
+        return Err(HandshakeError::malformed(format_args!("body of {len} bytes, over {MAX_BODY_BYTES}")));
+    }
+    Ok((k, len))
+}
+
+/// Decodes one complete frame. Also returns, for a Reply, the length of its
+/// body before the MAC field (the signed part).
+fn decode_frame_parts(bytes: &[u8]) -> Result<(Frame, usize), HandshakeError> {
+    let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
+        return Err(HandshakeError::malformed(format_args!("{} bytes, shorter than a header", bytes.len())));
+    };
+    let (k, len) = parse_header(header)?;
+    let body = &bytes[HEADER_LEN..];
+    if body.len() != len {
+        return Err(HandshakeError::malformed(format_args!("header says {len} body bytes, found {}", body.len())));
+    }
+    let mut r = Reader::new(body, TransportVersion::ZERO, LIMITS);
+    let mut signed = 0;
+    let f = match k {
+        kind::HELLO => {
+            let advert = get_advert(&mut r)?;
+            let nonce = get_nonce(&mut r)?;
+            let auth = match r.get_u8().map_err(wire("auth mode"))? {
+                0 => AuthMode::None,
+                1 => AuthMode::HmacSha256,
+                m => return Err(HandshakeError::malformed(format_args!("unknown auth mode {m}"))),
+            };
+            Frame::Hello(Hello { advert, nonce, auth })
+        }
+        kind::REPLY => {
+            let advert = get_advert(&mut r)?;
+            let nonce = get_nonce(&mut r)?;
+            let outcome = match r.get_u8().map_err(wire("outcome"))? {
+                0 => Outcome::Accept {
+                    protocol: r.read().map_err(wire("protocol version"))?,
+                    transport: r.read().map_err(wire("transport version"))?,
+                },
+                1 => Outcome::Reject {
+                    code: RejectCode::from_code(r.get_u8().map_err(wire("reject code"))?),
+                    message: get_text_lossy(&mut r)?,
+                },
+                o => return Err(HandshakeError::malformed(format_args!("unknown outcome {o}"))),
+            };
+            signed = r.position();
+            let mac = get_mac(&mut r)?;
+            Frame::Reply(Reply { advert, nonce, outcome, mac })
+        }
+        kind::CONFIRM => Frame::Confirm(Confirm { mac: get_mac(&mut r)? }),
+        _ => Frame::Abort(Abort {
+            code: RejectCode::from_code(r.get_u8().map_err(wire("abort code"))?),
+            message: get_text_lossy(&mut r)?,
+        }),
+    };
+    r.finish().map_err(wire("frame body"))?;
+    Ok((f, signed))
+}
+
+/// A peer-supplied message: bounded, control characters replaced.
+fn get_text_lossy(r: &mut Reader<'_>) -> Result<String, HandshakeError> {
+    let s: String = r.read().map_err(wire("message"))?;
+    if s.len() > MAX_MESSAGE_BYTES {
+        return Err(HandshakeError::malformed(format_args!("message of {} bytes, over {MAX_MESSAGE_BYTES}", s.len())));
+    }
+    Ok(s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+}
+
+/// Decodes one complete frame (header and body).
+pub fn decode_frame(bytes: &[u8]) -> Result<Frame, HandshakeError> {
+    decode_frame_parts(bytes).map(|(f, _)| f)
+}
+
+/// What a node brings to a handshake.
+#[derive(Clone, Debug)]
+pub struct HandshakeConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's release (for humans and messages only).
+    pub release: String,
+    /// The cluster this node belongs to.
+    pub cluster_id: String,
+    /// Protocol versions to speak: from configuration, within the
+    /// protocol type's `SUPPORTED` (narrower when running as an older release).
+    pub protocols: ProtocolRange,
+    /// Transport versions: the crate's `transport_versions::SET`, possibly
+    /// `.capped_at(..)` when running as an older release.
+    pub transport: TransportVersionSet,
+    /// The cluster secret; `None` runs unauthenticated (and warns).
+    pub secret: Option<ClusterSecret>,
+    /// Limits for data frames after the handshake.
+    pub limits: Limits,
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configured protocol range is not within what the build supports.
+    #[error(
+        "configured protocol range {configured} is not within {supported}, the range this build supports: use a range inside it"
+    )]
+    ProtocolRange {
+        /// From configuration.
+        configured: ProtocolRange,
+        /// Compiled in.
+        supported: ProtocolRange,
+    },
+    /// An id or release string that does not fit the handshake.
+    #[error("{what} `{value}` is invalid: use 1 to {MAX_ID_BYTES} bytes without control characters")]
+    BadId {
+        /// Which one.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The minimum compatible transport version is above the current one.
+    #[error("minimum compatible transport version {minimum} is above the current one {current}")]
+    TransportSet {
+        /// Minimum compatible.
+        minimum: TransportVersion,
+        /// Current.
+        current: TransportVersion,
+    },
+}
+
+impl HandshakeConfig {
+    /// A configuration without a secret and with default limits.
+    pub fn new(
+        node_id: impl Into<String>,
+        release: impl Into<String>,
+        cluster_id: impl Into<String>,
+        protocols: ProtocolRange,
+        transport: TransportVersionSet,
+    ) -> Self {
+        HandshakeConfig {
+            node_id: node_id.into(),
+            release: release.into(),
+            cluster_id: cluster_id.into(),
+            protocols,
+            transport,
+            secret: None,
+            limits: Limits::DEFAULT,
+        }
+    }
+
+    /// Sets the cluster secret.
+    pub fn with_secret(mut self, secret: ClusterSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Checks the configuration against the protocol type's compiled range.
+    pub fn validate(&self, supported: ProtocolRange) -> Result<(), ConfigError> {
+        if !(supported.contains(self.protocols.min()) && supported.contains(self.protocols.max())) {
+            return Err(ConfigError::ProtocolRange { configured: self.protocols, supported });
+        }
+        for (what, value) in [("node id", &self.node_id), ("cluster id", &self.cluster_id), ("release", &self.release)]
+        {
+            if value.is_empty() || value.len() > MAX_ID_BYTES || value.chars().any(char::is_control) {
+                return Err(ConfigError::BadId { what, value: value.clone() });
+            }
+        }
+        if self.transport.minimum_compatible > self.transport.current {
+            return Err(ConfigError::TransportSet {
+                minimum: self.transport.minimum_compatible,
+                current: self.transport.current,
+            });
+        }
+        Ok(())
+    }
+
+    /// This node's advertisement.
+    pub fn advertisement(&self) -> Advertisement {
+        Advertisement {
+            protocols: self.protocols,
+            transport_current: self.transport.current,
+            transport_minimum: self.transport.minimum_compatible,
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.node_id.clone(),
+            release: self.release.clone(),
+        }
+    }
+
+    fn auth(&self) -> AuthMode {
+        if self.secret.is_some() { AuthMode::HmacSha256 } else { AuthMode::None }
+    }
+}
+
+/// What two peers agreed on; the connection is locked to it (invariant I6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The protocol version.
+    pub protocol: ProtocolVersion,
+    /// The transport version.
+    pub transport: TransportVersion,
+    /// The peer's node id.
+    pub peer_node_id: String,
+    /// The peer's release.
+    pub peer_release: String,
+    /// The peer's cluster id.
+    pub peer_cluster_id: String,
+    /// The peer's protocol range.
+    pub peer_protocols: ProtocolRange,
+    /// The peer's highest transport version.
+    pub peer_transport: TransportVersion,
+    /// Whether the transcript was authenticated with the cluster secret.
+    pub authenticated: bool,
+}
+
+impl Negotiated {
+    fn new(protocol: ProtocolVersion, transport: TransportVersion, peer: &Advertisement, authenticated: bool) -> Self {
+        Negotiated {
+            protocol,
+            transport,
+            peer_node_id: peer.node_id.clone(),
+            peer_release: peer.release.clone(),
+            peer_cluster_id: peer.cluster_id.clone(),
+            peer_protocols: peer.protocols,
+            peer_transport: peer.transport_current,
+            authenticated,
+        }
+    }
+}
+
+/// The operator-facing explanation of a refusal, from `local`'s point of
+/// view ("this node") about `peer`.
+pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) -> String {
+    let them = format!("node {} (release {})", peer.node_id, peer.release);
+    let us = format!("this node {} (release {})", local.node_id, local.release);
+    match code {
+        RejectCode::NoCommonProtocol => {
+            let fix = if peer.protocols.max() < local.protocols.min() {
+                format!("upgrade node {} to a release that speaks {} or later", peer.node_id, local.protocols.min())
+            } else {
+                format!("upgrade this node to a release that speaks {} or later", peer.protocols.min())
+            };
+            format!("{them} speaks protocol {}, {us} speaks {}: {fix}", peer.protocols, local.protocols)
+        }
+        RejectCode::TransportTooOld => {
+            let fix = if peer.transport_current < local.transport_minimum {
+                format!(
+                    "upgrade node {} to a release with transport version {} or later",
+                    peer.node_id, local.transport_minimum
+                )
+            } else if local.transport_current < peer.transport_minimum {
+                format!("upgrade this node to a release with transport version {} or later", peer.transport_minimum)
+            } else {
+                "no transport version known to both is compatible: upgrade the older node".to_string()
+            };
+            format!(
+                "{them} speaks transport versions {}..={}, {us} speaks {}..={}: {fix}",
+                peer.transport_minimum, peer.transport_current, local.transport_minimum, local.transport_current
+            )
+        }
+        RejectCode::ClusterMismatch => format!(
+            "{them} belongs to cluster `{}`, {us} to cluster `{}`: connect only nodes of one cluster (check the cluster id and the address)",
+            peer.cluster_id, local.cluster_id
+        ),
+        RejectCode::AuthFailed => format!(
+            "authentication with {them} failed: the nodes do not share the cluster secret, only one has one, or the negotiation was altered in transit; give both the same cluster secret file"
+        ),
+        RejectCode::Malformed | RejectCode::Other(_) => format!("{them} sent an invalid handshake"),
+    }
+}
+
+/// The responder's decision on a peer's advertisement (pure; the table tests
+/// drive this directly).
+pub fn decide(local: &HandshakeConfig, peer: &Advertisement) -> Outcome {
+    let me = local.advertisement();
+    let reject = |code| Outcome::Reject { code, message: explain(code, &me, peer) };
+    if peer.cluster_id != local.cluster_id {
+        return reject(RejectCode::ClusterMismatch);
+    }
+    let Some(protocol) = local.protocols.highest_common(peer.protocols) else {
+        return reject(RejectCode::NoCommonProtocol);
+    };
+    match negotiate_transport(&local.transport, peer) {
+        Some(transport) => Outcome::Accept { protocol, transport },
+        None => reject(RejectCode::TransportTooOld),
+    }
+}
+
+/// Transport negotiation: the lower of the two highest ids; when that id is
+/// not one we know, the best known id below it; refused below either side's
+/// minimum compatible.
+pub fn negotiate_transport(local: &TransportVersionSet, peer: &Advertisement) -> Option<TransportVersion> {
+    if peer.transport_current < local.minimum_compatible || local.current < peer.transport_minimum {
+        return None;
+    }
+    let t = local.best_known(peer.transport_current.min(local.current))?;
+    (t >= local.minimum_compatible && t >= peer.transport_minimum).then_some(t)
+}
+
+/// The initiator, waiting for the reply.
+#[derive(Debug)]
+pub struct Initiator {
+    config: HandshakeConfig,
+    hello: Vec<u8>,
+}
+
+impl Initiator {
+    /// Starts a handshake: returns the state and the Hello frame to send.
+    /// `nonce` must be fresh random bytes.
+    pub fn start(config: &HandshakeConfig, nonce: [u8; NONCE_LEN]) -> (Initiator, Vec<u8>) {
+        let hello = encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
+        (Initiator { config: config.clone(), hello: hello.clone() }, hello)
+    }
+
+    /// Handles the responder's frame: the agreed versions and the Confirm
+    /// frame to send, or the failure (and an Abort frame to send).
+    pub fn on_reply(self, bytes: &[u8]) -> Result<(Negotiated, Vec<u8>), Failure> {
+        let (f, signed) = decode_frame_parts(bytes).map_err(Failure::local)?;
+        let reply = match f {
+            Frame::Reply(r) => r,
+            Frame::Abort(a) => {
+                return Err(Failure::silent(HandshakeError {
+                    code: a.code,
+                    message: a.message,
+                    by_peer: true,
+                    peer: None,
+                }));
+            }
+            _ => return Err(Failure::local(HandshakeError::malformed("expected a Reply frame"))),
+        };
+        let me = self.config.advertisement();
+        let peer = &reply.advert;
+        let auth_failed = || {
+            Failure::local(
+                HandshakeError::new(RejectCode::AuthFailed, explain(RejectCode::AuthFailed, &me, peer)).with_peer(peer),
+            )
+        };
+        let authenticated = match &self.config.secret {
+            Some(secret) => {
+                let body = &bytes[HEADER_LEN..HEADER_LEN + signed];
+                if reply.mac.is_empty() || !secret.verify(LABEL_RESPONDER, &[&self.hello, body], &reply.mac) {
+                    return Err(auth_failed());
+                }
+                true
+            }
+            None => false,
+        };
+        match reply.outcome {
+            Outcome::Reject { code, message } => {
+                let message = match code {
+                    RejectCode::NoCommonProtocol | RejectCode::TransportTooOld | RejectCode::ClusterMismatch => {
+                        explain(code, &me, peer)
+                    }
+                    RejectCode::AuthFailed if self.config.secret.is_none() => format!(
+                        "node {} requires the cluster secret and this node has none: configure the cluster secret file ({message})",
+                        peer.node_id
+                    ),
+                    _ => message,
+                };
+                let mut e = HandshakeError::new(code, message).with_peer(peer);
+                e.by_peer = true;
+                Err(Failure::silent(e))
+            }
+            Outcome::Accept { protocol, transport } => {
+                // The decision must be what the advertisements imply; anything
+                // else is a downgrade (or a broken peer).
+                if self.config.protocols.highest_common(peer.protocols) != Some(protocol) {
+                    return Err(Failure::local(
+                        HandshakeError::malformed(format_args!(
+                            "node {} chose protocol {protocol}, but the highest common version of {} and {} is not that: refusing a downgrade",
+                            peer.node_id, self.config.protocols, peer.protocols
+                        ))
+                        .with_peer(peer),
+                    ));
+                }
+                let local = &self.config.transport;
+                if transport > local.current
+                    || transport > peer.transport_current
+                    || transport < local.minimum_compatible
+                    || transport < peer.transport_minimum
+                {
+                    return Err(Failure::local(
+                        HandshakeError::malformed(format_args!(
+                            "node {} chose transport version {transport}, outside what both sides speak",
+                            peer.node_id
+                        ))
+                        .with_peer(peer),
+                    ));
+                }
+                if peer.cluster_id != self.config.cluster_id {
+                    let code = RejectCode::ClusterMismatch;
+                    return Err(Failure::local(HandshakeError::new(code, explain(code, &me, peer)).with_peer(peer)));
+                }
+                let mac = match &self.config.secret {
+                    Some(secret) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes]),
+                    None => Vec::new(),
+                };
+                let confirm = encode_frame(&Frame::Confirm(Confirm { mac }));
+                Ok((Negotiated::new(protocol, transport, peer, authenticated), confirm))
+            }
+        }
+    }
+}
+
+/// The responder, waiting for the initiator's Confirm.
+#[derive(Debug)]
+pub struct Responder {
+    secret: Option<ClusterSecret>,
+    hello: Vec<u8>,
+    reply: Vec<u8>,
+    negotiated: Negotiated,
+    local: Advertisement,
+    peer: Advertisement,
+}
+
+impl Responder {
+    /// Handles a Hello frame: the state waiting for Confirm and the Reply
+    /// frame to send, or the failure (with a Reply(Reject) frame to send).
+    pub fn on_hello(
+        config: &HandshakeConfig,
+        nonce: [u8; NONCE_LEN],
+        bytes: &[u8],
+    ) -> Result<(Responder, Vec<u8>), Failure> {
+        let hello = match decode_frame(bytes) {
+            Ok(Frame::Hello(h)) => h,
+            Ok(_) => return Err(Failure::local(HandshakeError::malformed("expected a Hello frame"))),
+            Err(e) => return Err(Failure::local(e)),
+        };
+        let me = config.advertisement();
+        let peer = hello.advert;
+        let mut outcome = decide(config, &peer);
+        if outcome_is_accept(&outcome) {
+            match (&config.secret, hello.auth) {
+                (Some(_), AuthMode::None) => {
+                    outcome = Outcome::Reject {
+                        code: RejectCode::AuthFailed,
+                        message: format!(
+                            "node {} requires the cluster secret and node {} did not offer one: configure the same cluster secret file on both",
+                            me.node_id, peer.node_id
+                        ),
+                    }
+                }
+                (None, AuthMode::HmacSha256) => {
+                    outcome = Outcome::Reject {
+                        code: RejectCode::AuthFailed,
+                        message: format!(
+                            "node {} has a cluster secret and node {} has none: configure the same cluster secret file on both",
+                            peer.node_id, me.node_id
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut reply = Reply { advert: me.clone(), nonce, outcome: outcome.clone(), mac: Vec::new() };
+        if let Some(secret) = &config.secret {
+            let unsigned = reply_unsigned_body(&reply);
+            reply.mac = secret.sign(LABEL_RESPONDER, &[bytes, unsigned.as_bytes()]);
+        }
+        let reply_frame = encode_frame(&Frame::Reply(reply));
+        match outcome {
+            Outcome::Accept { protocol, transport } => {
+                let negotiated = Negotiated::new(protocol, transport, &peer, config.secret.is_some());
+                Ok((
+                    Responder {
+                        secret: config.secret.clone(),
+                        hello: bytes.to_vec(),
+                        reply: reply_frame.clone(),
+                        negotiated,
+                        local: me,
+                        peer,
+                    },
+                    reply_frame,
+                ))
+            }
+            Outcome::Reject { code, message } => {
+                let message = match code {
+                    RejectCode::AuthFailed => message,
+                    _ => explain(code, &me, &peer),
+                };
+                Err(Failure { error: HandshakeError::new(code, message).with_peer(&peer), send: Some(reply_frame) })
+            }
+        }
+    }
+
+    /// What was agreed (effective once the Confirm verifies).
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// Handles the initiator's Confirm (or Abort) frame.
+    pub fn on_confirm(self, bytes: &[u8]) -> Result<Negotiated, Failure> {
+        let f = decode_frame(bytes).map_err(|e| Failure::local(e.with_peer(&self.peer)))?;
+        let confirm = match f {
+            Frame::Confirm(c) => c,
+            Frame::Abort(a) => {
+                let message = match a.code {
+                    RejectCode::AuthFailed => {
+                        format!("{} (the peer reported: {})", explain(a.code, &self.local, &self.peer), a.message)
+                    }
+                    _ => a.message,
+                };
+                let mut e = HandshakeError::new(a.code, message).with_peer(&self.peer);
+                e.by_peer = true;
+                return Err(Failure::silent(e));
+            }
+            _ => {
+                return Err(Failure::local(
+                    HandshakeError::malformed("expected a Confirm frame").with_peer(&self.peer),
+                ));
+            }
+        };
+        if let Some(secret) = &self.secret
+            && (confirm.mac.is_empty() || !secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply], &confirm.mac))
+        {
+            let code = RejectCode::AuthFailed;
+            return Err(Failure::local(
+                HandshakeError::new(code, explain(code, &self.local, &self.peer)).with_peer(&self.peer),
+            ));
+        }
+        Ok(self.negotiated)
+    }
+}
+
+fn outcome_is_accept(o: &Outcome) -> bool {
+    matches!(o, Outcome::Accept { .. })
+}
+
+/// Feeds arbitrary bytes to the responder as a Hello and, when that
+/// succeeds, the same bytes as a Confirm; and to an initiator as a Reply.
+/// Never panics; used by the fuzz target and the property tests.
+pub fn fuzz_entry(config: &HandshakeConfig, bytes: &[u8]) {
+    let _ = decode_frame(bytes);
+    if let Ok((responder, _)) = Responder::on_hello(config, [7; NONCE_LEN], bytes) {
+        let _ = responder.on_confirm(bytes);
+    }
+    let (initiator, _) = Initiator::start(config, [9; NONCE_LEN]);
+    let _ = initiator.on_reply(bytes);
+}

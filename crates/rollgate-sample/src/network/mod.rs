@@ -1,0 +1,3 @@
+//! The network engine's messages, one module per engine version.
+
+pub mod v1;

@@ -1,0 +1,16 @@
+//! Protocol v1 = network v1 + ticker v1.
+
+use rollgate::wire::{Decode, Encode};
+
+use crate::{network, ticker};
+
+/// Protocol v1 messages.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Msg {
+    /// Network engine v1.
+    #[wire(tag = 1)]
+    Network(network::v1::Msg),
+    /// Ticker engine v1.
+    #[wire(tag = 2)]
+    Ticker(ticker::v1::Msg),
+}
