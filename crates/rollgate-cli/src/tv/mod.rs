@@ -298,26 +298,31 @@ fn require_clean_scan(scanned: &Scanned) -> Result<(), Failure> {
     )))
 }
 
-fn git_for(dir: &Path) -> Result<Git, String> {
-    Git::for_dir(dir).map_err(|e| format!("`{}` is not inside a git repository ({e})", dir.display()))
-}
-
 const BASE_HINT: &str = "pass --base GITREF, the revision whose transport versions are already merged (e.g. --base main or --base origin/main)";
 
 /// Finds the base commit: `--base`, else the default. `Err` when there is
 /// none (not a repository, no `main`, a bad `--base`).
 fn base_commit(dir: &Path, base: Option<&str>, during_merge: bool) -> Result<(Git, String, String), String> {
+    let not_a_repo = |e: String| format!("`{}` is not inside a git repository", dir.display()) + &format!(" ({e})");
     match base {
         Some(rev) => {
-            let git = git_for(dir).map_err(|e| format!("--base {rev}: {e}"))?;
+            let git = Git::for_dir(dir).map_err(|e| format!("--base {rev}: {}", not_a_repo(e)))?;
             let commit =
                 git.commit(rev).map_err(|_| format!("--base {rev}: not a commit in this repository; {BASE_HINT}"))?;
             Ok((git, rev.to_string(), commit))
         }
         None => {
-            let git = git_for(dir).map_err(|e| format!("cannot find the base revision: {e}; {BASE_HINT}"))?;
+            let git = Git::for_dir(dir).map_err(|e| {
+                format!(
+                    "cannot find the base revision: `{}` is not inside a git repository; {BASE_HINT} ({e})",
+                    dir.display()
+                )
+            })?;
             let commit = git.default_base(during_merge).map_err(|e| {
-                format!("cannot find the base revision: `git merge-base HEAD {}` failed ({e}); {BASE_HINT}", git::MAIN)
+                format!(
+                    "cannot find the base revision: `git merge-base HEAD {main}` failed, is there a `{main}` branch? {BASE_HINT} ({e})",
+                    main = git::MAIN
+                )
             })?;
             Ok((git, format!("merge-base with {}", git::MAIN), commit))
         }
@@ -423,7 +428,7 @@ fn cmd_validate(a: ValidateArgs) -> Outcome {
         // An explicit --base must work; without one, validate what can be validated.
         Err(msg) if a.base.is_some() => return Err(Failure::refused(msg)),
         Err(msg) => {
-            eprintln!("warning: {msg}; the checks against the base were skipped");
+            eprintln!("warning: the checks against the base were skipped: {msg}");
             None
         }
     };
@@ -431,11 +436,11 @@ fn cmd_validate(a: ValidateArgs) -> Outcome {
     if violations.is_empty() {
         let defs = TransportState::parse(&files).map(|s| s.referable.len() + s.unreferable.len()).unwrap_or(0);
         let against = match &base {
-            Some(b) => format!(" against {} ({})", b.label, git::short(&b.commit)),
+            Some(b) => format!(" (checked against {}, {})", b.label, git::short(&b.commit)),
             None => String::new(),
         };
         println!(
-            "{} is valid{against}: {defs} definitions, {} referenced names in {} source files",
+            "{} is valid: {defs} definitions, {} referenced names in {} source files{against}",
             dir.display(),
             scanned.refs.by_name.len(),
             scanned.files
