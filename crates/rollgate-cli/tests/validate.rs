@@ -27,7 +27,22 @@ fn cases() {
         .collect();
     dirs.sort();
     assert!(only.is_some() || dirs.len() >= 40, "expected the whole case list, found {}", dirs.len());
-    let failures: Vec<String> = dirs.iter().filter_map(|d| check(d).err()).collect();
+    // A few workers: each case spends most of its time waiting for git and rollgate.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while let Some(d) = dirs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                    if let Err(e) = check(d) {
+                        failures.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failures.sort();
     assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), dirs.len(), failures.join("\n\n"));
 }
 

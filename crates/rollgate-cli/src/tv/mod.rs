@@ -139,7 +139,7 @@ pub struct GenerateArgs {
     #[command(flatten)]
     src: SrcArg,
     /// The transport version to create or backport (default: the one referenced name without a definition).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_name)]
     name: Option<String>,
     /// The branch whose upper bound the new primary id follows (default: the highest upper_bounds file).
     #[arg(long, value_name = "M.m", value_parser = parse_branch)]
@@ -152,7 +152,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "N")]
     increment: Option<u64>,
     /// The revision whose transport versions are already merged (default: `git merge-base HEAD main`).
-    #[arg(long, value_name = "GITREF")]
+    #[arg(long, value_name = "GITREF", value_parser = parse_gitref)]
     base: Option<String>,
 }
 
@@ -164,7 +164,7 @@ pub struct ValidateArgs {
     #[command(flatten)]
     src: SrcArg,
     /// The revision whose transport versions are already merged (default: `git merge-base HEAD main`).
-    #[arg(long, value_name = "GITREF")]
+    #[arg(long, value_name = "GITREF", value_parser = parse_gitref)]
     base: Option<String>,
 }
 
@@ -176,7 +176,7 @@ pub struct ResolveArgs {
     #[command(flatten)]
     src: SrcArg,
     /// The merged upstream revision (default: the newer merge-base of HEAD and MERGE_HEAD with main).
-    #[arg(long, value_name = "GITREF")]
+    #[arg(long, value_name = "GITREF", value_parser = parse_gitref)]
     base: Option<String>,
 }
 
@@ -220,6 +220,27 @@ fn parse_branches(s: &str) -> Result<BranchList, String> {
         seen.insert(parse_branch(part)?);
     }
     Ok(BranchList(seen.into_iter().collect()))
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    if rollgate_version::state::is_valid_name(s) {
+        return Ok(s.to_string());
+    }
+    let shown: String = s.chars().take(60).collect();
+    let more = if s.chars().count() > 60 { "…" } else { "" };
+    Err(format!(
+        "`{shown}{more}` is not a transport version name: use only a-z, 0-9 and _ (at most {} characters)",
+        rollgate_version::state::MAX_NAME_LEN
+    ))
+}
+
+fn parse_gitref(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > MAX_ARG_LEN || s.starts_with('-') || s.chars().any(char::is_control) {
+        return Err(format!(
+            "not a git revision: use a branch, tag or commit such as main, origin/main or HEAD (at most {MAX_ARG_LEN} characters, not starting with -)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_id_arg(s: &str) -> Result<TransportVersion, String> {
@@ -336,6 +357,19 @@ fn required_base(dir: &Path, base: Option<&str>, during_merge: bool) -> Result<B
     git.base(label, commit, dir).map_err(Failure::refused)
 }
 
+/// Refuses a base where the folder did not exist: ids are allocated from it.
+fn existing_base(dir: &Path, base: Base) -> Result<Base, Failure> {
+    if base.existed {
+        return Ok(base);
+    }
+    Err(Failure::refused(format!(
+        "{} does not exist at the base ({}, {}); commit the initial folder to main first, or pass a --base that has it",
+        dir.display(),
+        base.label,
+        git::short(&base.commit)
+    )))
+}
+
 /// What `changes` will do, described before it is done.
 fn describe(dir: &Path, changes: &Changes) -> Vec<String> {
     let mut lines = Vec::new();
@@ -355,24 +389,11 @@ fn cmd_generate(a: GenerateArgs) -> Outcome {
     if let Some(i) = a.increment {
         generate::check_increment(i).map_err(Failure::refused)?;
     }
-    if let Some(n) = &a.name
-        && !rollgate_version::state::is_valid_name(n)
-    {
-        return Err(Failure::refused(generate::GenerateError::BadName(n.clone())));
-    }
     let files = read_files(dir)?;
     let current = parse(dir, &files)?;
     let scanned = scan(dir, &a.src)?;
     require_clean_scan(&scanned)?;
-    let base = required_base(dir, a.base.as_deref(), false)?;
-    if !base.existed {
-        return Err(Failure::refused(format!(
-            "{} does not exist at the base ({}, {}); commit the initial folder to main first, or pass a --base that has it",
-            dir.display(),
-            base.label,
-            git::short(&base.commit)
-        )));
-    }
+    let base = existing_base(dir, required_base(dir, a.base.as_deref(), false)?)?;
     let opts = Options {
         name: a.name,
         branch: a.branch,
@@ -463,7 +484,7 @@ fn cmd_resolve(a: ResolveArgs) -> Outcome {
     })?;
     let scanned = scan(dir, &a.src)?;
     require_clean_scan(&scanned)?;
-    let base = required_base(dir, a.base.as_deref(), true)?;
+    let base = existing_base(dir, required_base(dir, a.base.as_deref(), true)?)?;
     let (outcome, conflicted) = generate::resolve_conflict(&files, &base.state, &scanned.refs)
         .map_err(|e| Failure::refused(format!("{}: {e}", dir.display())))?;
     let changes = generate::changes(&current, &outcome.state, &conflicted);
@@ -551,6 +572,17 @@ mod tests {
         assert_eq!(parse_id_arg("9_396_0_00").unwrap(), TransportVersion::from_id(9396000));
         for bad in ["", "_1", "1_", "1__2", "x", "-1", "9.3", "4294967296", "99999999999999999999999999999999999"] {
             assert!(parse_id_arg(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_and_revisions_on_the_command_line() {
+        assert_eq!(parse_name("a_1").unwrap(), "a_1");
+        let long = parse_name(&"X".repeat(10_000)).unwrap_err();
+        assert!(long.len() < 200, "{long}");
+        assert!(parse_gitref("origin/main").is_ok());
+        for bad in ["", "-x", "--upload-pack=x", "a\nb", &"a".repeat(2000)] {
+            assert!(parse_gitref(bad).is_err(), "{bad:?}");
         }
     }
 
