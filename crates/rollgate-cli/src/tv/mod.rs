@@ -324,10 +324,10 @@ const BASE_HINT: &str = "pass --base GITREF, the revision whose transport versio
 /// Finds the base commit: `--base`, else the default. `Err` when there is
 /// none (not a repository, no `main`, a bad `--base`).
 fn base_commit(dir: &Path, base: Option<&str>, during_merge: bool) -> Result<(Git, String, String), String> {
-    let not_a_repo = |e: String| format!("`{}` is not inside a git repository", dir.display()) + &format!(" ({e})");
     match base {
         Some(rev) => {
-            let git = Git::for_dir(dir).map_err(|e| format!("--base {rev}: {}", not_a_repo(e)))?;
+            let git = Git::for_dir(dir)
+                .map_err(|e| format!("--base {rev}: `{}` is not inside a git repository ({e})", dir.display()))?;
             let commit =
                 git.commit(rev).map_err(|_| format!("--base {rev}: not a commit in this repository; {BASE_HINT}"))?;
             Ok((git, rev.to_string(), commit))
