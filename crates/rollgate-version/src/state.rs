@@ -197,6 +197,16 @@ pub enum StateErrorKind {
     /// A release string with unexpected characters.
     #[error("`{0}` is not a release: use letters, digits, . _ + -")]
     BadRelease(String),
+    /// A git conflict marker left by an unfinished merge.
+    #[error("{}", if *resolvable {
+        "unresolved merge conflict: run `rollgate tv resolve-conflict` to recompute the upper bounds"
+    } else {
+        "unresolved merge conflict: only upper_bounds/ files are resolved automatically; resolve this file by hand, then run `rollgate tv resolve-conflict`"
+    })]
+    ConflictMarker {
+        /// Whether `rollgate tv resolve-conflict` can resolve it.
+        resolvable: bool,
+    },
     /// releases.csv out of order.
     #[error("releases must be listed by ascending id: {0} comes after {1}")]
     ReleasesOutOfOrder(TransportVersion, TransportVersion),
@@ -241,18 +251,26 @@ impl StateFiles {
                 if out.files.len() >= MAX_FILES {
                     return Err(err(dir.to_path_buf(), StateErrorKind::TooManyFiles));
                 }
-                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                if len > MAX_FILE_BYTES as u64 {
-                    return Err(err(entry.path(), StateErrorKind::TooLarge(len as usize)));
-                }
-                let bytes =
-                    std::fs::read(entry.path()).map_err(|e| err(entry.path(), StateErrorKind::Io(e.to_string())))?;
+                let bytes = read_bounded(&entry.path(), MAX_FILE_BYTES)
+                    .map_err(|e| err(entry.path(), StateErrorKind::Io(e.to_string())))?
+                    .map_err(|len| err(entry.path(), StateErrorKind::TooLarge(len)))?;
                 let key = child.to_string_lossy().replace('\\', "/");
                 out.files.insert(key, bytes);
             }
         }
         Ok(out)
     }
+}
+
+/// Reads at most `max_bytes` of a file: `Ok(Err(len))` when it is larger
+/// (`len` is a lower bound of its size), so a huge or endless file is never
+/// read whole.
+pub fn read_bounded(path: &Path, max_bytes: usize) -> std::io::Result<Result<Vec<u8>, usize>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max_bytes { Ok(Err(bytes.len())) } else { Ok(Ok(bytes)) }
 }
 
 impl TransportState {
@@ -265,108 +283,36 @@ impl TransportState {
         })
     }
 
-    /// Parses raw files. Errors name the relative file.
+    /// Parses raw files strictly. Errors name the relative file; the first
+    /// problem (in path order) is returned. See [`TransportState::parse_all`]
+    /// for every problem at once.
     pub fn parse(files: &StateFiles) -> Result<TransportState, StateError> {
-        let mut state = TransportState::default();
-        let mut saw_minimum = false;
-        if files.files.len() > MAX_FILES {
-            return Err(StateError { file: PathBuf::new(), line: None, kind: StateErrorKind::TooManyFiles });
+        let parsed = parse_files(files, ConflictMode::Refuse);
+        match parsed.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(parsed.state),
         }
-        for (path, bytes) in &files.files {
-            let file = PathBuf::from(path);
-            let fail = |line, kind| StateError { file: file.clone(), line, kind };
-            if bytes.len() > MAX_FILE_BYTES {
-                return Err(fail(None, StateErrorKind::TooLarge(bytes.len())));
-            }
-            let text = std::str::from_utf8(bytes).map_err(|_| fail(None, StateErrorKind::NotUtf8))?;
-            let (dir, base) = match path.rsplit_once('/') {
-                Some((d, b)) => (d, b),
-                None => ("", path.as_str()),
-            };
-            let stem = base.strip_suffix(".csv");
-            match (dir, stem) {
-                (REFERABLE_DIR, Some(name)) => {
-                    check_name(name).map_err(|k| fail(None, k))?;
-                    let (line, fields) =
-                        single_line(text, "a comma-separated list of ids").map_err(|(l, k)| fail(l, k))?;
-                    let ids = parse_referable_ids(&fields).map_err(|k| fail(Some(line), k))?;
-                    state.referable.insert(name.to_string(), Definition { name: name.to_string(), ids });
-                }
-                (UNREFERABLE_DIR, Some(name)) => {
-                    check_name(name).map_err(|k| fail(None, k))?;
-                    let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
-                    let [id] = fields.as_slice() else {
-                        return Err(fail(
-                            Some(line),
-                            StateErrorKind::BadLine { expected: "one id", found: fields.join(",") },
-                        ));
-                    };
-                    let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
-                    state.unreferable.insert(name.to_string(), Definition { name: name.to_string(), ids: vec![id] });
-                }
-                (UPPER_BOUNDS_DIR, Some(branch)) => {
-                    let branch: Branch =
-                        branch.parse().map_err(|_| fail(None, StateErrorKind::BadBranchFile(branch.to_string())))?;
-                    let (line, fields) = single_line(text, "`name,id`").map_err(|(l, k)| fail(l, k))?;
-                    let [name, id] = fields.as_slice() else {
-                        return Err(fail(
-                            Some(line),
-                            StateErrorKind::BadLine { expected: "`name,id`", found: fields.join(",") },
-                        ));
-                    };
-                    check_name(name).map_err(|k| fail(Some(line), k))?;
-                    let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
-                    state.upper_bounds.insert(branch, UpperBound { name: name.to_string(), id });
-                }
-                ("constants", Some("minimum_compatible")) => {
-                    let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
-                    let [id] = fields.as_slice() else {
-                        return Err(fail(
-                            Some(line),
-                            StateErrorKind::BadLine { expected: "one id", found: fields.join(",") },
-                        ));
-                    };
-                    state.minimum_compatible = parse_id(id).map_err(|k| fail(Some(line), k))?;
-                    saw_minimum = true;
-                }
-                ("", Some("releases")) => {
-                    let mut last: Option<TransportVersion> = None;
-                    for (line, fields) in data_lines(text) {
-                        let [release, id] = fields.as_slice() else {
-                            return Err(fail(
-                                Some(line),
-                                StateErrorKind::BadLine { expected: "`release,id`", found: fields.join(",") },
-                            ));
-                        };
-                        check_release(release).map_err(|k| fail(Some(line), k))?;
-                        let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
-                        if let Some(prev) = last
-                            && id < prev
-                        {
-                            return Err(fail(Some(line), StateErrorKind::ReleasesOutOfOrder(id, prev)));
-                        }
-                        last = Some(id);
-                        state.releases.push((release.to_string(), id));
-                    }
-                }
-                _ => return Err(fail(None, StateErrorKind::UnexpectedFile)),
-            }
+    }
+
+    /// Parses raw files strictly and reports every problem, not only the
+    /// first (at most one per file, plus the folder-wide checks). The state is
+    /// only returned when there is no problem.
+    pub fn parse_all(files: &StateFiles) -> Result<TransportState, Vec<StateError>> {
+        let parsed = parse_files(files, ConflictMode::Refuse);
+        if parsed.errors.is_empty() { Ok(parsed.state) } else { Err(parsed.errors) }
+    }
+
+    /// Parses a folder left by an unfinished `git merge`: an
+    /// `upper_bounds/<M.m>.csv` file with conflict markers is read from its
+    /// own side (`<<<<<<<` to `=======`), and its path is returned so the
+    /// caller recomputes it. Conflict markers anywhere else are an error, as
+    /// is everything [`TransportState::parse`] refuses.
+    pub fn parse_merging(files: &StateFiles) -> Result<(TransportState, Vec<String>), StateError> {
+        let parsed = parse_files(files, ConflictMode::UpperBoundsOwnSide);
+        match parsed.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((parsed.state, parsed.conflicted)),
         }
-        if !saw_minimum {
-            return Err(StateError {
-                file: PathBuf::from(MINIMUM_COMPATIBLE_FILE),
-                line: None,
-                kind: StateErrorKind::MissingFile,
-            });
-        }
-        if let Some(name) = state.referable.keys().find(|n| state.unreferable.contains_key(*n)) {
-            return Err(StateError {
-                file: PathBuf::from(format!("{UNREFERABLE_DIR}/{name}.csv")),
-                line: None,
-                kind: StateErrorKind::DuplicateName(name.clone()),
-            });
-        }
-        Ok(state)
     }
 
     /// The canonical files for this state (one line per file, `\n` ended).
@@ -413,6 +359,218 @@ impl TransportState {
         ids.dedup();
         ids
     }
+}
+
+/// How the parser treats git conflict markers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConflictMode {
+    /// Any marker is an error.
+    Refuse,
+    /// Markers in upper bound files are tolerated (their own side is read).
+    UpperBoundsOwnSide,
+}
+
+struct Parsed {
+    state: TransportState,
+    errors: Vec<StateError>,
+    conflicted: Vec<String>,
+}
+
+fn parse_files(files: &StateFiles, mode: ConflictMode) -> Parsed {
+    let mut out = Parsed { state: TransportState::default(), errors: Vec::new(), conflicted: Vec::new() };
+    if files.files.len() > MAX_FILES {
+        out.errors.push(StateError { file: PathBuf::new(), line: None, kind: StateErrorKind::TooManyFiles });
+        return out;
+    }
+    let mut saw_minimum = false;
+    for (path, bytes) in &files.files {
+        match parse_file(&mut out.state, path, bytes, mode) {
+            Ok(FileOutcome { minimum, conflicted }) => {
+                saw_minimum |= minimum;
+                if conflicted {
+                    out.conflicted.push(path.clone());
+                }
+            }
+            Err(e) => out.errors.push(e),
+        }
+    }
+    let minimum_failed = out.errors.iter().any(|e| e.file == Path::new(MINIMUM_COMPATIBLE_FILE));
+    if !saw_minimum && !minimum_failed {
+        out.errors.push(StateError {
+            file: PathBuf::from(MINIMUM_COMPATIBLE_FILE),
+            line: None,
+            kind: StateErrorKind::MissingFile,
+        });
+    }
+    for name in out.state.referable.keys().filter(|n| out.state.unreferable.contains_key(*n)) {
+        out.errors.push(StateError {
+            file: PathBuf::from(format!("{UNREFERABLE_DIR}/{name}.csv")),
+            line: None,
+            kind: StateErrorKind::DuplicateName(name.clone()),
+        });
+    }
+    out
+}
+
+struct FileOutcome {
+    minimum: bool,
+    conflicted: bool,
+}
+
+fn parse_file(
+    state: &mut TransportState,
+    path: &str,
+    bytes: &[u8],
+    mode: ConflictMode,
+) -> Result<FileOutcome, StateError> {
+    let file = PathBuf::from(path);
+    let fail = |line, kind| StateError { file: file.clone(), line, kind };
+    let mut outcome = FileOutcome { minimum: false, conflicted: false };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(fail(None, StateErrorKind::TooLarge(bytes.len())));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| fail(None, StateErrorKind::NotUtf8))?;
+    let (dir, base) = match path.rsplit_once('/') {
+        Some((d, b)) => (d, b),
+        None => ("", path),
+    };
+    let stem = base.strip_suffix(".csv");
+    let own_side;
+    let text = match conflict_marker_line(text) {
+        None => text,
+        Some(_) if mode == ConflictMode::UpperBoundsOwnSide && dir == UPPER_BOUNDS_DIR => {
+            own_side = own_side_of_conflict(text).map_err(|line| fail(Some(line), conflict_kind(dir, mode)))?;
+            outcome.conflicted = true;
+            own_side.as_str()
+        }
+        Some(line) => return Err(fail(Some(line), conflict_kind(dir, mode))),
+    };
+    match (dir, stem) {
+        (REFERABLE_DIR, Some(name)) => {
+            check_name(name).map_err(|k| fail(None, k))?;
+            let (line, fields) = single_line(text, "a comma-separated list of ids").map_err(|(l, k)| fail(l, k))?;
+            let ids = parse_referable_ids(&fields).map_err(|k| fail(Some(line), k))?;
+            state.referable.insert(name.to_string(), Definition { name: name.to_string(), ids });
+        }
+        (UNREFERABLE_DIR, Some(name)) => {
+            check_name(name).map_err(|k| fail(None, k))?;
+            let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
+            let [id] = fields.as_slice() else {
+                return Err(fail(Some(line), StateErrorKind::BadLine { expected: "one id", found: fields.join(",") }));
+            };
+            let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+            state.unreferable.insert(name.to_string(), Definition { name: name.to_string(), ids: vec![id] });
+        }
+        (UPPER_BOUNDS_DIR, Some(branch)) => {
+            let branch: Branch =
+                branch.parse().map_err(|_| fail(None, StateErrorKind::BadBranchFile(branch.to_string())))?;
+            let (line, fields) = single_line(text, "`name,id`").map_err(|(l, k)| fail(l, k))?;
+            let [name, id] = fields.as_slice() else {
+                return Err(fail(
+                    Some(line),
+                    StateErrorKind::BadLine { expected: "`name,id`", found: fields.join(",") },
+                ));
+            };
+            check_name(name).map_err(|k| fail(Some(line), k))?;
+            let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+            state.upper_bounds.insert(branch, UpperBound { name: name.to_string(), id });
+        }
+        ("constants", Some("minimum_compatible")) => {
+            let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
+            let [id] = fields.as_slice() else {
+                return Err(fail(Some(line), StateErrorKind::BadLine { expected: "one id", found: fields.join(",") }));
+            };
+            state.minimum_compatible = parse_id(id).map_err(|k| fail(Some(line), k))?;
+            outcome.minimum = true;
+        }
+        ("", Some("releases")) => {
+            let mut releases = Vec::new();
+            let mut last: Option<TransportVersion> = None;
+            for (line, fields) in data_lines(text) {
+                let [release, id] = fields.as_slice() else {
+                    return Err(fail(
+                        Some(line),
+                        StateErrorKind::BadLine { expected: "`release,id`", found: fields.join(",") },
+                    ));
+                };
+                check_release(release).map_err(|k| fail(Some(line), k))?;
+                let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+                if let Some(prev) = last
+                    && id < prev
+                {
+                    return Err(fail(Some(line), StateErrorKind::ReleasesOutOfOrder(id, prev)));
+                }
+                last = Some(id);
+                releases.push((release.to_string(), id));
+            }
+            state.releases = releases;
+        }
+        _ => return Err(fail(None, StateErrorKind::UnexpectedFile)),
+    }
+    Ok(outcome)
+}
+
+fn conflict_kind(dir: &str, mode: ConflictMode) -> StateErrorKind {
+    let resolvable = dir == UPPER_BOUNDS_DIR && mode == ConflictMode::Refuse;
+    StateErrorKind::ConflictMarker { resolvable }
+}
+
+/// Whether `line` is a git conflict marker line (`<<<<<<<`, `|||||||`,
+/// `=======`, `>>>>>>>`, followed by a space or the end of the line).
+fn is_conflict_marker(line: &str) -> bool {
+    let line = line.trim_end_matches('\r');
+    ["<<<<<<<", "|||||||", "=======", ">>>>>>>"]
+        .iter()
+        .any(|m| line.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')))
+}
+
+/// The 1-based line of the first conflict marker, if any.
+fn conflict_marker_line(text: &str) -> Option<usize> {
+    text.split('\n').position(is_conflict_marker).map(|i| i + 1)
+}
+
+/// The text of a conflicted file as it was on the current branch: lines
+/// outside conflict blocks plus each block's first side. Conflict marker lines
+/// are replaced by empty lines so line numbers stay true. Errors with the line
+/// of an unbalanced marker.
+fn own_side_of_conflict(text: &str) -> Result<String, usize> {
+    #[derive(PartialEq)]
+    enum At {
+        Outside,
+        Own,
+        Ancestor,
+        Other,
+    }
+    let mut at = At::Outside;
+    let mut out = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let marker = |m: &str| is_conflict_marker(line) && line.starts_with(m);
+        let next = if marker("<<<<<<<") {
+            (at == At::Outside).then_some(At::Own)
+        } else if marker("|||||||") {
+            (at == At::Own).then_some(At::Ancestor)
+        } else if marker("=======") {
+            (at == At::Own || at == At::Ancestor).then_some(At::Other)
+        } else if marker(">>>>>>>") {
+            (at == At::Other).then_some(At::Outside)
+        } else {
+            out.push(if at == At::Outside || at == At::Own { line } else { "" });
+            continue;
+        };
+        at = next.ok_or(i + 1)?;
+        out.push("");
+    }
+    if at != At::Outside {
+        return Err(text.split('\n').count());
+    }
+    Ok(out.join("\n"))
+}
+
+/// The 1-based number of the first data line of `path` in `files` (the line
+/// a one-line state file's content is on), if the file exists and has one.
+pub fn first_data_line(files: &StateFiles, path: &str) -> Option<usize> {
+    let text = std::str::from_utf8(files.files.get(path)?).ok()?;
+    data_lines(text).next().map(|(line, _)| line)
 }
 
 /// Whether `name` is a valid transport version name (`[a-z0-9_]+`, bounded).
@@ -598,6 +756,59 @@ mod tests {
         assert_eq!(e.line, Some(1));
         let e = TransportState::load(&dir.path().join("nope")).unwrap_err();
         assert_eq!(e.kind, StateErrorKind::MissingFolder);
+    }
+
+    #[test]
+    fn parse_all_reports_every_file() {
+        let mut entries = good();
+        entries.retain(|(p, _)| !p.starts_with("constants") && !p.starts_with("upper_bounds/9.3"));
+        entries.push(("upper_bounds/9.3.csv", "new_field,x\n"));
+        entries.push(("definitions/referable/Bad.csv", "1\n"));
+        let errors = TransportState::parse_all(&files(&entries)).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(shown[0].starts_with("definitions/referable/Bad.csv: `Bad` is not a valid"));
+        assert!(shown[1].starts_with("upper_bounds/9.3.csv:1: `x` is not a transport version id"));
+        assert_eq!(shown[2], "constants/minimum_compatible.csv: missing required file");
+        assert_eq!(TransportState::parse(&files(&entries)).unwrap_err(), errors[0]);
+    }
+
+    #[test]
+    fn conflict_markers_are_refused_or_read_from_our_side() {
+        let conflicted =
+            "<<<<<<< HEAD\nnew_field,9396000\n||||||| base\nold,9395000\n=======\nother,9396000\n>>>>>>> main\n";
+        let mut entries = good();
+        entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
+        entries.push(("upper_bounds/9.3.csv", conflicted));
+        let e = TransportState::parse(&files(&entries)).unwrap_err();
+        assert_eq!((e.line, &e.kind), (Some(1), &StateErrorKind::ConflictMarker { resolvable: true }));
+        assert!(e.to_string().contains("run `rollgate tv resolve-conflict`"), "{e}");
+        let (state, paths) = TransportState::parse_merging(&files(&entries)).unwrap();
+        assert_eq!(paths, vec!["upper_bounds/9.3.csv".to_string()]);
+        assert_eq!(state.upper_bounds[&"9.3".parse().unwrap()].name, "new_field");
+        // Unbalanced markers and markers outside upper_bounds/ are errors, with lines.
+        entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
+        entries.push(("upper_bounds/9.3.csv", "new_field,9396000\n=======\n"));
+        let e = TransportState::parse_merging(&files(&entries)).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
+        entries.push(("upper_bounds/9.3.csv", "new_field,9396000\n"));
+        entries.retain(|(p, _)| *p != "definitions/referable/new_field.csv");
+        entries
+            .push(("definitions/referable/new_field.csv", "# x\n<<<<<<< HEAD\n9396000\n=======\n9397000\n>>>>>>> b\n"));
+        let e = TransportState::parse_merging(&files(&entries)).unwrap_err();
+        assert_eq!((e.line, &e.kind), (Some(2), &StateErrorKind::ConflictMarker { resolvable: false }));
+        // A line that merely starts with '=' is not a marker.
+        assert!(!is_conflict_marker("========"));
+        assert!(is_conflict_marker("======="));
+        assert!(is_conflict_marker(">>>>>>> main\r"));
+    }
+
+    #[test]
+    fn first_data_line_skips_comments() {
+        let f = files(&[("a.csv", "# one\n\n  # two\n9\n")]);
+        assert_eq!(first_data_line(&f, "a.csv"), Some(4));
+        assert_eq!(first_data_line(&f, "b.csv"), None);
     }
 
     #[test]

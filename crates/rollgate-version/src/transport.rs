@@ -225,47 +225,93 @@ impl TransportVersionSet {
     }
 }
 
-/// Release mapping over `(release, id)` pairs sorted ascending by id.
+/// Elasticsearch's release lookup (`ReleaseVersions.inferVersion`) over
+/// `(release, id)` pairs (any order):
 ///
-/// - exact id: that release, or `first-last` if several releases share it;
-/// - between two entries: `next_after(previous)-next` — the guess spans from
-///   the release after the preceding entry's release to the next entry's;
-/// - above every entry: `after(last)+` i.e. `"<last>+"`;
-/// - below every entry: `"<first>-"` i.e. at most the first release.
+/// - an id listed once: that release; listed for several releases: `lo-hi`,
+///   the lowest and highest of those releases in version order;
+/// - an unlisted id between two entries: the best guess
+///   `next(previous)-next_entry`, from the release after the highest release
+///   of the preceding id to the lowest release of the following id (a single
+///   release when both ends are equal);
+/// - above every entry: `next(last)-snapshot[ID]` (a build newer than the
+///   last tagged release);
+/// - below every entry: `snapshot[ID]-first` (no preceding release is known).
+///
+/// `None` when there are no entries.
 pub fn release_of<'a>(
     releases: impl IntoIterator<Item = (&'a str, TransportVersion)>,
     id: TransportVersion,
 ) -> Option<String> {
-    let entries: Vec<(&str, TransportVersion)> = releases.into_iter().collect();
-    if entries.is_empty() {
+    // id -> (lowest, highest) release in version order.
+    let mut by_id: std::collections::BTreeMap<TransportVersion, (&str, &str)> = std::collections::BTreeMap::new();
+    for (release, v) in releases {
+        by_id
+            .entry(v)
+            .and_modify(|(lo, hi)| {
+                if compare_releases(release, lo).is_lt() {
+                    *lo = release;
+                }
+                if compare_releases(release, hi).is_gt() {
+                    *hi = release;
+                }
+            })
+            .or_insert((release, release));
+    }
+    if by_id.is_empty() {
         return None;
     }
-    let exact: Vec<&str> = entries.iter().filter(|(_, v)| *v == id).map(|(r, _)| *r).collect();
-    match exact.as_slice() {
-        [one] => return Some((*one).to_string()),
-        [first, .., last] => return Some(format!("{first}-{last}")),
-        [] => {}
-    }
-    let prev = entries.iter().rev().find(|(_, v)| *v < id);
-    let next = entries.iter().find(|(_, v)| *v > id);
-    Some(match (prev, next) {
-        (Some((p, _)), Some((n, _))) => format!("{}-{}", next_release(p), n),
-        (Some((p, _)), None) => format!("{}+", next_release(p)),
-        (None, Some((n, _))) => format!("<={n}"),
-        (None, None) => return None,
-    })
+    let (lower, upper) = match by_id.get(&id) {
+        Some((lo, hi)) => (lo.to_string(), hi.to_string()),
+        None => {
+            let lower = match by_id.range(..id).next_back() {
+                Some((_, (_, hi))) => next_release(hi),
+                None => format!("snapshot[{id}]"),
+            };
+            let upper = match by_id.range(id..).next() {
+                Some((_, (lo, _))) => lo.to_string(),
+                None => format!("snapshot[{id}]"),
+            };
+            (lower, upper)
+        }
+    };
+    Some(if lower == upper { lower } else { format!("{lower}-{upper}") })
 }
 
-/// The release after `r` by patch number: `9.1.3` -> `9.1.4`. Strings that do
-/// not end in a number are returned with a `+` suffix.
+/// Orders release strings as versions: dot-separated parts compare
+/// numerically when both are numbers, else as text (`9.10.0` > `9.9.1`).
+pub fn compare_releases(a: &str, b: &str) -> std::cmp::Ordering {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(p), Some(q)) => {
+                let ord = match (p.parse::<u64>(), q.parse::<u64>()) {
+                    (Ok(m), Ok(n)) => m.cmp(&n),
+                    _ => p.cmp(q),
+                };
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+        }
+    }
+}
+
+/// The release after `r` by its last number (Elasticsearch adds one to the
+/// revision): `9.1.3` -> `9.1.4`. Strings that do not end in a number get a
+/// `+` suffix.
 fn next_release(r: &str) -> String {
     match r.rsplit_once('.') {
         Some((head, tail)) => match tail.parse::<u64>() {
-            Ok(n) => format!("{head}.{}", n + 1),
+            Ok(n) => format!("{head}.{}", n.saturating_add(1)),
             Err(_) => format!("{r}+"),
         },
         None => match r.parse::<u64>() {
-            Ok(n) => (n + 1).to_string(),
+            Ok(n) => n.saturating_add(1).to_string(),
             Err(_) => format!("{r}+"),
         },
     }
@@ -345,17 +391,32 @@ mod tests {
     fn release_mapping() {
         let r = [
             ("9.0.0", tv(9000000)),
-            ("9.0.1", tv(9000000)),
             ("9.0.2", tv(9000000)),
+            ("9.0.1", tv(9000000)),
             ("9.1.0", tv(9100000)),
+            ("9.1.1", tv(9100005)),
             ("9.2.0", tv(9200000)),
         ];
         let f = |id| release_of(r.iter().copied(), tv(id));
-        assert_eq!(f(9100000).as_deref(), Some("9.1.0"));
-        assert_eq!(f(9000000).as_deref(), Some("9.0.0-9.0.2"));
-        assert_eq!(f(9150000).as_deref(), Some("9.1.1-9.2.0"));
-        assert_eq!(f(9300000).as_deref(), Some("9.2.1+"));
-        assert_eq!(f(8000000).as_deref(), Some("<=9.0.0"));
+        assert_eq!(f(9100000).as_deref(), Some("9.1.0"), "exact");
+        assert_eq!(f(9000000).as_deref(), Some("9.0.0-9.0.2"), "shared id: lowest-highest in version order");
+        assert_eq!(f(9150000).as_deref(), Some("9.1.2-9.2.0"), "guess: after the preceding entry to the next");
+        assert_eq!(f(9100003).as_deref(), Some("9.1.1"), "guess collapses when both ends agree");
+        assert_eq!(f(9050000).as_deref(), Some("9.0.3-9.1.0"), "the preceding id's highest release");
+        assert_eq!(f(9300000).as_deref(), Some("9.2.1-snapshot[9300000]"), "after the last release");
+        assert_eq!(f(8000000).as_deref(), Some("snapshot[8000000]-9.0.0"), "before the first release");
         assert_eq!(release_of([], tv(1)), None);
+    }
+
+    #[test]
+    fn releases_compare_as_versions() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_releases("9.10.0", "9.9.1"), Greater);
+        assert_eq!(compare_releases("9.1", "9.1.0"), Less);
+        assert_eq!(compare_releases("9.1.0", "9.1.0"), Equal);
+        assert_eq!(compare_releases("9.1.0-rc1", "9.1.0-rc2"), Less);
+        assert_eq!(next_release("1.0.18446744073709551615"), "1.0.18446744073709551615");
+        assert_eq!(next_release("nightly"), "nightly+");
+        assert_eq!(next_release("7"), "8");
     }
 }

@@ -1,0 +1,1 @@
+fn a() { transport_version!("last_field"); }

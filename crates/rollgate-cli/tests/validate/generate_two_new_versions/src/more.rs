@@ -1,0 +1,1 @@
+fn a() { transport_version!("first_new"); transport_version!("second_new"); }

@@ -1,0 +1,1 @@
+const X: &N = crate::transport_version![ "newer_field" ];

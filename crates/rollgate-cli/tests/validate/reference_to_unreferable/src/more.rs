@@ -1,0 +1,1 @@
+fn a() { transport_version!("initial_9_0"); }

@@ -1,0 +1,3 @@
+
+
+fn a() { transport_version!("New-Field"); }

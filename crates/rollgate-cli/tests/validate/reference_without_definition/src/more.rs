@@ -1,0 +1,3 @@
+fn a() { transport_version!("ghost_field"); }
+
+fn b() { transport_version!("ghost_field"); }
