@@ -226,12 +226,31 @@ impl MetaStore for EtcdStore {
         if let Some(from) = from {
             options = options.with_start_revision(from.max(1));
         }
+        // etcd accepts a watch from a compacted revision and cancels it in a
+        // later message; a read at that revision tells at once.
+        let mut compacted = false;
+        if let Some(from) = from {
+            let mut kv = self.client.kv_client();
+            let at = ec::GetOptions::new().with_range(prefix_end(prefix)).with_revision(from.max(1)).with_count_only();
+            match self.call(kv.get(prefix, Some(at))).await {
+                Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
+                    compacted = true;
+                }
+                Err(StoreError::Backend { reason, .. }) if reason.contains("future revision") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
         let mut client = self.client.watch_client();
         let mut stream = self.call(client.watch(prefix, Some(options))).await?;
         // Wait for the server to accept the watch, so a returned stream is live.
-        let first = self.call(stream.message()).await?;
+        let mut first = self.call(stream.message()).await?;
         let describe = self.describe.clone();
         let requested = from.unwrap_or(0);
+        while compacted && first.as_ref().is_some_and(|r| r.compact_revision() == 0 && !r.canceled()) {
+            first = self.call(stream.message()).await?;
+        }
         let first = match first {
             None => return Err(StoreError::Unavailable { endpoint: describe, reason: "watch stream closed".into() }),
             Some(resp) if resp.compact_revision() > 0 => {
