@@ -94,6 +94,9 @@ impl RedbFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io(path, "reading the file's metadata")(e)),
         };
+        if existing {
+            check_ours(path)?;
+        }
         let db = if existing {
             // redb's own checks may assert on a file it did not write; a panic
             // there must not take the caller down, and must not touch the file.
@@ -213,6 +216,34 @@ impl RedbFile {
             meta.insert("next_lease", change.next_lease).map_err(|e| backend(&e))?;
         }
         wtx.commit().map_err(|e| backend(&e))
+    }
+}
+
+/// Reads an existing file without writing to it (a writable open of a
+/// redb file updates its header) and refuses one that is not a store of ours.
+fn check_ours(path: &Path) -> Result<(), StoreError> {
+    let opened = std::panic::catch_unwind(|| redb::Builder::new().open_read_only(path));
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(StoreError::AlreadyOpen { path: path.to_path_buf(), pid: None });
+        }
+        // A file left by a crash needs redb's repair, which only a writable
+        // open does; the writable open below checks the rest.
+        Ok(Err(redb::DatabaseError::RepairAborted)) => return Ok(()),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if e.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            return Err(io(path, "opening the store")(e));
+        }
+        Ok(Err(e)) => return Err(corrupt(path, e)),
+        Err(_) => return Err(corrupt(path, "the file failed redb's consistency checks")),
+    };
+    let rtx = db.begin_read().map_err(|e| corrupt(path, e))?;
+    let meta = rtx.open_table(META).map_err(|_| corrupt(path, "a redb file without rollgate's metadata table"))?;
+    match meta.get("format").map_err(|e| corrupt(path, e))? {
+        Some(_) => Ok(()),
+        None => Err(corrupt(path, "a redb file without a rollgate format entry")),
     }
 }
 
