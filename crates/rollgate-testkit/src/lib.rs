@@ -62,10 +62,17 @@ fn free_port() -> Result<u16, EtcdError> {
     listener.local_addr().map(|a| a.port()).map_err(|e| EtcdError(format!("reading a free port: {e}")))
 }
 
-/// Finds `name` on PATH.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+/// Finds the `etcd` binary in the directories of a PATH value.
+fn find_etcd(path: Option<std::ffi::OsString>) -> Result<PathBuf, EtcdError> {
+    path.and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|p| p.is_file())).ok_or_else(
+        || {
+            EtcdError(
+                "`etcd` is not on PATH: run `scripts/test`, which installs it (Debian package etcd-server), \
+                 or install etcd 3.4+ yourself"
+                    .into(),
+            )
+        },
+    )
 }
 
 impl EtcdServer {
@@ -87,13 +94,7 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) -> Result<(), EtcdError> {
-        let etcd = find_on_path("etcd").ok_or_else(|| {
-            EtcdError(
-                "`etcd` is not on PATH: run `scripts/test`, which installs it (Debian package etcd-server), \
-                 or install etcd 3.4+ yourself"
-                    .into(),
-            )
-        })?;
+        let etcd = find_etcd(std::env::var_os("PATH"))?;
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut child = Command::new(etcd)
@@ -221,4 +222,48 @@ pub fn seed(var: &str) -> u64 {
     };
     eprintln!("seed: {seed} (re-run with {var}={seed})");
     seed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    fn connects(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    #[test]
+    fn etcd_starts_restarts_on_the_same_port_and_stops() {
+        let mut etcd = EtcdServer::start().expect("start etcd");
+        let port = etcd.port();
+        assert_eq!(etcd.url(), format!("etcd:127.0.0.1:{port}"));
+        assert_eq!(etcd.endpoint(), format!("http://127.0.0.1:{port}"));
+        assert!(connects(port), "ready means accepting clients");
+        assert!(etcd.data_dir().join("member-data").is_dir());
+        etcd.stop();
+        assert!(!etcd.is_running());
+        assert!(!connects(port), "stopped means gone");
+        etcd.restart().expect("restart etcd");
+        assert_eq!(etcd.port(), port, "same port");
+        assert!(connects(port));
+        assert!(etcd.log_tail().contains("serving insecure client requests"), "{}", etcd.log_tail());
+        drop(etcd);
+        assert!(!connects(port), "drop kills the process");
+    }
+
+    #[test]
+    fn a_missing_etcd_binary_says_how_to_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_etcd(Some(empty.path().as_os_str().to_owned())).unwrap_err();
+        assert!(err.to_string().contains("scripts/test"), "{err}");
+        assert!(find_etcd(None).is_err());
+    }
+
+    #[test]
+    fn without_the_variable_each_seed_is_fresh() {
+        // Without the variable a fresh seed is drawn; two draws differ.
+        let var = "ROLLGATE_TESTKIT_SEED_NEVER_SET";
+        assert_ne!(seed(var), seed(var));
+    }
 }
