@@ -53,7 +53,10 @@ pub struct EtcdServer {
 
 impl std::fmt::Debug for EtcdServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdServer").field("endpoint", &self.endpoint()).field("running", &self.child.is_some()).finish()
+        f.debug_struct("EtcdServer")
+            .field("endpoint", &self.endpoint())
+            .field("running", &self.child.is_some())
+            .finish()
     }
 }
 

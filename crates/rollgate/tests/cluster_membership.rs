@@ -109,9 +109,8 @@ async fn join_leave_and_forget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_shows_as_stopped_not_gone_until_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&format!("redb:{}", dir.path().join("m.redb").display()), StoreOptions::default())
-        .await
-        .unwrap();
+    let store =
+        store::open(&format!("redb:{}", dir.path().join("m.redb").display()), StoreOptions::default()).await.unwrap();
     let cluster = Cluster::open(store, ClusterOptions::default()).await.unwrap();
     let handle = ClusterHandle::start(cluster.clone(), HandleOptions::default()).await.unwrap();
     join(&cluster, "n1").await;

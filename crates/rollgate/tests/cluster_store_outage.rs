@@ -59,7 +59,8 @@ async fn a_node_rides_out_an_etcd_outage_and_catches_up() {
 
     // Outage.
     etcd.stop();
-    let down = tokio::time::timeout(WAIT, status.wait_for(|s| !s.reachable)).await.expect("outage reported").unwrap().clone();
+    let down =
+        tokio::time::timeout(WAIT, status.wait_for(|s| !s.reachable)).await.expect("outage reported").unwrap().clone();
     assert!(down.last_error.is_some(), "the status says why: {down:?}");
     eprintln!("outage reported: {down:?}");
     let cached = handle.view();
@@ -116,7 +117,8 @@ async fn a_node_rides_out_an_etcd_outage_and_catches_up() {
     assert_eq!(seen, expected, "every intermediate epoch observed");
     let view = handle.view();
     assert_eq!(view.enabled_flags().len(), CHANGES as usize);
-    let up = tokio::time::timeout(WAIT, status.wait_for(|s| s.reachable)).await.expect("reachable again").unwrap().clone();
+    let up =
+        tokio::time::timeout(WAIT, status.wait_for(|s| s.reachable)).await.expect("reachable again").unwrap().clone();
     assert!(up.since >= down.since);
 
     // Changes are accepted again.

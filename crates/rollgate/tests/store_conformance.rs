@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rollgate::store::{
-    self, Compare, CompareOp, CompareTarget, EventKind, MetaStore, MetaStoreJson, OpResponse, StoreError,
-    StoreOptions, Txn, TxnOp, WatchBatch, WatchStream,
+    self, Compare, CompareOp, CompareTarget, EventKind, MetaStore, MetaStoreJson, OpResponse, StoreError, StoreOptions,
+    Txn, TxnOp, WatchBatch, WatchStream,
 };
 
 /// Upper bound for anything a test waits for (a bound, not a pace).
@@ -110,7 +110,13 @@ async fn transactions(store: &dyn MetaStore, p: &str) {
     // Create revision and version guards; greater / less.
     let created = Compare { key: a.clone(), op: CompareOp::Greater, target: CompareTarget::CreateRevision(0) };
     let version = Compare { key: a.clone(), op: CompareOp::Less, target: CompareTarget::Version(3) };
-    assert!(store.txn(Txn::new().when([created, version, Compare::exists(&a), Compare::absent(&missing)])).await.unwrap().succeeded);
+    assert!(
+        store
+            .txn(Txn::new().when([created, version, Compare::exists(&a), Compare::absent(&missing)]))
+            .await
+            .unwrap()
+            .succeeded
+    );
 
     // Several guards: one false guard runs the failure branch, which deletes.
     let mixed = Txn::new()
@@ -265,7 +271,8 @@ async fn json(store: &dyn MetaStore, p: &str) {
     let (doc, kv) = store.get_json::<Doc>(&k).await.unwrap().unwrap();
     assert_eq!(doc, Doc { name: "x".into(), n: 1 });
     assert_eq!(kv.version, 1);
-    let (doc, _) = store.update_json::<Doc, _>(&k, 5, |d| Doc { n: d.map_or(0, |d| d.n) + 1, name: "y".into() }).await.unwrap();
+    let (doc, _) =
+        store.update_json::<Doc, _>(&k, 5, |d| Doc { n: d.map_or(0, |d| d.n) + 1, name: "y".into() }).await.unwrap();
     assert_eq!(doc.n, 2);
     assert!(store.get_json::<Doc>(&format!("{p}absent")).await.unwrap().is_none());
 

@@ -10,9 +10,7 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::{
-    Cluster, ClusterError, ClusterView, Committed, LocalCopy, NodeRecord, UpdateError, ViewOp, ViewState,
-};
+use super::{Cluster, ClusterError, ClusterView, Committed, LocalCopy, NodeRecord, UpdateError, ViewOp, ViewState};
 use crate::store::{Revision, StoreError, WatchBatch};
 
 /// Options of a [`ClusterHandle`].
@@ -89,7 +87,8 @@ impl ClusterHandle {
         if let Some(dir) = &options.local_copy_dir {
             write_local_copy(dir.clone(), &view).await?;
         }
-        let status = StoreStatus { reachable: true, since: SystemTime::now(), last_error: None, revision: view.revision };
+        let status =
+            StoreStatus { reachable: true, since: SystemTime::now(), last_error: None, revision: view.revision };
         let (changes, _) = broadcast::channel(options.history.max(1));
         let shared =
             Arc::new(Shared { view: watch::Sender::new(view.clone()), status: watch::Sender::new(status), changes });

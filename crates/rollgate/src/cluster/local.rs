@@ -160,7 +160,8 @@ impl LocalCopy {
         if bytes.len() as u64 > MAX_LOCAL_COPY_BYTES {
             return Err(LocalCopyError::TooLarge { path, len: bytes.len() as u64, max: MAX_LOCAL_COPY_BYTES });
         }
-        let corrupt = |line: Option<usize>, reason: String| LocalCopyError::Corrupt { path: path.clone(), line, reason };
+        let corrupt =
+            |line: Option<usize>, reason: String| LocalCopyError::Corrupt { path: path.clone(), line, reason };
         let copy: LocalCopy = serde_json::from_slice(&bytes).map_err(|e| corrupt(Some(e.line()), e.to_string()))?;
         if copy.format != FORMAT {
             return Err(corrupt(None, format!("format {} (this build reads format {FORMAT})", copy.format)));

@@ -530,10 +530,7 @@ impl Cluster {
         let fresh_id = format!("{:032x}", rand::random::<u128>());
         let create = Txn::new()
             .when([Compare::absent(&id_key)])
-            .and_then([
-                TxnOp::put_json(&id_key, &fresh_id)?,
-                TxnOp::put_json(keys.epoch(), &0u64)?,
-            ])
+            .and_then([TxnOp::put_json(&id_key, &fresh_id)?, TxnOp::put_json(keys.epoch(), &0u64)?])
             .or_else([TxnOp::get(&id_key)]);
         let resp = store.txn(create).await?;
         let cluster_id = if resp.succeeded {
@@ -731,9 +728,11 @@ impl Heartbeat {
     /// Writes the live key on `lease`, only while the node is a member.
     async fn write(&self, lease: LeaseId) -> Result<bool, StoreError> {
         let value = encode_json(&self.live_key, &LiveRecord { lease, heartbeat_ms: now_ms() })?;
-        let txn = Txn::new()
-            .when([Compare::exists(&self.member_key)])
-            .and_then([TxnOp::put_with_lease(&self.live_key, value, lease)]);
+        let txn = Txn::new().when([Compare::exists(&self.member_key)]).and_then([TxnOp::put_with_lease(
+            &self.live_key,
+            value,
+            lease,
+        )]);
         Ok(self.store.txn(txn).await?.succeeded)
     }
 
@@ -759,7 +758,9 @@ impl Heartbeat {
             };
             match result {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(node = %self.node, "not a member any more (forgotten?); liveness not written"),
+                Ok(false) => {
+                    tracing::warn!(node = %self.node, "not a member any more (forgotten?); liveness not written")
+                }
                 Err(e) => tracing::warn!(node = %self.node, error = %e, "liveness heartbeat failed; retrying"),
             }
         }

@@ -109,9 +109,9 @@ impl EngineStore {
 
     pub(crate) async fn open_redb(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let owned = path.to_path_buf();
-        let (file, state) = tokio::task::spawn_blocking(move || RedbFile::open(&owned))
-            .await
-            .map_err(|e| StoreError::Backend { endpoint: format!("redb:{}", path.display()), reason: e.to_string() })??;
+        let (file, state) = tokio::task::spawn_blocking(move || RedbFile::open(&owned)).await.map_err(|e| {
+            StoreError::Backend { endpoint: format!("redb:{}", path.display()), reason: e.to_string() }
+        })??;
         Ok(Self::start(format!("redb:{}", path.display()), options, Some(file), state))
     }
 

@@ -286,7 +286,8 @@ impl MetaStore for EtcdStore {
                     Ok(Some(resp)) => {
                         if resp.compact_revision() > 0 {
                             c.done = true;
-                            let err = StoreError::Compacted { requested: c.requested, compacted: resp.compact_revision() };
+                            let err =
+                                StoreError::Compacted { requested: c.requested, compacted: resp.compact_revision() };
                             return Some((Err(err), c));
                         }
                         if resp.canceled() {
@@ -307,8 +308,10 @@ impl MetaStore for EtcdStore {
                     }
                     Ok(None) => {
                         c.done = true;
-                        let err =
-                            StoreError::Unavailable { endpoint: c.describe.clone(), reason: "watch stream ended".into() };
+                        let err = StoreError::Unavailable {
+                            endpoint: c.describe.clone(),
+                            reason: "watch stream ended".into(),
+                        };
                         return Some((Err(err), c));
                     }
                     Err(e) => {
@@ -323,7 +326,9 @@ impl MetaStore for EtcdStore {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
         match self.call(kv.compact(revision, Some(ec::CompactionOptions::new().with_physical()))).await {
-            Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => Ok(()),
+            Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
+                Ok(())
+            }
             other => other.map(|_| ()),
         }
     }
@@ -347,7 +352,10 @@ impl MetaStore for EtcdStore {
         match self.call(stream.message()).await.map_err(|e| with_lease(e, id))? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StoreError::LeaseNotFound { lease: id }),
-            None => Err(StoreError::Unavailable { endpoint: self.describe.clone(), reason: "keep-alive stream closed".into() }),
+            None => Err(StoreError::Unavailable {
+                endpoint: self.describe.clone(),
+                reason: "keep-alive stream closed".into(),
+            }),
         }
     }
 

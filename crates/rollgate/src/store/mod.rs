@@ -406,7 +406,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { limits: Limits::default(), event_log_revisions: 10_000, connect_timeout_ms: 2_000, request_timeout_ms: 5_000 }
+        StoreOptions {
+            limits: Limits::default(),
+            event_log_revisions: 10_000,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -415,7 +420,9 @@ impl Default for StoreOptions {
 #[non_exhaustive]
 pub enum StoreError {
     /// The `--meta` URL could not be parsed.
-    #[error("invalid metadata store URL {url:?}: {reason} (expected `mem:`, `redb:PATH` or `etcd:HOST:PORT[,HOST:PORT...]`)")]
+    #[error(
+        "invalid metadata store URL {url:?}: {reason} (expected `mem:`, `redb:PATH` or `etcd:HOST:PORT[,HOST:PORT...]`)"
+    )]
     InvalidUrl {
         /// The URL as given.
         url: String,
@@ -469,7 +476,9 @@ pub enum StoreError {
         reason: String,
     },
     /// A watch asked for history that was compacted away; re-list and watch again.
-    #[error("watch from revision {requested} refused: history up to revision {compacted} was compacted; re-list and watch from the listing's revision")]
+    #[error(
+        "watch from revision {requested} refused: history up to revision {compacted} was compacted; re-list and watch from the listing's revision"
+    )]
     Compacted {
         /// The revision asked for.
         requested: Revision,

@@ -157,8 +157,8 @@ impl RedbFile {
         for item in log.iter().map_err(|e| corrupt(path, e))? {
             let (k, v) = item.map_err(|e| corrupt(path, e))?;
             let revision = k.value();
-            let batch =
-                decode_batch(revision, v.value()).map_err(|r| corrupt(path, format!("log revision {revision}: {r}")))?;
+            let batch = decode_batch(revision, v.value())
+                .map_err(|r| corrupt(path, format!("log revision {revision}: {r}")))?;
             state.log.push_back(batch);
         }
         let leases = rtx.open_table(LEASES).map_err(|e| corrupt(path, e))?;
@@ -351,7 +351,13 @@ mod tests {
         let batch = WatchBatch {
             revision: 7,
             events: vec![
-                WatchEvent { kind: EventKind::Put, key: "a/b".into(), value: b"v".to_vec(), revision: 7, create_revision: 3 },
+                WatchEvent {
+                    kind: EventKind::Put,
+                    key: "a/b".into(),
+                    value: b"v".to_vec(),
+                    revision: 7,
+                    create_revision: 3,
+                },
                 WatchEvent { kind: EventKind::Delete, key: "c".into(), value: vec![], revision: 7, create_revision: 0 },
             ],
         };
