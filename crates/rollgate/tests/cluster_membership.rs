@@ -267,3 +267,29 @@ async fn a_member_record_that_does_not_decode_is_an_error_naming_the_key() {
     let err = cluster.view().await.unwrap_err();
     assert!(err.to_string().contains("record names node \"n3\""), "{err}");
 }
+
+/// A handle whose watch falls behind (queue depth 1, many changes while it
+/// cannot run) is cut off, re-lists, and still ends on the latest view.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handle_that_falls_behind_re_lists() {
+    let options = StoreOptions {
+        limits: rollgate::store::Limits { max_watch_queue: 1, ..Default::default() },
+        ..StoreOptions::default()
+    };
+    let store = store::open("mem:", options).await.unwrap();
+    let cluster = Cluster::open(store, ClusterOptions::default()).await.unwrap();
+    let handle = ClusterHandle::start(cluster.clone(), HandleOptions::default()).await.unwrap();
+    // Its watch is live once it has seen a change.
+    cluster.update(|_| Ok::<_, String>(vec![])).await.unwrap();
+    until(&handle, "epoch 1", |v| v.epoch == 1).await;
+    // On this single-threaded runtime the handle's task cannot run while
+    // these in-memory updates complete, so its watch queue overflows.
+    for i in 0..10 {
+        let name = format!("f{i}");
+        cluster.update(|_| Ok::<_, String>(vec![ViewOp::PutFlag(name.clone(), FlagRecord::enabled())])).await.unwrap();
+    }
+    let view = until(&handle, "epoch 11", |v| v.epoch == 11).await;
+    assert_eq!(view.enabled_flags().len(), 10);
+    assert!(handle.status().relists >= 1, "{:?}", handle.status());
+    assert!(handle.status().reachable);
+}

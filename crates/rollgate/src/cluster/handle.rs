@@ -56,6 +56,9 @@ pub struct StoreStatus {
     pub last_error: Option<String>,
     /// The revision of the cached view.
     pub revision: Revision,
+    /// How many times the view was re-listed because the watch history was
+    /// gone (compacted, or the watcher fell too far behind).
+    pub relists: u64,
 }
 
 struct Shared {
@@ -87,8 +90,13 @@ impl ClusterHandle {
         if let Some(dir) = &options.local_copy_dir {
             write_local_copy(dir.clone(), &view).await?;
         }
-        let status =
-            StoreStatus { reachable: true, since: SystemTime::now(), last_error: None, revision: view.revision };
+        let status = StoreStatus {
+            reachable: true,
+            since: SystemTime::now(),
+            last_error: None,
+            revision: view.revision,
+            relists: 0,
+        };
         let (changes, _) = broadcast::channel(options.history.max(1));
         let shared =
             Arc::new(Shared { view: watch::Sender::new(view.clone()), status: watch::Sender::new(status), changes });
@@ -244,6 +252,7 @@ impl Follower {
         let state = ViewState::from_kvs(&root, &listing.kvs).map_err(|e| Break::Down(e.to_string()))?;
         tracing::info!(revision = listing.revision, "cluster view re-listed");
         self.state = state;
+        self.shared.status.send_modify(|s| s.relists += 1);
         self.publish(listing.revision).await;
         Ok(())
     }
