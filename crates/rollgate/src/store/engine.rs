@@ -258,8 +258,10 @@ impl Engine {
             state.log.push_back(batch);
         }
         if change.prune_log {
-            let compacted = state.compacted;
-            state.log.retain(|b| b.revision >= compacted);
+            // The log is in revision order: drop from the front, O(pruned).
+            while state.log.front().is_some_and(|b| b.revision < state.compacted) {
+                state.log.pop_front();
+            }
         }
         Ok(())
     }

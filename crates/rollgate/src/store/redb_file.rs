@@ -212,8 +212,12 @@ impl RedbFile {
             }
             let mut meta = wtx.open_table(META).map_err(|e| backend(&e))?;
             meta.insert("revision", change.revision).map_err(|e| backend(&e))?;
-            meta.insert("compacted", change.compacted).map_err(|e| backend(&e))?;
-            meta.insert("next_lease", change.next_lease).map_err(|e| backend(&e))?;
+            if change.prune_log {
+                meta.insert("compacted", change.compacted).map_err(|e| backend(&e))?;
+            }
+            if !change.leases.is_empty() {
+                meta.insert("next_lease", change.next_lease).map_err(|e| backend(&e))?;
+            }
         }
         wtx.commit().map_err(|e| backend(&e))
     }
