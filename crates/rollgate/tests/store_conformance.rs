@@ -198,6 +198,14 @@ async fn watches(store: &dyn MetaStore, p: &str) {
     let mut later = store.watch(&format!("{p}in/"), Some(now + 1)).await.unwrap();
     let r5 = store.put(&a, b"5".to_vec()).await.unwrap();
     assert_eq!(next_batch(&mut later).await.revision, r5);
+
+    // A watch from a future revision starts there.
+    let mut future = store.watch(&format!("{p}in/"), Some(r5 + 2)).await.unwrap();
+    store.put(&a, b"6".to_vec()).await.unwrap();
+    let r7 = store.put(&a, b"7".to_vec()).await.unwrap();
+    assert_eq!(r7, r5 + 2);
+    let batch = next_batch(&mut future).await;
+    assert_eq!((batch.revision, events(&batch)), (r7, vec![(EventKind::Put, a.clone(), b"7".to_vec())]));
 }
 
 async fn compaction(store: &dyn MetaStore, p: &str) {

@@ -430,7 +430,7 @@ impl MetaStore for EngineStore {
         let (tx, rx) = mpsc::channel(depth);
         let watcher_prefix = prefix.clone();
         let watcher_lagged = lagged.clone();
-        let replay = self
+        let (replay, from) = self
             .exec(move |_, state| {
                 let from = from.unwrap_or(state.revision + 1).max(1);
                 if from < state.compacted {
@@ -447,7 +447,7 @@ impl MetaStore for EngineStore {
                     })
                     .collect();
                 state.watchers.push(Watcher { prefix: watcher_prefix, tx, lagged: watcher_lagged });
-                Ok(replay)
+                Ok((replay, from))
             })
             .await?;
         struct Cursor {
@@ -456,9 +456,10 @@ impl MetaStore for EngineStore {
             lagged: Arc<AtomicBool>,
             prefix: String,
             depth: usize,
+            from: Revision,
             done: bool,
         }
-        let cursor = Cursor { replay, rx, lagged, prefix, depth, done: false };
+        let cursor = Cursor { replay, rx, lagged, prefix, depth, from, done: false };
         Ok(Box::pin(futures::stream::unfold(cursor, |mut c| async move {
             if c.done {
                 return None;
@@ -466,7 +467,14 @@ impl MetaStore for EngineStore {
             if let Some(batch) = c.replay.pop_front() {
                 return Some((Ok(batch), c));
             }
-            match c.rx.recv().await {
+            // A watch from a future revision skips what comes before it.
+            let next = loop {
+                match c.rx.recv().await {
+                    Some(batch) if batch.revision < c.from => continue,
+                    other => break other,
+                }
+            };
+            match next {
                 Some(batch) => Some((Ok(batch), c)),
                 None => {
                     c.done = true;
