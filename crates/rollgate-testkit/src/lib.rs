@@ -1,1 +1,272 @@
 //! Test support shared by rollgate's test suites. Not part of the public API.
+//!
+//! - [`EtcdServer`]: a real `etcd` process on a free loopback port with a
+//!   temporary data dir, ready when it says so, killed on drop.
+//! - [`seed`]: the seed of a randomised test, printed, overridable by an
+//!   environment variable.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What etcd prints on stderr once it serves clients on a plain-text
+/// listener (capnslog, etcd 3.4's default logger; and zap). It follows
+/// "ready to serve client requests", and the listener is bound by then.
+const READY_LINES: [&str; 2] = ["serving insecure client requests on", "serving client traffic insecurely"];
+/// How long etcd may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many of etcd's last log lines an error message shows.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Why an [`EtcdServer`] could not start.
+#[derive(Debug)]
+pub struct EtcdError(pub String);
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EtcdError {}
+
+/// A real single-member etcd server on 127.0.0.1, for tests.
+///
+/// `start()` picks free loopback ports for clients and peers, creates a
+/// temporary data dir and waits for etcd's "ready to serve client requests"
+/// line on its stderr (no fixed sleeps). `stop()` kills it; `restart()`
+/// starts it again on the same ports with the same data dir (its data
+/// survives). Dropping the value kills the process and removes the data dir,
+/// also when the test panics.
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: tempfile::TempDir,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl std::fmt::Debug for EtcdServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdServer")
+            .field("endpoint", &self.endpoint())
+            .field("running", &self.child.is_some())
+            .finish()
+    }
+}
+
+fn free_port() -> Result<u16, EtcdError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| EtcdError(format!("binding a free port: {e}")))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| EtcdError(format!("reading a free port: {e}")))
+}
+
+/// Finds the `etcd` binary in the directories of a PATH value.
+fn find_etcd(path: Option<std::ffi::OsString>) -> Result<PathBuf, EtcdError> {
+    path.and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|p| p.is_file())).ok_or_else(
+        || {
+            EtcdError(
+                "`etcd` is not on PATH: run `scripts/test`, which installs it (Debian package etcd-server), \
+                 or install etcd 3.4+ yourself"
+                    .into(),
+            )
+        },
+    )
+}
+
+impl EtcdServer {
+    /// Starts etcd on free loopback ports with a fresh temporary data dir.
+    pub fn start() -> Result<EtcdServer, EtcdError> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("rollgate-etcd-")
+            .tempdir()
+            .map_err(|e| EtcdError(format!("creating the etcd data dir: {e}")))?;
+        let client_port = free_port()?;
+        let mut peer_port = free_port()?;
+        while peer_port == client_port {
+            peer_port = free_port()?;
+        }
+        let mut server =
+            EtcdServer { child: None, client_port, peer_port, data_dir, log: Arc::new(Mutex::new(VecDeque::new())) };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), EtcdError> {
+        let etcd = find_etcd(std::env::var_os("PATH"))?;
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut child = Command::new(etcd)
+            .arg("--name")
+            .arg("rollgate-test")
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("member-data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("rollgate-test={peer}"))
+            .arg("--initial-cluster-state")
+            .arg("new")
+            // A single member elects itself quickly with short ticks; the
+            // smallest lease TTL follows the election timeout (about 1 s here).
+            .arg("--heartbeat-interval")
+            .arg("25")
+            .arg("--election-timeout")
+            .arg("250")
+            .env_remove("ETCD_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| EtcdError(format!("starting etcd: {e}")))?;
+        let stderr = child.stderr.take().ok_or_else(|| EtcdError("etcd's stderr was not captured".into()))?;
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if READY_LINES.iter().any(|r| line.contains(r))
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                if log.len() == LOG_TAIL_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+            // stderr closed: etcd exited; dropping `ready` wakes the waiter.
+        });
+        self.child = Some(child);
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stop();
+                let why = match e {
+                    mpsc::RecvTimeoutError::Timeout => format!("was not ready within {} s", READY_TIMEOUT.as_secs()),
+                    mpsc::RecvTimeoutError::Disconnected => "exited before it was ready".to_string(),
+                };
+                Err(EtcdError(format!("etcd on {client} {why}; its last log lines:\n{}", self.log_tail())))
+            }
+        }
+    }
+
+    /// The client endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The metadata store URL, `etcd:127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("etcd:127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The data dir (kept across `restart()`).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The last lines etcd logged.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Kills the process (as a crash would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports with the same data dir.
+    pub fn restart(&mut self) -> Result<(), EtcdError> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The seed of a randomised test: the value of the environment variable
+/// `var` when set (to re-run a failure), else a fresh random one. Printed
+/// either way, with the command line that reproduces the run.
+pub fn seed(var: &str) -> u64 {
+    let seed = match std::env::var(var) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{var}={v:?} is not a u64 seed")),
+        Err(_) => rand::random(),
+    };
+    eprintln!("seed: {seed} (re-run with {var}={seed})");
+    seed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    fn connects(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    #[test]
+    fn etcd_starts_restarts_on_the_same_port_and_stops() {
+        let mut etcd = EtcdServer::start().expect("start etcd");
+        let port = etcd.port();
+        assert_eq!(etcd.url(), format!("etcd:127.0.0.1:{port}"));
+        assert_eq!(etcd.endpoint(), format!("http://127.0.0.1:{port}"));
+        assert!(connects(port), "ready means accepting clients");
+        assert!(etcd.data_dir().join("member-data").is_dir());
+        etcd.stop();
+        assert!(!etcd.is_running());
+        assert!(!connects(port), "stopped means gone");
+        etcd.restart().expect("restart etcd");
+        assert_eq!(etcd.port(), port, "same port");
+        assert!(connects(port));
+        assert!(etcd.log_tail().contains("serving insecure client requests"), "{}", etcd.log_tail());
+        drop(etcd);
+        assert!(!connects(port), "drop kills the process");
+    }
+
+    #[test]
+    fn a_missing_etcd_binary_says_how_to_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_etcd(Some(empty.path().as_os_str().to_owned())).unwrap_err();
+        assert!(err.to_string().contains("scripts/test"), "{err}");
+        assert!(find_etcd(None).is_err());
+    }
+
+    #[test]
+    fn without_the_variable_each_seed_is_fresh() {
+        // Without the variable a fresh seed is drawn; two draws differ.
+        let var = "ROLLGATE_TESTKIT_SEED_NEVER_SET";
+        assert_ne!(seed(var), seed(var));
+    }
+}

@@ -1,1 +1,0 @@
-//! Cluster membership on the metadata store: node records, liveness, the cluster epoch.

@@ -1,0 +1,828 @@
+//! Cluster membership on the metadata store: node records, liveness, the
+//! cluster epoch, the node-side cached view and the node-local copy of what
+//! was last seen enabled.
+//!
+//! # Key layout (under a root, `rollgate/` by default)
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `cluster_id` | JSON string, random, created once | [`Cluster::open`] |
+//! | `epoch` | JSON `u64`, +1 per membership or flag change | every [`Cluster::update`] |
+//! | `members/<node>` | JSON [`NodeRecord`] | join, update, leave, forget (epoch-fenced) |
+//! | `flags/<name>` | JSON [`FlagRecord`] | flag changes (epoch-fenced) |
+//! | `live/<node>` | JSON [`LiveRecord`], attached to the node's lease | [`Liveness`] (not fenced) |
+//!
+//! # The epoch protocol (invariant I5)
+//!
+//! [`Cluster::update`] reads a [`ClusterView`] with one listing (one
+//! revision), runs the caller's validation on it, and commits the resulting
+//! ops in one transaction guarded by the epoch key's mod revision, writing
+//! epoch + 1. Any other change to membership or flags in between moved the
+//! epoch, so the guard fails and the update starts over on a fresh view
+//! (bounded attempts). Two changes that are each valid alone but not together
+//! (a join of a node lacking flag F, and enabling F) can therefore never both
+//! commit: the second re-validates against the first.
+//!
+//! Architecture invariant: every change to `members/` or `flags/` goes through
+//! [`Cluster::update`] (or [`ClusterHandle::update`]); liveness writes only
+//! `live/` and never bumps the epoch. Guarded by `tests/cluster_epoch_race.rs`.
+//!
+//! # Liveness
+//!
+//! A node's `live/<node>` key is attached to a lease the node keeps alive. A
+//! crashed node's lease expires and the key disappears, but its member record
+//! stays: it shows as **stopped, not gone**, and still counts for every
+//! "all members support X" check until an operator [`Cluster::forget`]s it.
+//! A member's effective state is running only when it declared itself
+//! running and its live key exists.
+
+mod handle;
+mod local;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::store::{
+    Compare, EventKind, KeyValue, LeaseId, MetaStore, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
+};
+use crate::version::{ProtocolRange, TransportVersion};
+
+pub use handle::{ClusterHandle, HandleOptions, StoreStatus};
+pub use local::{LOCAL_COPY_FILE, LocalCopy, LocalCopyError, MAX_LOCAL_COPY_BYTES};
+
+/// Longest node id.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+/// Longest flag name.
+pub const MAX_FLAG_NAME_BYTES: usize = 64;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checks a node id: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn validate_node_id(id: &str) -> Result<(), ClusterError> {
+    let reason = if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > MAX_NODE_ID_BYTES {
+        Some("it is longer than 64 bytes")
+    } else if id.starts_with('.') {
+        Some("it starts with '.'")
+    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        Some("only letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ClusterError::InvalidNodeId { id: crate::store::shorten(id), reason: reason.into() }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a flag name: 1 to 64 of `[a-z0-9_]`.
+pub fn validate_flag_name(name: &str) -> Result<(), ClusterError> {
+    if name.is_empty()
+        || name.len() > MAX_FLAG_NAME_BYTES
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(ClusterError::InvalidFlagName { name: crate::store::shorten(name) });
+    }
+    Ok(())
+}
+
+/// What a node says about itself (declared state), or what the cluster
+/// concludes about it (effective state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Up and serving.
+    Running,
+    /// Not serving: left cleanly, or crashed (its liveness lease expired).
+    Stopped,
+}
+
+/// The transport versions a node can read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportRange {
+    /// The oldest transport version it still talks to.
+    pub min_compatible: TransportVersion,
+    /// Its own transport version.
+    pub current: TransportVersion,
+}
+
+/// A member's record, as it registered itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node id (see [`validate_node_id`]).
+    pub node_id: String,
+    /// Where peers reach it.
+    pub data_addr: String,
+    /// Where its admin API listens.
+    pub admin_addr: String,
+    /// Its release, for humans only.
+    pub release: String,
+    /// The protocol versions it speaks.
+    pub protocol: ProtocolRange,
+    /// The transport versions it reads and writes.
+    pub transport: TransportRange,
+    /// The feature flags its binary supports.
+    #[serde(default)]
+    pub supported_flags: BTreeSet<String>,
+    /// The cluster features it publishes.
+    #[serde(default)]
+    pub cluster_features: BTreeSet<String>,
+    /// What it declared: running, or stopped after a clean leave.
+    pub state: NodeState,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: u64,
+}
+
+/// The value of a node's `live/<node>` key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRecord {
+    /// The lease the key is attached to.
+    pub lease: LeaseId,
+    /// The node's last heartbeat (ms since the Unix epoch).
+    pub heartbeat_ms: u64,
+}
+
+/// A member as the cluster sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its record.
+    pub record: NodeRecord,
+    /// Its live key, when its lease is alive.
+    pub live: Option<LiveRecord>,
+    /// Running only when declared running and live.
+    pub effective: NodeState,
+}
+
+impl Member {
+    /// Whether the member is effectively running.
+    pub fn is_running(&self) -> bool {
+        self.effective == NodeState::Running
+    }
+}
+
+/// A feature flag's cluster-wide state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum FlagState {
+    /// Enabled: every member may produce data that needs it.
+    Enabled {
+        /// When it became enabled (ms since the Unix epoch).
+        #[serde(default)]
+        since_ms: u64,
+    },
+    /// Being enabled (its migrations may be running).
+    Enabling {
+        /// Who drives the enabling (a node id).
+        owner: String,
+        /// When it started (ms since the Unix epoch).
+        started_ms: u64,
+        /// Where the enabling is, for the driver to resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
+    /// Disabled (the default for a flag without record).
+    Disabled,
+}
+
+/// The stored record of one feature flag. Unknown fields are ignored when
+/// read, so later releases can add some.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagRecord {
+    /// The state.
+    #[serde(flatten)]
+    pub state: FlagState,
+    /// When the record was last written (ms since the Unix epoch).
+    #[serde(default)]
+    pub updated_ms: u64,
+}
+
+impl FlagRecord {
+    /// An enabled flag.
+    pub fn enabled() -> Self {
+        let now = now_ms();
+        FlagRecord { state: FlagState::Enabled { since_ms: now }, updated_ms: now }
+    }
+    /// Whether the flag is enabled.
+    pub fn is_enabled(&self) -> bool {
+        matches!(self.state, FlagState::Enabled { .. })
+    }
+}
+
+/// A snapshot of the cluster read at one store revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The cluster epoch.
+    pub epoch: u64,
+    /// The store revision the view was read at.
+    pub revision: Revision,
+    /// The mod revision of the epoch key (the fence of [`Cluster::try_commit`]).
+    pub epoch_revision: Revision,
+    /// The members by node id, running or stopped.
+    pub members: BTreeMap<String, Member>,
+    /// The flag records by name.
+    pub flags: BTreeMap<String, FlagRecord>,
+}
+
+impl ClusterView {
+    /// One member.
+    pub fn member(&self, node: &str) -> Option<&Member> {
+        self.members.get(node)
+    }
+    /// The effectively running members.
+    pub fn running(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.is_running())
+    }
+    /// The names of the enabled flags.
+    pub fn enabled_flags(&self) -> BTreeSet<String> {
+        self.flags.iter().filter(|(_, r)| r.is_enabled()).map(|(n, _)| n.clone()).collect()
+    }
+    /// Whether a flag is enabled.
+    pub fn is_enabled(&self, flag: &str) -> bool {
+        self.flags.get(flag).is_some_and(FlagRecord::is_enabled)
+    }
+}
+
+/// One change an epoch-fenced update commits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ViewOp {
+    /// Writes a member record (join, rejoin, update, leave).
+    PutMember(NodeRecord),
+    /// Removes a member and its live key (forget).
+    RemoveMember(String),
+    /// Writes a flag record.
+    PutFlag(String, FlagRecord),
+    /// Removes a flag record.
+    DeleteFlag(String),
+    /// Any other store op to commit under the same fence.
+    Raw(TxnOp),
+}
+
+/// A committed epoch-fenced update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The new epoch.
+    pub epoch: u64,
+    /// The store revision of the commit.
+    pub revision: Revision,
+    /// How many attempts it took (more than 1: it lost a race and re-validated).
+    pub attempts: usize,
+}
+
+/// Errors of the cluster layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A store error.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The store cannot be reached; changes are refused until it is back.
+    #[error(
+        "metadata store {endpoint} is unreachable ({reason}): membership and flag changes are refused until it is back; the node keeps serving its cached view"
+    )]
+    StoreUnavailable {
+        /// Which store.
+        endpoint: String,
+        /// The last error.
+        reason: String,
+    },
+    /// The update lost the epoch race too many times.
+    #[error("cluster update gave up after {attempts} attempts: the cluster epoch kept moving; retry later")]
+    EpochContention {
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// A node id that cannot be used.
+    #[error("invalid node id {id:?}: {reason}")]
+    InvalidNodeId {
+        /// The id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A flag name that cannot be used.
+    #[error("invalid flag name {name:?}: use 1 to 64 of a-z, 0-9 and _")]
+    InvalidFlagName {
+        /// The name.
+        name: String,
+    },
+    /// The node is not a member.
+    #[error("node {node:?} is not a member of the cluster")]
+    UnknownNode {
+        /// The node.
+        node: String,
+    },
+    /// `forget` of a running node.
+    #[error("node {node:?} is running; stop it (or let its liveness lease expire) before forgetting it")]
+    NodeRunning {
+        /// The node.
+        node: String,
+    },
+    /// The cluster metadata is missing or inconsistent.
+    #[error("cluster metadata under {root:?}: {reason}")]
+    Metadata {
+        /// The key root.
+        root: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The node-local copy could not be written or read.
+    #[error(transparent)]
+    LocalCopy(#[from] LocalCopyError),
+}
+
+impl From<StoreError> for ClusterError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable { endpoint, reason } => ClusterError::StoreUnavailable { endpoint, reason },
+            other => ClusterError::Store(other),
+        }
+    }
+}
+
+/// The error of an update whose validation may refuse it.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The caller's validation refused the change (on the latest view).
+    #[error("refused: {0}")]
+    Rejected(E),
+    /// The cluster layer failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl<E> UpdateError<E> {
+    /// The refusal, if the validation refused.
+    pub fn rejected(&self) -> Option<&E> {
+        match self {
+            UpdateError::Rejected(e) => Some(e),
+            UpdateError::Cluster(_) => None,
+        }
+    }
+}
+
+/// Options of a [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The key root (ends with `/`). Several clusters may share a store under different roots.
+    pub root: String,
+    /// Most attempts of one epoch-fenced update.
+    pub max_update_attempts: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { root: "rollgate/".into(), max_update_attempts: 64 }
+    }
+}
+
+/// The keys of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// The root all keys start with.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+    /// `cluster_id`.
+    pub fn cluster_id(&self) -> String {
+        format!("{}cluster_id", self.root)
+    }
+    /// `epoch`.
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.root)
+    }
+    /// `members/<node>`.
+    pub fn member(&self, node: &str) -> String {
+        format!("{}members/{node}", self.root)
+    }
+    /// `live/<node>`.
+    pub fn live(&self, node: &str) -> String {
+        format!("{}live/{node}", self.root)
+    }
+    /// `flags/<name>`.
+    pub fn flag(&self, name: &str) -> String {
+        format!("{}flags/{name}", self.root)
+    }
+}
+
+/// The raw cluster keys, kept up to date from a listing or a watch.
+#[derive(Clone, Debug, Default)]
+struct ViewState {
+    cluster_id: Option<String>,
+    epoch: u64,
+    epoch_revision: Revision,
+    members: BTreeMap<String, NodeRecord>,
+    live: BTreeMap<String, LiveRecord>,
+    flags: BTreeMap<String, FlagRecord>,
+}
+
+impl ViewState {
+    fn from_kvs(root: &str, kvs: &[KeyValue]) -> Result<Self, StoreError> {
+        let mut state = ViewState::default();
+        for kv in kvs {
+            state.apply(root, EventKind::Put, &kv.key, &kv.value, kv.mod_revision)?;
+        }
+        Ok(state)
+    }
+
+    /// Applies one change; a value that does not decode is an error naming the key.
+    fn apply(
+        &mut self,
+        root: &str,
+        kind: EventKind,
+        key: &str,
+        value: &[u8],
+        revision: Revision,
+    ) -> Result<(), StoreError> {
+        let Some(rest) = key.strip_prefix(root) else { return Ok(()) };
+        let put = kind == EventKind::Put;
+        if rest == "cluster_id" {
+            self.cluster_id = if put { Some(decode_json(key, value)?) } else { None };
+        } else if rest == "epoch" {
+            (self.epoch, self.epoch_revision) = if put { (decode_json(key, value)?, revision) } else { (0, 0) };
+        } else if let Some(node) = rest.strip_prefix("members/") {
+            if put {
+                let record: NodeRecord = decode_json(key, value)?;
+                if record.node_id != node {
+                    return Err(StoreError::Decode {
+                        key: key.to_string(),
+                        reason: format!("record names node {:?}", record.node_id),
+                    });
+                }
+                self.members.insert(node.to_string(), record);
+            } else {
+                self.members.remove(node);
+            }
+        } else if let Some(node) = rest.strip_prefix("live/") {
+            if put {
+                self.live.insert(node.to_string(), decode_json(key, value)?);
+            } else {
+                self.live.remove(node);
+            }
+        } else if let Some(name) = rest.strip_prefix("flags/") {
+            if put {
+                self.flags.insert(name.to_string(), decode_json(key, value)?);
+            } else {
+                self.flags.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self, revision: Revision) -> ClusterView {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, record)| {
+                let live = self.live.get(id).cloned();
+                let effective = if record.state == NodeState::Running && live.is_some() {
+                    NodeState::Running
+                } else {
+                    NodeState::Stopped
+                };
+                (id.clone(), Member { record: record.clone(), live, effective })
+            })
+            .collect();
+        ClusterView {
+            cluster_id: self.cluster_id.clone().unwrap_or_default(),
+            epoch: self.epoch,
+            revision,
+            epoch_revision: self.epoch_revision,
+            members,
+            flags: self.flags.clone(),
+        }
+    }
+}
+
+/// Cluster membership and the epoch on one metadata store.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    store: Arc<dyn MetaStore>,
+    keys: Keys,
+    options: ClusterOptions,
+    cluster_id: String,
+}
+
+impl Cluster {
+    /// Opens the cluster under `options.root`, creating its id and epoch on
+    /// first use (once, whoever comes first).
+    pub async fn open(store: Arc<dyn MetaStore>, options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let mut root = options.root.clone();
+        if !root.ends_with('/') {
+            root.push('/');
+        }
+        store.limits().check_key(&root)?;
+        let keys = Keys { root };
+        let id_key = keys.cluster_id();
+        let fresh_id = format!("{:032x}", rand::random::<u128>());
+        let create = Txn::new()
+            .when([Compare::absent(&id_key)])
+            .and_then([TxnOp::put_json(&id_key, &fresh_id)?, TxnOp::put_json(keys.epoch(), &0u64)?])
+            .or_else([TxnOp::get(&id_key)]);
+        let resp = store.txn(create).await?;
+        let cluster_id = if resp.succeeded {
+            fresh_id
+        } else {
+            match resp.responses.first() {
+                Some(crate::store::OpResponse::Get(Some(kv))) => decode_json::<String>(&kv.key, &kv.value)?,
+                _ => {
+                    return Err(ClusterError::Metadata {
+                        root: keys.root.clone(),
+                        reason: "the cluster id vanished while opening".into(),
+                    });
+                }
+            }
+        };
+        let options = ClusterOptions { root: keys.root.clone(), ..options };
+        Ok(Cluster { store, keys, options, cluster_id })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+    /// The keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Reads the cluster at one revision.
+    pub async fn view(&self) -> Result<ClusterView, ClusterError> {
+        let listing = self.store.list(&self.keys.root).await?;
+        let state = ViewState::from_kvs(&self.keys.root, &listing.kvs)?;
+        if state.epoch_revision == 0 {
+            return Err(ClusterError::Metadata {
+                root: self.keys.root.clone(),
+                reason: "the epoch key is missing".into(),
+            });
+        }
+        Ok(state.view(listing.revision))
+    }
+
+    /// Commits `ops` if the epoch has not moved since `view` was read, bumping
+    /// it. `Ok(None)`: the epoch moved (re-read and re-validate).
+    pub async fn try_commit(&self, view: &ClusterView, ops: Vec<ViewOp>) -> Result<Option<Committed>, ClusterError> {
+        let epoch = view.epoch + 1;
+        let mut txn_ops = Vec::with_capacity(ops.len() + 1);
+        for op in ops {
+            match op {
+                ViewOp::PutMember(record) => {
+                    validate_node_id(&record.node_id)?;
+                    txn_ops.push(TxnOp::put_json(self.keys.member(&record.node_id), &record)?);
+                }
+                ViewOp::RemoveMember(node) => {
+                    validate_node_id(&node)?;
+                    txn_ops.push(TxnOp::delete(self.keys.member(&node)));
+                    txn_ops.push(TxnOp::delete(self.keys.live(&node)));
+                }
+                ViewOp::PutFlag(name, record) => {
+                    validate_flag_name(&name)?;
+                    txn_ops.push(TxnOp::put_json(self.keys.flag(&name), &record)?);
+                }
+                ViewOp::DeleteFlag(name) => {
+                    validate_flag_name(&name)?;
+                    txn_ops.push(TxnOp::delete(self.keys.flag(&name)));
+                }
+                ViewOp::Raw(op) => txn_ops.push(op),
+            }
+        }
+        txn_ops.push(TxnOp::put(self.keys.epoch(), encode_json(&self.keys.epoch(), &epoch)?));
+        let txn = Txn::new().when([Compare::mod_revision(self.keys.epoch(), view.epoch_revision)]).and_then(txn_ops);
+        let resp = self.store.txn(txn).await?;
+        Ok(resp.succeeded.then_some(Committed { epoch, revision: resp.revision, attempts: 1 }))
+    }
+
+    /// Reads the view, asks `f` for the ops (or a refusal), and commits them
+    /// fenced on the epoch; on a lost race, starts over on a fresh view.
+    pub async fn update<E, F>(&self, mut f: F) -> Result<Committed, UpdateError<E>>
+    where
+        F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
+    {
+        let attempts = self.options.max_update_attempts.max(1);
+        for attempt in 1..=attempts {
+            let view = self.view().await?;
+            let ops = f(&view).map_err(UpdateError::Rejected)?;
+            if let Some(committed) = self.try_commit(&view, ops).await? {
+                return Ok(Committed { attempts: attempt, ..committed });
+            }
+            tracing::debug!(attempt, epoch = view.epoch, "cluster epoch moved; re-validating");
+            if attempt % 8 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        Err(ClusterError::EpochContention { attempts }.into())
+    }
+
+    /// Joins (or re-joins) a node: writes its record, declared running, after
+    /// `check` accepted the current view.
+    pub async fn join<E, F>(&self, record: NodeRecord, mut check: F) -> Result<Committed, UpdateError<E>>
+    where
+        F: FnMut(&ClusterView) -> Result<(), E>,
+    {
+        validate_node_id(&record.node_id)?;
+        let record = NodeRecord { state: NodeState::Running, ..record };
+        self.update(|view| {
+            check(view)?;
+            Ok(vec![ViewOp::PutMember(record.clone())])
+        })
+        .await
+    }
+
+    /// Changes a member's record (e.g. new supported flags after an upgrade).
+    pub async fn update_member(
+        &self,
+        node: &str,
+        mut change: impl FnMut(&mut NodeRecord),
+    ) -> Result<Committed, ClusterError> {
+        validate_node_id(node)?;
+        self.update(|view| {
+            let mut record =
+                view.member(node).ok_or_else(|| ClusterError::UnknownNode { node: node.to_string() })?.record.clone();
+            change(&mut record);
+            record.node_id = node.to_string();
+            Ok(vec![ViewOp::PutMember(record)])
+        })
+        .await
+        .map_err(flatten)
+    }
+
+    /// A clean leave: the node stays a member, declared stopped, and its live
+    /// key goes.
+    pub async fn leave(&self, node: &str) -> Result<Committed, ClusterError> {
+        validate_node_id(node)?;
+        self.update(|view| {
+            let mut record =
+                view.member(node).ok_or_else(|| ClusterError::UnknownNode { node: node.to_string() })?.record.clone();
+            record.state = NodeState::Stopped;
+            Ok(vec![ViewOp::PutMember(record), ViewOp::Raw(TxnOp::delete(self.keys.live(node)))])
+        })
+        .await
+        .map_err(flatten)
+    }
+
+    /// Removes a member that will never come back. Refused while it runs.
+    pub async fn forget(&self, node: &str) -> Result<Committed, ClusterError> {
+        validate_node_id(node)?;
+        self.update(|view| match view.member(node) {
+            None => Err(ClusterError::UnknownNode { node: node.to_string() }),
+            Some(m) if m.is_running() => Err(ClusterError::NodeRunning { node: node.to_string() }),
+            Some(_) => Ok(vec![ViewOp::RemoveMember(node.to_string())]),
+        })
+        .await
+        .map_err(flatten)
+    }
+
+    /// Starts keeping `node`'s live key alive on a lease of `ttl_s` seconds
+    /// (refreshed every third of it). Dropping the returned [`Liveness`]
+    /// stops the refreshes (as a crash would: the key expires);
+    /// [`Liveness::stop`] revokes the lease at once.
+    pub async fn start_liveness(&self, node: &str, ttl_s: i64) -> Result<Liveness, ClusterError> {
+        validate_node_id(node)?;
+        let (lease, granted) = self.store.lease_grant(ttl_s).await?;
+        let beat = Heartbeat {
+            store: self.store.clone(),
+            live_key: self.keys.live(node),
+            member_key: self.keys.member(node),
+            node: node.to_string(),
+            ttl_s,
+        };
+        beat.write(lease).await?;
+        let interval = Duration::from_millis((granted.max(1) as u64 * 1000) / 3);
+        let task = tokio::spawn(beat.run(lease, interval));
+        Ok(Liveness { store: self.store.clone(), lease, task })
+    }
+}
+
+fn flatten(e: UpdateError<ClusterError>) -> ClusterError {
+    match e {
+        UpdateError::Rejected(e) | UpdateError::Cluster(e) => e,
+    }
+}
+
+struct Heartbeat {
+    store: Arc<dyn MetaStore>,
+    live_key: String,
+    member_key: String,
+    node: String,
+    ttl_s: i64,
+}
+
+impl Heartbeat {
+    /// Writes the live key on `lease`, only while the node is a member.
+    async fn write(&self, lease: LeaseId) -> Result<bool, StoreError> {
+        let value = encode_json(&self.live_key, &LiveRecord { lease, heartbeat_ms: now_ms() })?;
+        let txn = Txn::new().when([Compare::exists(&self.member_key)]).and_then([TxnOp::put_with_lease(
+            &self.live_key,
+            value,
+            lease,
+        )]);
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    async fn run(self, mut lease: LeaseId, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let result = match self.store.lease_keep_alive(lease).await {
+                Ok(_) => self.write(lease).await,
+                Err(StoreError::LeaseNotFound { .. }) => {
+                    // Expired while the store was out of reach: a new lease.
+                    match self.store.lease_grant(self.ttl_s).await {
+                        Ok((fresh, _)) => {
+                            lease = fresh;
+                            self.write(lease).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(node = %self.node, "not a member any more (forgotten?); liveness not written")
+                }
+                Err(e) => tracing::warn!(node = %self.node, error = %e, "liveness heartbeat failed; retrying"),
+            }
+        }
+    }
+}
+
+/// Keeps a node's live key alive (see [`Cluster::start_liveness`]).
+#[derive(Debug)]
+pub struct Liveness {
+    store: Arc<dyn MetaStore>,
+    lease: LeaseId,
+    task: JoinHandle<()>,
+}
+
+impl Liveness {
+    /// The lease the live key was first attached to.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    /// Stops the heartbeats and revokes the lease: the live key goes at once.
+    pub async fn stop(self) -> Result<(), ClusterError> {
+        self.task.abort();
+        match self.store.lease_revoke(self.lease).await {
+            Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_and_flag_names_are_checked() {
+        for ok in ["n1", "node-1.eu_west", "A"] {
+            validate_node_id(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(validate_node_id(bad).is_err(), "{bad:?}");
+        }
+        validate_flag_name("quorum_queues_v2").unwrap();
+        for bad in ["", "Upper", "a-b", "a/b", &"f".repeat(65)] {
+            assert!(validate_flag_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flag_records_read_unknown_fields_and_round_trip() {
+        let json = r#"{"state":"enabling","owner":"n1","started_ms":5,"extra":{"x":1},"updated_ms":7}"#;
+        let r: FlagRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(r.state, FlagState::Enabling { owner: "n1".into(), started_ms: 5, step: None });
+        assert_eq!(r.updated_ms, 7);
+        let back: FlagRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(serde_json::from_str::<FlagRecord>(r#"{"state":"exploded"}"#).is_err());
+    }
+}

@@ -1,1 +1,0 @@
-//! The metadata store: one interface over an in-memory map, redb and etcd.

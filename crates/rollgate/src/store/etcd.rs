@@ -1,0 +1,399 @@
+//! The etcd store: [`MetaStore`] over `etcd-client` (etcd v3 API, served by
+//! etcd 3.4 and later). Reads are linearizable (etcd's default). Limits are
+//! checked here, before a request is sent, so every store refuses the same
+//! inputs the same way.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use etcd_client as ec;
+
+use super::{
+    CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Limits, Listing, MetaStore, OpResponse, Revision,
+    StoreError, StoreOptions, Txn, TxnOp, TxnResponse, WatchBatch, WatchEvent, WatchStream,
+};
+use crate::store::engine::MAX_TTL_S;
+
+/// A connection to an etcd cluster.
+#[derive(Clone)]
+pub(crate) struct EtcdStore {
+    client: ec::Client,
+    describe: String,
+    limits: Limits,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EtcdStore({})", self.describe)
+    }
+}
+
+impl EtcdStore {
+    pub(crate) async fn connect(endpoints: &[String], options: StoreOptions) -> Result<Self, StoreError> {
+        let describe = format!("etcd:{}", endpoints.join(","));
+        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
+        let request_timeout = Duration::from_millis(options.request_timeout_ms.max(1));
+        let connect = ec::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(options.connect_timeout_ms.max(1)))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let client = ec::Client::connect(urls, Some(connect)).await.map_err(|e| map_err(&describe, e))?;
+        Ok(EtcdStore { client, describe, limits: options.limits, request_timeout })
+    }
+
+    /// Runs one request with the request timeout; a timeout is "unavailable".
+    async fn call<T>(&self, fut: impl Future<Output = Result<T, ec::Error>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(&self.describe, e)),
+            Err(_) => Err(StoreError::Unavailable {
+                endpoint: self.describe.clone(),
+                reason: format!("no answer within {} ms", self.request_timeout.as_millis()),
+            }),
+        }
+    }
+}
+
+/// Maps a client error: anything that says the server could not be reached
+/// is [`StoreError::Unavailable`].
+fn map_err(endpoint: &str, e: ec::Error) -> StoreError {
+    // gRPC status codes (stable numbers): Cancelled 1, Unknown 2,
+    // DeadlineExceeded 4, Aborted 10, Unavailable 14.
+    let unavailable = match &e {
+        ec::Error::TransportError(_) | ec::Error::IoError(_) | ec::Error::WatchError(_) => true,
+        ec::Error::GRpcStatus(s) => matches!(s.code() as i32, 1 | 2 | 4 | 10 | 14),
+        ec::Error::LeaseKeepAliveError(m) => !m.contains("lease not found"),
+        _ => false,
+    };
+    let lease_not_found = match &e {
+        ec::Error::GRpcStatus(s) => s.message().contains("requested lease not found"),
+        ec::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    };
+    if lease_not_found {
+        // The caller fills in the id.
+        StoreError::LeaseNotFound { lease: 0 }
+    } else if unavailable {
+        StoreError::Unavailable { endpoint: endpoint.to_string(), reason: e.to_string() }
+    } else {
+        StoreError::Backend { endpoint: endpoint.to_string(), reason: e.to_string() }
+    }
+}
+
+/// Names the lease in a [`StoreError::LeaseNotFound`] from [`map_err`].
+fn with_lease(e: StoreError, lease: LeaseId) -> StoreError {
+    match e {
+        StoreError::LeaseNotFound { .. } => StoreError::LeaseNotFound { lease },
+        other => other,
+    }
+}
+
+fn convert_kv(endpoint: &str, kv: &ec::KeyValue) -> Result<KeyValue, StoreError> {
+    let key = std::str::from_utf8(kv.key()).map_err(|_| StoreError::Backend {
+        endpoint: endpoint.to_string(),
+        reason: format!("a key is not UTF-8: {:?}", String::from_utf8_lossy(kv.key())),
+    })?;
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: (kv.lease() != 0).then_some(kv.lease()),
+    })
+}
+
+fn header_revision(endpoint: &str, header: Option<&ec::ResponseHeader>) -> Result<Revision, StoreError> {
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| StoreError::Backend { endpoint: endpoint.to_string(), reason: "response without header".into() })
+}
+
+fn convert_op(op: &TxnOp) -> ec::TxnOp {
+    match op {
+        TxnOp::Put { key, value, lease } => {
+            let options = lease.map(|l| ec::PutOptions::new().with_lease(l));
+            ec::TxnOp::put(key.as_str(), value.clone(), options)
+        }
+        TxnOp::Delete { key } => ec::TxnOp::delete(key.as_str(), None),
+        TxnOp::Get { key } => ec::TxnOp::get(key.as_str(), None),
+    }
+}
+
+fn convert_compare(c: &super::Compare) -> ec::Compare {
+    let op = match c.op {
+        CompareOp::Equal => ec::CompareOp::Equal,
+        CompareOp::NotEqual => ec::CompareOp::NotEqual,
+        CompareOp::Greater => ec::CompareOp::Greater,
+        CompareOp::Less => ec::CompareOp::Less,
+    };
+    let key = c.key.as_str();
+    match &c.target {
+        CompareTarget::ModRevision(r) => ec::Compare::mod_revision(key, op, *r),
+        CompareTarget::CreateRevision(r) => ec::Compare::create_revision(key, op, *r),
+        CompareTarget::Version(v) => ec::Compare::version(key, op, *v),
+        CompareTarget::Value(v) => ec::Compare::value(key, op, v.clone()),
+    }
+}
+
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    // The smallest key greater than every key starting with `prefix` (etcd's range_end).
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[async_trait::async_trait]
+impl MetaStore for EtcdStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.limits.check_key(key)?;
+        let mut kv = self.client.kv_client();
+        let resp = self.call(kv.get(key, None)).await?;
+        resp.kvs().first().map(|kv| convert_kv(&self.describe, kv)).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        if !prefix.is_empty() {
+            self.limits.check_key(prefix)?;
+        }
+        let max = self.limits.max_list_keys;
+        let mut kv = self.client.kv_client();
+        let options = ec::GetOptions::new().with_range(prefix_end(prefix)).with_limit((max + 1) as i64);
+        let resp = self.call(kv.get(prefix, Some(options))).await?;
+        let revision = header_revision(&self.describe, resp.header())?;
+        if resp.kvs().len() > max || resp.more() {
+            return Err(StoreError::TooManyKeys { prefix: super::shorten(prefix), max });
+        }
+        let kvs = resp.kvs().iter().map(|kv| convert_kv(&self.describe, kv)).collect::<Result<_, _>>()?;
+        Ok(Listing { revision, kvs })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        txn.validate(&self.limits)?;
+        let request = ec::Txn::new()
+            .when(txn.compares.iter().map(convert_compare).collect::<Vec<_>>())
+            .and_then(txn.success.iter().map(convert_op).collect::<Vec<_>>())
+            .or_else(txn.failure.iter().map(convert_op).collect::<Vec<_>>());
+        let mut kv = self.client.kv_client();
+        let lease = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .find_map(|op| match op {
+                TxnOp::Put { lease: Some(l), .. } => Some(*l),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let resp = self.call(kv.txn(request)).await.map_err(|e| with_lease(e, lease))?;
+        let revision = header_revision(&self.describe, resp.header())?;
+        let mut responses = Vec::new();
+        for r in resp.op_responses() {
+            responses.push(match r {
+                ec::TxnOpResponse::Put(_) => OpResponse::Put,
+                ec::TxnOpResponse::Delete(d) => OpResponse::Delete { deleted: d.deleted().max(0) as u64 },
+                ec::TxnOpResponse::Get(g) => {
+                    OpResponse::Get(g.kvs().first().map(|kv| convert_kv(&self.describe, kv)).transpose()?)
+                }
+                ec::TxnOpResponse::Txn(_) => {
+                    return Err(StoreError::Backend {
+                        endpoint: self.describe.clone(),
+                        reason: "unexpected nested transaction response".into(),
+                    });
+                }
+            });
+        }
+        Ok(TxnResponse { succeeded: resp.succeeded(), revision, responses })
+    }
+
+    async fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<WatchStream, StoreError> {
+        if !prefix.is_empty() {
+            self.limits.check_key(prefix)?;
+        }
+        let mut options = ec::WatchOptions::new().with_range(prefix_end(prefix));
+        if let Some(from) = from {
+            options = options.with_start_revision(from.max(1));
+        }
+        // etcd accepts a watch from a compacted revision and cancels it in a
+        // later message; a read at that revision tells at once.
+        let mut compacted = false;
+        if let Some(from) = from {
+            let mut kv = self.client.kv_client();
+            let at = ec::GetOptions::new().with_range(prefix_end(prefix)).with_revision(from.max(1)).with_count_only();
+            match self.call(kv.get(prefix, Some(at))).await {
+                Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
+                    compacted = true;
+                }
+                Err(StoreError::Backend { reason, .. }) if reason.contains("future revision") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let mut client = self.client.watch_client();
+        let mut stream = self.call(client.watch(prefix, Some(options))).await?;
+        // Wait for the server to accept the watch, so a returned stream is live.
+        let mut first = self.call(stream.message()).await?;
+        let describe = self.describe.clone();
+        let requested = from.unwrap_or(0);
+        while compacted && first.as_ref().is_some_and(|r| r.compact_revision() == 0 && !r.canceled()) {
+            first = self.call(stream.message()).await?;
+        }
+        let first = match first {
+            None => return Err(StoreError::Unavailable { endpoint: describe, reason: "watch stream closed".into() }),
+            Some(resp) if resp.compact_revision() > 0 => {
+                return Err(StoreError::Compacted { requested, compacted: resp.compact_revision() });
+            }
+            Some(resp) if resp.canceled() => {
+                return Err(StoreError::Backend {
+                    endpoint: describe,
+                    reason: format!("watch refused: {}", resp.cancel_reason()),
+                });
+            }
+            Some(resp) => resp,
+        };
+        struct Cursor {
+            stream: ec::WatchStream,
+            pending: std::collections::VecDeque<WatchBatch>,
+            describe: String,
+            requested: Revision,
+            done: bool,
+        }
+        let mut cursor =
+            Cursor { stream, pending: Default::default(), describe: describe.clone(), requested, done: false };
+        cursor.pending.extend(batches(&describe, &first)?);
+        Ok(Box::pin(futures::stream::unfold(cursor, |mut c| async move {
+            loop {
+                if let Some(b) = c.pending.pop_front() {
+                    return Some((Ok(b), c));
+                }
+                if c.done {
+                    return None;
+                }
+                match c.stream.message().await {
+                    Ok(Some(resp)) => {
+                        if resp.compact_revision() > 0 {
+                            c.done = true;
+                            let err =
+                                StoreError::Compacted { requested: c.requested, compacted: resp.compact_revision() };
+                            return Some((Err(err), c));
+                        }
+                        if resp.canceled() {
+                            c.done = true;
+                            let err = StoreError::Unavailable {
+                                endpoint: c.describe.clone(),
+                                reason: format!("watch canceled by the server: {}", resp.cancel_reason()),
+                            };
+                            return Some((Err(err), c));
+                        }
+                        match batches(&c.describe, &resp) {
+                            Ok(bs) => c.pending.extend(bs),
+                            Err(e) => {
+                                c.done = true;
+                                return Some((Err(e), c));
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        c.done = true;
+                        let err = StoreError::Unavailable {
+                            endpoint: c.describe.clone(),
+                            reason: "watch stream ended".into(),
+                        };
+                        return Some((Err(err), c));
+                    }
+                    Err(e) => {
+                        c.done = true;
+                        return Some((Err(map_err(&c.describe, e)), c));
+                    }
+                }
+            }
+        })))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        match self.call(kv.compact(revision, Some(ec::CompactionOptions::new().with_physical()))).await {
+            Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn lease_grant(&self, ttl_s: i64) -> Result<(LeaseId, i64), StoreError> {
+        if !(1..=MAX_TTL_S).contains(&ttl_s) {
+            return Err(StoreError::InvalidTtl { ttl_s, max: MAX_TTL_S });
+        }
+        let mut lease = self.client.lease_client();
+        let resp = self.call(lease.grant(ttl_s, None)).await?;
+        if !resp.error().is_empty() {
+            return Err(StoreError::Backend { endpoint: self.describe.clone(), reason: resp.error().to_string() });
+        }
+        Ok((resp.id(), resp.ttl()))
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64, StoreError> {
+        let mut lease = self.client.lease_client();
+        let (mut keeper, mut stream) = self.call(lease.keep_alive(id)).await.map_err(|e| with_lease(e, id))?;
+        self.call(keeper.keep_alive()).await.map_err(|e| with_lease(e, id))?;
+        match self.call(stream.message()).await.map_err(|e| with_lease(e, id))? {
+            Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
+            Some(_) => Err(StoreError::LeaseNotFound { lease: id }),
+            None => Err(StoreError::Unavailable {
+                endpoint: self.describe.clone(),
+                reason: "keep-alive stream closed".into(),
+            }),
+        }
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError> {
+        let mut lease = self.client.lease_client();
+        self.call(lease.revoke(id)).await.map(|_| ()).map_err(|e| with_lease(e, id))
+    }
+}
+
+/// Groups a response's events by revision.
+fn batches(describe: &str, resp: &ec::WatchResponse) -> Result<Vec<WatchBatch>, StoreError> {
+    let mut out: Vec<WatchBatch> = Vec::new();
+    for ev in resp.events() {
+        let Some(kv) = ev.kv() else { continue };
+        // `event_type` panics on a type it does not know; a server must not crash us.
+        let kind = match std::panic::catch_unwind(AssertUnwindSafe(|| ev.event_type())) {
+            Ok(ec::EventType::Put) => EventKind::Put,
+            Ok(ec::EventType::Delete) => EventKind::Delete,
+            Err(_) => {
+                return Err(StoreError::Backend {
+                    endpoint: describe.to_string(),
+                    reason: "watch event of unknown type".into(),
+                });
+            }
+        };
+        let kv = convert_kv(describe, kv)?;
+        let revision = kv.mod_revision;
+        let event = WatchEvent {
+            kind,
+            key: kv.key,
+            value: if kind == EventKind::Put { kv.value } else { Vec::new() },
+            revision,
+            create_revision: if kind == EventKind::Put { kv.create_revision } else { 0 },
+        };
+        match out.last_mut() {
+            Some(b) if b.revision == revision => b.events.push(event),
+            _ => out.push(WatchBatch { revision, events: vec![event] }),
+        }
+    }
+    Ok(out)
+}
