@@ -21,9 +21,10 @@
 //! data back.
 //!
 //! Gates are evaluated through the small [`Gates`] trait: the flags runtime
-//! implements it for a node; [`MemGates`] (in memory) and
-//! [`ClusterView`](crate::cluster::ClusterView) (flags and features read from
-//! the store) implement it here.
+//! implements it for a node; [`MemGates`] (in memory),
+//! [`ClusterView`](crate::cluster::ClusterView) and
+//! [`ClusterHandle`](crate::cluster::ClusterHandle) (flags and features read
+//! from the store) implement it here.
 //!
 //! # Store key layout (under a root, `rollgate/` by default)
 //!
@@ -71,7 +72,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::cluster::ClusterView;
+use crate::cluster::{ClusterHandle, ClusterView};
 use crate::format::FormatError;
 use crate::store::StoreError;
 
@@ -182,6 +183,17 @@ impl Gates for ClusterView {
     }
     fn cluster_has_feature(&self, name: &str) -> bool {
         !self.members.is_empty() && self.members.values().all(|m| m.record.cluster_features.contains(name))
+    }
+}
+
+/// The handle's cached view (kept current from a watch on the store);
+/// `run_on_changes(handle.watch_view())` re-runs migrations on every change.
+impl Gates for ClusterHandle {
+    fn flag_enabled(&self, name: &str) -> bool {
+        self.view().flag_enabled(name)
+    }
+    fn cluster_has_feature(&self, name: &str) -> bool {
+        self.view().cluster_has_feature(name)
     }
 }
 
