@@ -19,6 +19,10 @@
 //! database as the unit, and work in the caller's transaction, so a unit and
 //! its stamp are created atomically and a refused check writes nothing.
 //!
+//! [`check_file`] checks a unit of a redb file opened read-only: a node
+//! calls it before opening its data file for writing, so a refused unit
+//! leaves the file byte for byte as it was.
+//!
 //! The stamp records the format the unit was created with
 //! ([`FormatStamp::created_format`], never changed) and the layout it has now
 //! ([`FormatStamp::format`]). The latter changes only when a node-local
@@ -28,9 +32,11 @@
 //! operator's message only; decisions compare format numbers.
 
 use std::ops::RangeInclusive;
+use std::path::Path;
 
 use redb::{
-    Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
+    Builder, Key, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle, Value, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -365,6 +371,26 @@ pub fn check_unit(txn: &ReadTransaction, unit: &str, policy: &FormatPolicy) -> R
     let stamp = read_stamp_ro(txn, unit)?.ok_or_else(|| FormatError::Missing { unit: shorten(unit) })?;
     policy.check(unit, &stamp)?;
     Ok(stamp)
+}
+
+/// Checks `unit` in the redb file at `path` without modifying the file: the
+/// file is opened read-only (a file that needs recovery is refused, not
+/// repaired). Use it before opening a data file for writing, so a refused
+/// unit leaves the file byte for byte as it was.
+pub fn check_file(path: &Path, unit: &str, policy: &FormatPolicy) -> Result<FormatStamp, FormatError> {
+    validate_unit(unit)?;
+    let fail = |what: &'static str, reason: String| FormatError::Redb {
+        unit: shorten(unit),
+        what,
+        reason: format!("{}: {reason}", path.display()),
+    };
+    // redb's own checks may assert on a file it did not write: a panic there
+    // must not take the caller down.
+    let opened = std::panic::catch_unwind(|| Builder::new().open_read_only(path))
+        .map_err(|_| fail("opening the file read-only", "the file failed redb's consistency checks".into()))?;
+    let db = opened.map_err(|e| fail("opening the file read-only", e.to_string()))?;
+    let txn = db.begin_read().map_err(|e| fail("starting a read transaction", e.to_string()))?;
+    check_unit(&txn, unit, policy)
 }
 
 /// The result of [`open_unit`].

@@ -361,10 +361,10 @@ impl FeatureMap {
     ) -> Result<bool, RecordError> {
         let Some(value) = self.get(new)? else { return Ok(false) };
         let old_id = old.id();
-        if !self.entries.contains_key(&old_id) {
-            let bytes = encode_value(&old_id, &convert(value))?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.entries.entry(old_id) {
+            let bytes = encode_value(slot.key(), &convert(value))?;
             // The new key is dropped below, so the count does not grow.
-            self.entries.insert(old_id, bytes);
+            slot.insert(bytes);
         }
         self.entries.remove(&new.id());
         Ok(true)
@@ -515,7 +515,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         }
     }
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks_exact(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()

@@ -238,7 +238,7 @@ mod hex_key {
             b'a'..=b'f' => Ok(c - b'a' + 10),
             _ => Err(serde::de::Error::custom("last_key is not lowercase hex")),
         };
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return Err(serde::de::Error::custom("last_key is not lowercase hex"));
         }
         hex.as_bytes()

@@ -579,7 +579,7 @@ impl fmt::Display for StepRef {
 
 /// Whether a flag's migrations can be undone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reversible", rename_all = "snake_case")]
+#[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Reversibility {
     /// Every step gated by the flag has a reverse (a flag without steps too).
     Reversible {
