@@ -190,3 +190,37 @@ async fn table_migrations_follow_their_gate() {
     runner.run_once(&gates).await.unwrap();
     assert_eq!(dump(&db), converted);
 }
+
+#[tokio::test]
+async fn a_gate_watch_drives_the_local_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = data_db(&dir, "node.redb", 300);
+    let gates = Arc::new(MemGates::new());
+    let options = LocalOptions { batch_records: 50, ..LocalOptions::default() };
+    let runner = Arc::new(LocalRunner::new(migrations(), db.clone(), "node-1", options).unwrap());
+    let mut status = runner.subscribe();
+    let task = {
+        let (runner, gates, changes) = (runner.clone(), gates.clone(), gates.subscribe());
+        tokio::spawn(async move { runner.run_on_changes(&*gates, changes).await })
+    };
+    let state = |s: &rollgate::migrate::NodeStatus| s.migrations.first().map(|m| (m.state, m.direction));
+    // The first pass finds the gate closed.
+    let wait = std::time::Duration::from_secs(20);
+    tokio::time::timeout(wait, status.wait_for(|s| state(s) == Some((MigrationState::Pending, Direction::Forward))))
+        .await
+        .unwrap()
+        .unwrap();
+    gates.enable_flag("records_v2");
+    tokio::time::timeout(wait, status.wait_for(|s| state(s) == Some((MigrationState::Done, Direction::Forward))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dump(&db).iter().all(|(_, v)| v.starts_with(b"v2:")));
+    gates.disable_flag("records_v2");
+    tokio::time::timeout(wait, status.wait_for(|s| state(s) == Some((MigrationState::Done, Direction::Reverse))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dump(&db).iter().all(|(_, v)| v.starts_with(b"v1:")));
+    task.abort();
+}

@@ -702,6 +702,27 @@ impl LocalRunner {
         Ok(report)
     }
 
+    /// Runs [`run_once`](Self::run_once), then again after every change of
+    /// `changes` (e.g. [`MemGates::subscribe`](super::MemGates::subscribe) or
+    /// a cluster handle's `watch_view()`), until its sender is dropped. A
+    /// failed run is logged and reported in the status; the next change
+    /// retries it.
+    pub async fn run_on_changes<T: Send + Sync>(
+        &self,
+        gates: &dyn Gates,
+        mut changes: watch::Receiver<T>,
+    ) -> Result<(), MigrateError> {
+        loop {
+            changes.borrow_and_update();
+            if let Err(e) = self.run_once(gates).await {
+                tracing::warn!(node = %self.node, error = %e, "table migrations failed; retrying on the next change");
+            }
+            if changes.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Converts back this node's data of every table migration gated by
     /// `flag` (which must no longer be enabled), newest first; batched and
     /// resumable like forward. A migration without reverse is
@@ -792,7 +813,8 @@ impl LocalRunner {
                     let checkpoints = self.checkpoints().await.unwrap_or_default();
                     let status = self.status_of(m, checkpoints.get(&id), self.live_of(&id).as_ref(), Some(gates));
                     self.notify(&status);
-                    self.publish(&self.status.borrow().clone()).await;
+                    let snapshot = self.status.borrow().clone();
+                    self.publish(&snapshot).await;
                     return Err(e);
                 }
             };
@@ -810,7 +832,8 @@ impl LocalRunner {
                 last_publish.is_none_or(|t| t.elapsed() >= Duration::from_millis(self.options.publish_interval_ms));
             if done || due {
                 last_publish = Some(tokio::time::Instant::now());
-                self.publish(&self.status.borrow().clone()).await;
+                let snapshot = self.status.borrow().clone();
+                self.publish(&snapshot).await;
             }
             if done {
                 tracing::info!(migration = %id, %direction, done = batch.checkpoint.done, "table migration done");

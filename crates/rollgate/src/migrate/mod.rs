@@ -812,6 +812,22 @@ mod tests {
         assert!(gates.flag_enabled("a") && !gates.cluster_has_feature("a"));
     }
 
+    /// Compile-time: every runner future can be spawned on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn runner_futures_are_send(s: &ServiceRunner, l: &LocalRunner, g: &dyn Gates, store: &dyn crate::store::MetaStore) {
+        fn send<T: Send>(_: T) {}
+        send(s.run_once());
+        send(s.create_fresh("a"));
+        send(s.disable_flag("f", Some(l)));
+        send(s.run_on_changes(watch::channel(()).1));
+        send(l.run_once(g));
+        send(l.reverse_flag("f", g));
+        send(l.run_on_changes(g, watch::channel(()).1));
+        send(l.status(Some(g)));
+        send(l.reset_checkpoint("m"));
+        send(cluster_status(store, "r/"));
+    }
+
     #[test]
     fn names_and_keys() {
         validate_name("service", "auth_keys").unwrap();

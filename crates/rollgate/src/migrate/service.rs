@@ -759,7 +759,7 @@ impl ServiceRunner {
                 Acquired::Owner(own) => own,
                 Acquired::Busy(owner) => return Err(MigrateError::Busy { service: service.to_string(), owner }),
             };
-            let result = self.run_reverse(service, first as u32, &own).await;
+            let result = self.run_reverse(service, flag, first as u32, &own).await;
             own.release().await;
             let (version, ran) = result?;
             report.services.push(ServiceReport {
@@ -783,6 +783,7 @@ impl ServiceRunner {
     async fn run_reverse(
         &self,
         service: &str,
+        flag: &str,
         down_to: u32,
         own: &Ownership,
     ) -> Result<(u32, Vec<StepRecord>), MigrateError> {
@@ -795,7 +796,7 @@ impl ServiceRunner {
             }
             let Some(step) = steps.get(format.version as usize - 1) else {
                 return Err(MigrateError::Irreversible {
-                    flag: String::new(),
+                    flag: flag.to_string(),
                     step: format!("service `{service}` format {}", format.version),
                 });
             };
