@@ -224,3 +224,25 @@ async fn a_gate_watch_drives_the_local_runner() {
     assert!(dump(&db).iter().all(|(_, v)| v.starts_with(b"v1:")));
     task.abort();
 }
+
+#[tokio::test]
+async fn a_gate_closing_mid_run_pauses_the_migration_before_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = data_db(&dir, "node.redb", 500);
+    let original = dump(&db);
+    let gates = Arc::new(MemGates::with_flags(["records_v2"]));
+    let options = LocalOptions { batch_records: 50, ..LocalOptions::default() };
+    let closer = gates.clone();
+    let runner = LocalRunner::new(migrations(), db.clone(), "node-1", options).unwrap().on_progress(move |s| {
+        if s.done == 100 {
+            closer.disable_flag("records_v2");
+        }
+    });
+    let ran = runner.run_once(&*gates).await.unwrap().ran;
+    assert_eq!((ran[0].state, ran[0].done, ran[0].gate_open), (MigrationState::Pending, 100, Some(false)));
+    let converted = dump(&db).iter().filter(|(_, v)| v.starts_with(b"v2:")).count();
+    assert_eq!(converted, 100, "no batch after the gate closed (I1)");
+    // Still closed: the partial conversion is undone.
+    runner.run_once(&*gates).await.unwrap();
+    assert_eq!(dump(&db), original);
+}

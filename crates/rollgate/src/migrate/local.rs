@@ -794,6 +794,16 @@ impl LocalRunner {
             if let Some(p) = &mut pacer {
                 p.acquire(self.options.batch_records.max(1) as u64).await;
             }
+            // The gate is checked before every batch: forward only while it
+            // is open (I1), back only while it is closed.
+            if m.gate().is_open(gates) != (direction == Direction::Forward) {
+                tracing::info!(migration = %id, %direction, gate = %m.gate(), "gate changed; table migration paused");
+                self.set_live(&id, |l| l.running = false);
+                let checkpoints = self.checkpoints().await?;
+                let status = self.status_of(m, checkpoints.get(&id), self.live_of(&id).as_ref(), Some(gates));
+                self.notify(&status);
+                return Ok(status);
+            }
             let (db, migrations, node, options) =
                 (self.db.clone(), self.migrations.clone(), self.node.clone(), self.options.clone());
             let result = tokio::task::spawn_blocking(move || {
