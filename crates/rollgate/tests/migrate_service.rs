@@ -336,7 +336,8 @@ async fn i4_a_crashed_owner_is_taken_over_when_its_lease_expires() {
     let probe = Arc::new(Probe::default());
     let (entered_tx, entered_rx) = oneshot::channel();
     let m = Arc::new(chain("auth", probe.clone(), Some(block_once(1, entered_tx))));
-    let options = ServiceOptions { owner_ttl_s: 1, ..ServiceOptions::default() };
+    // Long enough that the dead owner still holds the key when node-b first looks.
+    let options = ServiceOptions { owner_ttl_s: 2, ..ServiceOptions::default() };
     let a = ServiceRunner::new(m.clone(), store.clone(), all_open(), "node-a", options.clone()).unwrap();
     let b = ServiceRunner::new(m.clone(), store.clone(), all_open(), "node-b", options).unwrap();
 
