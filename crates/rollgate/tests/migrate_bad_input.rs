@@ -3,10 +3,16 @@
 //! of another key type, and bad JSON in the metadata store (a service's
 //! format record, an owner key, a node's status). Each gets a clear error
 //! naming the unit, migration or key, and nothing stored is overwritten.
+//! Random and mutated checkpoints and stamps decode or fail, never panic
+//! (`ROLLGATE_SEED` re-runs a seed).
 
 use std::sync::Arc;
 
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use rollgate::format::FormatStamp;
 use rollgate::migrate::{
     CHECKPOINT_TABLE, Checkpoint, CheckpointState, Direction, Gate, LocalOptions, LocalRunner, MemGates, MigrateError,
     MigrateKeys, MigrationState, Migrations, Rewrite, ServiceOptions, ServiceOutcome, ServiceRunner, ServiceStep,
@@ -273,4 +279,31 @@ async fn bad_json_in_the_store_is_named_and_left_as_it_is() {
     assert!(unreadable.iter().any(|(k, e)| *k == "rollgate/migrations/status/node-8" && e.contains("not \"node-8\"")));
     assert!(unreadable.iter().any(|(k, e)| *k == "rollgate/migrations/status/node-9" && e.contains("does not decode")));
     assert_eq!(meta.list("rollgate/").await.unwrap().kvs, listing_before, "the status is only read");
+}
+
+#[test]
+fn random_checkpoints_and_stamps_are_errors_not_panics() {
+    let seed = std::env::var("ROLLGATE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("proptest seed: ROLLGATE_SEED={seed}");
+    let config = Config { cases: 2048, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..Config::default() };
+    let valid = br#"{"direction":"forward","state":"running","last_key":"0001","done":1,"changed":1,"deleted":0,"total":3,"node":"node-1","started_ms":0,"finished_ms":null}"#;
+    // Random bytes, and a valid checkpoint with random bytes overwritten.
+    let mutated = proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6).prop_map(move |edits| {
+        let mut bytes = valid.to_vec();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        bytes
+    });
+    let strategy = prop_oneof![proptest::collection::vec(any::<u8>(), 0..300), mutated];
+    TestRunner::new(config)
+        .run(&strategy, |bytes| {
+            if let Ok(ck) = Checkpoint::from_bytes("m", &bytes) {
+                prop_assert!(ck.changed + ck.deleted <= ck.done);
+            }
+            let _ = FormatStamp::from_bytes("u", &bytes);
+            Ok(())
+        })
+        .unwrap();
 }
