@@ -1,1 +1,0 @@
-//! Stepwise, resumable, idempotent migrations of stored data, gated on flags or cluster features.
