@@ -21,3 +21,10 @@ pub mod v2;
 pub fn carries_expiry(transport: TransportVersion) -> bool {
     transport.supports(transport_version!("replicate_ttl"))
 }
+
+/// Whether a `SyncRequest` carries `end_key` at `transport` (release 1.2 on).
+/// Below it, the responder does not see the end of the range and the
+/// requester drops entries past it.
+pub fn carries_sync_end(transport: TransportVersion) -> bool {
+    transport.supports(transport_version!("sync_range_end"))
+}

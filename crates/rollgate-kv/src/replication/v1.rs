@@ -6,6 +6,7 @@
 //! | field | transport version | release |
 //! |---|---|---|
 //! | [`Entry::expires_at_ms`] | `replicate_ttl` | 1.1 |
+//! | [`SyncRequest::end_key`] | `sync_range_end` | 1.2 |
 
 use rollgate::wire::{Decode, Encode};
 
@@ -81,6 +82,11 @@ pub struct SyncRequest {
     pub after_key: Option<String>,
     /// At most this many entries (the responder caps it too).
     pub limit: u32,
+    /// Stop after this key (inclusive); `None`: to the last key. Sent from
+    /// transport version `sync_range_end` (release 1.2) on; an older
+    /// responder sends past it and the requester drops the rest.
+    #[wire(since = "sync_range_end")]
+    pub end_key: Option<String>,
 }
 
 /// Entries in key order answering a [`SyncRequest`].
