@@ -28,3 +28,9 @@ pub fn carries_expiry(transport: TransportVersion) -> bool {
 pub fn carries_sync_end(transport: TransportVersion) -> bool {
     transport.supports(transport_version!("sync_range_end"))
 }
+
+/// Whether a `SyncRequest` carries `max_bytes` instead of `limit` at
+/// `transport` (release 2.0 on).
+pub fn carries_sync_max_bytes(transport: TransportVersion) -> bool {
+    transport.supports(transport_version!("sync_max_bytes"))
+}

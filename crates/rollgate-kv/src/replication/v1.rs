@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`Entry::expires_at_ms`] | `replicate_ttl` | 1.1 |
 //! | [`SyncRequest::end_key`] | `sync_range_end` | 1.2 |
+//! | [`SyncRequest::max_bytes`] replaces [`SyncRequest::limit`] | `sync_max_bytes` | 2.0 |
 
 use rollgate::wire::{Decode, Encode};
 
@@ -80,14 +81,26 @@ pub struct SyncRequest {
     pub req_id: u64,
     /// Start after this key (exclusive); `None`: from the first key.
     pub after_key: Option<String>,
-    /// At most this many entries (the responder caps it too).
+    /// At most this many entries (the responder caps it too). Sent until
+    /// transport version `sync_max_bytes` (release 2.0), which bounds chunks
+    /// by bytes instead; absent, it reads as [`DEFAULT_SYNC_LIMIT`].
+    #[wire(until = "sync_max_bytes", default = "DEFAULT_SYNC_LIMIT")]
     pub limit: u32,
     /// Stop after this key (inclusive); `None`: to the last key. Sent from
     /// transport version `sync_range_end` (release 1.2) on; an older
     /// responder sends past it and the requester drops the rest.
     #[wire(since = "sync_range_end")]
     pub end_key: Option<String>,
+    /// At most about this many bytes of keys and values per chunk (the
+    /// responder caps it too; 0: the responder's default). Sent from
+    /// transport version `sync_max_bytes` (release 2.0) on: a count of
+    /// entries says little when values range from bytes to a mebibyte.
+    #[wire(since = "sync_max_bytes")]
+    pub max_bytes: u32,
 }
+
+/// The entry limit of a [`SyncRequest`] that does not carry one.
+pub const DEFAULT_SYNC_LIMIT: u32 = 256;
 
 /// Entries in key order answering a [`SyncRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
