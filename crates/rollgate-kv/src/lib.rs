@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod record;
 pub mod releases;
 pub mod replication;
+pub mod samples;
 pub mod storage;
 
 pub use client::{ClientError, ClientOptions, KvClient};

@@ -48,14 +48,30 @@ enum Command {
     Delete(KeyArgs),
 }
 
-fn parse_release(s: &str) -> Result<&'static Release, releases::UnknownRelease> {
-    releases::find(s)
+/// Parses `--release`; an unknown name exits 2 naming the known releases
+/// (without echoing the argument in full).
+#[derive(Clone, Debug)]
+struct ReleaseParser;
+
+impl clap::builder::TypedValueParser for ReleaseParser {
+    type Value = &'static Release;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        releases::find(&value.to_string_lossy()).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("--release: {e}\n")).with_cmd(cmd)
+        })
+    }
 }
 
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// The release to run as (see `rollgate-kv releases`).
-    #[arg(long, value_name = "R", value_parser = parse_release)]
+    #[arg(long, value_name = "R", value_parser = ReleaseParser)]
     release: &'static Release,
     /// The data dir (created when missing).
     #[arg(long, value_name = "DIR")]

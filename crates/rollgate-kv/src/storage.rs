@@ -636,6 +636,18 @@ fn writer_loop(
     }
 }
 
+/// Whether `new` replaces `old`: a higher version wins. The same version
+/// is the same write; a copy that lost its expiry on the way (sent over a
+/// transport version without `expires_at_ms`) gives way to one that has it,
+/// so the copies converge whatever order they arrive in.
+fn supersedes(new: &Record, old: &Record) -> bool {
+    match new.version.cmp(&old.version) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => old.expires_at_ms == 0 && new.expires_at_ms != 0,
+        std::cmp::Ordering::Less => false,
+    }
+}
+
 /// One group commit: every job's entries in one durable transaction.
 fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>) {
     let err = backend(path, "a commit");
@@ -668,7 +680,7 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
                 let mut applied = Vec::with_capacity(entries.len());
                 for e in entries {
                     let newer = match kv.get(e.key.as_str()).map_err(|e| err(&e))? {
-                        Some(bytes) => record::decode(&e.key, bytes.value())?.version < e.record.version,
+                        Some(bytes) => supersedes(&e.record, &record::decode(&e.key, bytes.value())?),
                         None => true,
                     };
                     if newer {
@@ -759,6 +771,20 @@ mod tests {
         let (s, max) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
         assert_eq!(max.unwrap().wall_ms, 3, "the clock floor survives");
         assert_eq!(s.get("a").await.unwrap().unwrap().version.wall_ms, 3);
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_copy_with_its_expiry_wins_over_one_that_lost_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let plain = entry("k", 5, Some("v"));
+        let mut with_ttl = plain.clone();
+        with_ttl.record.expires_at_ms = 99;
+        assert_eq!(s.apply(vec![plain.clone()]).await.unwrap(), [Applied::Stored]);
+        assert_eq!(s.apply(vec![with_ttl.clone()]).await.unwrap(), [Applied::Stored]);
+        assert_eq!(s.apply(vec![plain]).await.unwrap(), [Applied::Superseded]);
+        assert_eq!(s.get("k").await.unwrap().unwrap().expires_at_ms, 99);
         s.close().await;
     }
 
