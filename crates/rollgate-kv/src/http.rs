@@ -127,15 +127,12 @@ fn path_error(e: PathRejection) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_key", format!("the key in the path does not decode: {e}"))
 }
 
-/// Parses the query of a `PUT`: only `ttl_s` is known.
-fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, Response> {
+/// Parses the query of a `PUT`: only `ttl_s` is known. The error is the
+/// message of a 400 `bad_request`.
+fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
     let Some(q) = query.filter(|q| !q.is_empty()) else { return Ok(None) };
     if q.len() > MAX_QUERY_BYTES {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the query is over {MAX_QUERY_BYTES} bytes"),
-        ));
+        return Err(format!("the query is over {MAX_QUERY_BYTES} bytes"));
     }
     let mut ttl = None;
     for pair in q.split('&').filter(|p| !p.is_empty()) {
@@ -144,19 +141,17 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, Response> {
             "ttl_s" if ttl.is_none() => match value.parse::<u64>() {
                 Ok(n) => ttl = Some(n),
                 Err(_) => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("ttl_s must be a whole number of seconds, got {:?}", crate::shorten(value, 32)),
+                    return Err(format!(
+                        "ttl_s must be a whole number of seconds, got {:?}",
+                        crate::shorten(value, 32)
                     ));
                 }
             },
-            "ttl_s" => return Err(error(StatusCode::BAD_REQUEST, "bad_request", "ttl_s is given twice")),
+            "ttl_s" => return Err("ttl_s is given twice".into()),
             other => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("unknown parameter {:?}: PUT /kv/{{key}} accepts ttl_s", crate::shorten(other, 32)),
+                return Err(format!(
+                    "unknown parameter {:?}: PUT /kv/{{key}} accepts ttl_s",
+                    crate::shorten(other, 32)
                 ));
             }
         }
@@ -176,7 +171,7 @@ async fn put_key(
     };
     let ttl_s = match parse_put_query(query.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     let body = match body {
         Ok(b) => b,
@@ -357,8 +352,7 @@ mod tests {
         assert_eq!(parse_put_query(Some("")).unwrap(), None);
         assert_eq!(parse_put_query(Some("ttl_s=30")).unwrap(), Some(30));
         for bad in ["ttl_s=x", "ttl_s=-1", "ttl=5", "ttl_s=1&ttl_s=2", &"a".repeat(MAX_QUERY_BYTES + 1)] {
-            let r = parse_put_query(Some(bad)).unwrap_err();
-            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(parse_put_query(Some(bad)).is_err(), "{bad}");
         }
     }
 

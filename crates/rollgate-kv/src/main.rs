@@ -287,7 +287,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     );
     println!("rollgate-kv: listening {line}");
 
-    let mut terminate = signal_terminate().map_err(Failure::internal)?;
+    let mut terminate = std::pin::pin!(terminated());
     let mut ready_printed = false;
     loop {
         tokio::select! {
@@ -298,7 +298,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            _ = &mut terminate => break,
         }
     }
     println!("rollgate-kv: stopping node={}", handle.node_id());
@@ -308,7 +308,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(unix)]
-fn signal_terminate() -> std::io::Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+/// Resolves on SIGTERM (never where there is none).
+async fn terminated() {
+    #[cfg(unix)]
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await
 }

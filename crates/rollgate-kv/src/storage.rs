@@ -515,7 +515,7 @@ impl Storage {
     }
 
     /// Number of records (tombstones included).
-    pub async fn len(&self) -> Result<u64, StorageError> {
+    pub async fn count(&self) -> Result<u64, StorageError> {
         self.read(|db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a count")(&e))?;
             let kv = rtx.open_table(KV).map_err(|e| backend(path, "a count")(&e))?;
@@ -559,8 +559,8 @@ impl PendingApply {
 
 type KvTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
 
-fn range_iter<'a>(
-    kv: &'a KvTable,
+fn range_iter(
+    kv: &KvTable,
     range: &KeyRange,
     path: &Path,
 ) -> Result<Option<redb::Range<'static, &'static str, &'static [u8]>>, StorageError> {
@@ -812,7 +812,7 @@ mod tests {
             assert_eq!(r.unwrap().unwrap(), [Applied::Stored]);
         }
         s.barrier().await.unwrap();
-        assert_eq!(s.len().await.unwrap(), 200);
+        assert_eq!(s.count().await.unwrap(), 200);
         let chunk = s.scan(KeyRange { after: Some("k009".into()), through: Some("k020".into()) }, 5, 1 << 20).await;
         let chunk = chunk.unwrap();
         assert_eq!(

@@ -205,7 +205,9 @@ async fn garbage_on_the_http_port_gets_clear_errors_and_changes_nothing() {
 
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{admin}{path}");
-    let cases: Vec<(&str, reqwest::Method, String, Vec<u8>, u16, &str)> = vec![
+    // (what, method, url, body, status, code)
+    type Case = (&'static str, reqwest::Method, String, Vec<u8>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         ("unknown path", reqwest::Method::GET, url("/nope"), vec![], 404, "not_found"),
         ("empty key", reqwest::Method::GET, url("/kv/"), vec![], 404, "not_found"),
         ("a key that is not UTF-8", reqwest::Method::PUT, url("/kv/%FF%FE"), b"v".to_vec(), 400, "invalid_key"),

@@ -122,7 +122,7 @@ impl Default for Tuning {
             digest_range_keys: 256,
             max_inflight_per_connection: 256,
             max_peer_connections: 256,
-            max_http_connections: 1024,
+            max_http_connections: 256,
             http_request_timeout: Duration::from_secs(30),
             storage: StorageOptions::default(),
         }
@@ -538,9 +538,22 @@ async fn start_with(
         UpdateError::Rejected(reason) => NodeError::Config(reason),
         UpdateError::Cluster(e) => NodeError::Cluster(e),
     })?;
-    let liveness = cluster.start_liveness(&node_id, tuning.liveness_ttl_s).await?;
+    // Registered: from here on, a failure leaves the membership again.
     let handle_options = HandleOptions { local_copy_dir: Some(config.data_dir.clone()), ..HandleOptions::default() };
-    let cluster = ClusterHandle::start(cluster, handle_options).await?;
+    let started = async {
+        let liveness = cluster.start_liveness(&node_id, tuning.liveness_ttl_s).await?;
+        let handle = ClusterHandle::start(cluster.clone(), handle_options).await?;
+        Ok::<_, ClusterError>((liveness, handle))
+    };
+    let (liveness, cluster) = match started.await {
+        Ok(x) => x,
+        Err(e) => {
+            if let Err(left) = cluster.leave(&node_id).await {
+                tracing::warn!(node = %node_id, error = %left, "could not leave the membership after a failed start");
+            }
+            return Err(e.into());
+        }
+    };
 
     let links = Links::new(LinkSettings {
         net: net_config,
