@@ -31,7 +31,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn entry(hlc: &Hlc, i: usize) -> StoredEntry {
-    StoredEntry { key: format!("bench/{i:03}"), record: Record { version: hlc.now(), value: Some(VALUE.to_vec()), expires_at_ms: 0 } }
+    StoredEntry {
+        key: format!("bench/{i:03}"),
+        record: Record { version: hlc.now(), value: Some(VALUE.to_vec()), expires_at_ms: 0 },
+    }
 }
 
 fn bench_storage(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &std::path::Path) {

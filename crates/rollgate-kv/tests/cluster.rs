@@ -112,3 +112,57 @@ async fn a_killed_node_restarts_on_its_data_dir_and_catches_up() {
         n.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catching_up_node_answers_503_until_it_is_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let n1 = start(&store, "1.2", &data(tmp.path(), "n1")).await;
+    // n2 crashes with a long lease: it still counts as running for 30 s.
+    let mut cfg = config("1.2", &data(tmp.path(), "n2"));
+    cfg.tuning.liveness_ttl_s = 30;
+    let n2 = rollgate_kv::Node::start(cfg, store.clone()).await.unwrap();
+    assert!(n2.wait_ready(READY).await);
+    n2.kill().await;
+    // n3 waits (inbound_wait, 2 s) for the dead n2 to connect before it pulls.
+    let n3 = rollgate_kv::Node::start(config("1.2", &data(tmp.path(), "n3")), store.clone()).await.unwrap();
+    assert_eq!(n3.state(), rollgate_kv::node::NodeState::CatchingUp);
+    let admin = n3.addresses().admin;
+    let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let h: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(h["state"], "catching_up", "{h}");
+    let e = single(&admin.to_string()).put("k", "v", None).await.unwrap_err();
+    assert!(e.to_string().contains("503 catching_up") && e.to_string().contains("catching up"), "{e}");
+    assert!(n3.wait_ready(READY).await);
+    let o = single(&admin.to_string()).put("k", "v", None).await.unwrap();
+    assert_eq!((o.acks, o.members), (2, 3), "n1 and n3 make the majority");
+    n1.stop().await.unwrap();
+    n3.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_secret_authenticates_links_and_keeps_out_a_node_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let secret_file = tmp.path().join("secret");
+    std::fs::write(&secret_file, "a cluster secret of at least 16 bytes").unwrap();
+    let secret = rollgate::handshake::ClusterSecret::from_file(&secret_file).unwrap();
+    let with_secret = |name: &str| {
+        let mut c = config("1.2", &data(tmp.path(), name));
+        c.cluster_secret = Some(secret.clone());
+        c
+    };
+    let a = rollgate_kv::Node::start(with_secret("a"), store.clone()).await.unwrap();
+    let b = rollgate_kv::Node::start(with_secret("b"), store.clone()).await.unwrap();
+    assert!(a.wait_ready(READY).await && b.wait_ready(READY).await);
+    let st = a.wait_peer(b.node_id(), READY).await.unwrap();
+    assert_eq!((st.state, st.authenticated), ("connected", Some(true)), "{st:?}");
+    let c = start(&store, "1.2", &data(tmp.path(), "c")).await;
+    let st = c.wait_peer(a.node_id(), READY).await.unwrap();
+    assert_eq!(st.state, "refused", "{st:?}");
+    assert!(st.error.as_deref().unwrap().contains("cluster secret"), "{st:?}");
+    for n in [a, b, c] {
+        n.stop().await.unwrap();
+    }
+}

@@ -858,3 +858,38 @@ impl Drop for NodeHandle {
         self.shared.background.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_id_is_created_once_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = load_or_create_node_id(dir.path(), None).unwrap();
+        assert!(id.starts_with("kv-"), "{id}");
+        assert_eq!(load_or_create_node_id(dir.path(), None).unwrap(), id, "kept");
+        assert_eq!(load_or_create_node_id(dir.path(), Some(&id)).unwrap(), id);
+        let e = load_or_create_node_id(dir.path(), Some("other")).unwrap_err();
+        assert!(e.to_string().contains("belongs to node") && e.to_string().contains(NODE_ID_FILE), "{e}");
+        assert!(e.is_operator_error());
+
+        let explicit = tempfile::tempdir().unwrap();
+        assert_eq!(load_or_create_node_id(explicit.path(), Some("n-1")).unwrap(), "n-1");
+    }
+
+    #[test]
+    fn a_damaged_node_id_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(NODE_ID_FILE);
+        for (content, what) in
+            [(&b"bad id/with slash"[..], "letters"), (&[0xff, 0xfe][..], "read"), (&[b'x'; 5000][..], "bytes")]
+        {
+            std::fs::write(&path, content).unwrap();
+            let e = load_or_create_node_id(dir.path(), None).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()) && msg.contains(what), "{msg}");
+            assert_eq!(std::fs::read(&path).unwrap(), content, "left as it was");
+        }
+    }
+}
