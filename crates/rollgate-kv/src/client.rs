@@ -78,6 +78,9 @@ pub enum ClientError {
         /// What each attempt got.
         errors: Vec<String>,
     },
+    /// A key no node would accept.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
     /// A node's answer is not what the API promises.
     #[error("node {node} answered with something unexpected: {reason}")]
     BadAnswer {
@@ -201,6 +204,7 @@ impl KvClient {
         ttl_s: Option<u64>,
         body: Option<Vec<u8>>,
     ) -> Result<(String, reqwest::Response), ClientError> {
+        crate::record::check_key(key).map_err(ClientError::InvalidKey)?;
         let mut errors = Vec::new();
         let mut attempts = 0;
         let rounds = self.options.rounds.max(1);
@@ -212,9 +216,7 @@ impl KvClient {
                 let base = &nodes[idx];
                 let node = format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
                 let mut url = base.clone();
-                if let Ok(mut segments) = url.path_segments_mut() {
-                    segments.pop_if_empty().push("kv").push(key);
-                }
+                url.set_path(&key_path(key));
                 if let Some(t) = ttl_s {
                     url.query_pairs_mut().append_pair("ttl_s", &t.to_string());
                 }
@@ -246,6 +248,21 @@ impl KvClient {
         }
         Err(ClientError::Unavailable { attempts, errors })
     }
+}
+
+/// `/kv/{key}` with every byte of the key but `A-Z a-z 0-9 - _ ~`
+/// percent-encoded (so `.`, `..` and `/` stay part of the key).
+fn key_path(key: &str) -> String {
+    let mut out = String::with_capacity(4 + key.len() * 3);
+    out.push_str("/kv/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -309,5 +326,14 @@ mod tests {
         assert_eq!(parse_nodes(&["a:1,b:2", "c:3"]).unwrap().len(), 3);
         assert!(matches!(parse_nodes::<&str>(&[]), Err(ClientError::NodeCount)));
         assert!(matches!(parse_nodes(&[","]), Err(ClientError::NodeCount)));
+    }
+
+    #[test]
+    fn keys_are_encoded_whole() {
+        assert_eq!(key_path("a/b c"), "/kv/a%2Fb%20c");
+        assert_eq!(key_path("é"), "/kv/%C3%A9");
+        let mut url = parse_node("127.0.0.1:1").unwrap();
+        url.set_path(&key_path("a.b/..."));
+        assert_eq!(url.path(), "/kv/a%2Eb%2F%2E%2E%2E");
     }
 }

@@ -210,7 +210,10 @@ fn client(nodes: &NodesArg) -> Result<KvClient, Failure> {
 
 fn client_failure(e: ClientError) -> Failure {
     match e {
-        ClientError::Refused { .. } | ClientError::InvalidNode { .. } | ClientError::NodeCount => Failure::refused(e),
+        ClientError::Refused { .. }
+        | ClientError::InvalidNode { .. }
+        | ClientError::InvalidKey(_)
+        | ClientError::NodeCount => Failure::refused(e),
         other => Failure::internal(other),
     }
 }

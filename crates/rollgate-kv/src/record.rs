@@ -82,10 +82,15 @@ pub enum RecordError {
     },
 }
 
-/// Checks a key: 1 to [`MAX_KEY_BYTES`] bytes, no control characters.
+/// Checks a key: 1 to [`MAX_KEY_BYTES`] bytes, no control characters, and
+/// not `.` or `..` (URLs treat those path segments as navigation, so no
+/// client could address them).
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("a key must not be empty".into());
+    }
+    if key == "." || key == ".." {
+        return Err("the keys `.` and `..` cannot be used: URL paths treat them as navigation".into());
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(format!("the key is {} bytes, over the limit of {MAX_KEY_BYTES}", key.len()));
@@ -235,5 +240,6 @@ mod tests {
         assert!(check_key("").is_err());
         assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1)).is_err());
         assert!(check_key("a\nb").is_err());
+        assert!(check_key("..").is_err() && check_key(".").is_err() && check_key("...").is_ok());
     }
 }

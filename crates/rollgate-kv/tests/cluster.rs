@@ -32,6 +32,11 @@ async fn three_nodes_replicate_tolerate_one_down_refuse_two_down_and_catch_up() 
         assert!(o.acks >= 2, "{o:?}");
     }
     c1.delete("key-00").await.unwrap();
+    assert!(matches!(c1.put("..", "x", None).await, Err(ClientError::InvalidKey(_))));
+    for odd in ["...", "a/../b", "a/b", "sp ace", "ünï", "%2E%2E"] {
+        c1.put(odd, odd, None).await.unwrap();
+        assert_eq!(c1.get(odd).await.unwrap().as_deref(), Some(odd.as_bytes()), "{odd:?}");
+    }
     assert!(n1.flush_replication(Duration::from_secs(5)).await);
     for n in [&n2, &n3] {
         let c = single(&n.addresses().admin.to_string());
@@ -44,6 +49,10 @@ async fn three_nodes_replicate_tolerate_one_down_refuse_two_down_and_catch_up() 
     n3.stop().await.unwrap();
     let o = c1.put("while-n3-down", "x", None).await.unwrap();
     assert_eq!((o.acks, o.members, o.quorum), (2, 3, 2));
+
+    let n3_record = store.get(&format!("rollgate/members/{id3}")).await.unwrap().unwrap();
+    let n3_record: serde_json::Value = serde_json::from_slice(&n3_record.value).unwrap();
+    assert_eq!(n3_record["state"], "stopped", "a graceful stop leaves the membership declared stopped");
 
     // Two down: a clear 503, and nothing stored.
     let n2_dir = data(tmp.path(), "n2");
