@@ -22,7 +22,7 @@ pub fn tuning() -> Tuning {
         liveness_ttl_s: 2,
         inbound_wait: Duration::from_secs(2),
         connect_wait: Duration::from_secs(2),
-        write_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(5),
         backoff_max: Duration::from_millis(200),
         ..Tuning::default()
     }
