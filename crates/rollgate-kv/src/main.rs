@@ -1,11 +1,322 @@
-//! `rollgate-kv`: the reference replicated key-value service.
+//! `rollgate-kv`: the reference replicated key-value service of rollgate.
+//! This file only parses the command line and calls the library.
+//!
+//! Exit codes: 0 ok; 2 bad input or a refused operation (the message says
+//! what and how to fix it); 1 anything else.
 
-rollgate::include_transport_versions!();
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
-fn main() {
-    println!(
-        "rollgate-kv: transport version {} (minimum compatible {})",
-        transport_versions::CURRENT,
-        transport_versions::MINIMUM_COMPATIBLE
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rollgate::handshake::ClusterSecret;
+use rollgate::store::{StoreError, StoreOptions};
+use rollgate_kv::releases::{self, Release};
+use rollgate_kv::{ClientError, ClientOptions, KvClient, Node, NodeConfig, NodeError};
+
+/// Largest admin token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rollgate-kv",
+    version,
+    about = "The reference replicated key-value service of rollgate: releases 1.0, 1.1, 1.2 and 2.0 in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// List the releases this binary can run as.
+    Releases {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a value.
+    Put(PutArgs),
+    /// Print a value (exit 1 when the key does not exist).
+    Get(KeyArgs),
+    /// Delete a key.
+    Delete(KeyArgs),
+}
+
+/// Parses `--release`; an unknown name exits 2 naming the known releases
+/// (without echoing the argument in full).
+#[derive(Clone, Debug)]
+struct ReleaseParser;
+
+impl clap::builder::TypedValueParser for ReleaseParser {
+    type Value = &'static Release;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        releases::find(&value.to_string_lossy()).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("--release: {e}\n")).with_cmd(cmd)
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The release to run as (see `rollgate-kv releases`).
+    #[arg(long, value_name = "R", value_parser = ReleaseParser)]
+    release: &'static Release,
+    /// The data dir (created when missing).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The address peers connect to (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// The HTTP address of the client API (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    admin: String,
+    /// The metadata store: redb:PATH, etcd:HOST:PORT[,HOST:PORT...] or mem:.
+    #[arg(long, value_name = "URL")]
+    meta: String,
+    /// A member's data address: check with a handshake that it accepts this node before joining.
+    #[arg(long, value_name = "ADDR")]
+    join: Option<String>,
+    /// The node id (default: the one in the data dir, else a new random one).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// A file holding the cluster secret (at least 16 bytes) that authenticates handshakes.
+    #[arg(long, value_name = "F")]
+    cluster_secret_file: Option<PathBuf>,
+    /// A file holding the bearer token of the admin API.
+    #[arg(long, value_name = "F")]
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct NodesArg {
+    /// A node's HTTP address (HOST:PORT); repeat it or separate with commas for failover.
+    #[arg(long = "node", value_name = "ADDR", required = true)]
+    nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PutArgs {
+    #[command(flatten)]
+    nodes: NodesArg,
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    /// Time to live in seconds (release 1.1 and later).
+    #[arg(long, value_name = "N")]
+    ttl_s: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    #[command(flatten)]
+    nodes: NodesArg,
+    /// The key.
+    key: String,
+}
+
+/// A failure and its exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn refused(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 2, error: error.into() }
+    }
+    fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 1, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Releases { json } => releases_cmd(json),
+        command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(run(command)),
+            Err(e) => Err(Failure::internal(anyhow::anyhow!("cannot start the runtime: {e}"))),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("rollgate-kv: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn releases_cmd(json: bool) -> Result<ExitCode, Failure> {
+    let text = if json {
+        let all: Vec<_> = releases::RELEASES.iter().map(Release::to_json).collect();
+        serde_json::to_string_pretty(&all).map_err(Failure::internal)?
+    } else {
+        releases::table()
+    };
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Put(a) => {
+            let client = client(&a.nodes)?;
+            let o = client.put(&a.key, a.value.into_bytes(), a.ttl_s).await.map_err(client_failure)?;
+            println!("stored {:?}: version {}, acknowledged by {} of {} members", o.key, o.version, o.acks, o.members);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get(a) => {
+            let client = client(&a.nodes)?;
+            match client.get(&a.key).await.map_err(client_failure)? {
+                Some(value) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&value).and_then(|_| out.flush()).map_err(Failure::internal)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("rollgate-kv: key {:?} not found", a.key);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Delete(a) => {
+            let client = client(&a.nodes)?;
+            let o = client.delete(&a.key).await.map_err(client_failure)?;
+            println!("deleted {:?}: version {}, acknowledged by {} of {} members", o.key, o.version, o.acks, o.members);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Releases { json } => releases_cmd(json),
+    }
+}
+
+fn client(nodes: &NodesArg) -> Result<KvClient, Failure> {
+    KvClient::new(&nodes.nodes, ClientOptions::default()).map_err(Failure::refused)
+}
+
+fn client_failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Refused { .. }
+        | ClientError::InvalidNode { .. }
+        | ClientError::InvalidKey(_)
+        | ClientError::NodeCount => Failure::refused(e),
+        other => Failure::internal(other),
+    }
+}
+
+fn read_token(path: &Path) -> Result<String, Failure> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--admin-token-file {}", path.display()))
+        .map_err(Failure::refused)?;
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--admin-token-file {}: {} bytes, over the limit of {MAX_TOKEN_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--admin-token-file {}", path.display()))
+        .map_err(Failure::refused)?;
+    let token = text.trim();
+    if token.is_empty() || token.chars().any(char::is_control) {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--admin-token-file {}: the token must be one line of printable characters",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::InvalidUrl { .. }
+        | StoreError::EtcdNotBuilt { .. }
+        | StoreError::AlreadyOpen { .. }
+        | StoreError::Corrupt { .. } => Failure::refused(anyhow::anyhow!("--meta: {e}")),
+        other => Failure::internal(anyhow::anyhow!("--meta: {other}")),
+    }
+}
+
+fn node_failure(e: NodeError) -> Failure {
+    if e.is_operator_error() { Failure::refused(e) } else { Failure::internal(e) }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+
+    let secret = match &args.cluster_secret_file {
+        Some(f) => Some(ClusterSecret::from_file(f).map_err(|e| Failure::refused(anyhow::anyhow!("{e}")))?),
+        None => {
+            tracing::warn!(
+                "no --cluster-secret-file: handshakes with peers are not authenticated, so a man in the middle could \
+                 push peers onto an older protocol version"
+            );
+            None
+        }
+    };
+    let admin_token = args.admin_token_file.as_deref().map(read_token).transpose()?;
+    let store = rollgate::store::open(&args.meta, StoreOptions::default()).await.map_err(store_failure)?;
+    let mut config = NodeConfig::new(args.release, &args.data, &args.listen, &args.admin);
+    config.join = args.join;
+    config.node_id = args.node_id;
+    config.cluster_secret = secret;
+    config.admin_token = admin_token;
+    let handle = Node::start(config, store).await.map_err(node_failure)?;
+    let addrs = handle.addresses();
+    let line = format!(
+        "node={} release={} data={} admin={} cluster={}",
+        handle.node_id(),
+        handle.release(),
+        addrs.data,
+        addrs.admin,
+        handle.cluster_id()
     );
+    println!("rollgate-kv: listening {line}");
+
+    let mut terminate = std::pin::pin!(terminated());
+    let mut ready_printed = false;
+    loop {
+        tokio::select! {
+            ready = handle.wait_ready(Duration::from_secs(3600)), if !ready_printed => {
+                if ready {
+                    println!("rollgate-kv: ready {line}");
+                    ready_printed = true;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut terminate => break,
+        }
+    }
+    println!("rollgate-kv: stopping node={}", handle.node_id());
+    let node = handle.node_id().to_string();
+    handle.stop().await.map_err(node_failure)?;
+    println!("rollgate-kv: stopped node={node}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM (never where there is none).
+async fn terminated() {
+    #[cfg(unix)]
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await
 }

@@ -1,0 +1,339 @@
+//! [`KvClient`]: an HTTP client of rollgate-kv with failover. Give it every
+//! node's HTTP address; a request goes to the node that answered last, and
+//! on a connection failure, a timeout, a 503 (catching up, stopping, no
+//! majority) or a 5xx it moves on to the next node; after trying every node
+//! it waits a little and tries them all again, a bounded number of rounds.
+//!
+//! Retrying a write on another node is safe: a write is "set this value"
+//! (or "delete"), and a retry stores it again with a newer version.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+
+pub use crate::node::WriteOutcome;
+use crate::record::MAX_VALUE_BYTES;
+
+/// Most nodes a client is given.
+pub const MAX_NODES: usize = 64;
+
+/// Timeouts and retries of a [`KvClient`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Longest request to one node.
+    pub request_timeout: Duration,
+    /// Longest connect to one node.
+    pub connect_timeout: Duration,
+    /// How many times every node is tried.
+    pub rounds: usize,
+    /// Pause after a round that failed, times the round number.
+    pub round_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            rounds: 3,
+            round_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a client request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A node address that is not usable.
+    #[error("invalid node address {addr:?}: {reason} (expected HOST:PORT or http://HOST:PORT)")]
+    InvalidNode {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// No node address at all, or too many.
+    #[error("give between 1 and {MAX_NODES} node addresses (--node)")]
+    NodeCount,
+    /// A node refused the request itself (bad key, value too large, ...); retrying elsewhere would not help.
+    #[error("node {node} refused the request ({status} {code}): {message}")]
+    Refused {
+        /// The node.
+        node: String,
+        /// The HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The node's message.
+        message: String,
+    },
+    /// No node could serve the request.
+    #[error("no node could serve the request after {attempts} attempt(s): {}", errors.join("; "))]
+    Unavailable {
+        /// Attempts made.
+        attempts: usize,
+        /// What each attempt got.
+        errors: Vec<String>,
+    },
+    /// A key no node would accept.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A node's answer is not what the API promises.
+    #[error("node {node} answered with something unexpected: {reason}")]
+    BadAnswer {
+        /// The node.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A client of a rollgate-kv cluster (see the module docs).
+#[derive(Debug)]
+pub struct KvClient {
+    http: reqwest::Client,
+    nodes: RwLock<Arc<Vec<Url>>>,
+    next: AtomicUsize,
+    options: ClientOptions,
+}
+
+/// Parses a node address: `HOST:PORT` or `http://HOST:PORT`.
+pub fn parse_node(addr: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidNode { addr: crate::shorten(addr, 128), reason: reason.into() };
+    let text = addr.trim();
+    if text.is_empty() || text.len() > 256 {
+        return Err(invalid("empty or longer than 256 bytes"));
+    }
+    let with_scheme = if text.contains("://") { text.to_string() } else { format!("http://{text}") };
+    let url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(invalid("only http is supported"));
+    }
+    if url.host_str().is_none() || url.port_or_known_default().is_none() {
+        return Err(invalid("no host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(invalid("give only the scheme, host and port"));
+    }
+    Ok(url)
+}
+
+/// Splits `--node` values: each may hold several comma-separated addresses.
+pub fn parse_nodes<S: AsRef<str>>(values: &[S]) -> Result<Vec<Url>, ClientError> {
+    let urls = values
+        .iter()
+        .flat_map(|v| v.as_ref().split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_node(&s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() || urls.len() > MAX_NODES {
+        return Err(ClientError::NodeCount);
+    }
+    Ok(urls)
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: String,
+    code: String,
+}
+
+impl KvClient {
+    /// A client of the nodes at `nodes` (see [`parse_nodes`]).
+    pub fn new<S: AsRef<str>>(nodes: &[S], options: ClientOptions) -> Result<KvClient, ClientError> {
+        let nodes = parse_nodes(nodes)?;
+        let http = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::InvalidNode { addr: String::new(), reason: e.to_string() })?;
+        Ok(KvClient { http, nodes: RwLock::new(Arc::new(nodes)), next: AtomicUsize::new(0), options })
+    }
+
+    /// Replaces the node list (e.g. after a node restarted on another port).
+    pub fn set_nodes<S: AsRef<str>>(&self, nodes: &[S]) -> Result<(), ClientError> {
+        let nodes = parse_nodes(nodes)?;
+        *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes);
+        Ok(())
+    }
+
+    /// Stores `value` under `key`, with a TTL when given.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl_s: Option<u64>,
+    ) -> Result<WriteOutcome, ClientError> {
+        let value: Vec<u8> = value.into();
+        let (node, resp) = self.send(Method::PUT, key, ttl_s, Some(value)).await?;
+        Self::outcome(node, resp).await
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &str) -> Result<WriteOutcome, ClientError> {
+        let (node, resp) = self.send(Method::DELETE, key, None, None).await?;
+        Self::outcome(node, resp).await
+    }
+
+    /// The value of `key`, or `None` when it does not exist (or expired).
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let (node, resp) = self.send(Method::GET, key, None, None).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(read_bounded(&node, resp, MAX_VALUE_BYTES).await?))
+    }
+
+    async fn outcome(node: String, resp: reqwest::Response) -> Result<WriteOutcome, ClientError> {
+        let body = read_bounded(&node, resp, 64 * 1024).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer { node, reason: e.to_string() })
+    }
+
+    /// Sends one request with failover; returns the first answer that is
+    /// final (2xx, or a 4xx other than 404 for a read turned into `Refused`).
+    async fn send(
+        &self,
+        method: Method,
+        key: &str,
+        ttl_s: Option<u64>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, reqwest::Response), ClientError> {
+        crate::record::check_key(key).map_err(ClientError::InvalidKey)?;
+        let mut errors = Vec::new();
+        let mut attempts = 0;
+        let rounds = self.options.rounds.max(1);
+        for round in 0..rounds {
+            let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let start = self.next.load(Ordering::Relaxed);
+            for i in 0..nodes.len() {
+                let idx = (start + i) % nodes.len();
+                let base = &nodes[idx];
+                let node = format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
+                let mut url = base.clone();
+                url.set_path(&key_path(key));
+                if let Some(t) = ttl_s {
+                    url.query_pairs_mut().append_pair("ttl_s", &t.to_string());
+                }
+                let mut req = self.http.request(method.clone(), url);
+                if let Some(b) = &body {
+                    req = req.body(b.clone());
+                }
+                attempts += 1;
+                match req.send().await {
+                    Err(e) => errors.push(format!("{node}: {}", describe(&e))),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        if status.is_success() || (status == StatusCode::NOT_FOUND && method == Method::GET) {
+                            self.next.store(idx, Ordering::Relaxed);
+                            return Ok((node, resp));
+                        }
+                        let retry = status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error();
+                        let (code, message) = error_body(&node, resp).await;
+                        if !retry {
+                            return Err(ClientError::Refused { node, status: status.as_u16(), code, message });
+                        }
+                        errors.push(format!("{node}: {} {code}: {message}", status.as_u16()));
+                    }
+                }
+            }
+            if round + 1 < rounds {
+                tokio::time::sleep(self.options.round_backoff * (round as u32 + 1)).await;
+            }
+        }
+        Err(ClientError::Unavailable { attempts, errors })
+    }
+}
+
+/// `/kv/{key}` with every byte of the key but `A-Z a-z 0-9 - _ ~`
+/// percent-encoded (so `.`, `..` and `/` stay part of the key).
+fn key_path(key: &str) -> String {
+    let mut out = String::with_capacity(4 + key.len() * 3);
+    out.push_str("/kv/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+async fn error_body(node: &str, resp: reqwest::Response) -> (String, String) {
+    match read_bounded(node, resp, 64 * 1024).await {
+        Ok(bytes) => match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.code, b.error),
+            Err(_) => ("unknown".into(), String::from_utf8_lossy(&bytes).chars().take(512).collect()),
+        },
+        Err(e) => ("unknown".into(), e.to_string()),
+    }
+}
+
+async fn read_bounded(node: &str, mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::BadAnswer { node: node.to_string(), reason: format!("an answer over {max} bytes") };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(ClientError::BadAnswer { node: node.to_string(), reason: describe(&e) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_are_parsed_strictly() {
+        assert_eq!(parse_node("127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(parse_node("http://localhost:1").unwrap().port(), Some(1));
+        for bad in ["", "https://x:1", "127.0.0.1:8080/kv", "a b", "http://:80", &"x".repeat(300)] {
+            assert!(parse_node(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_nodes(&["a:1,b:2", "c:3"]).unwrap().len(), 3);
+        assert!(matches!(parse_nodes::<&str>(&[]), Err(ClientError::NodeCount)));
+        assert!(matches!(parse_nodes(&[","]), Err(ClientError::NodeCount)));
+    }
+
+    #[test]
+    fn keys_are_encoded_whole() {
+        assert_eq!(key_path("a/b c"), "/kv/a%2Fb%20c");
+        assert_eq!(key_path("é"), "/kv/%C3%A9");
+        let mut url = parse_node("127.0.0.1:1").unwrap();
+        url.set_path(&key_path("a.b/..."));
+        assert_eq!(url.path(), "/kv/a%2Eb%2F%2E%2E%2E");
+    }
+}

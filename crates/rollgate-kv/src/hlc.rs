@@ -1,0 +1,124 @@
+//! Versions of writes: a hybrid logical clock (wall-clock milliseconds plus a
+//! logical counter) with the writing node's id as the tie-break, so every
+//! write has a unique version and last-writer-wins is a total order.
+//!
+//! Each node keeps one [`Hlc`]; it moves forward on every local write
+//! ([`Hlc::now`]) and on every version it stores from a peer
+//! ([`Hlc::observe`]), so a write made after seeing another always wins over
+//! it, even across nodes whose wall clocks disagree a little. A node starts
+//! its clock at the highest version in its data dir, so a restart with a
+//! clock that went backwards does not produce versions older than its own
+//! earlier writes.
+
+use std::sync::Mutex;
+
+use rollgate::wire::{Decode, Encode};
+
+/// The version of one write: ordered by `wall_ms`, then `logical`, then `node`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode)]
+pub struct Version {
+    /// Wall-clock milliseconds since the Unix epoch (or a value pushed ahead by a peer's clock).
+    pub wall_ms: u64,
+    /// Orders writes within one millisecond.
+    pub logical: u32,
+    /// The node that made the write: the tie-break between nodes.
+    pub node: String,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.node)
+    }
+}
+
+/// Largest step a peer's version may push our clock ahead of our wall clock
+/// (a peer with a clock far in the future would otherwise drag every node
+/// with it): one hour.
+pub const MAX_FORWARD_DRIFT_MS: u64 = 3_600_000;
+
+/// A hybrid logical clock for one node.
+#[derive(Debug)]
+pub struct Hlc {
+    node: String,
+    state: Mutex<(u64, u32)>,
+}
+
+impl Hlc {
+    /// A clock for `node`, starting at `floor` (the highest version already
+    /// stored) when given.
+    pub fn new(node: impl Into<String>, floor: Option<&Version>) -> Self {
+        let state = floor.map_or((0, 0), |v| (v.wall_ms, v.logical));
+        Hlc { node: node.into(), state: Mutex::new(state) }
+    }
+
+    /// The node id versions are stamped with.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A fresh version, above every version this clock produced or observed.
+    pub fn now(&self) -> Version {
+        let wall = rollgate::cluster::now_ms();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if wall > s.0 {
+            *s = (wall, 0);
+        } else if s.1 == u32::MAX {
+            *s = (s.0 + 1, 0);
+        } else {
+            s.1 += 1;
+        }
+        Version { wall_ms: s.0, logical: s.1, node: self.node.clone() }
+    }
+
+    /// Moves the clock to at least `seen` (a version stored from a peer).
+    /// A version more than [`MAX_FORWARD_DRIFT_MS`] ahead of our wall clock
+    /// moves it only that far.
+    pub fn observe(&self, seen: &Version) {
+        let limit = rollgate::cluster::now_ms().saturating_add(MAX_FORWARD_DRIFT_MS);
+        let (wall, logical) = if seen.wall_ms > limit { (limit, 0) } else { (seen.wall_ms, seen.logical) };
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if (wall, logical) > *s {
+            *s = (wall, logical);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_observe_moves_forward() {
+        let hlc = Hlc::new("b", None);
+        let a = hlc.now();
+        let b = hlc.now();
+        assert!(b > a);
+        let ahead = Version { wall_ms: b.wall_ms + 10_000, logical: 7, node: "a".into() };
+        hlc.observe(&ahead);
+        let c = hlc.now();
+        assert!(c > ahead, "{c} after observing {ahead}");
+        assert_eq!(c.node, "b");
+    }
+
+    #[test]
+    fn the_tie_break_is_the_node_id() {
+        let x = Version { wall_ms: 5, logical: 1, node: "a".into() };
+        let y = Version { wall_ms: 5, logical: 1, node: "b".into() };
+        assert!(y > x);
+    }
+
+    #[test]
+    fn a_far_future_peer_moves_the_clock_a_bounded_step() {
+        let hlc = Hlc::new("n", None);
+        hlc.observe(&Version { wall_ms: u64::MAX, logical: u32::MAX, node: "evil".into() });
+        let v = hlc.now();
+        assert!(v.wall_ms <= rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS + 1);
+    }
+
+    #[test]
+    fn the_floor_survives_a_restart() {
+        let floor = Version { wall_ms: u64::MAX / 2, logical: 3, node: "n".into() };
+        let hlc = Hlc::new("n", Some(&floor));
+        assert!(hlc.now() > floor);
+    }
+}

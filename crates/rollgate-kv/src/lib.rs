@@ -1,0 +1,54 @@
+//! `rollgate-kv`: the reference replicated key-value service of rollgate,
+//! built only on rollgate's public API. Releases 1.0, 1.1, 1.2 and 2.0 are
+//! defined in code ([`releases`]), and one binary runs as any of them.
+//!
+//! Embedding: [`Node::start`] with a [`NodeConfig`] and the cluster's
+//! metadata store returns a [`NodeHandle`] (`stop`, `kill`, `addresses`,
+//! `wait_ready`, ...); [`KvClient`] talks to nodes over HTTP with failover.
+//!
+//! | module | content |
+//! |---|---|
+//! | [`releases`] | the releases table: protocol range, transport versions, placeholders for flags, features, formats |
+//! | [`replication`], [`digest`] | versioned engine messages (replication v1, v2; digest v1) |
+//! | [`protocol`] | protocol v1, v2, v3 and [`Msg`] over them |
+//! | [`peer`] | wire conversions by protocol version; outbound links with write batching |
+//! | [`node`] | a node: start, membership, inbound requests, write path, catch-up, stop |
+//! | [`storage`], [`record`] | the data dir (group commit, last writer wins) and the record format |
+//! | [`hlc`] | write versions: hybrid logical clock + node id |
+//! | [`policy`] | write-path checks (the feature-flag seam) |
+//! | [`http`] | the client HTTP API and the admin mount point |
+//! | [`client`] | [`KvClient`] |
+//! | [`samples`] | one value per message, for the golden wire samples |
+
+rollgate::include_transport_versions!();
+
+pub mod client;
+pub mod digest;
+pub mod hlc;
+pub mod http;
+pub mod node;
+pub mod peer;
+pub mod policy;
+pub mod protocol;
+pub mod record;
+pub mod releases;
+pub mod replication;
+pub mod samples;
+pub mod storage;
+
+pub use client::{ClientError, ClientOptions, KvClient};
+pub use node::{Node, NodeConfig, NodeError, NodeHandle, Tuning};
+pub use protocol::Msg;
+pub use releases::Release;
+
+/// `s` cut to at most `max` bytes (on a character boundary), with `...` when cut.
+pub(crate) fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

@@ -1,0 +1,321 @@
+//! Catch-up: pulling a peer's entries into this node.
+//!
+//! - With a peer that speaks protocol v3, by **digest ranges**: this node
+//!   splits its keys into ranges of `digest_range_keys`, asks the peer for
+//!   the count and hash of each range, and copies only the ranges that
+//!   differ.
+//! - Otherwise, by a **full sync**: every entry, in key order, in chunks.
+//!
+//! Entries are stored with last-writer-wins, so pulling is idempotent and
+//! order-free, and replication arriving at the same time is never undone.
+//!
+//! At start ([`initial`]) a node waits (bounded) until every running peer
+//! connected to it, then pulls from all of them at once and only then
+//! serves. Later, every time a peer connects to a ready node, the node pulls
+//! from it in the background ([`trigger_resync`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{NodeState, Shared};
+use crate::digest::v1 as digest;
+use crate::peer::codec::{self, Request, Response};
+use crate::peer::link::{LinkError, Session};
+use crate::replication::{self, v1 as repl1};
+use crate::storage::{KeyRange, StorageError};
+
+/// What a pull from one peer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncStats {
+    /// The peer.
+    pub peer: String,
+    /// The protocol version of the connection.
+    pub protocol: u16,
+    /// Whether digest ranges were compared (protocol v3).
+    pub digests: bool,
+    /// Ranges compared.
+    pub ranges: usize,
+    /// Ranges that matched and were not copied.
+    pub ranges_skipped: usize,
+    /// Entries received.
+    pub entries_received: u64,
+    /// Entries that were newer than ours and were stored.
+    pub entries_stored: u64,
+}
+
+/// A digest comparison (see [`crate::node::NodeHandle::compare_with`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Comparison {
+    /// Ranges compared.
+    pub ranges: usize,
+    /// The ranges whose count or hash differ, as `(after, through]`.
+    pub differing: Vec<(Option<String>, Option<String>)>,
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatchUpError {
+    /// The link to the peer.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// This node's data file.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The peer answered with an error or nonsense.
+    #[error("node {node}: {reason}")]
+    Peer {
+        /// The peer.
+        node: String,
+        /// What it said or did.
+        reason: String,
+    },
+    /// Digest comparison needs protocol v3.
+    #[error("node {node} speaks protocol v{protocol} with this node; digest ranges need v3")]
+    NoDigests {
+        /// The peer.
+        node: String,
+        /// The connection's protocol.
+        protocol: u16,
+    },
+    /// The pull took too long.
+    #[error("pulling from node {node} took longer than {after_ms} ms")]
+    Timeout {
+        /// The peer.
+        node: String,
+        /// The limit.
+        after_ms: u64,
+    },
+}
+
+/// The start-up catch-up; marks the node ready at the end.
+pub(super) async fn initial(shared: Arc<Shared>) {
+    let view = shared.view();
+    let peers: Vec<String> =
+        view.running().map(|m| m.record.node_id.clone()).filter(|id| *id != shared.node_id).collect();
+    if peers.is_empty() {
+        tracing::info!(node = %shared.node_id, "no running peers: nothing to catch up from");
+    } else {
+        tracing::info!(node = %shared.node_id, peers = ?peers, "catching up");
+    }
+    let pulls = peers.iter().map(|peer| {
+        let shared = shared.clone();
+        async move {
+            wait_inbound(&shared, peer, shared.tuning.inbound_wait).await;
+            for attempt in 1..=3 {
+                match pull(&shared, peer).await {
+                    Ok(stats) => {
+                        tracing::info!(node = %shared.node_id, ?stats, "caught up from peer");
+                        return;
+                    }
+                    Err(CatchUpError::Link(
+                        e @ (LinkError::Refused { .. } | LinkError::Unreachable { .. } | LinkError::NoLink { .. }),
+                    )) => {
+                        tracing::warn!(node = %shared.node_id, %peer, error = %e, "not catching up from this peer");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %shared.node_id, %peer, attempt, error = %e, "catch-up from peer failed")
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(pulls).await;
+    if shared.state() == NodeState::CatchingUp {
+        shared.set_state(NodeState::Ready);
+    }
+}
+
+/// Waits (at most `timeout`) until `peer` has connected to this node.
+async fn wait_inbound(shared: &Shared, peer: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = shared.inbound_notify.notified();
+        if shared.has_inbound(peer) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            tracing::info!(node = %shared.node_id, %peer, "the peer has not connected to this node yet; pulling anyway");
+            return;
+        }
+    }
+}
+
+/// Pulls from `peer` in the background (once at a time per peer; a trigger
+/// while one runs runs it again after).
+pub(super) fn trigger_resync(shared: &Arc<Shared>, peer: String) {
+    {
+        let mut running = shared.resyncs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = running.get_mut(&peer) {
+            *again = true;
+            return;
+        }
+        running.insert(peer.clone(), false);
+    }
+    let s = shared.clone();
+    shared.spawn_background(async move {
+        loop {
+            match pull(&s, &peer).await {
+                Ok(stats) => tracing::debug!(node = %s.node_id, ?stats, "background pull done"),
+                Err(e) => tracing::info!(node = %s.node_id, %peer, error = %e, "background pull failed"),
+            }
+            let mut running = s.resyncs.lock().unwrap_or_else(|p| p.into_inner());
+            match running.get_mut(&peer) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    running.remove(&peer);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// One pull from `peer`, bounded by `catch_up_timeout`.
+pub(super) async fn pull(shared: &Shared, peer: &str) -> Result<SyncStats, CatchUpError> {
+    let limit = shared.tuning.catch_up_timeout;
+    let work = async {
+        let session = shared.links.wait_up(peer, shared.tuning.connect_wait).await?;
+        let mut stats = SyncStats { peer: peer.to_string(), protocol: session.protocol().0, ..SyncStats::default() };
+        if codec::has_digests(session.protocol()) {
+            digest_sync(shared, &session, &mut stats).await?;
+        } else {
+            stats.ranges = 1;
+            range_sync(shared, &session, &KeyRange::default(), &mut stats).await?;
+        }
+        shared.sync_stats.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string(), stats.clone());
+        Ok(stats)
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(r) => r,
+        Err(_) => Err(CatchUpError::Timeout { node: peer.to_string(), after_ms: limit.as_millis() as u64 }),
+    }
+}
+
+/// The digests of `ranges` on the peer.
+async fn peer_digests(
+    shared: &Shared,
+    session: &Session,
+    ranges: Vec<KeyRange>,
+) -> Result<Vec<crate::storage::RangeDigest>, CatchUpError> {
+    let node = session.negotiated().peer_node_id.clone();
+    let n = ranges.len();
+    let ranges = ranges.into_iter().map(codec::range_to_wire).collect();
+    let resp = session
+        .call(|req_id| Request::Digest(digest::DigestRequest { req_id, ranges }), shared.tuning.request_timeout)
+        .await?;
+    let Response::Digest(reply) = resp else {
+        return Err(LinkError::Unexpected { node, expected: "DigestRequest" }.into());
+    };
+    if let Some(reason) = reply.error {
+        return Err(CatchUpError::Peer { node, reason });
+    }
+    if reply.digests.len() != n {
+        return Err(CatchUpError::Peer {
+            node,
+            reason: format!("answered {} digests for {n} ranges", reply.digests.len()),
+        });
+    }
+    Ok(reply.digests.into_iter().map(codec::digest_from_wire).collect())
+}
+
+async fn digest_sync(shared: &Shared, session: &Session, stats: &mut SyncStats) -> Result<(), CatchUpError> {
+    stats.digests = true;
+    let local = shared.storage.local_ranges(shared.tuning.digest_range_keys).await?;
+    stats.ranges = local.len();
+    for group in local.chunks(digest::MAX_RANGES) {
+        let theirs = peer_digests(shared, session, group.iter().map(|(r, _)| r.clone()).collect()).await?;
+        for ((range, mine), theirs) in group.iter().zip(theirs) {
+            if *mine == theirs {
+                stats.ranges_skipped += 1;
+            } else {
+                range_sync(shared, session, range, stats).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the peer's entries of `range` (in key order, chunk by chunk).
+async fn range_sync(
+    shared: &Shared,
+    session: &Session,
+    range: &KeyRange,
+    stats: &mut SyncStats,
+) -> Result<(), CatchUpError> {
+    let node = session.negotiated().peer_node_id.clone();
+    if range.through.is_some() && !replication::carries_sync_end(session.negotiated().transport) {
+        tracing::debug!(peer = %node, "the peer's transport version does not carry the range end: dropping entries past it");
+    }
+    let mut after = range.after.clone();
+    loop {
+        let request = repl1::SyncRequest {
+            req_id: 0,
+            after_key: after.clone(),
+            limit: shared.tuning.sync_chunk_entries,
+            end_key: range.through.clone(),
+            max_bytes: shared.tuning.sync_chunk_bytes,
+        };
+        let resp = session
+            .call(|req_id| Request::Sync(repl1::SyncRequest { req_id, ..request }), shared.tuning.request_timeout)
+            .await?;
+        let Response::SyncChunk(chunk) = resp else {
+            return Err(LinkError::Unexpected { node, expected: "SyncRequest" }.into());
+        };
+        if let Some(reason) = chunk.error {
+            return Err(CatchUpError::Peer { node, reason });
+        }
+        let received = chunk.entries.len();
+        let mut entries = Vec::with_capacity(received);
+        let mut passed_end = false;
+        for e in chunk.entries {
+            // Keys must ascend strictly past `after`, or a broken peer could loop us forever.
+            let prev = entries.last().map(|p: &crate::storage::StoredEntry| p.key.as_str()).or(after.as_deref());
+            if prev.is_some_and(|p| e.key.as_str() <= p) {
+                return Err(CatchUpError::Peer { node, reason: "sync entries are not in ascending key order".into() });
+            }
+            // A peer below `sync_range_end` does not see the end of the range.
+            if !range.contains(&e.key) {
+                passed_end = true;
+                break;
+            }
+            entries.push(codec::entry_from_wire(e));
+        }
+        stats.entries_received += received as u64;
+        let last = entries.last().map(|e| e.key.clone());
+        if !entries.is_empty() {
+            let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
+            let applied = shared.storage.apply(entries).await?;
+            stats.entries_stored += applied.iter().filter(|a| **a == crate::storage::Applied::Stored).count() as u64;
+            for v in &versions {
+                shared.hlc.observe(v);
+            }
+        }
+        if chunk.done || passed_end || received == 0 {
+            return Ok(());
+        }
+        after = last;
+    }
+}
+
+/// Compares this node's ranges with `peer`'s digests (protocol v3).
+pub(super) async fn compare(shared: &Shared, peer: &str) -> Result<Comparison, CatchUpError> {
+    let session = shared.links.wait_up(peer, shared.tuning.connect_wait).await?;
+    if !codec::has_digests(session.protocol()) {
+        return Err(CatchUpError::NoDigests { node: peer.to_string(), protocol: session.protocol().0 });
+    }
+    let local = shared.storage.local_ranges(shared.tuning.digest_range_keys).await?;
+    let mut out = Comparison { ranges: local.len(), differing: Vec::new() };
+    for group in local.chunks(digest::MAX_RANGES) {
+        let theirs = peer_digests(shared, &session, group.iter().map(|(r, _)| r.clone()).collect()).await?;
+        for ((range, mine), theirs) in group.iter().zip(theirs) {
+            if *mine != theirs {
+                out.differing.push((range.after.clone(), range.through.clone()));
+            }
+        }
+    }
+    Ok(out)
+}

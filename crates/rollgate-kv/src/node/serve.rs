@@ -1,0 +1,213 @@
+//! Inbound peer connections: every request a peer sends on its link to us
+//! is handled in its own task (at most `max_inflight_per_connection` per
+//! connection, so a fast peer gets backpressure, not unbounded tasks) and
+//! answered on the same connection in the connection's protocol version.
+
+use std::sync::Arc;
+
+use rollgate::net::{self, Connection, Listener};
+use rollgate::version::ProtocolVersion;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::{NodeState, Shared, catchup};
+use crate::Msg;
+use crate::digest::v1 as digest;
+use crate::peer::codec::{self, Incoming, Request, Response};
+use crate::record::MAX_KEY_BYTES;
+use crate::replication::v1 as repl1;
+use crate::storage::KeyRange;
+
+/// Most entries in one `ReplicateBatch` a node accepts.
+pub const MAX_BATCH_ENTRIES: usize = 4096;
+/// Most entries a node sends in one sync chunk.
+pub const MAX_SYNC_ENTRIES: u32 = 4096;
+/// Most bytes (keys and values) a node puts in one sync chunk, plus at most one entry.
+pub const MAX_SYNC_BYTES: u32 = 8 << 20;
+/// Bytes per sync chunk when the request does not say.
+pub const DEFAULT_SYNC_BYTES: u32 = 4 << 20;
+
+pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: Listener<Msg>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let next = match listener.next().await {
+            Ok(n) => n,
+            Err(_) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        match next {
+            Ok(conn) => {
+                if connections.len() >= shared.tuning.max_peer_connections {
+                    tracing::warn!(
+                        peer = %conn.negotiated().peer_node_id,
+                        limit = shared.tuning.max_peer_connections,
+                        "too many peer connections: closing the new one"
+                    );
+                    let _ = conn.close().await;
+                    continue;
+                }
+                let peer = conn.negotiated().peer_node_id.clone();
+                tracing::debug!(%peer, protocol = %conn.negotiated().protocol, "peer connected");
+                shared.note_inbound(&peer);
+                if shared.state() == NodeState::Ready {
+                    catchup::trigger_resync(&shared, peer);
+                }
+                connections.spawn(serve_connection(shared.clone(), conn));
+            }
+            Err(failure) => {
+                let message = format!("{}: {}", failure.peer, failure.error);
+                tracing::warn!(peer = %failure.peer, error = %failure.error, "inbound handshake failed");
+                shared.note_refusal(message);
+            }
+        }
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, conn: Connection<Msg>) {
+    let (tx, mut rx) = conn.split();
+    let peer = tx.negotiated().peer_node_id.clone();
+    let protocol = tx.negotiated().protocol;
+    let permits = Arc::new(Semaphore::new(shared.tuning.max_inflight_per_connection.max(1)));
+    let mut requests = JoinSet::new();
+    loop {
+        let msg = match rx.recv().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "peer connection ended");
+                break;
+            }
+        };
+        while requests.try_join_next().is_some() {}
+        match codec::from_wire(msg) {
+            Incoming::Request(req) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                requests.spawn(handle(shared.clone(), tx.clone(), peer.clone(), protocol, req, permit));
+            }
+            Incoming::Response(_) => {
+                tracing::warn!(%peer, "peer sent an answer on its own connection: protocol violation, closing");
+                break;
+            }
+        }
+    }
+    // Let answers already computed go out, then close.
+    while requests.join_next().await.is_some() {}
+    let _ = tx.close().await;
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    tx: net::Sender<Msg>,
+    peer: String,
+    protocol: ProtocolVersion,
+    req: Request,
+    _permit: OwnedSemaphorePermit,
+) {
+    let resp = match req {
+        Request::Replicate(m) => {
+            Response::Ack(repl1::Ack { req_id: m.req_id, error: store(&shared, vec![m.entry]).await })
+        }
+        Request::ReplicateBatch(m) => {
+            let error = if m.entries.len() > MAX_BATCH_ENTRIES {
+                Some(format!("a batch of {} writes is over the limit of {MAX_BATCH_ENTRIES}", m.entries.len()))
+            } else {
+                store(&shared, m.entries).await
+            };
+            Response::Ack(repl1::Ack { req_id: m.req_id, error })
+        }
+        Request::Sync(m) => Response::SyncChunk(sync_chunk(&shared, &peer, m).await),
+        Request::Digest(m) => Response::Digest(digests(&shared, &peer, m).await),
+    };
+    match codec::response_to_wire(protocol, resp) {
+        Ok(msg) => {
+            if let Err(e) = tx.send(msg).await {
+                tracing::debug!(%peer, error = %e, "answer not sent");
+            }
+        }
+        Err(e) => tracing::error!(%peer, error = %e, "cannot answer in the connection's protocol"),
+    }
+}
+
+/// Stores replicated writes; `Some(reason)` when they were not stored.
+async fn store(shared: &Shared, entries: Vec<repl1::Entry>) -> Option<String> {
+    let entries: Vec<_> = entries.into_iter().map(codec::entry_from_wire).collect();
+    let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
+    match shared.storage.apply(entries).await {
+        Ok(_) => {
+            for v in &versions {
+                shared.hlc.observe(v);
+            }
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+fn check_bound(what: &str, key: &Option<String>) -> Result<(), String> {
+    match key {
+        Some(k) if k.len() > MAX_KEY_BYTES => {
+            Err(format!("{what} is {} bytes, longer than any key ({MAX_KEY_BYTES})", k.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The start of a pull from `peer`: once our own link to it is up (so our
+/// new writes reach it) and every write queued before now is durable,
+/// whatever it reads from us next includes every write it will not get
+/// from us by replication.
+async fn pull_barrier(shared: &Shared, peer: &str) -> Result<(), String> {
+    if let Err(e) = shared.links.wait_up(peer, shared.tuning.inbound_wait).await {
+        tracing::debug!(%peer, error = %e, "serving a pull before our link to the puller is up");
+    }
+    shared.storage.barrier().await.map_err(|e| e.to_string())
+}
+
+async fn sync_chunk(shared: &Shared, peer: &str, m: repl1::SyncRequest) -> repl1::SyncChunk {
+    let fail =
+        |error: String| repl1::SyncChunk { req_id: m.req_id, entries: Vec::new(), done: true, error: Some(error) };
+    if let Err(e) = check_bound("after_key", &m.after_key).and_then(|_| check_bound("end_key", &m.end_key)) {
+        return fail(e);
+    }
+    if m.after_key.is_none()
+        && let Err(e) = pull_barrier(shared, peer).await
+    {
+        return fail(e);
+    }
+    let limit = m.limit.clamp(1, MAX_SYNC_ENTRIES);
+    let max_bytes = if m.max_bytes == 0 { DEFAULT_SYNC_BYTES } else { m.max_bytes.min(MAX_SYNC_BYTES) };
+    let range = KeyRange { after: m.after_key, through: m.end_key };
+    match shared.storage.scan(range, limit as usize, max_bytes as usize).await {
+        Ok(chunk) => repl1::SyncChunk {
+            req_id: m.req_id,
+            entries: chunk.entries.into_iter().map(codec::entry_to_wire).collect(),
+            done: chunk.done,
+            error: None,
+        },
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+async fn digests(shared: &Shared, peer: &str, m: digest::DigestRequest) -> digest::DigestReply {
+    let fail = |error: String| digest::DigestReply { req_id: m.req_id, digests: Vec::new(), error: Some(error) };
+    if m.ranges.len() > digest::MAX_RANGES {
+        return fail(format!("{} ranges requested, over the limit of {}", m.ranges.len(), digest::MAX_RANGES));
+    }
+    for r in &m.ranges {
+        if let Err(e) = check_bound("after", &r.after).and_then(|_| check_bound("through", &r.through)) {
+            return fail(e);
+        }
+    }
+    if let Err(e) = pull_barrier(shared, peer).await {
+        return fail(e);
+    }
+    let ranges = m.ranges.into_iter().map(codec::range_from_wire).collect();
+    match shared.storage.digests(ranges).await {
+        Ok(d) => digest::DigestReply {
+            req_id: m.req_id,
+            digests: d.into_iter().map(codec::digest_to_wire).collect(),
+            error: None,
+        },
+        Err(e) => fail(e.to_string()),
+    }
+}

@@ -1,0 +1,246 @@
+//! The coordinator's write path and the local read path.
+//!
+//! A write (put or delete) on node N:
+//!
+//! 1. is checked by [`crate::policy::check_write`] (the feature-flag seam),
+//!    the key and value limits, and N's state (503 while catching up);
+//! 2. is refused up front, with nothing stored, when N and its connected
+//!    peers cannot make a majority of the registered members;
+//! 3. gets a version from N's clock and is queued for N's next group commit
+//!    **before** the set of peers to replicate to is taken (so a peer whose
+//!    link comes up later and pulls from N finds it; see `serve`);
+//! 4. is sent to every connected member (batched per peer);
+//! 5. is acknowledged once N stored it durably and enough peers did for a
+//!    majority of the registered members (running or stopped), or fails with
+//!    a 503 naming how many stored it, after `write_timeout` at most.
+//!
+//! A write that fails after step 3 may still be stored on some nodes (as
+//! with any replicated store without transactions); a retry writes it again
+//! with a newer version.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use super::{NodeState, Shared};
+use crate::hlc::Version;
+use crate::peer::codec;
+use crate::policy::{self, PolicyError, WriteRequest};
+use crate::record::{self, MAX_VALUE_BYTES, Record};
+use crate::storage::{StorageError, StoredEntry};
+
+/// An acknowledged write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WriteOutcome {
+    /// The key.
+    pub key: String,
+    /// The write's version.
+    pub version: String,
+    /// Members that stored it durably when it was acknowledged (this node included).
+    pub acks: usize,
+    /// Registered members (running or stopped).
+    pub members: usize,
+    /// The majority needed.
+    pub quorum: usize,
+}
+
+/// Why a read or write failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The node does not serve yet (or any more).
+    #[error("node {node} is {}: {}", state.as_str(), match state {
+        NodeState::CatchingUp => "it is catching up from its peers after a start; retry shortly or use another node",
+        _ => "it is stopping; use another node",
+    })]
+    NotReady {
+        /// The node.
+        node: String,
+        /// Its state.
+        state: NodeState,
+    },
+    /// Refused by the write policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The key is not acceptable.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why.
+        reason: String,
+        /// Whether it is refused for its size (413) rather than its content (400).
+        too_long: bool,
+    },
+    /// The value is too large.
+    #[error("the value is {len} bytes, over the limit of {max}")]
+    ValueTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A majority of the members could not be reached or did not store it in time.
+    #[error(
+        "no majority: {stored} of {members} members stored the write, {quorum} are needed{}{}",
+        if unreachable.is_empty() { String::new() } else { format!("; not connected: {}", unreachable.join(", ")) },
+        if errors.is_empty() { String::new() } else { format!("; failed: {}", errors.join("; ")) }
+    )]
+    NoQuorum {
+        /// Members that stored it (0 when refused up front: nothing was written).
+        stored: usize,
+        /// Registered members.
+        members: usize,
+        /// The majority needed.
+        quorum: usize,
+        /// Members this node has no connection to.
+        unreachable: Vec<String>,
+        /// What went wrong with the connected ones.
+        errors: Vec<String>,
+    },
+    /// The local data file failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn require_ready(shared: &Shared) -> Result<(), WriteError> {
+    match shared.state() {
+        NodeState::Ready => Ok(()),
+        state => Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), WriteError> {
+    record::check_key(key)
+        .map_err(|reason| WriteError::InvalidKey { reason, too_long: key.len() > record::MAX_KEY_BYTES })
+}
+
+/// Reads `key` from the local data: the record when its value is live.
+pub(super) async fn read(shared: &Shared, key: &str) -> Result<Option<Record>, WriteError> {
+    require_ready(shared)?;
+    check_key(key)?;
+    let now = rollgate::cluster::now_ms();
+    Ok(shared.storage.get(key).await?.filter(|r| r.live_value(now).is_some()))
+}
+
+/// Writes `value` (`None`: deletes) under `key`; see the module docs.
+pub(super) async fn write(
+    shared: &Shared,
+    key: String,
+    value: Option<Vec<u8>>,
+    ttl_s: Option<u64>,
+) -> Result<WriteOutcome, WriteError> {
+    require_ready(shared)?;
+    check_key(&key)?;
+    if let Some(v) = &value
+        && v.len() > MAX_VALUE_BYTES
+    {
+        return Err(WriteError::ValueTooLarge { len: v.len(), max: MAX_VALUE_BYTES });
+    }
+    policy::check_write(shared.release, &WriteRequest { key: &key, delete: value.is_none(), ttl_s })?;
+
+    let view = shared.view();
+    let mut members: BTreeSet<String> = view.members.keys().cloned().collect();
+    members.insert(shared.node_id.clone());
+    let quorum = members.len() / 2 + 1;
+    let connected = |sessions: &[std::sync::Arc<crate::peer::link::Session>]| -> BTreeSet<String> {
+        sessions
+            .iter()
+            .map(|s| s.negotiated().peer_node_id.clone())
+            .filter(|n| members.contains(n) && *n != shared.node_id)
+            .collect()
+    };
+    let unreachable = |up: &BTreeSet<String>| -> Vec<String> {
+        members.iter().filter(|m| **m != shared.node_id && !up.contains(*m)).cloned().collect()
+    };
+    let up = connected(&shared.links.up());
+    if 1 + up.len() < quorum {
+        return Err(WriteError::NoQuorum {
+            stored: 0,
+            members: members.len(),
+            quorum,
+            unreachable: unreachable(&up),
+            errors: Vec::new(),
+        });
+    }
+
+    let version: Version = shared.hlc.now();
+    let expires_at_ms = ttl_s.map_or(0, |t| rollgate::cluster::now_ms().saturating_add(t.saturating_mul(1000)));
+    let entry = StoredEntry { key: key.clone(), record: Record { version: version.clone(), value, expires_at_ms } };
+    // Queue locally first, then take the peers to send to (see the module docs).
+    let local = shared.storage.submit(vec![entry.clone()]).await?;
+    let sessions = shared.links.up();
+    let mut errors = Vec::new();
+    let mut remote = FuturesUnordered::new();
+    for s in sessions {
+        let peer = s.negotiated().peer_node_id.clone();
+        if !members.contains(&peer) || peer == shared.node_id {
+            continue;
+        }
+        match s.replicate(codec::entry_to_wire(entry.clone())) {
+            Ok(rx) => remote.push(async move {
+                let r = rx.await.unwrap_or_else(|_| Err(format!("connection to node {peer} closed")));
+                (peer, r)
+            }),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let targets = remote.len();
+    let deadline = tokio::time::Instant::now() + shared.tuning.write_timeout;
+    let mut local = std::pin::pin!(local.wait());
+    let mut local_done = false;
+    let mut acks = 0usize;
+    let mut answered = 0usize;
+    let result = loop {
+        if local_done && acks >= quorum {
+            break Ok(());
+        }
+        let outstanding = targets - answered + usize::from(!local_done);
+        if acks + outstanding < quorum {
+            break Err(());
+        }
+        tokio::select! {
+            r = &mut local, if !local_done => {
+                r?;
+                local_done = true;
+                acks += 1;
+            }
+            Some((peer, r)) = remote.next(), if answered < targets => {
+                answered += 1;
+                match r {
+                    Ok(()) => acks += 1,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "replica did not store a write");
+                        errors.push(e);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                errors.push(format!(
+                    "{} replica(s) did not answer within {} ms",
+                    targets - answered,
+                    duration_ms(shared.tuning.write_timeout)
+                ));
+                break Err(());
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(WriteOutcome { key, version: version.to_string(), acks, members: members.len(), quorum }),
+        Err(()) => {
+            let up = connected(&shared.links.up());
+            Err(WriteError::NoQuorum {
+                stored: acks,
+                members: members.len(),
+                quorum,
+                unreachable: unreachable(&up),
+                errors,
+            })
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u128 {
+    d.as_millis()
+}

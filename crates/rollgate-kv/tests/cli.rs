@@ -1,0 +1,142 @@
+//! The `rollgate-kv` command line: `releases`, bad arguments (exit 2 with
+//! the fix), and one real `serve` process on an embedded redb metadata
+//! store driven by `put`, `get` and `delete`, stopped with SIGTERM.
+
+mod common;
+
+use common::process::{Proc, run};
+
+#[test]
+fn releases_prints_a_table_and_json() {
+    let (code, out, err) = run(&["releases"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("RELEASE") && lines[0].contains("PROTOCOL") && lines[0].contains("MIN COMPATIBLE"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[4].trim_start().starts_with("2.0") && lines[4].contains("v2..=v3"), "{out}");
+    // Aligned: every row starts its protocol column at the same offset.
+    let col = lines[0].find("PROTOCOL").unwrap();
+    assert!(lines[1..].iter().all(|l| l[col..].starts_with('v')), "{out}");
+
+    let (code, out, _) = run(&["releases", "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3]["release"], "2.0");
+    assert_eq!(all[3]["protocol"], serde_json::json!({"min": 2, "max": 3}));
+    assert_eq!(all[3]["minimum_compatible"], all[2]["transport"], "2.0 accepts 1.2 and later");
+    for r in all {
+        for field in ["flags", "cluster_features", "storage_formats"] {
+            assert!(r[field].is_array(), "{r}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_and_say_what_to_fix() {
+    let serve = |release: &str, meta: &str| {
+        run(&[
+            "serve",
+            "--release",
+            release,
+            "--data",
+            "/nonexistent/x",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--meta",
+            meta,
+        ])
+    };
+    let (code, _, err) = serve("9.9", "mem:");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown release `9.9`: known releases are 1.0, 1.1, 1.2, 2.0"), "{err}");
+    let (code, _, err) = serve(&"1".repeat(100_000), "mem:");
+    assert_eq!(code, 2);
+    assert!(err.len() < 2_000, "a huge argument is not echoed in full: {} bytes", err.len());
+    let (code, _, err) = serve("1.2", "bogus:whatever");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid metadata store URL") && err.contains("redb:PATH"), "{err}");
+    let (code, _, err) = run(&["put", "--node", "not an address", "k", "v"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid node address"), "{err}");
+    let (code, _, err) = run(&["put", "k", "v"]);
+    assert_eq!(code, 2, "--node is required: {err}");
+    let (code, _, err) = run(&["frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+    // Port 1 on loopback: nothing listens; not bad input, but a failure.
+    let (code, _, err) = run(&["get", "--node", "127.0.0.1:1", "k"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn serve_put_get_delete_and_a_graceful_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "x".repeat(10_000)).unwrap();
+    let meta = format!("redb:{}", tmp.path().join("meta.redb").display());
+    let data = tmp.path().join("n1").display().to_string();
+    let args = |release: &str, token: &std::path::Path| -> Vec<String> {
+        [
+            "serve",
+            "--release",
+            release,
+            "--data",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--meta",
+            &meta,
+            "--node-id",
+            "cli-node",
+            "--admin-token-file",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([token.display().to_string()])
+        .collect()
+    };
+    // An oversized token file is refused before anything starts.
+    let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("bad.log"));
+    let status = p.wait_exit();
+    assert_eq!(status.code(), Some(2), "{}", p.log());
+    assert!(p.log().contains("over the limit"), "{}", p.log());
+
+    std::fs::write(&token, "secret-token\n").unwrap();
+    let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("n1.log"));
+    p.wait_ready();
+    assert_eq!(p.node, "cli-node");
+    let node = p.admin.clone();
+    let (code, out, err) = run(&["put", "--node", &node, "greeting", "hello world"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acknowledged by 1 of 1 members"), "{out}");
+    let (code, out, _) = run(&["get", "--node", &format!("127.0.0.1:1,{node}"), "greeting"]);
+    assert_eq!((code, out.as_str()), (0, "hello world"), "failover past a dead address");
+    let (code, _, err) = run(&["put", "--node", &node, "--ttl-s", "5", "k", "v"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ttl_not_supported") && err.contains("release 1.0"), "{err}");
+    let (code, out, err) = run(&["delete", "--node", &node, "greeting"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted"), "{out}");
+    let (code, _, err) = run(&["get", "--node", &node, "greeting"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+    let status = p.terminate();
+    assert!(status.success(), "{status:?}\n{}", p.log());
+
+    // Restarted as 1.1 on the same data dir: same node, TTL accepted now.
+    let mut p = Proc::spawn(&args("1.1", &token), &tmp.path().join("n1.log"));
+    p.wait_ready();
+    assert_eq!(p.node, "cli-node");
+    let (code, _, err) = run(&["put", "--node", &p.admin, "--ttl-s", "60", "k", "v"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(p.terminate().success());
+}

@@ -1,0 +1,86 @@
+//! Shared helpers of rollgate-kv's tests: in-process nodes on a real redb
+//! metadata store, real TCP on loopback, real data dirs.
+
+#![allow(dead_code)]
+
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollgate::store::{MetaStore, StoreOptions};
+use rollgate_kv::releases;
+use rollgate_kv::{ClientOptions, KvClient, Node, NodeConfig, NodeHandle, Tuning};
+
+/// How long a node may take to become ready in a test.
+pub const READY: Duration = Duration::from_secs(30);
+
+/// Short timeouts: a crashed node's lease expires after 2 s.
+pub fn tuning() -> Tuning {
+    Tuning {
+        liveness_ttl_s: 2,
+        inbound_wait: Duration::from_secs(2),
+        connect_wait: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(5),
+        backoff_max: Duration::from_millis(200),
+        ..Tuning::default()
+    }
+}
+
+/// A redb metadata store in `dir` (one per process: redb is single-process).
+pub async fn redb_store(dir: &Path) -> Arc<dyn MetaStore> {
+    let url = format!("redb:{}", dir.join("meta.redb").display());
+    rollgate::store::open(&url, StoreOptions::default()).await.expect("open the redb metadata store")
+}
+
+/// The config of a node running `release` on `data` with loopback ports picked by the OS.
+pub fn config(release: &str, data: &Path) -> NodeConfig {
+    let mut c = NodeConfig::new(releases::find(release).unwrap(), data, "127.0.0.1:0", "127.0.0.1:0");
+    c.tuning = tuning();
+    c
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Starts a node and waits until it is ready.
+pub async fn start(store: &Arc<dyn MetaStore>, release: &str, data: &Path) -> NodeHandle {
+    logs();
+    let node = Node::start(config(release, data), store.clone()).await.expect("start a node");
+    assert!(node.wait_ready(READY).await, "node {} did not become ready", node.node_id());
+    node
+}
+
+/// A data dir `name` under `root`.
+pub fn data(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+/// A client of `nodes` (failover in this order).
+pub fn client(nodes: &[&NodeHandle]) -> KvClient {
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addresses().admin.to_string()).collect();
+    KvClient::new(&addrs, quick()).unwrap()
+}
+
+/// A client of one HTTP address that does not retry.
+pub fn single(addr: &str) -> KvClient {
+    KvClient::new(&[addr], ClientOptions { rounds: 1, ..quick() }).unwrap()
+}
+
+/// Short client timeouts.
+pub fn quick() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        rounds: 3,
+        round_backoff: Duration::from_millis(50),
+    }
+}

@@ -1,0 +1,276 @@
+//! Separate `rollgate-kv serve` processes on a real etcd (started by the
+//! test on a free loopback port): a mixed 1.0/1.1/1.2 cluster serving
+//! traffic, and a rolling upgrade 1.0 -> 1.2 under load in which one node is
+//! killed with SIGKILL mid-upgrade (while it catches up) and another while
+//! it serves, and both come back. Readiness comes from the
+//! line each process prints; load is bounded in count and paced with an
+//! interval. Every acknowledged write must be readable from every node at
+//! the end, and no operation may fail (the client fails over).
+
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::process::Proc;
+use common::quick;
+use rollgate_kv::KvClient;
+use rollgate_testkit::EtcdServer;
+
+fn serve_args(release: &str, node: &str, dir: &Path, meta: &str) -> Vec<String> {
+    let data = dir.join(node).display().to_string();
+    [
+        "serve",
+        "--release",
+        release,
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--meta",
+        meta,
+        "--node-id",
+        node,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start(release: &str, node: &str, dir: &Path, meta: &str) -> Proc {
+    let mut p = Proc::spawn(&serve_args(release, node, dir, meta), &dir.join(format!("{node}.log")));
+    p.wait_ready();
+    p
+}
+
+fn admins(procs: &[Proc]) -> Vec<String> {
+    procs.iter().map(|p| p.admin.clone()).collect()
+}
+
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stale_reads: AtomicU64,
+    acked: Mutex<BTreeMap<String, String>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// `workers` tasks, each at most `max_ops` operations (a put of a new key,
+/// then a read of an acknowledged one), one every `every`.
+fn load(
+    client: Arc<KvClient>,
+    state: Arc<Load>,
+    workers: usize,
+    max_ops: usize,
+    every: Duration,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (client, state) = (client.clone(), state.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            for i in 0..max_ops {
+                tick.tick().await;
+                if state.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let (key, value) = (format!("w{w}-{i:05}"), format!("value {w} {i}"));
+                match client.put(&key, value.clone(), None).await {
+                    Ok(_) => {
+                        state.ok.fetch_add(1, Ordering::Relaxed);
+                        state.acked.lock().unwrap().insert(key, value);
+                    }
+                    Err(e) => {
+                        state.failed.fetch_add(1, Ordering::Relaxed);
+                        state.errors.lock().unwrap().push(format!("put {key}: {e}"));
+                    }
+                }
+                if i % 2 == 1 {
+                    let read = format!("w{w}-{:05}", i / 2);
+                    let expected = state.acked.lock().unwrap().get(&read).cloned();
+                    match client.get(&read).await {
+                        Ok(v) => {
+                            state.ok.fetch_add(1, Ordering::Relaxed);
+                            if expected.is_some() && v.as_deref() != expected.as_deref().map(str::as_bytes) {
+                                state.stale_reads.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            state.failed.fetch_add(1, Ordering::Relaxed);
+                            state.errors.lock().unwrap().push(format!("get {read}: {e}"));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tasks
+}
+
+/// Every acknowledged write, read from each node alone. A node may still be
+/// storing the last writes it was sent, so a missing key is read again
+/// (paced, bounded) before it counts as lost.
+async fn verify(procs: &[Proc], acked: &BTreeMap<String, String>) {
+    for p in procs {
+        let client = Arc::new(common::single(&p.admin));
+        let mut missing: Vec<(String, String)> = acked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for _round in 0..50 {
+            tick.tick().await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for chunk in missing.chunks(64) {
+                let (client, chunk) = (client.clone(), chunk.to_vec());
+                tasks.spawn(async move {
+                    let mut still = Vec::new();
+                    for (k, v) in chunk {
+                        if client.get(&k).await.ok().flatten().as_deref() != Some(v.as_bytes()) {
+                            still.push((k, v));
+                        }
+                    }
+                    still
+                });
+            }
+            missing.clear();
+            while let Some(r) = tasks.join_next().await {
+                missing.extend(r.unwrap());
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "node {} lost {} acknowledged writes, e.g. {:?}\n{}",
+            p.node,
+            missing.len(),
+            missing.first(),
+            p.log()
+        );
+    }
+}
+
+async fn health(admin: &str) -> serde_json::Value {
+    let resp = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_one_zero_one_one_one_two_cluster_serves_traffic() {
+    let etcd = EtcdServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = etcd.url();
+    let procs = vec![
+        start("1.0", "a", tmp.path(), &meta),
+        start("1.1", "b", tmp.path(), &meta),
+        start("1.2", "c", tmp.path(), &meta),
+    ];
+    let client = Arc::new(KvClient::new(&admins(&procs), quick()).unwrap());
+    let state = Arc::new(Load::default());
+    let mut tasks = load(client, state.clone(), 3, 60, Duration::from_millis(5));
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let errors = state.errors.lock().unwrap().clone();
+    assert_eq!(state.failed.load(Ordering::Relaxed), 0, "{errors:?}");
+    assert!(state.ok.load(Ordering::Relaxed) >= 240);
+    let acked = state.acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), 180);
+    verify(&procs, &acked).await;
+
+    // What each pair negotiated: the highest protocol both speak, the lower transport.
+    let h = health(&procs[2].admin).await;
+    let by_peer: BTreeMap<String, (u64, String)> = h["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["node_id"].as_str().unwrap().to_string(),
+                (p["protocol"].as_u64().unwrap_or(0), p["release"].to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(by_peer["a"].0, 1, "1.2 with 1.0: {h}");
+    assert_eq!(by_peer["b"].0, 2, "1.2 with 1.1: {h}");
+    let h = health(&procs[1].admin).await;
+    let to_a = h["peers"].as_array().unwrap().iter().find(|p| p["node_id"] == "a").unwrap().clone();
+    assert_eq!(to_a["protocol"], 1, "1.1 with 1.0: {h}");
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
+    let etcd = EtcdServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = etcd.url();
+    let mut procs = vec![
+        start("1.0", "n1", tmp.path(), &meta),
+        start("1.0", "n2", tmp.path(), &meta),
+        start("1.0", "n3", tmp.path(), &meta),
+    ];
+    let client = Arc::new(KvClient::new(&admins(&procs), quick()).unwrap());
+    let state = Arc::new(Load::default());
+    let mut tasks = load(client.clone(), state.clone(), 2, 3000, Duration::from_millis(4));
+
+    let upgraded = |procs: &[Proc]| client.set_nodes(&admins(procs)).unwrap();
+    // The load must run through every step: its count moves between steps.
+    let ops = || state.ok.load(Ordering::Relaxed) + state.failed.load(Ordering::Relaxed);
+    let mut steps = vec![("start", ops())];
+    // n1: a clean upgrade.
+    assert!(procs[0].terminate().success(), "{}", procs[0].log());
+    procs[0] = start("1.2", "n1", tmp.path(), &meta);
+    upgraded(&procs);
+    steps.push(("n1 upgraded", ops()));
+    // n2: upgraded, then killed with SIGKILL while it catches up, then back.
+    assert!(procs[1].terminate().success(), "{}", procs[1].log());
+    let mut half = Proc::spawn(&serve_args("1.2", "n2", tmp.path(), &meta), &tmp.path().join("n2.log"));
+    half.wait_line("rollgate-kv: listening ");
+    half.kill();
+    procs[1] = start("1.2", "n2", tmp.path(), &meta);
+    upgraded(&procs);
+    steps.push(("n2 killed mid-upgrade and back", ops()));
+    // n1, upgraded and serving, crashes under load and comes back.
+    procs[0].kill();
+    procs[0] = start("1.2", "n1", tmp.path(), &meta);
+    upgraded(&procs);
+    steps.push(("n1 killed while serving and back", ops()));
+    // n3: a clean upgrade.
+    assert!(procs[2].terminate().success(), "{}", procs[2].log());
+    procs[2] = start("1.2", "n3", tmp.path(), &meta);
+    upgraded(&procs);
+    steps.push(("n3 upgraded", ops()));
+    println!("ops after each step: {steps:?}");
+    assert!(steps.windows(2).all(|w| w[0].1 < w[1].1), "the load ran during every step: {steps:?}");
+
+    state.stop.store(true, Ordering::Release);
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let errors = state.errors.lock().unwrap().clone();
+    let ok = state.ok.load(Ordering::Relaxed);
+    println!(
+        "ops ok {ok}, failed {}, stale reads {}",
+        state.failed.load(Ordering::Relaxed),
+        state.stale_reads.load(Ordering::Relaxed)
+    );
+    assert_eq!(state.failed.load(Ordering::Relaxed), 0, "{errors:?}");
+    assert!(ok >= 30, "the load ran during the upgrade: {ok} ops");
+    let acked = state.acked.lock().unwrap().clone();
+    verify(&procs, &acked).await;
+    // All at 1.2 now: protocol v3 everywhere.
+    for p in &procs {
+        let h = health(&p.admin).await;
+        let peers = h["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{h}");
+        assert!(peers.iter().all(|x| x["protocol"] == 3), "{h}");
+    }
+}

@@ -1,0 +1,184 @@
+//! Golden wire samples: for every message of rollgate-kv's protocol and
+//! every transport version from the minimum compatible one up to the
+//! current one, the bytes checked in at
+//! `testdata/wire/<message>/<transport_version>.bin` must decode to the
+//! expected value and re-encode byte for byte, and today's encoder must
+//! produce exactly them. Changing the encoding of an existing version fails
+//! here.
+//!
+//! Adding samples (a new message, or a new transport version): run
+//! `ROLLGATE_BLESS=1 cargo test -p rollgate-kv --test wire_golden`. It writes
+//! only missing files and never overwrites one; commit them.
+
+use std::path::PathBuf;
+
+use rollgate::protocol::{Protocol, decode_message, encode_message};
+use rollgate::version::TransportVersion;
+use rollgate::wire::Limits;
+use rollgate_kv::protocol::{v1, v2, v3};
+use rollgate_kv::replication::{self, v1 as repl1, v2 as repl2};
+use rollgate_kv::{Msg, samples, transport_versions};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wire")
+}
+
+fn versions() -> Vec<TransportVersion> {
+    transport_versions::KNOWN.iter().copied().filter(|v| *v >= transport_versions::MINIMUM_COMPATIBLE).collect()
+}
+
+fn bless() -> bool {
+    std::env::var("ROLLGATE_BLESS").as_deref() == Ok("1")
+}
+
+/// What `msg` looks like after a trip through `tv`: fields the version does
+/// not carry take their defaults.
+fn at_version(msg: &Msg, tv: TransportVersion) -> Msg {
+    let entry = |e: &repl1::Entry| repl1::Entry {
+        expires_at_ms: if replication::carries_expiry(tv) { e.expires_at_ms } else { 0 },
+        ..e.clone()
+    };
+    let sync = |s: &repl1::SyncRequest| repl1::SyncRequest {
+        end_key: if replication::carries_sync_end(tv) { s.end_key.clone() } else { None },
+        limit: if replication::carries_sync_max_bytes(tv) { repl1::DEFAULT_SYNC_LIMIT } else { s.limit },
+        max_bytes: if replication::carries_sync_max_bytes(tv) { s.max_bytes } else { 0 },
+        ..s.clone()
+    };
+    let chunk = |c: &repl1::SyncChunk| repl1::SyncChunk { entries: c.entries.iter().map(entry).collect(), ..c.clone() };
+    let r1 = |m: &repl1::Msg| match m {
+        repl1::Msg::Replicate(r) => {
+            repl1::Msg::Replicate(repl1::Replicate { req_id: r.req_id, entry: entry(&r.entry) })
+        }
+        repl1::Msg::SyncRequest(s) => repl1::Msg::SyncRequest(sync(s)),
+        repl1::Msg::SyncChunk(c) => repl1::Msg::SyncChunk(chunk(c)),
+        other => other.clone(),
+    };
+    let r2 = |m: &repl2::Msg| match m {
+        repl2::Msg::Replicate(r) => {
+            repl2::Msg::Replicate(repl1::Replicate { req_id: r.req_id, entry: entry(&r.entry) })
+        }
+        repl2::Msg::SyncRequest(s) => repl2::Msg::SyncRequest(sync(s)),
+        repl2::Msg::SyncChunk(c) => repl2::Msg::SyncChunk(chunk(c)),
+        repl2::Msg::ReplicateBatch(b) => repl2::Msg::ReplicateBatch(repl2::ReplicateBatch {
+            req_id: b.req_id,
+            entries: b.entries.iter().map(entry).collect(),
+        }),
+        other => other.clone(),
+    };
+    match msg {
+        Msg::V1(v1::Msg::Replication(m)) => v1::Msg::Replication(r1(m)).into(),
+        Msg::V2(v2::Msg::Replication(m)) => v2::Msg::Replication(r2(m)).into(),
+        Msg::V3(v3::Msg::Replication(m)) => v3::Msg::Replication(r2(m)).into(),
+        other => other.clone(),
+    }
+}
+
+fn check(name: &str, msg: &Msg, tv: TransportVersion, problems: &mut Vec<String>) {
+    let path = dir().join(name).join(format!("{tv}.bin"));
+    let encoded = encode_message(msg, tv, Limits::DEFAULT).unwrap();
+    let golden = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(_) if bless() => {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &encoded).unwrap();
+            println!("blessed {}", path.display());
+            encoded.clone()
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{}: {e}: run `ROLLGATE_BLESS=1 cargo test -p rollgate-kv --test wire_golden` and commit the new file",
+                path.display()
+            ));
+            return;
+        }
+    };
+    let expected = at_version(msg, tv);
+    match decode_message::<Msg>(&golden, msg.version(), tv, Limits::DEFAULT) {
+        Ok(decoded) => {
+            if decoded != expected {
+                problems.push(format!("{}: decodes to {decoded:?}, expected {expected:?}", path.display()));
+            }
+            let again = encode_message(&decoded, tv, Limits::DEFAULT).unwrap();
+            if again != golden {
+                problems.push(format!("{}: does not re-encode byte for byte", path.display()));
+            }
+        }
+        Err(e) => problems.push(format!("{}: no longer decodes: {e}", path.display())),
+    }
+    if encoded != golden {
+        problems.push(format!(
+            "{}: the encoding of an existing transport version changed ({} bytes now, {} checked in); gate the change behind a new transport version",
+            path.display(),
+            encoded.len(),
+            golden.len()
+        ));
+    }
+}
+
+#[test]
+fn golden_wire_samples() {
+    let mut problems = Vec::new();
+    let msgs = samples::messages();
+    let mut count = 0;
+    for (name, msg) in &msgs {
+        for tv in versions() {
+            check(name, msg, tv, &mut problems);
+            count += 1;
+        }
+    }
+    for entry in std::fs::read_dir(dir()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !msgs.iter().any(|(n, _)| *n == name) {
+            problems
+                .push(format!("{}: no sample message is named `{name}`; delete the folder", entry.path().display()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(count, msgs.len() * 4, "four transport versions: 1.0, 1.1, 1.2, 2.0");
+}
+
+#[test]
+fn gated_fields_follow_the_transport_version() {
+    let [v10, v11, v12, v20] = versions()[..] else { panic!("{:?}", versions()) };
+    let size = |name: &str, tv| {
+        let (_, m) = samples::messages().into_iter().find(|(n, _)| *n == name).unwrap();
+        encode_message(&m, tv, Limits::DEFAULT).unwrap().len()
+    };
+    // expires_at_ms (a 6-byte varint here) from 1.1 on.
+    assert_eq!(size("v1_replication_replicate", v10) + 6, size("v1_replication_replicate", v11));
+    // end_key (Some tag, length, 6 bytes) from 1.2 on.
+    assert_eq!(size("v1_replication_sync_request", v11) + 8, size("v1_replication_sync_request", v12));
+    // 2.0 drops limit (512: 2 bytes) and adds max_bytes (4 MiB: 4 bytes).
+    assert_eq!(size("v3_replication_sync_request", v12) + 2, size("v3_replication_sync_request", v20));
+}
+
+#[test]
+fn unknown_tags_and_versions_are_typed_errors() {
+    let e = decode_message::<Msg>(
+        &[9, 0],
+        rollgate::version::ProtocolVersion(3),
+        transport_versions::CURRENT,
+        Limits::DEFAULT,
+    )
+    .unwrap_err();
+    assert!(matches!(e, rollgate::wire::WireError::UnknownTag { tag: 9, .. }), "{e}");
+    // A ReplicateBatch (tag 5) does not exist in protocol v1's replication engine.
+    let batch = encode_message(&samples::messages()[8].1, transport_versions::CURRENT, Limits::DEFAULT).unwrap();
+    let e = decode_message::<Msg>(
+        &batch,
+        rollgate::version::ProtocolVersion(1),
+        transport_versions::CURRENT,
+        Limits::DEFAULT,
+    )
+    .unwrap_err();
+    assert!(matches!(e, rollgate::wire::WireError::UnknownTag { tag: 5, .. }), "{e}");
+    let e = decode_message::<Msg>(
+        &[1, 2, 0],
+        rollgate::version::ProtocolVersion(4),
+        transport_versions::CURRENT,
+        Limits::DEFAULT,
+    )
+    .unwrap_err();
+    assert!(matches!(e, rollgate::wire::WireError::UnsupportedProtocol { .. }), "{e}");
+}
