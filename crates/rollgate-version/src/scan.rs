@@ -1,5 +1,9 @@
 //! Finds `transport_version!("name")` references in Rust source text.
 //!
+//! The wire codec's derive attributes count too: `#[wire(since = "name")]`
+//! and `#[wire(until = "name")]` expand to `transport_version!("name")`, so a
+//! name used only in a field attribute is a reference like any other.
+//!
 //! Only the literal call counts: `transport_version!("name")` (with `(`,
 //! `[` or `{`, optionally path-qualified such as `crate::transport_version!`).
 //! Anything else as the argument (`transport_version!(NAME)`,
@@ -146,6 +150,7 @@ pub fn scan_source(file: &Path, text: &str, refs: &mut References, errors: &mut 
             b'/' if lx.peek(1) == Some(b'*') => lx.skip_block_comment(),
             b'"' => lx.skip_string(),
             b'\'' => lx.skip_char_or_lifetime(),
+            b'#' => lx.attribute(file, refs, errors),
             c if is_ident_start(c) => {
                 if let Some(raw_hashes) = lx.raw_string_prefix() {
                     lx.skip_raw_string(raw_hashes);
@@ -389,6 +394,93 @@ impl Lexer<'_> {
         }
     }
 
+    /// At `#`: when a `#[wire(...)]` attribute starts here, records the names
+    /// of its `since = "..."` / `until = "..."` entries. Anything else: steps
+    /// over the `#` and lets the main loop lex the rest.
+    fn attribute(&mut self, file: &Path, refs: &mut References, errors: &mut Vec<ScanError>) {
+        self.bump();
+        let save = (self.i, self.line);
+        self.skip_whitespace();
+        if self.peek(0) != Some(b'[') {
+            (self.i, self.line) = save;
+            return;
+        }
+        self.bump();
+        self.skip_whitespace();
+        let start = self.i;
+        while self.peek(0).is_some_and(is_ident_continue) {
+            self.bump();
+        }
+        let is_wire = &self.b[start..self.i] == b"wire";
+        self.skip_whitespace();
+        if !is_wire || self.peek(0) != Some(b'(') {
+            (self.i, self.line) = save;
+            return;
+        }
+        self.bump();
+        // Inside `wire( ... )`: entries separated by commas, up to the closing paren.
+        let mut depth = 0usize;
+        while let Some(c) = self.peek(0) {
+            match c {
+                b')' if depth == 0 => {
+                    self.bump();
+                    return;
+                }
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    self.bump();
+                }
+                b')' | b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    self.bump();
+                }
+                b'"' => self.skip_string(),
+                b'/' if matches!(self.peek(1), Some(b'/') | Some(b'*')) => self.skip_whitespace(),
+                c if is_ident_start(c) => {
+                    let key_start = self.i;
+                    let line = self.line;
+                    while self.peek(0).is_some_and(is_ident_continue) {
+                        self.bump();
+                    }
+                    let key = &self.b[key_start..self.i];
+                    if depth != 0 || (key != b"since" && key != b"until") {
+                        continue;
+                    }
+                    self.skip_whitespace();
+                    if self.peek(0) != Some(b'=') {
+                        continue;
+                    }
+                    self.bump();
+                    self.skip_whitespace();
+                    let value_start = self.i;
+                    if self.peek(0) == Some(b'"') {
+                        let content_start = self.i + 1;
+                        self.skip_string();
+                        let content_end = self.i.saturating_sub(1).max(content_start);
+                        let name = String::from_utf8_lossy(&self.b[content_start..content_end]).into_owned();
+                        if is_valid_name(&name) {
+                            refs.add(&name, Location { file: file.to_path_buf(), line });
+                        } else {
+                            errors.push(ScanError {
+                                file: file.to_path_buf(),
+                                line: Some(line),
+                                kind: ScanErrorKind::BadName(quote(&name)),
+                            });
+                        }
+                    } else {
+                        let found = self.argument_text(value_start, b')');
+                        errors.push(ScanError {
+                            file: file.to_path_buf(),
+                            line: Some(line),
+                            kind: ScanErrorKind::NotALiteral(found),
+                        });
+                    }
+                }
+                _ => self.bump(),
+            }
+        }
+    }
+
     /// The argument text from `start` up to the matching `close` on the same
     /// line (bounded), for the error message. Leaves the position where the
     /// lexer was, so the argument's own tokens are still lexed.
@@ -483,6 +575,20 @@ transport_version!("real")
         let (found, errors) = scan(src);
         assert_eq!(found, vec![("real".into(), 14)]);
         assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn wire_attributes_are_references() {
+        let src = "#[derive(Encode, Decode)]\npub struct Ping {\n    pub seq: u64,\n    #[wire(since = \"ping_payload\")]\n    pub payload: Vec<u8>,\n    #[wire( default = \"7\", until = \"drop_addr\" )]\n    pub addr: u32,\n    #[serde(since = \"not_ours\")]\n    #[wire(tag = 3)] #[doc = \"x\"]\n    pub z: u8,\n}\n";
+        let (found, problems) = scan(src);
+        assert_eq!(found, vec![("ping_payload".into(), 4), ("drop_addr".into(), 6)]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (found, problems) = scan("#[wire(since = NAME)]\n#[wire(until = \"Bad\")]\n");
+        assert!(found.is_empty());
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].0, 1);
+        assert!(problems[0].1.to_string().contains("NAME"), "{problems:?}");
+        assert_eq!(problems[1].0, 2);
     }
 
     #[test]
