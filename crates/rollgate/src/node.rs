@@ -154,7 +154,7 @@ pub enum NodeError {
     },
     /// The store is unreachable and the local copy does not refuse the boot.
     #[error(
-        "node {node} cannot start: {source}; its local copy ({local_copy}) lists no flag that release {release} lacks, so start it again once the metadata store is reachable"
+        "node {node} cannot start: {store_error}; its local copy ({local_copy}) lists no flag that release {release} lacks, so start it again once the metadata store is reachable"
     )]
     StoreUnreachable {
         /// The node.
@@ -163,8 +163,8 @@ pub enum NodeError {
         release: String,
         /// The local copy consulted.
         local_copy: String,
-        /// The store error.
-        source: ClusterError,
+        /// What the store said.
+        store_error: String,
     },
     /// A per-node enable step of an enabled flag failed at boot.
     #[error("node {node} cannot start: the per-node step of enabled flag `{flag}` failed: {reason}")]
@@ -351,6 +351,7 @@ fn is_unavailable(e: &ClusterError) -> bool {
 enum JoinStop {
     Refused(plan::JoinRefusal),
     Required(Vec<RequiredBlock>),
+    Store(String),
 }
 
 /// Why an update closure stopped without committing.
@@ -415,9 +416,15 @@ impl Node {
             started_ms: now_ms(),
         };
 
-        // The epoch-fenced join (I5).
-        let joined = join(&handle, &config, &record).await?;
+        // The epoch-fenced join (I5). It writes the live key too (on a lease
+        // of its own), so that the node is running from the moment it is a
+        // member: nobody takes its first enablings for orphans.
+        let (join_lease, _) = cluster.store().lease_grant(config.liveness_ttl_s).await?;
+        let (joined, written) = join(&handle, &config, &record, join_lease).await?;
         let liveness = cluster.start_liveness(&config.node_id, config.liveness_ttl_s).await?;
+        if let Err(e) = cluster.store().lease_revoke(join_lease).await {
+            tracing::debug!(error = %e, "revoking the join lease");
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeouts.capabilities_ms.max(1)))
             .build()
@@ -440,7 +447,7 @@ impl Node {
             stopped: AtomicBool::new(false),
         });
         let node = Node { core: Arc::new(Core { shared: shared.clone(), tasks: Mutex::new(Vec::new()) }) };
-        match node.boot(joined, &initial).await {
+        match node.boot(joined, written, &initial).await {
             Ok(()) => Ok(node),
             Err(e) => {
                 tracing::error!(node = %shared.config.node_id, error = %e, "boot failed; leaving the cluster");
@@ -450,7 +457,12 @@ impl Node {
         }
     }
 
-    async fn boot(&self, joined: Committed, initial: &ClusterView) -> Result<(), NodeError> {
+    async fn boot(
+        &self,
+        joined: Committed,
+        written: Vec<(String, String)>,
+        initial: &ClusterView,
+    ) -> Result<(), NodeError> {
         let shared = &self.core.shared;
         let me = shared.config.node_id.clone();
         let wait = Duration::from_millis(shared.config.timeouts.boot_wait_ms.max(1));
@@ -466,10 +478,19 @@ impl Node {
             }
             .into());
         }
+        // The flags the join wrote as enabling (fresh cluster, required
+        // flags): driven here, dependencies first, with their attempts.
+        let guards: Vec<Driving<'_>> = written.iter().map(|(flag, _)| shared.drive(flag)).collect();
         self.spawn_task(agent(shared.clone()));
+        for (flag, attempt) in &written {
+            if let Err(e) = shared.drive_enable(flag, attempt).await {
+                tracing::warn!(node = %me, flag = %flag, error = %e, "enabling at boot failed");
+            }
+        }
+        drop(guards);
 
-        // Recovery (I4): enablings this node owned before a crash, fresh or
-        // required flags it just wrote, and any whose driver is gone.
+        // Recovery (I4): enablings this node owned before a crash, and any
+        // whose driver is gone.
         let order: Vec<String> = shared.config.flags.topological().map(|d| d.name().to_string()).collect();
         for flag in &order {
             if let Err(e) = shared.clone().recover(flag).await {
@@ -912,11 +933,17 @@ fn offline_refusal(config: &NodeConfig, e: ClusterError) -> NodeError {
             let unknown =
                 copy.as_ref().map(|c| plan::unknown_present(&c.flags, &config.flags.names())).unwrap_or_default();
             if unknown.is_empty() {
+                let store_error = match e {
+                    ClusterError::StoreUnavailable { endpoint, reason } => {
+                        format!("metadata store {endpoint} is unreachable ({reason})")
+                    }
+                    other => other.to_string(),
+                };
                 NodeError::StoreUnreachable {
                     node: config.node_id.clone(),
                     release: config.release.clone(),
                     local_copy: if copy.is_some() { path } else { format!("{path}, absent") },
-                    source: e,
+                    store_error,
                 }
             } else {
                 NodeError::Flag(FlagError::UnknownFlagsAtBoot {
@@ -933,12 +960,20 @@ fn offline_refusal(config: &NodeConfig, e: ClusterError) -> NodeError {
 /// The join: checks flags and features on the view it commits against;
 /// on a fresh cluster writes every stable and required flag as enabling,
 /// else the disabled required flags every member supports.
-async fn join(handle: &ClusterHandle, config: &NodeConfig, record: &NodeRecord) -> Result<Committed, NodeError> {
+async fn join(
+    handle: &ClusterHandle,
+    config: &NodeConfig,
+    record: &NodeRecord,
+    lease: crate::store::LeaseId,
+) -> Result<(Committed, Vec<(String, String)>), NodeError> {
     let registry = &config.flags;
     let me = config.node_id.as_str();
     let driving = BTreeSet::new();
+    let keys = handle.cluster().keys().clone();
+    let mut written = Vec::new();
     let result = handle
         .update(|view| {
+            written.clear();
             plan::join_check(view, record).map_err(JoinStop::Refused)?;
             let mut with_me = view.clone();
             with_me.members.insert(
@@ -960,12 +995,20 @@ async fn join(handle: &ClusterHandle, config: &NodeConfig, record: &NodeRecord) 
                 plan::required_to_enable(&with_me, registry).map_err(JoinStop::Required)?
             };
             let ctx = PlanContext { me, now_ms: now_ms(), stale_ms: config.timeouts.stale_ms, driving: &driving };
-            let mut ops = vec![ViewOp::PutMember(record.clone())];
+            let live = crate::cluster::LiveRecord { lease, heartbeat_ms: now_ms() };
+            let live_value =
+                crate::store::encode_json(&keys.live(me), &live).map_err(|e| JoinStop::Store(e.to_string()))?;
+            let mut ops = vec![
+                ViewOp::PutMember(record.clone()),
+                ViewOp::Raw(TxnOp::put_with_lease(keys.live(me), live_value, lease)),
+            ];
             for flag in to_enable {
                 // Dependencies are in the same batch (dependency order): count them enabled for the check.
-                match plan::begin_enable(&with_me, registry, &flag, &attempt_id(), &ctx) {
+                let attempt = attempt_id();
+                match plan::begin_enable(&with_me, registry, &flag, &attempt, &ctx) {
                     Ok(Begin::Write(rec)) => {
                         with_me.flags.insert(flag.clone(), FlagRecord::enabled());
+                        written.push((flag.clone(), attempt));
                         ops.push(ViewOp::PutFlag(flag, rec));
                     }
                     Ok(Begin::AlreadyEnabled) => {}
@@ -978,7 +1021,10 @@ async fn join(handle: &ClusterHandle, config: &NodeConfig, record: &NodeRecord) 
         })
         .await;
     match result {
-        Ok(c) => Ok(c),
+        Ok(c) => Ok((c, written)),
+        Err(UpdateError::Rejected(JoinStop::Store(reason))) => {
+            Err(ClusterError::Metadata { root: keys.root().to_string(), reason }.into())
+        }
         Err(UpdateError::Rejected(JoinStop::Refused(r))) => Err(FlagError::JoinRefused(r).into()),
         Err(UpdateError::Rejected(JoinStop::Required(blocks))) => {
             let bridge = config.releases.as_ref().and_then(|t| bridge_release(t, &config.release, &blocks));

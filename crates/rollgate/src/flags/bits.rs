@@ -41,9 +41,19 @@ impl Flags {
 
     /// Waits until the flag is enabled.
     pub async fn wait_enabled(&self, id: FlagId) {
+        self.wait_for(id, true).await
+    }
+
+    /// Waits until the flag is disabled (e.g. a reversible flag being
+    /// disabled: stop producing data that needs it).
+    pub async fn wait_disabled(&self, id: FlagId) {
+        self.wait_for(id, false).await
+    }
+
+    async fn wait_for(&self, id: FlagId, enabled: bool) {
         let mut rx = self.changes.subscribe();
         loop {
-            if self.is_enabled(id) {
+            if self.is_enabled(id) == enabled {
                 return;
             }
             if rx.changed().await.is_err() {
