@@ -416,7 +416,8 @@ async fn ask(client: &reqwest::Client, admin_addr: &str, query: &CapabilityQuery
 /// Answers `query` for every member of `view`: `me` from `local`, the other
 /// running members over HTTP in parallel (each within `timeout`), stopped
 /// members from their published tables. Returns the combined answer and
-/// each member's.
+/// each member's (only those collected before a definite "no", which ends
+/// the wait).
 pub async fn fan_out(
     client: &reqwest::Client,
     view: &ClusterView,
@@ -437,7 +438,18 @@ pub async fn fan_out(
         let supported = m.record.routes.as_ref().filter(|t| t.check().is_ok()).map(|t| t.supports_in(query, view));
         MemberAnswer { node_id: id, supported, source: "published table" }
     });
-    let mut answers = futures::future::join_all(asks).await;
+    // A definite "no" decides: the answer is returned without waiting for
+    // slower members (their entries are then missing from the list).
+    let mut pending: futures::stream::FuturesUnordered<_> = asks.collect();
+    let mut answers = Vec::with_capacity(view.members.len() + 1);
+    while let Some(answer) = futures::StreamExt::next(&mut pending).await {
+        let no = answer.supported == Some(false);
+        answers.push(answer);
+        if no {
+            return (Some(false), answers);
+        }
+    }
+    answers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     if !view.members.contains_key(me) {
         answers.push(MemberAnswer {
             node_id: me.to_string(),

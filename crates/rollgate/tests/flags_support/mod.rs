@@ -243,3 +243,26 @@ pub async fn serve_admin(
     });
     (addr, task)
 }
+
+/// Starts a node whose admin API is served on a free loopback port (the
+/// address is in its node record, so other members can ask it).
+pub async fn start_with_admin(
+    store: &Arc<dyn MetaStore>,
+    mut config: NodeConfig,
+    admin: rollgate::admin::AdminConfig,
+) -> (Node, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    config.admin_addr = addr.to_string();
+    let node = start(store, config).await;
+    let router = rollgate::admin::router(node.clone(), admin);
+    let task = tokio::spawn(async move {
+        let _ = rollgate::admin::serve(listener, router).await;
+    });
+    (node, addr, task)
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
