@@ -216,14 +216,33 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// An API error response.
-fn error(status: StatusCode, code: &str, message: impl Display) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message.to_string()}}))).into_response()
+/// An API error: `{"error": {"code", "message"}}` with a status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    bearer: bool,
 }
 
-type Reply = Result<Response, Response>;
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r =
+            (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if self.bearer {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn error(status: StatusCode, code: &'static str, message: impl Display) -> ApiError {
+    ApiError { status, code, message: message.to_string(), bearer: false }
+}
+
+type Reply = Result<Response, ApiError>;
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token_digest else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -234,11 +253,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
             ),
         ));
     };
-    let unauthorized = |msg: &str| {
-        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", msg);
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
-    };
+    let unauthorized = |msg: &str| ApiError { bearer: true, ..error(StatusCode::UNAUTHORIZED, "unauthorized", msg) };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized(
             "this request changes the cluster and needs `Authorization: Bearer <token>` (rollgate: --token-file FILE or ROLLGATE_TOKEN_FILE)",
@@ -255,7 +270,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-fn check_query(uri: &Uri) -> Result<(), Response> {
+fn check_query(uri: &Uri) -> Result<(), ApiError> {
     match uri.query() {
         Some(q) if q.len() > MAX_QUERY_BYTES => Err(error(
             StatusCode::URI_TOO_LONG,
@@ -266,11 +281,11 @@ fn check_query(uri: &Uri) -> Result<(), Response> {
     }
 }
 
-fn query_error(r: QueryRejection) -> Response {
+fn query_error(r: QueryRejection) -> ApiError {
     error(StatusCode::BAD_REQUEST, "bad_query", format!("bad query string: {}", r.body_text()))
 }
 
-fn body_error(r: BytesRejection) -> Response {
+fn body_error(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
         error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than the admin API accepts")
     } else {
@@ -278,11 +293,11 @@ fn body_error(r: BytesRejection) -> Response {
     }
 }
 
-fn path_error(r: PathRejection) -> Response {
+fn path_error(r: PathRejection) -> ApiError {
     error(StatusCode::BAD_REQUEST, "bad_path", format!("bad path: {}", r.body_text()))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+fn parse_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE)
         && !ct.to_str().unwrap_or("").starts_with("application/json")
     {
@@ -295,7 +310,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) 
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_json", format!("bad JSON body: {e}")))
 }
 
-fn cluster_error(e: &ClusterError) -> Response {
+fn cluster_error(e: &ClusterError) -> ApiError {
     match e {
         ClusterError::StoreUnavailable { .. } => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e),
         ClusterError::EpochContention { .. } => error(StatusCode::SERVICE_UNAVAILABLE, "contention", e),
@@ -308,7 +323,7 @@ fn cluster_error(e: &ClusterError) -> Response {
     }
 }
 
-fn flag_error(e: FlagError) -> Response {
+fn flag_error(e: FlagError) -> ApiError {
     match &e {
         FlagError::EnableRefused { blockers, .. }
             if blockers.iter().all(|b| matches!(b, Blocker::UnknownFlag { .. })) =>
@@ -473,7 +488,7 @@ async fn upgrade_plan(
     }
 }
 
-async fn not_found(uri: Uri) -> Response {
+async fn not_found(uri: Uri) -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -484,7 +499,7 @@ async fn not_found(uri: Uri) -> Response {
     )
 }
 
-async fn method_not_allowed(uri: Uri) -> Response {
+async fn method_not_allowed(uri: Uri) -> ApiError {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

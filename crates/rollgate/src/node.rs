@@ -1009,7 +1009,7 @@ async fn join(
                     Ok(Begin::Write(rec)) => {
                         with_me.flags.insert(flag.clone(), FlagRecord::enabled());
                         written.push((flag.clone(), attempt));
-                        ops.push(ViewOp::PutFlag(flag, rec));
+                        ops.push(ViewOp::PutFlag(flag, *rec));
                     }
                     Ok(Begin::AlreadyEnabled) => {}
                     Err(blockers) => {
@@ -1129,7 +1129,7 @@ impl Shared {
                 let ctx = PlanContext { driving: &none, ..self.ctx(&driving) };
                 match plan::begin_enable(view, &self.config.flags, flag, &attempt, &ctx) {
                     Ok(Begin::AlreadyEnabled) => Err(Stop::Done),
-                    Ok(Begin::Write(rec)) => Ok(vec![ViewOp::PutFlag(flag.to_string(), rec)]),
+                    Ok(Begin::Write(rec)) => Ok(vec![ViewOp::PutFlag(flag.to_string(), *rec)]),
                     Err(blockers) => Err(Stop::Blocked(blockers)),
                 }
             })
@@ -1433,7 +1433,7 @@ impl Shared {
                 let none = BTreeSet::new();
                 match plan::begin_disable(view, &self.config.flags, flag, &self.ctx(&none)) {
                     Ok(BeginDisable::AlreadyDisabled) => Err(Stop::Done),
-                    Ok(BeginDisable::Write(rec)) => Ok(vec![ViewOp::PutFlag(flag.to_string(), rec)]),
+                    Ok(BeginDisable::Write(rec)) => Ok(vec![ViewOp::PutFlag(flag.to_string(), *rec)]),
                     Err(r) => Err(Stop::Disable(r)),
                 }
             })

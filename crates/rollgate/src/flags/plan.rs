@@ -379,7 +379,7 @@ pub enum Begin {
     /// Already enabled: nothing to do.
     AlreadyEnabled,
     /// Write this record (enabling, owned by the asking node).
-    Write(FlagRecord),
+    Write(Box<FlagRecord>),
 }
 
 /// Under the epoch fence, the record that starts (or takes over) enabling
@@ -395,14 +395,14 @@ pub fn begin_enable(
     if record.is_some_and(FlagRecord::is_enabled) {
         return Ok(Begin::AlreadyEnabled);
     }
-    if let Some((owner, state, at)) = in_progress(record) {
-        if state == "disabling" || !needs_recovery(view, flag, owner, at, ctx) {
-            return Err(vec![Blocker::InProgress {
-                flag: flag.to_string(),
-                owner: owner.to_string(),
-                state: state.into(),
-            }]);
-        }
+    if let Some((owner, state, at)) = in_progress(record)
+        && (state == "disabling" || !needs_recovery(view, flag, owner, at, ctx))
+    {
+        return Err(vec![Blocker::InProgress {
+            flag: flag.to_string(),
+            owner: owner.to_string(),
+            state: state.into(),
+        }]);
     }
     let blockers = support_blockers(view, registry, flag, &BTreeSet::new());
     if !blockers.is_empty() {
@@ -410,7 +410,7 @@ pub fn begin_enable(
     }
     let decl = registry.get(flag).expect("support_blockers checked the flag is known");
     let (node_steps, _) = step_nodes(view, flag);
-    Ok(Begin::Write(FlagRecord {
+    Ok(Begin::Write(Box::new(FlagRecord {
         state: FlagState::Enabling {
             owner: ctx.me.to_string(),
             started_ms: ctx.now_ms,
@@ -420,7 +420,7 @@ pub fn begin_enable(
         info: Some(decl.info()),
         attempt: Some(EnableAttempt { id: attempt_id.to_string(), node_steps }),
         note: None,
-    }))
+    })))
 }
 
 /// What to do about an in-progress flag record.
@@ -752,7 +752,7 @@ pub enum BeginDisable {
     /// Not enabled: nothing to do.
     AlreadyDisabled,
     /// Write this record (disabling, owned by the asking node).
-    Write(FlagRecord),
+    Write(Box<FlagRecord>),
 }
 
 /// Under the epoch fence, the record that starts disabling `flag` (only a
@@ -797,13 +797,13 @@ pub fn begin_disable(
     if !dependents.is_empty() {
         return Err(DisableRefusal::Dependents { flag: flag.to_string(), dependents });
     }
-    Ok(BeginDisable::Write(FlagRecord {
+    Ok(BeginDisable::Write(Box::new(FlagRecord {
         state: FlagState::Disabling { owner: ctx.me.to_string(), started_ms: ctx.now_ms },
         updated_ms: ctx.now_ms,
         info: Some(decl.info()),
         attempt: None,
         note: None,
-    }))
+    })))
 }
 
 /// Why a plugin may not start.
