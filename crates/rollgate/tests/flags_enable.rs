@@ -375,3 +375,36 @@ async fn a_plugin_starts_only_when_its_flags_are_supported_and_enabled() {
     n1.enable(EnableRequest::flags(["ttl"])).await.unwrap();
     n1.check_plugin(&PluginSpec::new("shovel", ["ttl"])).unwrap();
 }
+
+/// A member that must run the per-node step looks alive (its lease is kept)
+/// but never runs it: the enabling waits a bounded time, then rolls back
+/// naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_member_with_a_per_node_step_rolls_the_enabling_back() {
+    let dir = tmp();
+    let store = redb(dir.path()).await;
+    let counters = Counters::default();
+    let nodes = rolled_cluster(&store, dir.path(), &["n1"], "1.1", &counters).await;
+    let n1 = nodes[0].clone();
+    // "hung": a member record of release 1.1 (it has ttl's per-node step),
+    // kept alive by a lease, but no node runtime behind it.
+    let cluster = rollgate::cluster::Cluster::open(store.clone(), Default::default()).await.unwrap();
+    let mut hung = n1.record().clone();
+    hung.node_id = "hung".into();
+    cluster.join(hung, |_| Ok::<(), String>(())).await.unwrap();
+    let _live = cluster.start_liveness("hung", 30).await.unwrap();
+    until(&n1, "hung running", |v| v.member("hung").is_some_and(|m| m.is_running())).await;
+    drop(nodes);
+    n1.stop().await.unwrap();
+    let mut cfg = config("n1", "1.1", dir.path(), &counters);
+    cfg.timeouts.node_steps_ms = 300;
+    let n1 = start(&store, cfg).await;
+    let err = n1.enable(EnableRequest::flags(["ttl"])).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "enabling of flag `ttl` failed and was rolled back: node hung did not run its per-node enable step within 300 ms: check that it is healthy and enable again"
+    );
+    let view = n1.cluster().view().await.unwrap();
+    assert_eq!(view.flags["ttl"].state, FlagState::Disabled);
+    assert_eq!(counters.node_runs("n1"), 1, "the healthy member ran its step");
+}
