@@ -16,6 +16,36 @@
 //! enabling whose driver is gone (I4). [`Node::enable`] and
 //! [`Node::disable`] run the protocols on this node (in a task of their own:
 //! a caller that goes away does not cut a protocol in the middle).
+//!
+//! ```no_run
+//! use rollgate::admin::{self, AdminConfig};
+//! use rollgate::capabilities::{Route, RouteTable};
+//! use rollgate::features::FeatureSet;
+//! use rollgate::flags::{FlagDecl, FlagRegistry};
+//! use rollgate::node::{Node, NodeConfig};
+//! use rollgate::store::StoreOptions;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // What release 1.1 supports.
+//! let mut flags = FlagRegistry::builder("1.1");
+//! let ttl = flags.declare(FlagDecl::new("ttl", "values may expire").introduced_in("1.1"));
+//! let mut config = NodeConfig::new("n1", "1.1", "/var/lib/kv/n1", flags.build()?);
+//! config.features = FeatureSet::new().feature("kv_ttl")?;
+//! config.routes = RouteTable::new().with(Route::new("PUT", "/kv/{key}").parameters(["ttl_s"]))?;
+//! let listener = admin::bind(None).await?; // 127.0.0.1:9650
+//! config.admin_addr = listener.local_addr()?.to_string();
+//!
+//! // Boot: checks, join, recovery, steps; refuses with the operator's fix.
+//! let node = Node::open(config, "redb:/var/lib/kv/meta.redb", StoreOptions::default()).await?;
+//! let token = admin::read_token_file("/etc/kv/admin.token".as_ref())?;
+//! tokio::spawn(admin::serve(listener, node.admin_router(AdminConfig::with_token(&token))));
+//!
+//! // The hot path: one atomic load.
+//! if node.is_enabled(ttl) { /* write the new format */ }
+//! node.wait_enabled(ttl).await;
+//! node.stop().await?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -656,6 +686,11 @@ impl Node {
                 reason: format!("the flag protocol task ended abnormally: {e}"),
             })
         })?
+    }
+
+    /// The admin HTTP API of this node ([`crate::admin::router`]).
+    pub fn admin_router(&self, config: crate::admin::AdminConfig) -> axum::Router {
+        crate::admin::router(self.clone(), config)
     }
 
     /// Forgets a stopped member for good.
