@@ -411,7 +411,27 @@ impl Node {
             reason: format!("cannot create the data dir {}: {e}", config.data_dir.display()),
         })?;
         let store_desc = store.describe();
+        // The data dir's own record, read before the handle rewrites it.
+        let copy = LocalCopy::load(&config.data_dir).map_err(|e| NodeError::Cluster(e.into()))?;
         let cluster = Cluster::open(store, config.cluster.clone()).await.map_err(|e| offline(&config, e))?;
+        // The same cluster: the store is newer and decides. Another cluster:
+        // the data dir was written under its flags, which this release must know (I2).
+        if let Some(copy) = copy.filter(|c| c.cluster_id != cluster.cluster_id()) {
+            let unknown = plan::unknown_present(&copy.flags, &config.flags.names());
+            if !unknown.is_empty() {
+                return Err(FlagError::UnknownFlagsAtBoot {
+                    node: config.node_id.clone(),
+                    release: config.release.clone(),
+                    origin: FlagSource::OtherCluster {
+                        path: LocalCopy::path(&config.data_dir).display().to_string(),
+                        copy_cluster: copy.cluster_id.clone(),
+                        store_cluster: cluster.cluster_id().to_string(),
+                    },
+                    flags: unknown,
+                }
+                .into());
+            }
+        }
         let handle_options = HandleOptions { local_copy_dir: Some(config.data_dir.clone()), ..config.handle.clone() };
         let handle = ClusterHandle::start(cluster.clone(), handle_options).await.map_err(|e| offline(&config, e))?;
 

@@ -164,3 +164,27 @@ async fn a_required_flag_that_cannot_be_enabled_blocks_with_a_way_forward() {
     let view = until(&n2, "ttl enabled", |v| v.is_enabled("ttl")).await;
     assert!(matches!(view.flags["ttl"].state, FlagState::Enabled { .. }));
 }
+
+/// The data dir itself says which flags its data was written under: a
+/// release that lacks one refuses it even against another cluster's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_a_cluster_with_an_unknown_enabled_flag_is_refused() {
+    let dir = tmp();
+    let store = redb(dir.path()).await;
+    let counters = Counters::default();
+    let n1 = start(&store, config("n1", "1.1", dir.path(), &counters)).await;
+    assert!(n1.view().is_enabled("ttl"));
+    n1.stop().await.unwrap();
+    drop(n1);
+    let mut other = config("n1", "1.0", dir.path(), &counters);
+    other.cluster.root = "other/".into();
+    let err = Node::start(other, store.clone()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("node n1 (release 1.0) cannot start"), "{msg}");
+    assert!(msg.contains("the data dir comes from another cluster than the store's"), "{msg}");
+    assert!(msg.contains("`ttl` (\"values may expire (PUT ?ttl_s=N)\", enabled, introduced in release 1.1)"), "{msg}");
+    // A release that knows every flag may use it.
+    let mut other = config("n1", "1.1", dir.path(), &counters);
+    other.cluster.root = "other/".into();
+    start(&store, other).await;
+}

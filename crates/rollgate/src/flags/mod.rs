@@ -71,6 +71,16 @@ pub enum FlagSource {
     Store(String),
     /// The local copy (its path), because the store is unreachable.
     LocalCopy(String),
+    /// The local copy (its path) of another cluster than the store's: the
+    /// data dir was written under flags this release may not read.
+    OtherCluster {
+        /// The local copy.
+        path: String,
+        /// The cluster the copy belongs to.
+        copy_cluster: String,
+        /// The cluster of the store.
+        store_cluster: String,
+    },
 }
 
 impl std::fmt::Display for FlagSource {
@@ -78,6 +88,10 @@ impl std::fmt::Display for FlagSource {
         match self {
             FlagSource::Store(s) => write!(f, "the metadata store {s}"),
             FlagSource::LocalCopy(p) => write!(f, "the local copy {p}; the metadata store is unreachable"),
+            FlagSource::OtherCluster { path, copy_cluster, store_cluster } => write!(
+                f,
+                "the local copy {path} of cluster {copy_cluster}; the data dir comes from another cluster than the store's ({store_cluster})"
+            ),
         }
     }
 }
