@@ -422,11 +422,11 @@ impl Node {
                 return Err(FlagError::UnknownFlagsAtBoot {
                     node: config.node_id.clone(),
                     release: config.release.clone(),
-                    origin: FlagSource::OtherCluster {
+                    origin: Box::new(FlagSource::OtherCluster {
                         path: LocalCopy::path(&config.data_dir).display().to_string(),
                         copy_cluster: copy.cluster_id.clone(),
                         store_cluster: cluster.cluster_id().to_string(),
-                    },
+                    }),
                     flags: unknown,
                 }
                 .into());
@@ -443,7 +443,7 @@ impl Node {
             return Err(FlagError::UnknownFlagsAtBoot {
                 node: config.node_id.clone(),
                 release: config.release.clone(),
-                origin: FlagSource::Store(store_desc),
+                origin: Box::new(FlagSource::Store(store_desc)),
                 flags: unknown,
             }
             .into());
@@ -713,9 +713,12 @@ impl Node {
         crate::admin::router(self.clone(), config)
     }
 
-    /// Forgets a stopped member for good.
+    /// Forgets a stopped member for good; returns once this node's view
+    /// shows it (bounded by `boot_wait_ms`).
     pub async fn forget(&self, node: &str) -> Result<Committed, ClusterError> {
-        self.shared().handle.forget(node).await
+        let committed = self.shared().handle.forget(node).await?;
+        self.shared().settle(committed.revision).await;
+        Ok(committed)
     }
 
     /// Whether a plugin's required flags are supported and enabled.
@@ -1004,7 +1007,7 @@ fn offline_refusal(config: &NodeConfig, e: ClusterError) -> NodeError {
                 NodeError::Flag(FlagError::UnknownFlagsAtBoot {
                     node: config.node_id.clone(),
                     release: config.release.clone(),
-                    origin: FlagSource::LocalCopy(path),
+                    origin: Box::new(FlagSource::LocalCopy(path)),
                     flags: unknown,
                 })
             }

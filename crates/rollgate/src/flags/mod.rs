@@ -115,7 +115,7 @@ pub enum FlagError {
         /// Its release.
         release: String,
         /// Where the flags were read.
-        origin: FlagSource,
+        origin: Box<FlagSource>,
         /// The unknown flags.
         flags: Vec<plan::UnknownPresentFlag>,
     },
