@@ -1,5 +1,5 @@
 //! The admin HTTP API: an axum [`Router`] a service mounts on its admin
-//! listener ([`router`]), and the helpers to bind that listener (loopback
+//! listener ([`router`]), and the functions to bind that listener (loopback
 //! unless told otherwise: [`bind`]) and read the admin token ([`read_token_file`]).
 //!
 //! | method | path | what |
@@ -54,7 +54,7 @@ pub const MAX_REQUEST_FLAGS: usize = 1000;
 /// Largest token file read.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// Errors of the admin helpers.
+/// Errors of `bind`, `parse_addr` and `read_token_file`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {

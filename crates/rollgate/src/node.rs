@@ -11,7 +11,7 @@
 //! what to upgrade), liveness, recovery of enablings left by a crash, the
 //! per-node steps of enabled flags, and finally the hot-path bits.
 //!
-//! A running node keeps an agent that runs its per-node enable steps when a
+//! A running node keeps a flag worker that runs its per-node enable steps when a
 //! flag it must prepare is being enabled, and resumes or rolls back any
 //! enabling whose driver is gone (I4). [`Node::enable`] and
 //! [`Node::disable`] run the protocols on this node (in a task of their own:
@@ -531,7 +531,7 @@ impl Node {
         // The flags the join wrote as enabling (fresh cluster, required
         // flags): driven here, dependencies first, with their attempts.
         let guards: Vec<Driving<'_>> = written.iter().map(|(flag, _)| shared.drive(flag)).collect();
-        self.spawn_task(agent(shared.clone()));
+        self.spawn_task(flag_worker(shared.clone()));
         for (flag, attempt) in &written {
             if let Err(e) = shared.drive_enable(flag, attempt).await {
                 tracing::warn!(node = %me, flag = %flag, error = %e, "enabling at boot failed");
@@ -1563,7 +1563,7 @@ impl Shared {
         }
     }
 
-    /// The agent's reaction to a view: run this node's pending per-node
+    /// The flag worker's reaction to a view: run this node's pending per-node
     /// steps and recover in-progress flags whose driver is gone.
     fn on_view(self: &Arc<Self>, view: &ClusterView, spawn: &mut dyn FnMut(Pin<Box<dyn Future<Output = ()> + Send>>)) {
         let me = &self.config.node_id;
@@ -1632,7 +1632,7 @@ impl Shared {
 
 /// Follows the view: per-node steps and recovery. Also wakes up regularly,
 /// because a record becomes stale with time alone.
-async fn agent(shared: Arc<Shared>) {
+async fn flag_worker(shared: Arc<Shared>) {
     let mut rx = shared.handle.watch_view();
     let mut tick =
         tokio::time::interval(Duration::from_millis((shared.config.timeouts.stale_ms / 4).clamp(100, 30_000)));

@@ -129,7 +129,7 @@ fn a_release_table_never_drops_a_flag_and_always_leaves_a_rolling_path() {
 
 /// What a service writes in its own tests, over its real registries.
 #[test]
-fn the_helper_runs_over_registries() {
+fn the_rules_run_over_registries() {
     let regs: Vec<FlagRegistry> = ["1.0", "1.1"]
         .iter()
         .map(|r| {
