@@ -2,11 +2,13 @@
 //! commands for flags, cluster features, nodes, capabilities and upgrades.
 //!
 //! This file only parses the command line and dispatches; each command group
-//! lives in its own module (`tv` for transport versions). Exit codes: 0 ok,
+//! lives in its own module (`tv` for transport versions, `ops` for the
+//! operator commands, which talk to a node's admin API). Exit codes: 0 ok,
 //! 2 bad input or a refused operation (stderr says what and how to fix),
 //! 1 internal error.
 
 mod failure;
+mod ops;
 mod tv;
 
 use std::process::ExitCode;
@@ -17,10 +19,16 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "rollgate", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 ok, 2 bad input or a refused operation (stderr says what and how to fix), 1 internal error.\n\
+    after_help = "Operator commands talk to one node's admin API: give it with --node URL (or ROLLGATE_NODE), and \
+the admin token file with --token-file FILE (or ROLLGATE_TOKEN_FILE) for commands that change the cluster:\n  \
+rollgate --node http://127.0.0.1:9650 flags list\n  \
+rollgate --node http://127.0.0.1:9650 --token-file admin.token flags enable --all\n\n\
+Exit codes: 0 ok, 2 bad input or a refused operation (stderr says what and how to fix), 1 internal error.\n\
 Logging: set RUST_LOG (e.g. RUST_LOG=debug) to see what rollgate does, on stderr."
 )]
 struct Cli {
+    #[command(flatten)]
+    connection: ops::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,13 +37,33 @@ struct Cli {
 enum Command {
     #[command(subcommand)]
     Tv(tv::TvCommand),
+    /// Feature flags: list, info, enable, disable.
+    #[command(subcommand)]
+    Flags(ops::FlagsCommand),
+    /// Cluster features.
+    #[command(subcommand)]
+    Features(ops::FeaturesCommand),
+    /// Members: list, forget.
+    #[command(subcommand)]
+    Nodes(ops::NodesCommand),
+    /// Does every member support a REST endpoint?
+    Capabilities(ops::CapabilitiesArgs),
+    /// Upgrade status and plans.
+    #[command(subcommand)]
+    Upgrade(ops::UpgradeCommand),
 }
 
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    let conn = &cli.connection;
     let result = match cli.command {
         Command::Tv(cmd) => tv::run(cmd),
+        Command::Flags(cmd) => ops::run_flags(conn, cmd),
+        Command::Features(cmd) => ops::run_features(conn, cmd),
+        Command::Nodes(cmd) => ops::run_nodes(conn, cmd),
+        Command::Capabilities(args) => ops::run_capabilities(conn, args),
+        Command::Upgrade(cmd) => ops::run_upgrade(conn, cmd),
     };
     failure::exit(result)
 }

@@ -16,6 +16,7 @@
 //! | [`features`] | do all current members support an operation (cluster features) |
 //! | [`capabilities`] | does every member support this REST endpoint / parameter |
 //! | [`admin`] | the admin HTTP API a service mounts |
+//! | [`node`] | the node runtime tying store, membership, flags, features and capabilities together |
 //! | [`format`] | what layout stored data has (format versions) |
 //! | [`migrate`] | stepwise, resumable, idempotent upgrades of stored data |
 //! | [`record`] | extensible records that old code round-trips without loss |
@@ -29,6 +30,7 @@ pub mod format;
 pub mod handshake;
 pub mod migrate;
 pub mod net;
+pub mod node;
 pub mod protocol;
 pub mod record;
 pub mod store;

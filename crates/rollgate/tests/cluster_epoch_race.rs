@@ -33,6 +33,8 @@ fn record(node: &str, flags: &[&str]) -> NodeRecord {
         transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: flags.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         cluster_features: BTreeSet::new(),
+        flag_node_steps: BTreeSet::new(),
+        routes: None,
         state: NodeState::Running,
         started_ms: 0,
     }

@@ -28,6 +28,8 @@ fn record(node: &str, flags: &[&str]) -> NodeRecord {
         },
         supported_flags: flags.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         cluster_features: ["feature_x".to_string()].into(),
+        flag_node_steps: BTreeSet::new(),
+        routes: None,
         state: NodeState::Running,
         started_ms: rollgate::cluster::now_ms(),
     }
@@ -159,6 +161,9 @@ async fn the_handle_publishes_every_revision_and_writes_the_local_copy_first() {
     let enabling = FlagRecord {
         state: FlagState::Enabling { owner: "n1".into(), started_ms: 1, step: Some("migrate".into()) },
         updated_ms: 1,
+        info: None,
+        attempt: None,
+        note: None,
     };
     cluster.update(|_| Ok::<_, String>(vec![ViewOp::PutFlag("d".into(), enabling.clone())])).await.unwrap();
     let mut epochs = Vec::new();

@@ -29,6 +29,8 @@ fn record(node: &str) -> NodeRecord {
         transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: BTreeSet::new(),
         cluster_features: BTreeSet::new(),
+        flag_node_steps: BTreeSet::new(),
+        routes: None,
         state: NodeState::Running,
         started_ms: 0,
     }

@@ -533,6 +533,8 @@ async fn start_with(
         cluster_features: release.cluster_features.iter().map(|f| f.to_string()).collect(),
         state: MemberState::Running,
         started_ms: rollgate::cluster::now_ms(),
+        flag_node_steps: Default::default(),
+        routes: None,
     };
     cluster.join(record, |view| check_join(view, release, &node_id)).await.map_err(|e| match e {
         UpdateError::Rejected(reason) => NodeError::Config(reason),

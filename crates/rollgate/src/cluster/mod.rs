@@ -10,6 +10,7 @@
 //! | `epoch` | JSON `u64`, +1 per membership or flag change | every [`Cluster::update`] |
 //! | `members/<node>` | JSON [`NodeRecord`] | join, update, leave, forget (epoch-fenced) |
 //! | `flags/<name>` | JSON [`FlagRecord`] | flag changes (epoch-fenced) |
+//! | `flag_acks/<name>/<node>` | JSON [`FlagAck`]: a node ran its per-node enable step | the node (not fenced) |
 //! | `live/<node>` | JSON [`LiveRecord`], attached to the node's lease | [`Liveness`] (not fenced) |
 //!
 //! # The epoch protocol (invariant I5)
@@ -135,6 +136,14 @@ pub struct NodeRecord {
     /// The cluster features it publishes.
     #[serde(default)]
     pub cluster_features: BTreeSet<String>,
+    /// The supported flags for which this node runs a per-node enable step
+    /// (it must be reachable while such a flag is enabled).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub flag_node_steps: BTreeSet<String>,
+    /// The REST routes it serves, for `_capabilities` answers about it while
+    /// it is stopped (`None`: it published none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<crate::capabilities::RouteTable>,
     /// What it declared: running, or stopped after a clean leave.
     pub state: NodeState,
     /// When it started (ms since the Unix epoch).
@@ -178,7 +187,8 @@ pub enum FlagState {
         #[serde(default)]
         since_ms: u64,
     },
-    /// Being enabled (its migrations may be running).
+    /// Being enabled (its enable steps may be running). Nodes do not
+    /// produce data that needs it yet, but a node lacking it cannot join.
     Enabling {
         /// Who drives the enabling (a node id).
         owner: String,
@@ -188,8 +198,56 @@ pub enum FlagState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<String>,
     },
+    /// Being disabled (a reversible flag): nodes stopped producing data
+    /// that needs it and the flag's disable hook is converting data back.
+    /// A node lacking it still cannot join.
+    Disabling {
+        /// Who drives the disabling (a node id).
+        owner: String,
+        /// When it started (ms since the Unix epoch).
+        started_ms: u64,
+    },
     /// Disabled (the default for a flag without record).
     Disabled,
+}
+
+/// What an enabled flag's record says about the flag, so that a node whose
+/// release does not know the flag can still name it in its refusal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagInfo {
+    /// What the flag changes.
+    #[serde(default)]
+    pub description: String,
+    /// The first release that knows the flag.
+    #[serde(default)]
+    pub introduced_in: String,
+    /// `required`, `stable` or `experimental` (a string, so that a later
+    /// release may add a level that older ones still read).
+    #[serde(default)]
+    pub stability: String,
+    /// The flags it depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Where it is documented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_url: Option<String>,
+    /// Who declared it: `service` or `plugin:<name>`.
+    #[serde(default)]
+    pub provider: String,
+    /// Whether it may be disabled again.
+    #[serde(default)]
+    pub reversible: bool,
+}
+
+/// One attempt at enabling a flag (kept in its record while enabling).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnableAttempt {
+    /// A random id; acknowledgements name it, so that an ack left by an
+    /// earlier attempt never counts for a later one.
+    pub id: String,
+    /// The nodes that must run their per-node enable step and acknowledge it.
+    #[serde(default)]
+    pub node_steps: BTreeSet<String>,
 }
 
 /// The stored record of one feature flag. Unknown fields are ignored when
@@ -202,18 +260,50 @@ pub struct FlagRecord {
     /// When the record was last written (ms since the Unix epoch).
     #[serde(default)]
     pub updated_ms: u64,
+    /// The flag's description, first release and other declared facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<FlagInfo>,
+    /// The attempt in progress (while enabling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<EnableAttempt>,
+    /// Why the last attempt was rolled back, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl FlagRecord {
     /// An enabled flag.
     pub fn enabled() -> Self {
         let now = now_ms();
-        FlagRecord { state: FlagState::Enabled { since_ms: now }, updated_ms: now }
+        FlagRecord::with_state(FlagState::Enabled { since_ms: now })
+    }
+    /// A record in `state`, written now, without info.
+    pub fn with_state(state: FlagState) -> Self {
+        FlagRecord { state, updated_ms: now_ms(), info: None, attempt: None, note: None }
     }
     /// Whether the flag is enabled.
     pub fn is_enabled(&self) -> bool {
         matches!(self.state, FlagState::Enabled { .. })
     }
+    /// Whether a node lacking the flag must be kept out: enabled, being
+    /// enabled or being disabled.
+    pub fn is_present(&self) -> bool {
+        !matches!(self.state, FlagState::Disabled)
+    }
+}
+
+/// A node's acknowledgement of its per-node enable step
+/// (`flag_acks/<flag>/<node>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagAck {
+    /// The [`EnableAttempt::id`] it answers.
+    pub attempt: String,
+    /// `None`: the step ran; otherwise why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When (ms since the Unix epoch).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// A snapshot of the cluster read at one store revision.
@@ -231,6 +321,8 @@ pub struct ClusterView {
     pub members: BTreeMap<String, Member>,
     /// The flag records by name.
     pub flags: BTreeMap<String, FlagRecord>,
+    /// Per-node enable step acknowledgements: flag -> node -> ack.
+    pub flag_acks: BTreeMap<String, BTreeMap<String, FlagAck>>,
 }
 
 impl ClusterView {
@@ -416,6 +508,10 @@ impl Keys {
     pub fn flag(&self, name: &str) -> String {
         format!("{}flags/{name}", self.root)
     }
+    /// `flag_acks/<name>/<node>`.
+    pub fn flag_ack(&self, name: &str, node: &str) -> String {
+        format!("{}flag_acks/{name}/{node}", self.root)
+    }
 }
 
 /// The raw cluster keys, kept up to date from a listing or a watch.
@@ -427,6 +523,7 @@ struct ViewState {
     members: BTreeMap<String, NodeRecord>,
     live: BTreeMap<String, LiveRecord>,
     flags: BTreeMap<String, FlagRecord>,
+    flag_acks: BTreeMap<String, BTreeMap<String, FlagAck>>,
 }
 
 impl ViewState {
@@ -478,6 +575,16 @@ impl ViewState {
             } else {
                 self.flags.remove(name);
             }
+        } else if let Some((flag, node)) = rest.strip_prefix("flag_acks/").and_then(|r| r.split_once('/')) {
+            if put {
+                let ack: FlagAck = decode_json(key, value)?;
+                self.flag_acks.entry(flag.to_string()).or_default().insert(node.to_string(), ack);
+            } else if let Some(acks) = self.flag_acks.get_mut(flag) {
+                acks.remove(node);
+                if acks.is_empty() {
+                    self.flag_acks.remove(flag);
+                }
+            }
         }
         Ok(())
     }
@@ -503,6 +610,7 @@ impl ViewState {
             epoch_revision: self.epoch_revision,
             members,
             flags: self.flags.clone(),
+            flag_acks: self.flag_acks.clone(),
         }
     }
 }
@@ -821,6 +929,7 @@ mod tests {
         let r: FlagRecord = serde_json::from_str(json).unwrap();
         assert_eq!(r.state, FlagState::Enabling { owner: "n1".into(), started_ms: 5, step: None });
         assert_eq!(r.updated_ms, 7);
+        assert_eq!((r.info.as_ref(), r.attempt.as_ref(), r.note.as_ref()), (None, None, None));
         let back: FlagRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(serde_json::from_str::<FlagRecord>(r#"{"state":"exploded"}"#).is_err());

@@ -1,0 +1,160 @@
+//! The HTTP client of the operator commands: one node's admin API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use crate::failure::Failure;
+
+/// Largest response read from a node.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A node's admin API.
+pub struct Client {
+    base: Url,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Parses `--node`: `http://HOST:PORT`, or `HOST:PORT` (http is implied).
+pub fn parse_node_url(spec: &str) -> Result<Url, Failure> {
+    let bad = |why: &str| {
+        Failure::refused(format!(
+            "invalid --node {:?}: {why}; give the node's admin address, e.g. --node http://127.0.0.1:9650",
+            shorten(spec)
+        ))
+    };
+    if spec.len() > 2048 {
+        return Err(bad("longer than 2048 bytes"));
+    }
+    let with_scheme = if spec.contains("://") { spec.to_string() } else { format!("http://{spec}") };
+    let url = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "https is not supported by this build; reach the admin API over http on a loopback or otherwise protected address",
+            ));
+        }
+        other => return Err(bad(&format!("unsupported scheme {other}"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad("give only the scheme, host and port (no path, query or user)"));
+    }
+    Ok(url)
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 80 {
+        return s.to_string();
+    }
+    let mut end = 80;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+impl Client {
+    /// A client of the node at `node` (from `--node` or `ROLLGATE_NODE`),
+    /// with the token of `token_file` when given.
+    pub fn new(node: Option<&str>, token_file: Option<&Path>, timeout: Duration) -> Result<Client, Failure> {
+        let node = node.ok_or_else(|| {
+            Failure::refused(
+                "no node given: pass --node URL before the command (e.g. rollgate --node http://127.0.0.1:9650 flags list) or set ROLLGATE_NODE",
+            )
+        })?;
+        let base = parse_node_url(node)?;
+        let token = match token_file {
+            Some(path) => Some(rollgate::admin::read_token_file(path).map_err(Failure::refused)?),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Failure::Internal(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { base, token, http })
+    }
+
+    /// GET `path` (with its query).
+    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// Sends a request; a JSON body on 2xx, the node's message as a refusal
+    /// on 4xx, an internal failure otherwise.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let url =
+            self.base.join(path).map_err(|e| Failure::Internal(anyhow::anyhow!("bad request path {path}: {e}")))?;
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let mut resp = req.send().await.map_err(|e| {
+            Failure::Internal(anyhow::anyhow!(
+                "cannot reach the node at {}: {e}; check --node and that its admin API listens there",
+                self.base
+            ))
+        })?;
+        let status = resp.status();
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(Failure::Internal(anyhow::anyhow!(
+                            "the node's answer is larger than {MAX_RESPONSE_BYTES} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(Failure::Internal(anyhow::anyhow!("reading the node's answer: {e}"))),
+            }
+        }
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return json.ok_or_else(|| Failure::Internal(anyhow::anyhow!("the node answered {status} without JSON")));
+        }
+        let message = json
+            .as_ref()
+            .and_then(|j| j["error"]["message"].as_str().map(String::from))
+            .unwrap_or_else(|| format!("{status}: {}", shorten(&String::from_utf8_lossy(&bytes))));
+        if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
+            Err(Failure::Refused(message))
+        } else {
+            Err(Failure::Internal(anyhow::anyhow!("the node answered {status}: {message}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_urls_are_checked() {
+        assert_eq!(parse_node_url("127.0.0.1:9650").unwrap().as_str(), "http://127.0.0.1:9650/");
+        assert_eq!(parse_node_url("http://localhost:1/").unwrap().as_str(), "http://localhost:1/");
+        for (bad, fragment) in [
+            ("https://n:1", "https is not supported"),
+            ("ftp://n:1", "unsupported scheme ftp"),
+            ("http://n:1/admin", "no path"),
+            ("http://n:1?x=1", "no path"),
+            ("http://u@n:1", "no path"),
+            ("http://:99999", "invalid"),
+        ] {
+            let Err(Failure::Refused(msg)) = parse_node_url(bad) else { panic!("{bad} accepted") };
+            assert!(msg.contains(fragment), "{bad}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Feature flags against same-run baselines:
+//!
+//! - `flags/check/*`: checking a flag on the hot path (`Flags::is_enabled`
+//!   of a running node) against a plain `AtomicBool` load and an
+//!   `RwLock<HashSet<String>>` lookup of the same name;
+//! - `flags/enable/<N>`: enabling one flag (the whole protocol: plan,
+//!   `enabling` commit, steps, `enabled` commit, the node's view and bits
+//!   updated) on a cluster of N members (one node runtime and N-1 member
+//!   records, all running, on the embedded redb store), against
+//!   `flags/store_txn`, one guarded transaction on the same store.
+//!
+//! `cargo bench -p rollgate --bench flags`
+
+use std::collections::{BTreeSet, HashSet};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use rollgate::cluster::{Cluster, ClusterOptions, LiveRecord, NodeRecord, NodeState, TransportRange, ViewOp};
+use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry};
+use rollgate::node::{Node, NodeConfig};
+use rollgate::store::{self, Compare, MetaStore, StoreOptions, Txn, TxnOp};
+use rollgate::version::{ProtocolRange, TransportVersion};
+
+const NAMES: [&str; 10] = ["base", "ttl", "batch", "digest", "compact", "tiered", "quorum", "streams", "leases", "f"];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+/// Ten stable flags, and `f`: experimental (a fresh cluster leaves it off)
+/// and reversible (the bench disables it between two enables).
+fn registry() -> FlagRegistry {
+    let mut b = FlagRegistry::builder("1.0");
+    for name in &NAMES[..9] {
+        b.declare(FlagDecl::new(name, "a flag").introduced_in("1.0"));
+    }
+    b.declare(FlagDecl::new("f", "the measured flag").introduced_in("1.0").experimental().reversible());
+    b.build().expect("registry")
+}
+
+async fn open(dir: &std::path::Path) -> Arc<dyn MetaStore> {
+    store::open(&format!("redb:{}", dir.join("meta.redb").display()), StoreOptions::default()).await.expect("store")
+}
+
+fn bench_check(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = rt.block_on(async {
+        let store = open(dir.path()).await;
+        Node::start(NodeConfig::new("n0", "1.0", dir.path().join("n0"), registry()), store).await.expect("node")
+    });
+    let flags = node.flags().clone();
+    let ttl = node.flag_id("ttl").expect("ttl");
+    assert!(flags.is_enabled(ttl), "a fresh cluster enables its stable flags");
+    let plain = Arc::new(AtomicBool::new(true));
+    let set: RwLock<HashSet<String>> = RwLock::new(NAMES.iter().map(|s| s.to_string()).collect());
+
+    let mut group = c.benchmark_group("flags/check");
+    group.bench_function("is_enabled", |b| b.iter(|| flags.is_enabled(black_box(ttl))));
+    group.bench_function("atomic_bool", |b| b.iter(|| black_box(&*plain).load(Ordering::Acquire)));
+    group.bench_function("rwlock_hashset", |b| {
+        b.iter(|| set.read().unwrap_or_else(|p| p.into_inner()).contains(black_box("ttl")))
+    });
+    group.finish();
+    drop(node);
+}
+
+fn member(id: &str) -> NodeRecord {
+    NodeRecord {
+        node_id: id.into(),
+        data_addr: "127.0.0.1:7000".into(),
+        admin_addr: "127.0.0.1:7001".into(),
+        release: "1.0".into(),
+        protocol: ProtocolRange::single(1),
+        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
+        supported_flags: NAMES.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        cluster_features: BTreeSet::new(),
+        flag_node_steps: BTreeSet::new(),
+        routes: None,
+        state: NodeState::Running,
+        started_ms: 0,
+    }
+}
+
+/// A node runtime plus `n - 1` running member records.
+async fn cluster(dir: &std::path::Path, n: usize) -> (Node, Arc<dyn MetaStore>) {
+    let store = open(dir).await;
+    let node =
+        Node::start(NodeConfig::new("n0", "1.0", dir.join("n0"), registry()), store.clone()).await.expect("node");
+    let cl = Cluster::open(store.clone(), ClusterOptions::default()).await.expect("cluster");
+    let (lease, _) = store.lease_grant(3600).await.expect("lease");
+    let ids: Vec<String> = (1..n).map(|i| format!("m{i:04}")).collect();
+    for chunk in ids.chunks(60) {
+        cl.update(|_| {
+            let mut ops = Vec::new();
+            for id in chunk {
+                ops.push(ViewOp::PutMember(member(id)));
+                let live = serde_json::to_vec(&LiveRecord { lease, heartbeat_ms: 0 }).expect("json");
+                ops.push(ViewOp::Raw(TxnOp::put_with_lease(cl.keys().live(id), live, lease)));
+            }
+            Ok::<_, String>(ops)
+        })
+        .await
+        .expect("members");
+    }
+    let mut rx = node.handle().watch_view();
+    let _ = rx.wait_for(|v| v.running().count() == n).await;
+    (node, store)
+}
+
+fn bench_enable(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("flags");
+    group.sample_size(20).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    for n in [10usize, 100, 1000] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (node, store) = rt.block_on(cluster(dir.path(), n));
+        group.bench_with_input(BenchmarkId::new("enable", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let report = node.enable(EnableRequest::flags(["f"]).experimental()).await.expect("enable");
+                        total += t.elapsed();
+                        assert_eq!(report.enabled, ["f"]);
+                        node.disable("f").await.expect("disable");
+                    }
+                    total
+                })
+            })
+        });
+        if n == 10 {
+            let key = "bench/flags/k";
+            let mut last = rt.block_on(store.put(key, b"v".to_vec())).expect("put");
+            group.bench_function("store_txn", |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let txn = Txn::new()
+                            .when([Compare::mod_revision(key, last)])
+                            .and_then([TxnOp::put(key, b"v".to_vec())]);
+                        last = store.txn(txn).await.expect("txn").revision;
+                    })
+                })
+            });
+        }
+        drop(node);
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = runtime();
+    bench_check(c, &rt);
+    bench_enable(c, &rt);
+}
+
+criterion_group!(flags_benches, benches);
+criterion_main!(flags_benches);
