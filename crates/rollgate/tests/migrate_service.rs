@@ -189,6 +189,8 @@ fn member(node: &str, features: &[&str]) -> NodeRecord {
         cluster_features: features.iter().map(|f| f.to_string()).collect(),
         state: NodeState::Running,
         started_ms: 0,
+        flag_node_steps: BTreeSet::new(),
+        routes: None,
     }
 }
 
