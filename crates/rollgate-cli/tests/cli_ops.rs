@@ -165,6 +165,11 @@ async fn flags_list_info_enable_and_disable() {
     assert!(r.stdout.starts_with("forgot node n2 (cluster epoch "), "{}", r.stdout);
     let r = c.run(&["flags", "enable", "ttl"], 0).await;
     assert_eq!(r.stdout, "enabled: ttl\n");
+    assert!(
+        r.stderr.contains("note: `ttl` is irreversible: once enabled it cannot be disabled, and nodes of releases that lack it (before 1.1) can no longer join"),
+        "{}",
+        r.stderr
+    );
     let r = c.run(&["flags", "enable", "fancy"], 2).await;
     assert!(r.stderr.contains("flag `fancy` is experimental: pass --experimental"), "{}", r.stderr);
     let report = c.json(&["flags", "enable", "--all", "--experimental", "--json"]).await;
@@ -172,6 +177,9 @@ async fn flags_list_info_enable_and_disable() {
     assert_eq!(report["already_enabled"], serde_json::json!(["base", "ttl"]));
     let r = c.run(&["flags", "disable", "ttl"], 2).await;
     assert!(r.stderr.contains("flag `ttl` is not reversible"), "{}", r.stderr);
+    assert_eq!(c.run(&["flags", "disable", "compact"], 0).await.stdout, "disabled compact\n");
+    let r = c.run(&["flags", "enable", "compact"], 0).await;
+    assert!(!r.stderr.contains("irreversible"), "a reversible flag gets no note: {}", r.stderr);
     assert_eq!(c.run(&["flags", "disable", "compact"], 0).await.stdout, "disabled compact\n");
     assert_eq!(c.run(&["flags", "disable", "compact"], 0).await.stdout, "compact was not enabled; nothing changed\n");
     assert!(!c.n1.flag_enabled("compact"));
@@ -281,4 +289,42 @@ async fn connection_and_token_problems_are_clear() {
     );
     let r = rollgate(&["--help"], &[]).await;
     assert!(r.stdout.contains("--node <URL>") && r.stdout.contains("ROLLGATE_TOKEN_FILE"), "{}", r.stdout);
+}
+
+/// `upgrade status` shows node-local migrations (published by a real
+/// `LocalRunner` whose gate is this node's own flag bit) and `--watch`
+/// returns once none is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_status_shows_migrations() {
+    use redb::{Database, TableDefinition};
+    use rollgate::migrate::{Gate, LocalOptions, LocalRunner, Migrations, Rewrite, TableMigration};
+
+    let c = cluster().await;
+    const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(dir.path().join("data.redb")).unwrap());
+    let wtx = db.begin_write().unwrap();
+    {
+        let mut t = wtx.open_table(RECORDS).unwrap();
+        for k in 0u32..40 {
+            t.insert(k.to_be_bytes().as_slice(), b"v1".as_slice()).unwrap();
+        }
+    }
+    wtx.commit().unwrap();
+    let mut m = Migrations::new();
+    let upgrade = |_: &[u8], _: &[u8]| Ok::<Rewrite, String>(Rewrite::Put(b"v2".to_vec()));
+    m.add_table_migration(TableMigration::new("records_v2", "records", Gate::flag("base"), upgrade).unwrap()).unwrap();
+    let runner = LocalRunner::new(Arc::new(m), db, "n1", LocalOptions::default()).unwrap().publish_to(c.store.clone());
+    let report = runner.run_once(&c.n1).await.unwrap();
+    assert!(format!("{report:?}").contains("records_v2"), "{report:?}");
+
+    let out = c.run(&["upgrade", "status"], 0).await.stdout;
+    let r = row(&out, "n1");
+    assert_eq!(r[..7], ["n1", "records_v2", "records", "flag", "base", "done", "40/40"], "{out}");
+    let status = c.json(&["upgrade", "status", "--json"]).await;
+    assert_eq!(status["migrations"]["nodes"][0]["migrations"][0]["done"], 40);
+    let out = c.run(&["upgrade", "status", "--watch", "--watch-timeout-s", "30"], 0).await.stdout;
+    assert_eq!(row(&out, "n1")[5], "done", "{out}");
+    let r = c.run(&["upgrade", "status", "--watch", "--json"], 2).await;
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
 }

@@ -854,6 +854,13 @@ impl Node {
         for (name, section) in sections {
             extra.insert(name, section().await);
         }
+        // Service format versions and node-local migrations, cluster-wide:
+        // which run, where, how far, and when each finished.
+        let migrations =
+            match crate::migrate::cluster_status(self.cluster().store().as_ref(), self.cluster().keys().root()).await {
+                Ok(m) => serde_json::to_value(m).unwrap_or_else(|e| serde_json::json!({"error": e.to_string()})),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
         serde_json::json!({
             "cluster_id": view.cluster_id,
             "epoch": view.epoch,
@@ -872,6 +879,7 @@ impl Node {
                 "ready_to_enable": ready,
                 "blocked": blocked,
             },
+            "migrations": migrations,
             "sections": extra,
         })
     }

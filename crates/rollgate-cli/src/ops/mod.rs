@@ -5,6 +5,7 @@
 //! prints the node's JSON for scripts.
 
 mod client;
+mod migrations;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -176,11 +177,30 @@ pub struct CapabilitiesArgs {
     json: bool,
 }
 
+/// `upgrade status` options.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the node's JSON instead of tables.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Follow running migrations with progress bars (done/total, rate, ETA)
+    /// until they finish, then print the status.
+    #[arg(long)]
+    watch: bool,
+    /// Give up following after this many seconds (exit 2).
+    #[arg(long, value_name = "S", default_value_t = 3600, requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    watch_timeout_s: u64,
+}
+
 /// Upgrade status and plans.
 #[derive(Subcommand, Debug)]
 pub enum UpgradeCommand {
-    /// Releases, members and flags of the cluster.
-    Status(JsonArg),
+    /// Releases, members, flags and migrations of the cluster.
+    #[command(after_help = "Examples:
+  rollgate --node http://127.0.0.1:9650 upgrade status
+  rollgate --node http://127.0.0.1:9650 upgrade status --watch     # progress bars until migrations finish")]
+    Status(StatusArgs),
     /// What to do, in order, to bring every member to a release.
     #[command(after_help = "Example:
   rollgate --node http://127.0.0.1:9650 upgrade plan --to 2.0")]
@@ -300,6 +320,9 @@ pub fn run_flags(conn: &Connection, cmd: FlagsCommand) -> Outcome {
                 Ok(())
             }
             FlagsCommand::Enable(a) => {
+                if !a.json {
+                    warn_irreversible(&client, &a).await?;
+                }
                 let body =
                     json!({"flags": a.names, "all": a.all, "experimental": a.experimental, "dry_run": a.dry_run});
                 let v = client.send(Method::POST, "/admin/flags/enable", Some(body)).await?;
@@ -348,6 +371,35 @@ pub fn run_flags(conn: &Connection, cmd: FlagsCommand) -> Outcome {
             }
         }
     })
+}
+
+/// Before enabling: says which of the flags about to be enabled cannot be
+/// disabled again (no reverse for their migrations), so the operator knows a
+/// rollback to an older release ends there.
+async fn warn_irreversible(client: &Client, a: &EnableArgs) -> Outcome {
+    let body = json!({"flags": a.names, "all": a.all, "experimental": a.experimental, "dry_run": true});
+    let plan = client.send(Method::POST, "/admin/flags/enable", Some(body)).await?;
+    let order: Vec<String> = plan["order"].as_array().into_iter().flatten().map(s).collect();
+    let refused = plan["messages"].as_array().is_some_and(|m| !m.is_empty());
+    if order.is_empty() || refused {
+        // Nothing will be enabled (a refusal explains why on its own).
+        return Ok(());
+    }
+    let flags = client.get("/admin/flags").await?;
+    let irreversible: Vec<&Value> = flags["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| order.iter().any(|o| f["name"] == o.as_str()) && f["reversible"] != true)
+        .collect();
+    for f in irreversible {
+        eprintln!(
+            "note: `{}` is irreversible: once enabled it cannot be disabled, and nodes of releases that lack it (before {}) can no longer join",
+            s(&f["name"]),
+            s(&f["introduced_in"])
+        );
+    }
+    Ok(())
 }
 
 /// `rollgate features ...`.
@@ -482,6 +534,10 @@ pub fn run_upgrade(conn: &Connection, cmd: UpgradeCommand) -> Outcome {
                 if v["store"]["reachable"] == false {
                     println!("warning: the node cannot reach the metadata store: {}", s(&v["store"]["last_error"]));
                 }
+                if a.watch {
+                    return migrations::watch(&client, Duration::from_secs(a.watch_timeout_s)).await;
+                }
+                migrations::print(&v);
                 Ok(())
             }
             UpgradeCommand::Plan { to, json } => {

@@ -182,7 +182,7 @@ impl Gates for ClusterView {
         self.is_enabled(name)
     }
     fn cluster_has_feature(&self, name: &str) -> bool {
-        !self.members.is_empty() && self.members.values().all(|m| m.record.cluster_features.contains(name))
+        crate::features::cluster_has_feature(self, name)
     }
 }
 
@@ -256,6 +256,18 @@ impl MemGates {
     /// A receiver that is notified on every change (the value counts them).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+/// A running node's gates: a flag counts once this node's bit for it is set
+/// (the store said enabled and the local copy was written: I1), a cluster
+/// feature once every member publishes it.
+impl Gates for crate::node::Node {
+    fn flag_enabled(&self, name: &str) -> bool {
+        crate::node::Node::flag_enabled(self, name)
+    }
+    fn cluster_has_feature(&self, name: &str) -> bool {
+        crate::node::Node::cluster_has_feature(self, name)
     }
 }
 
