@@ -18,11 +18,13 @@
 //! | [`policy`] | write-path checks (the feature-flag seam) |
 //! | [`http`] | the client HTTP API and the admin mount point |
 //! | [`client`] | [`KvClient`] |
+//! | [`demo`] | `rollgate-kv demo`: a rolling upgrade under live load, in one process |
 //! | [`samples`] | one value per message, for the golden wire samples |
 
 rollgate::include_transport_versions!();
 
 pub mod client;
+pub mod demo;
 pub mod digest;
 pub mod hlc;
 pub mod http;

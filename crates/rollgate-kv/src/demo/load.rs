@@ -1,0 +1,338 @@
+//! The demo's client load: a few workers writing, overwriting, deleting and
+//! reading their own keys through a [`KvClient`] with failover, recording
+//! every acknowledged write and every operation's latency per phase.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::KvClient;
+
+/// Largest number of latency samples kept per phase (later ones are dropped;
+/// the counts still include them).
+const MAX_SAMPLES_PER_PHASE: usize = 1_000_000;
+
+/// Operations and latencies of one phase.
+#[derive(Debug, Default)]
+struct PhaseStats {
+    name: String,
+    ops: u64,
+    failed: u64,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    micros: Vec<u32>,
+}
+
+/// One phase's summary, as reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseReport {
+    /// The phase's name.
+    pub name: String,
+    /// Operations that completed (acknowledged or read) in the phase.
+    pub ops: u64,
+    /// Operations that failed on every node.
+    pub failed: u64,
+    /// Wall time of the phase, in milliseconds.
+    pub duration_ms: u64,
+    /// Completed operations per second.
+    pub ops_per_s: f64,
+    /// Median latency, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
+    /// Highest latency, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// What each key should hold after every acknowledged operation: `Some`
+/// after a put, `None` after a delete.
+pub type Expected = BTreeMap<String, Option<Vec<u8>>>;
+
+/// The shared state of a running load.
+#[derive(Debug)]
+pub struct Load {
+    phases: Mutex<Vec<PhaseStats>>,
+    current: AtomicUsize,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Keeps at most this many failure messages for the report.
+const MAX_FAILURE_MESSAGES: usize = 20;
+
+impl Load {
+    /// A load whose first phase is `first`.
+    pub fn new(first: &str) -> Arc<Load> {
+        let load = Arc::new(Load {
+            phases: Mutex::new(Vec::new()),
+            current: AtomicUsize::new(0),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            failures: Mutex::new(Vec::new()),
+        });
+        load.begin(first);
+        load
+    }
+
+    /// Ends the current phase and starts `name`.
+    pub fn begin(&self, name: &str) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(last) = phases.last_mut() {
+            last.ended = Some(now);
+        }
+        phases.push(PhaseStats { name: name.to_string(), started: Some(now), ..PhaseStats::default() });
+        self.current.store(phases.len() - 1, Ordering::SeqCst);
+    }
+
+    /// Ends the current phase (the load keeps running until [`Load::stop`]).
+    pub fn end(&self) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = phases.last_mut() {
+            last.ended.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn record(&self, phase: usize, took: Duration, ok: bool, failure: Option<String>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = phases.get_mut(phase) else { return };
+        if ok {
+            p.ops += 1;
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            if p.micros.len() < MAX_SAMPLES_PER_PHASE {
+                p.micros.push(took.as_micros().min(u32::MAX as u128) as u32);
+            }
+        } else {
+            p.failed += 1;
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            drop(phases);
+            if let Some(f) = failure {
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                if failures.len() < MAX_FAILURE_MESSAGES {
+                    failures.push(f);
+                }
+            }
+        }
+    }
+
+    /// Records an operation the demo itself made, in the current phase.
+    pub fn record_now(&self, took: Duration, ok: bool, failure: Option<String>) {
+        self.record(self.current.load(Ordering::SeqCst), took, ok, failure);
+    }
+
+    /// Operations completed so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Operations failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The first failure messages.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks the workers to stop after their current operation.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Every phase's summary, in order.
+    pub fn reports(&self) -> Vec<PhaseReport> {
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        phases.iter().map(summarize).collect()
+    }
+
+    /// One summary over every phase whose name `matches`, as if they were
+    /// one phase (`name` names it).
+    pub fn merged(&self, name: &str, matches: impl Fn(&str) -> bool) -> PhaseReport {
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = PhaseStats { name: name.to_string(), ..PhaseStats::default() };
+        let mut duration = Duration::ZERO;
+        for p in phases.iter().filter(|p| matches(&p.name)) {
+            all.ops += p.ops;
+            all.failed += p.failed;
+            all.micros.extend_from_slice(&p.micros);
+            if let (Some(s), Some(e)) = (p.started, p.ended) {
+                duration += e.saturating_duration_since(s);
+            }
+        }
+        let now = Instant::now();
+        all.started = Some(now);
+        all.ended = Some(now + duration);
+        summarize(&all)
+    }
+}
+
+fn summarize(p: &PhaseStats) -> PhaseReport {
+    let mut v = p.micros.clone();
+    v.sort_unstable();
+    let pct = |q: usize| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        let i = (v.len() * q / 100).min(v.len() - 1);
+        v[i] as f64 / 1000.0
+    };
+    let duration = match (p.started, p.ended) {
+        (Some(s), Some(e)) => e.saturating_duration_since(s),
+        (Some(s), None) => s.elapsed(),
+        _ => Duration::ZERO,
+    };
+    let secs = duration.as_secs_f64();
+    PhaseReport {
+        name: p.name.clone(),
+        ops: p.ops,
+        failed: p.failed,
+        duration_ms: duration.as_millis() as u64,
+        ops_per_s: if secs > 0.0 { p.ops as f64 / secs } else { 0.0 },
+        p50_ms: round2(pct(50)),
+        p99_ms: round2(pct(99)),
+        max_ms: round2(v.last().map(|m| *m as f64 / 1000.0).unwrap_or(0.0)),
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A small deterministic generator (xorshift64*), so a run can be repeated
+/// from its seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (zero is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// One worker: until the load stops, picks an operation on its own keys
+/// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`.
+/// Returns what its keys should hold.
+pub async fn worker(id: usize, load: Arc<Load>, client: Arc<KvClient>, seed: u64, every: Duration) -> Expected {
+    let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 0x1000_0000_01B3));
+    let mut expected = Expected::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut seq = 0u64;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !load.stop.load(Ordering::SeqCst) {
+        ticker.tick().await;
+        let phase = load.current.load(Ordering::SeqCst);
+        let roll = rng.below(100);
+        let started = Instant::now();
+        let (ok, failure) = if roll < 60 || keys.is_empty() {
+            let key = format!("w{id}-{seq:06}");
+            seq += 1;
+            let value = format!("{key}:{}", rng.next_u64()).into_bytes();
+            match client.put(&key, value.clone(), None).await {
+                Ok(_) => {
+                    keys.push(key.clone());
+                    expected.insert(key, Some(value));
+                    (true, None)
+                }
+                Err(e) => (false, Some(format!("put {key}: {e}"))),
+            }
+        } else if roll < 75 {
+            let key = keys[rng.below(keys.len() as u64) as usize].clone();
+            let value = format!("{key}:{}", rng.next_u64()).into_bytes();
+            match client.put(&key, value.clone(), None).await {
+                Ok(_) => {
+                    expected.insert(key, Some(value));
+                    (true, None)
+                }
+                Err(e) => (false, Some(format!("overwrite {key}: {e}"))),
+            }
+        } else if roll < 80 {
+            let key = keys[rng.below(keys.len() as u64) as usize].clone();
+            match client.delete(&key).await {
+                Ok(_) => {
+                    expected.insert(key, None);
+                    (true, None)
+                }
+                Err(e) => (false, Some(format!("delete {key}: {e}"))),
+            }
+        } else {
+            let key = &keys[rng.below(keys.len() as u64) as usize];
+            // Reads are served locally by whichever node answers; a node may
+            // not have applied the newest write yet, so only reachability
+            // counts here. Every acknowledged write is checked at the end.
+            match client.get(key).await {
+                Ok(_) => (true, None),
+                Err(e) => (false, Some(format!("get {key}: {e}"))),
+            }
+        };
+        load.record(phase, started.elapsed(), ok, failure);
+    }
+    expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_per_phase() {
+        let load = Load::new("a");
+        for ms in 1..=100u64 {
+            load.record(0, Duration::from_millis(ms), true, None);
+        }
+        load.record(0, Duration::from_millis(5), false, Some("boom".into()));
+        load.begin("b");
+        load.end();
+        let r = load.reports();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].ops, r[0].failed), (100, 1));
+        assert_eq!(r[0].p50_ms, 51.0);
+        assert_eq!(r[0].p99_ms, 100.0);
+        assert_eq!(r[0].max_ms, 100.0);
+        assert_eq!((r[1].ops, r[1].p50_ms), (0, 0.0));
+        assert_eq!(load.failures(), vec!["boom".to_string()]);
+        assert_eq!((load.ok(), load.failed()), (100, 1));
+        load.begin("a2");
+        for _ in 0..100 {
+            load.record_now(Duration::from_millis(200), true, None);
+        }
+        load.end();
+        let m = load.merged("all a", |n| n.starts_with('a'));
+        assert_eq!((m.name.as_str(), m.ops, m.failed), ("all a", 200, 1));
+        assert_eq!((m.p50_ms, m.p99_ms), (200.0, 200.0));
+    }
+
+    #[test]
+    fn rng_is_deterministic() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let xs: Vec<u64> = (0..5).map(|_| a.below(1000)).collect();
+        let ys: Vec<u64> = (0..5).map(|_| b.below(1000)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|x| *x < 1000));
+        assert_ne!(Rng::new(0).next_u64(), 0);
+    }
+}

@@ -1,0 +1,629 @@
+//! `rollgate-kv demo`: a rolling upgrade under live load, in one command.
+//!
+//! On an embedded (redb) metadata store, with no other set-up, the demo
+//! starts a cluster of nodes at one release with real TCP between them
+//! (authenticated handshakes with a generated cluster secret), drives a
+//! client load through a failover client, then upgrades the nodes one by one
+//! (stop, restart on the same data dir and addresses as the new release,
+//! catch up before serving), enables every stable flag through the admin
+//! API exactly as an operator would, waits for the migrations those flags
+//! unlock, uses the new features, and finally checks that every
+//! acknowledged write is readable from every node.
+//!
+//! The nodes run in this process: the embedded store is owned by one
+//! process (use etcd and `rollgate-kv serve` for a multi-process cluster).
+//! Every node still has its own data dir, listeners and peer connections,
+//! and a stop closes them all.
+
+mod admin;
+pub mod load;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::client::{ClientOptions, KvClient};
+use crate::node::{Node, NodeConfig, NodeHandle};
+use crate::releases::Release;
+use admin::Admin;
+pub use load::PhaseReport as Phase;
+use load::{Expected, Load, PhaseReport};
+pub use report::render;
+
+/// Fewest nodes: a majority must survive one node being down.
+pub const MIN_NODES: usize = 3;
+/// Most nodes the demo starts.
+pub const MAX_NODES: usize = 7;
+/// Longest the demo waits for a node to be ready or migrations to finish.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Nodes in the cluster (3 to 7).
+    pub nodes: usize,
+    /// The release the cluster starts at.
+    pub from: &'static Release,
+    /// The release the nodes are upgraded to.
+    pub to: &'static Release,
+    /// Concurrent client workers.
+    pub workers: usize,
+    /// Each worker starts at most one operation per this interval.
+    pub op_interval: Duration,
+    /// How long the load runs before and after the upgrade.
+    pub steady: Duration,
+    /// How long each node stays down during its upgrade (the time to
+    /// install a new binary), while the others carry the load.
+    pub downtime: Duration,
+    /// Keep the data here instead of a temporary dir.
+    pub dir: Option<PathBuf>,
+    /// Seed of the load (printed in the report).
+    pub seed: u64,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl DemoOptions {
+    /// The defaults of `rollgate-kv demo`: 3 nodes, `from` to `to`.
+    pub fn new(from: &'static Release, to: &'static Release) -> DemoOptions {
+        DemoOptions {
+            nodes: 3,
+            from,
+            to,
+            workers: 4,
+            op_interval: Duration::from_millis(4),
+            steady: Duration::from_secs(4),
+            downtime: Duration::from_secs(1),
+            dir: None,
+            seed: 1,
+            progress: true,
+        }
+    }
+}
+
+/// Why the demo could not run (as opposed to a run that found failures,
+/// which is a [`DemoReport`] with non-zero counts).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// Setting up the data dir, store or secret failed.
+    #[error("setting up the demo: {0}")]
+    Setup(String),
+    /// A node did not start or did not become ready.
+    #[error("node {node}: {reason}")]
+    Node {
+        /// The node.
+        node: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Versions two connected nodes agreed on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Negotiation {
+    /// The release of the node that reported the link.
+    pub from: String,
+    /// The peer's release.
+    pub to: String,
+    /// The agreed protocol version.
+    pub protocol: u16,
+    /// The agreed transport version.
+    pub transport: u32,
+    /// The reporting node.
+    pub from_node: String,
+    /// The peer.
+    pub to_node: String,
+    /// Whether the handshake was authenticated with the cluster secret.
+    pub authenticated: bool,
+    /// The phase in which it was seen.
+    pub phase: String,
+}
+
+/// Steady state against the rolling upgrade, in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpgradeImpact {
+    /// The steady phases merged.
+    pub steady: PhaseReport,
+    /// The upgrade phases merged.
+    pub upgrade: PhaseReport,
+    /// `upgrade.p99_ms / steady.p99_ms`.
+    pub p99_ratio: f64,
+    /// `upgrade.p50_ms / steady.p50_ms`.
+    pub p50_ratio: f64,
+    /// `upgrade.ops_per_s / steady.ops_per_s`.
+    pub throughput_ratio: f64,
+}
+
+impl UpgradeImpact {
+    fn of(load: &Load) -> UpgradeImpact {
+        let steady = load.merged("steady", |n| n.starts_with("steady at "));
+        let upgrade = load.merged("rolling upgrade", |n| n.starts_with("upgrade "));
+        let ratio = |a: f64, b: f64| if b > 0.0 { (a / b * 100.0).round() / 100.0 } else { 0.0 };
+        UpgradeImpact {
+            p99_ratio: ratio(upgrade.p99_ms, steady.p99_ms),
+            p50_ratio: ratio(upgrade.p50_ms, steady.p50_ms),
+            throughput_ratio: ratio(upgrade.ops_per_s, steady.ops_per_s),
+            steady,
+            upgrade,
+        }
+    }
+}
+
+/// The outcome of a demo run (`--json` prints it).
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    /// Operations acknowledged (or read) by the cluster.
+    pub ops_ok: u64,
+    /// Operations that failed on every node the client tried.
+    pub ops_failed: u64,
+    /// Keys whose last acknowledged write is not what some node returns.
+    pub acked_writes_lost: u64,
+    /// Keys checked on every node.
+    pub keys_checked: u64,
+    /// Each node's release at the end.
+    pub final_releases: Vec<String>,
+    /// Flags enabled at the end.
+    pub flags_enabled: Vec<String>,
+    /// Flags the operator step enabled.
+    pub flags_enabled_by_demo: Vec<String>,
+    /// Load per phase.
+    pub phases: Vec<PhaseReport>,
+    /// Client load in steady state (before and after the upgrade) against
+    /// the load while nodes were being upgraded, in the same run.
+    pub upgrade_impact: UpgradeImpact,
+    /// Agreed versions between nodes, as seen during the run.
+    pub negotiated: Vec<Negotiation>,
+    /// New features exercised after the upgrade.
+    pub features_used: Vec<String>,
+    /// Node-local migrations that finished, as `node/migration`.
+    pub migrations_done: Vec<String>,
+    /// The first failures and losses, to start an investigation.
+    pub problems: Vec<String>,
+    /// Nodes, releases and seed.
+    pub nodes: usize,
+    /// The starting release.
+    pub from: String,
+    /// The target release.
+    pub to: String,
+    /// The load's seed.
+    pub seed: u64,
+    /// Wall time of the whole run, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl DemoReport {
+    /// True when nothing failed and nothing acknowledged was lost.
+    pub fn passed(&self) -> bool {
+        self.ops_failed == 0 && self.acked_writes_lost == 0
+    }
+}
+
+/// Progress shown while the demo runs: a status line on a terminal, plain
+/// lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    status: Arc<Mutex<String>>,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        let bar = (enabled && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, status: Arc::new(Mutex::new(String::new())), enabled }
+    }
+
+    /// A line above the status line (or on its own without a terminal).
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.enabled {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(line.as_ref()),
+            None => eprintln!("{}", line.as_ref()),
+        }
+    }
+
+    /// What the demo is doing now (shown on the status line).
+    fn status(&self, s: impl Into<String>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s.into();
+    }
+
+    /// Refreshes the status line with the load's rate until `load` stops.
+    fn follow(&self, load: Arc<Load>) -> Option<tokio::task::JoinHandle<()>> {
+        let bar = self.bar.clone()?;
+        let status = self.status.clone();
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            let (mut last_ok, mut last_at) = (load.ok(), Instant::now());
+            loop {
+                ticker.tick().await;
+                let (ok, now) = (load.ok(), Instant::now());
+                let rate = (ok - last_ok) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-3);
+                (last_ok, last_at) = (ok, now);
+                let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                bar.set_message(format!("{s}  |  {rate:>5.0} ops/s  ok {ok}  failed {}", load.failed()));
+            }
+        }))
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One node slot: its fixed addresses and data dir, and the running node.
+struct Slot {
+    id: String,
+    data: PathBuf,
+    listen: String,
+    admin: String,
+    node: Option<NodeHandle>,
+}
+
+/// Runs the demo.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    if !(MIN_NODES..=MAX_NODES).contains(&opts.nodes) {
+        return Err(DemoError::Options(format!(
+            "--nodes {} is out of range: use {MIN_NODES} to {MAX_NODES} (a majority must stay up while one node restarts)",
+            opts.nodes
+        )));
+    }
+    if opts.workers == 0 || opts.workers > 64 {
+        return Err(DemoError::Options("--workers must be between 1 and 64".into()));
+    }
+    if opts.from.protocols.highest_common(opts.to.protocols).is_none()
+        || opts.from.transport < opts.to.minimum_compatible
+    {
+        return Err(DemoError::Options(format!(
+            "release {} cannot run next to {} (no common protocol version or transport below the minimum compatible), so a rolling upgrade between them is impossible: upgrade through an intermediate release",
+            opts.from.name, opts.to.name
+        )));
+    }
+    let started = Instant::now();
+    let tmp;
+    let root: PathBuf = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| DemoError::Setup(format!("{}: {e}", d.display())))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("rollgate-kv-demo-")
+                .tempdir()
+                .map_err(|e| DemoError::Setup(format!("temporary dir: {e}")))?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let progress = Progress::new(opts.progress);
+    progress.say(format!(
+        "rollgate-kv demo: {} nodes, {} -> {}, data in {} (seed {})",
+        opts.nodes,
+        opts.from.name,
+        opts.to.name,
+        root.display(),
+        opts.seed
+    ));
+
+    let store = rollgate::store::open(&format!("redb:{}", root.join("meta.redb").display()), Default::default())
+        .await
+        .map_err(|e| DemoError::Setup(format!("embedded metadata store: {e}")))?;
+    let secret = cluster_secret(&root)?;
+    let token = format!("demo-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+
+    let mut slots = Vec::new();
+    for i in 1..=opts.nodes {
+        slots.push(Slot {
+            id: format!("n{i}"),
+            data: root.join(format!("n{i}")),
+            listen: free_addr()?,
+            admin: free_addr()?,
+            node: None,
+        });
+    }
+    let config = |slot: &Slot, release: &'static Release| {
+        let mut c = NodeConfig::new(release, &slot.data, &slot.listen, &slot.admin);
+        c.node_id = Some(slot.id.clone());
+        c.cluster_secret = Some(secret.clone());
+        c.admin_token = Some(token.clone());
+        c
+    };
+
+    // Phase 0: the cluster at the old release.
+    for slot in &mut slots {
+        progress.say(format!("starting {} as {}", slot.id, opts.from.name));
+        let node = start(config(slot, opts.from), &store, &slot.id).await?;
+        slot.node = Some(node);
+    }
+    let admins: Vec<String> = slots.iter().map(|s| s.admin.clone()).collect();
+    let client = Arc::new(
+        KvClient::new(
+            &admins,
+            ClientOptions {
+                request_timeout: Duration::from_secs(4),
+                connect_timeout: Duration::from_millis(500),
+                rounds: 6,
+                round_backoff: Duration::from_millis(100),
+            },
+        )
+        .map_err(|e| DemoError::Setup(e.to_string()))?,
+    );
+    let admin = Admin::new(&token);
+    let mut negotiated: BTreeMap<(String, String, String, String), Negotiation> = BTreeMap::new();
+    let mut problems = Vec::new();
+
+    let steady_from = format!("steady at {}", opts.from.name);
+    let load = Load::new(&steady_from);
+    let workers: Vec<_> = (0..opts.workers)
+        .map(|w| tokio::spawn(load::worker(w, load.clone(), client.clone(), opts.seed, opts.op_interval)))
+        .collect();
+    let follower = progress.follow(load.clone());
+    progress.status(steady_from.clone());
+    progress.say(format!("phase: {steady_from} ({} workers)", opts.workers));
+    tokio::time::sleep(opts.steady).await;
+    observe(&slots, &steady_from, &mut negotiated);
+
+    // The rolling upgrade: one node at a time.
+    for i in 0..slots.len() {
+        let phase = format!("upgrade {} to {}", slots[i].id, opts.to.name);
+        load.begin(&phase);
+        progress.say(format!("phase: {phase}"));
+        progress.status(format!("{phase}: stopping"));
+        if let Some(node) = slots[i].node.take() {
+            node.stop().await.map_err(|e| DemoError::Node { node: slots[i].id.clone(), reason: e.to_string() })?;
+        }
+        progress.status(format!("{phase}: down, the others serve"));
+        tokio::time::sleep(opts.downtime).await;
+        progress.status(format!("{phase}: starting on the same data dir, catching up"));
+        let node = start(config(&slots[i], opts.to), &store, &slots[i].id).await?;
+        slots[i].node = Some(node);
+        // Let the restarted node's links come up before the next one goes down.
+        for slot in slots.iter() {
+            if let Some(n) = &slot.node {
+                for other in slots.iter().filter(|o| o.id != slot.id) {
+                    let _ = n.wait_peer(&other.id, Duration::from_secs(10)).await;
+                }
+            }
+        }
+        observe(&slots, &phase, &mut negotiated);
+        progress.say(format!("  {} runs {} and serves", slots[i].id, opts.to.name));
+    }
+    let steady_to = format!("steady at {}", opts.to.name);
+    load.begin(&steady_to);
+    progress.status(steady_to.clone());
+    progress.say(format!("phase: {steady_to}"));
+    tokio::time::sleep(opts.steady / 2).await;
+
+    // The operator step: enable every stable flag, then let migrations run.
+    load.begin("enable stable flags");
+    progress.status("enable stable flags");
+    let first_admin = slots[0].admin.clone();
+    let mut enabled_by_demo = Vec::new();
+    match admin.enable_all(&first_admin).await {
+        Ok(enabled) => {
+            progress.say(format!(
+                "phase: enable stable flags: {}",
+                if enabled.is_empty() { "none to enable".to_string() } else { enabled.join(", ") }
+            ));
+            enabled_by_demo = enabled;
+        }
+        Err(e) => problems.push(format!("enabling flags: {e}")),
+    }
+    load.begin("migrations");
+    progress.say("phase: migrations");
+    let migrations_done = match admin.wait_migrations(&first_admin, WAIT, |p| progress.status(p)).await {
+        Ok(done) => {
+            for d in &done {
+                progress.say(format!("  migration {d} done"));
+            }
+            done
+        }
+        Err(e) => {
+            problems.push(format!("migrations: {e}"));
+            Vec::new()
+        }
+    };
+
+    // Use what the upgrade unlocked.
+    load.begin("new features");
+    progress.status("new features");
+    let features_used = admin.use_new_features(&client, &first_admin, &load).await;
+    progress.say(format!(
+        "phase: new features: {}",
+        if features_used.is_empty() { "none available".to_string() } else { features_used.join("; ") }
+    ));
+    tokio::time::sleep(opts.steady / 2).await;
+    load.end();
+
+    // Stop the load, gather what each worker had acknowledged.
+    load.stop();
+    let mut expected = Expected::new();
+    for w in workers {
+        match w.await {
+            Ok(e) => expected.extend(e),
+            Err(e) => problems.push(format!("a load worker failed: {e}")),
+        }
+    }
+    expected.extend(admin.take_feature_writes());
+    if let Some(f) = follower {
+        f.abort();
+    }
+
+    // Verify: every acknowledged write is readable from every node.
+    progress.status("verifying every acknowledged write on every node");
+    for slot in &slots {
+        if let Some(n) = &slot.node
+            && !n.flush_replication(Duration::from_secs(30)).await
+        {
+            problems.push(format!("{}: replication did not drain within 30 s", slot.id));
+        }
+    }
+    let (lost, lost_examples) = verify(&slots, &expected).await;
+    problems.extend(lost_examples);
+    progress.say(format!("verified {} keys on {} nodes: {lost} lost", expected.len(), slots.len()));
+    observe(&slots, "end", &mut negotiated);
+
+    let flags_enabled = admin.enabled_flags(&first_admin).await.unwrap_or_else(|e| {
+        problems.push(format!("listing flags: {e}"));
+        Vec::new()
+    });
+    let final_releases = slots.iter().filter_map(|s| s.node.as_ref().map(|n| n.release().name.to_string())).collect();
+    problems.extend(load.failures());
+    progress.finish();
+
+    for slot in &mut slots {
+        if let Some(node) = slot.node.take()
+            && let Err(e) = node.stop().await
+        {
+            problems.push(format!("stopping {}: {e}", slot.id));
+        }
+    }
+
+    Ok(DemoReport {
+        ops_ok: load.ok(),
+        ops_failed: load.failed(),
+        acked_writes_lost: lost,
+        keys_checked: expected.len() as u64,
+        final_releases,
+        flags_enabled,
+        flags_enabled_by_demo: enabled_by_demo,
+        phases: load.reports(),
+        upgrade_impact: UpgradeImpact::of(&load),
+        negotiated: negotiated.into_values().collect(),
+        features_used,
+        migrations_done,
+        problems,
+        nodes: opts.nodes,
+        from: opts.from.name.to_string(),
+        to: opts.to.name.to_string(),
+        seed: opts.seed,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Starts a node and waits until it serves.
+async fn start(
+    config: NodeConfig,
+    store: &Arc<dyn rollgate::store::MetaStore>,
+    id: &str,
+) -> Result<NodeHandle, DemoError> {
+    let node = Node::start(config, store.clone())
+        .await
+        .map_err(|e| DemoError::Node { node: id.to_string(), reason: e.to_string() })?;
+    if !node.wait_ready(WAIT).await {
+        return Err(DemoError::Node {
+            node: id.to_string(),
+            reason: format!("not ready after {} s (catching up)", WAIT.as_secs()),
+        });
+    }
+    Ok(node)
+}
+
+/// A free loopback address (the port is reused when the node restarts).
+fn free_addr() -> Result<String, DemoError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| DemoError::Setup(format!("loopback port: {e}")))?;
+    let addr = l.local_addr().map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok(addr.to_string())
+}
+
+/// A generated cluster secret in the data dir (the handshakes are
+/// authenticated, as they should be in production).
+fn cluster_secret(root: &Path) -> Result<rollgate::handshake::ClusterSecret, DemoError> {
+    let path = root.join("cluster.secret");
+    let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
+    std::fs::write(&path, secret).map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))?;
+    rollgate::handshake::ClusterSecret::from_file(&path).map_err(|e| DemoError::Setup(e.to_string()))
+}
+
+/// Records the versions each connected pair agreed on.
+fn observe(slots: &[Slot], phase: &str, out: &mut BTreeMap<(String, String, String, String), Negotiation>) {
+    for slot in slots {
+        let Some(node) = &slot.node else { continue };
+        for p in node.peers() {
+            let (Some(protocol), Some(transport)) = (p.protocol, p.transport) else { continue };
+            let n = Negotiation {
+                from: node.release().name.to_string(),
+                to: p.release.clone().unwrap_or_default(),
+                protocol,
+                transport,
+                from_node: slot.id.clone(),
+                to_node: p.node_id.clone(),
+                authenticated: p.authenticated.unwrap_or(false),
+                phase: phase.to_string(),
+            };
+            out.entry((n.from_node.clone(), n.to_node.clone(), n.from.clone(), n.to.clone())).or_insert(n);
+        }
+    }
+}
+
+/// Reads every expected key from every node (each node's own answer, no
+/// failover). Returns the number of keys wrong somewhere and a few examples.
+async fn verify(slots: &[Slot], expected: &Expected) -> (u64, Vec<String>) {
+    let mut clients = Vec::new();
+    for slot in slots {
+        let c = KvClient::new(
+            &[slot.admin.as_str()],
+            ClientOptions { rounds: 2, round_backoff: Duration::from_millis(50), ..ClientOptions::default() },
+        );
+        match c {
+            Ok(c) => clients.push((slot.id.clone(), Arc::new(c))),
+            Err(e) => return (expected.len() as u64, vec![format!("client for {}: {e}", slot.id)]),
+        }
+    }
+    let entries: Vec<(String, Option<Vec<u8>>)> = expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut lost = 0u64;
+    let mut examples = Vec::new();
+    for chunk in entries.chunks(64) {
+        let checks = chunk.iter().map(|(key, want)| {
+            let clients = clients.clone();
+            async move {
+                let mut wrong = Vec::new();
+                for (id, c) in &clients {
+                    match c.get(key).await {
+                        Ok(got) if got == *want => {}
+                        Ok(got) => wrong.push(format!(
+                            "{id} returns {} for {key}, the last acknowledged write {}",
+                            describe(got.as_deref()),
+                            describe(want.as_deref())
+                        )),
+                        Err(e) => wrong.push(format!("{id} cannot read {key}: {e}")),
+                    }
+                }
+                wrong
+            }
+        });
+        for wrong in futures::future::join_all(checks).await {
+            if !wrong.is_empty() {
+                lost += 1;
+                if examples.len() < 10 {
+                    examples.extend(wrong);
+                }
+            }
+        }
+    }
+    (lost, examples)
+}
+
+fn describe(v: Option<&[u8]>) -> String {
+    match v {
+        None => "nothing (deleted)".into(),
+        Some(b) => format!("{:?}", crate::shorten(&String::from_utf8_lossy(b), 40)),
+    }
+}

@@ -1,0 +1,113 @@
+//! The demo's readable report.
+
+use std::fmt::Write as _;
+
+use comfy_table::{Table, presets};
+
+use super::DemoReport;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.iter().map(comfy_table::Cell::new).collect::<Vec<_>>());
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    t
+}
+
+fn lines(t: &Table) -> String {
+    t.to_string().lines().map(|l| format!("  {}\n", l.trim_end())).collect()
+}
+
+/// The report as text for a terminal.
+pub fn render(r: &DemoReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nrollgate-kv demo: {} nodes, {} -> {}, {:.1} s (seed {})\n",
+        r.nodes,
+        r.from,
+        r.to,
+        r.duration_ms as f64 / 1000.0,
+        r.seed
+    );
+    let mut t = table(&["PHASE", "OPS", "OPS/S", "P50 MS", "P99 MS", "MAX MS", "FAILED"]);
+    for p in &r.phases {
+        t.add_row(vec![
+            p.name.clone(),
+            p.ops.to_string(),
+            format!("{:.0}", p.ops_per_s),
+            format!("{:.2}", p.p50_ms),
+            format!("{:.2}", p.p99_ms),
+            format!("{:.2}", p.max_ms),
+            p.failed.to_string(),
+        ]);
+    }
+    let _ = write!(out, "Client load by phase:\n{}", lines(&t));
+    let i = &r.upgrade_impact;
+    let _ = writeln!(
+        out,
+        "  During the rolling upgrade: p50 {:.2} ms, p99 {:.2} ms, {:.0} ops/s; steady state: p50 {:.2} ms, p99 {:.2} ms, {:.0} ops/s (p99 x{:.2}, throughput x{:.2})\n",
+        i.upgrade.p50_ms,
+        i.upgrade.p99_ms,
+        i.upgrade.ops_per_s,
+        i.steady.p50_ms,
+        i.steady.p99_ms,
+        i.steady.ops_per_s,
+        i.p99_ratio,
+        i.throughput_ratio
+    );
+
+    // One row per pair of releases and agreed versions (the JSON has every link).
+    type Pair = (String, String, u16, u32, bool);
+    let mut pairs: std::collections::BTreeMap<Pair, (usize, String)> = Default::default();
+    for n in &r.negotiated {
+        let (from, to) = if n.from <= n.to { (&n.from, &n.to) } else { (&n.to, &n.from) };
+        let e = pairs
+            .entry((from.clone(), to.clone(), n.protocol, n.transport, n.authenticated))
+            .or_insert((0, n.phase.clone()));
+        e.0 += 1;
+    }
+    let mut t = table(&["RELEASES", "PROTOCOL", "TRANSPORT", "AUTHENTICATED", "LINKS", "FIRST SEEN"]);
+    for ((from, to, protocol, transport, auth), (links, phase)) in pairs {
+        t.add_row(vec![
+            format!("{from} <-> {to}"),
+            format!("v{protocol}"),
+            transport.to_string(),
+            if auth { "yes".into() } else { "no".into() },
+            links.to_string(),
+            phase,
+        ]);
+    }
+    let _ = write!(out, "Versions agreed between nodes:\n{}\n", lines(&t));
+
+    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    let _ = writeln!(out, "Flags enabled by the operator step: {}", list(&r.flags_enabled_by_demo));
+    let _ = writeln!(out, "Flags enabled at the end:           {}", list(&r.flags_enabled));
+    let _ = writeln!(out, "Migrations finished:                {}", list(&r.migrations_done));
+    let _ = writeln!(out, "New features used:                  {}", list(&r.features_used));
+    let _ = writeln!(out, "Final releases:                     {}", list(&r.final_releases));
+    let _ = writeln!(out, "Operations:                         {} ok, {} failed", r.ops_ok, r.ops_failed);
+    let _ = writeln!(
+        out,
+        "Acknowledged writes:                {} keys read back from every node, {} lost",
+        r.keys_checked, r.acked_writes_lost
+    );
+    if !r.problems.is_empty() {
+        let _ = writeln!(out, "\nProblems:");
+        for p in &r.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nResult: {}",
+        if r.passed() {
+            "PASS: zero failed operations and zero lost acknowledged writes"
+        } else {
+            "FAIL: see the problems above"
+        }
+    );
+    out
+}
