@@ -20,6 +20,7 @@
 //! | [`format`] | what layout stored data has (format versions) |
 //! | [`migrate`] | stepwise, resumable, idempotent upgrades of stored data |
 //! | [`record`] | extensible records that old code round-trips without loss |
+//! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
 
 pub mod admin;
 pub mod capabilities;
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod features;
 pub mod flags;
 pub mod format;
+pub mod golden;
 pub mod handshake;
 pub mod migrate;
 pub mod net;

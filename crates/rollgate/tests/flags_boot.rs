@@ -8,7 +8,9 @@ mod flags_support;
 
 use flags_support::*;
 use rollgate::cluster::FlagState;
-use rollgate::flags::{EnableRequest, FlagError};
+#[cfg(feature = "etcd")]
+use rollgate::flags::EnableRequest;
+use rollgate::flags::FlagError;
 use rollgate::node::{Node, NodeError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
