@@ -971,7 +971,8 @@ mod tests {
         }
         wtx.commit().unwrap();
         // Index every record but the ones holding "v0" by (value, key).
-        let entries = |key: &[u8], value: &[u8]| -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+        let entries = |key: &[u8], value: &[u8]| -> Result<Entries, String> {
             Ok(if value == b"v0" { Vec::new() } else { vec![([value, key].concat(), Vec::new())] })
         };
         let m =
