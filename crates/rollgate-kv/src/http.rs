@@ -77,8 +77,13 @@ pub fn route_table(release: &Release, plugins: &[String]) -> Result<RouteTable, 
     Ok(t)
 }
 
-/// The client routes of a node.
+/// The client routes of a node (answering unknown paths with the list of routes).
 pub fn client_routes(api: Api) -> Router {
+    let not_found_api = api.clone();
+    routes(api).fallback(move |req: Request| not_found(not_found_api.clone(), req))
+}
+
+fn routes(api: Api) -> Router {
     let release = api.release();
     let mut r =
         Router::new().route("/kv/{key}", get(get_key).put(put_key).delete(delete_key)).route("/health", get(health));
@@ -88,23 +93,19 @@ pub fn client_routes(api: Api) -> Router {
     if api.audit().is_some() {
         r = r.route("/audit", get(audit));
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
+    r.method_not_allowed_fallback(method_not_allowed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
 }
 
 /// The HTTP app of a node: the client routes, rollgate's admin API (`admin`,
 /// at `/_capabilities` and `/admin/...`) on the same listener, and a bound
 /// on request time.
 pub fn app(api: Api, admin: Router, request_timeout: Duration) -> Router {
-    // The admin router keeps its own answers (and its fallback) for its paths.
-    let admin = admin.into_service::<axum::body::Body>();
-    let app = client_routes(api)
-        .route_service("/_capabilities", admin.clone())
-        .route_service("/admin", admin.clone())
-        .route_service("/admin/{*rest}", admin);
-    app.layer(middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)))
+    let not_found_api = api.clone();
+    // The admin router's own fallback is replaced by the node's, which lists both APIs.
+    routes(api)
+        .merge(admin)
+        .fallback(move |req: Request| not_found(not_found_api.clone(), req))
+        .layer(middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)))
 }
 
 async fn bounded(req: Request, next: Next, limit: Duration) -> Response {
@@ -401,7 +402,7 @@ async fn audit(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
     }
 }
 
-async fn not_found(State(api): State<Api>, req: Request) -> Response {
+async fn not_found(api: Api, req: Request) -> Response {
     let table = route_table(api.release(), &api.plugin_names()).unwrap_or_default();
     let routes: BTreeMap<&str, Vec<&str>> = table.routes.iter().fold(BTreeMap::new(), |mut m, r| {
         m.entry(r.path.as_str()).or_default().push(r.method.as_str());
@@ -412,7 +413,9 @@ async fn not_found(State(api): State<Api>, req: Request) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} {}: the API is {}",
+            "no route for {} {}: the API is {}, and rollgate's admin API (GET /admin/flags, /admin/nodes, \
+             /admin/features, /admin/upgrade/status, /_capabilities; POST /admin/flags/enable, /admin/flags/disable; \
+             DELETE /admin/nodes/{{id}})",
             req.method(),
             crate::shorten(req.uri().path(), 96),
             list.join(", ")
