@@ -33,13 +33,20 @@ fn runtime() -> tokio::runtime::Runtime {
 fn entry(hlc: &Hlc, i: usize) -> StoredEntry {
     StoredEntry {
         key: format!("bench/{i:03}"),
-        record: Record { version: hlc.now(), value: Some(VALUE.to_vec()), expires_at_ms: 0 },
+        record: Record {
+            version: hlc.now(),
+            value: Some(VALUE.to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        },
     }
 }
 
 fn bench_storage(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &std::path::Path) {
     let mut group = c.benchmark_group("kv/storage");
-    let (storage, _) = Storage::open(&dir.join("group"), StorageOptions::default()).expect("open");
+    let (storage, _) =
+        Storage::open(&dir.join("group"), StorageOptions::default(), &rollgate_kv::releases::LATEST.format_policy())
+            .expect("open");
     let hlc = Arc::new(Hlc::new("bench", None));
     group.bench_function("group_commit_64", |b| {
         b.iter(|| {

@@ -1,21 +1,27 @@
-//! The client HTTP API, served on `--admin`:
+//! The HTTP API, served on `--admin`: the client API and rollgate's admin API.
 //!
-//! | method | path | answer |
-//! |---|---|---|
-//! | `PUT` | `/kv/{key}` (`?ttl_s=N`) | 200 JSON `{key, version, acks, members, quorum}` once a majority stored it |
-//! | `GET` | `/kv/{key}` | 200 with the value as the body (`x-kv-version` header), 404 |
-//! | `DELETE` | `/kv/{key}` | 200 JSON, like `PUT` (stores a tombstone) |
-//! | `GET` | `/health` | 200 when ready, else 503; JSON [`crate::node::Health`] |
+//! | method | path | answer | release |
+//! |---|---|---|---|
+//! | `PUT` | `/kv/{key}` (`?ttl_s=N` from 1.1, once flag `ttl` is enabled) | 200 JSON `{key, version, acks, members, quorum}` once a majority stored it | 1.0 |
+//! | `GET` | `/kv/{key}` | 200 with the value as the body (`x-kv-version`, `x-kv-writer`, `x-kv-checksum` headers), 404 | 1.0 |
+//! | `DELETE` | `/kv/{key}` | 200 JSON, like `PUT` (stores a tombstone) | 1.0 |
+//! | `GET` | `/kv?prefix=P&limit=N` | 200 JSON `{prefix, items: [{key, value or value_hex, version}], truncated}`, once every member publishes cluster feature `kv.prefix_scan`; 409 `feature_not_available` naming it before | 1.2 |
+//! | `GET` | `/audit?limit=N` | 200 JSON `{plugin, entries}` with `--plugins audit`, once flag `record_meta_v2` is enabled; 503 `plugin_not_running` before | 1.2 |
+//! | `GET` | `/health` | 200 when ready, else 503; JSON [`crate::node::Health`] | 1.0 |
+//! | | `/_capabilities`, `/admin/...` | rollgate's admin API ([`rollgate::admin`]), mutations need the bearer token | 1.0 |
 //!
-//! Errors are JSON `{"error": "...", "code": "..."}`: 400 (`bad_request`,
-//! `invalid_key`, `ttl_not_supported`), 404 (`not_found`), 405, 413
+//! Errors of the client API are JSON `{"error": "...", "code": "..."}`: 400
+//! (`bad_request`, `invalid_key`, `ttl_not_supported`), 404 (`not_found`),
+//! 405, 409 (`flag_not_enabled`, `feature_not_available`), 413
 //! (`key_too_long`, `value_too_large`), 503 (`catching_up`, `stopping`,
-//! `no_quorum`, `timeout`), 500 (`internal`).
+//! `no_quorum`, `timeout`, `plugin_not_running`), 500 (`internal`,
+//! `corrupt_value`); the admin API's are rollgate's (`{"error": {"code", "message"}}`).
 //!
 //! Everything is bounded: body size ([`MAX_BODY_BYTES`]), request time,
-//! connections at once. [`ROUTES`] lists every route and its parameters in
-//! one place (what rollgate's capabilities will be computed from), and
-//! [`app`] mounts the admin API's router next to the client routes.
+//! connections at once, query strings. [`route_table`] lists every route
+//! and its parameters in one place: the node publishes it, and
+//! `/_capabilities` answers from it (the prefix scan route counts only
+//! while the cluster has `kv.prefix_scan`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,54 +44,68 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use rollgate::capabilities::{CapabilityError, Route, RouteTable};
+
 use crate::node::{Api, NodeState, WriteError};
+use crate::plugins::PluginState;
 use crate::policy::PolicyError;
 use crate::record::MAX_VALUE_BYTES;
+use crate::releases::{PREFIX_SCAN, Release, TTL};
 
 /// Largest request body: the largest value.
 pub const MAX_BODY_BYTES: usize = MAX_VALUE_BYTES;
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 256;
 
-/// One route of the client API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// The HTTP method.
-    pub method: &'static str,
-    /// The path pattern.
-    pub path: &'static str,
-    /// The query parameters it accepts.
-    pub parameters: &'static [&'static str],
-}
-
-/// Every client route: the single registry that capabilities (does every
-/// node support this endpoint and parameter?) will be answered from.
-pub const ROUTES: &[Route] = &[
-    Route { method: "GET", path: "/kv/{key}", parameters: &[] },
-    Route { method: "PUT", path: "/kv/{key}", parameters: &["ttl_s"] },
-    Route { method: "DELETE", path: "/kv/{key}", parameters: &[] },
-    Route { method: "GET", path: "/health", parameters: &[] },
-];
-
-/// The client routes of a node.
-pub fn client_routes(api: Api) -> Router {
-    Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
-        .route("/health", get(health))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
-}
-
-/// The HTTP app of a node: the client routes, the admin API's routes when
-/// given (mounted on the same listener), and a bound on request time.
-pub fn app(api: Api, admin: Option<Router>, request_timeout: Duration) -> Router {
-    let mut app = client_routes(api);
-    if let Some(admin) = admin {
-        app = app.merge(admin);
+/// Every route a node of `release` serves with `plugins` (the admin API's
+/// are added by rollgate): what it publishes in its node record and what
+/// `/_capabilities` answers from.
+pub fn route_table(release: &Release, plugins: &[String]) -> Result<RouteTable, CapabilityError> {
+    let mut t = RouteTable::new();
+    t.add(Route::new("GET", "/kv/{key}"))?;
+    let put = Route::new("PUT", "/kv/{key}");
+    t.add(if release.supports_flag(TTL.name) { put.parameters(["ttl_s"]) } else { put })?;
+    t.add(Route::new("DELETE", "/kv/{key}"))?;
+    if release.has_feature(PREFIX_SCAN) {
+        t.add(Route::new("GET", "/kv").parameters(["prefix", "limit"]).requires_feature(PREFIX_SCAN))?;
     }
-    app.layer(middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)))
+    if plugins.iter().any(|p| p == crate::releases::AUDIT.name) && release.plugin(crate::releases::AUDIT.name).is_some()
+    {
+        t.add(Route::new("GET", "/audit").parameters(["limit"]))?;
+    }
+    t.add(Route::new("GET", "/health"))?;
+    Ok(t)
+}
+
+/// The client routes of a node (answering unknown paths with the list of routes).
+pub fn client_routes(api: Api) -> Router {
+    let not_found_api = api.clone();
+    routes(api).fallback(move |req: Request| not_found(not_found_api.clone(), req))
+}
+
+fn routes(api: Api) -> Router {
+    let release = api.release();
+    let mut r =
+        Router::new().route("/kv/{key}", get(get_key).put(put_key).delete(delete_key)).route("/health", get(health));
+    if release.has_feature(PREFIX_SCAN) {
+        r = r.route("/kv", get(scan));
+    }
+    if api.audit().is_some() {
+        r = r.route("/audit", get(audit));
+    }
+    r.method_not_allowed_fallback(method_not_allowed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
+}
+
+/// The HTTP app of a node: the client routes, rollgate's admin API (`admin`,
+/// at `/_capabilities` and `/admin/...`) on the same listener, and a bound
+/// on request time.
+pub fn app(api: Api, admin: Router, request_timeout: Duration) -> Router {
+    let not_found_api = api.clone();
+    // The admin router's own fallback is replaced by the node's, which lists both APIs.
+    routes(api)
+        .merge(admin)
+        .fallback(move |req: Request| not_found(not_found_api.clone(), req))
+        .layer(middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)))
 }
 
 async fn bounded(req: Request, next: Next, limit: Duration) -> Response {
@@ -109,12 +129,14 @@ fn write_error(e: WriteError) -> Response {
         WriteError::NotReady { state: NodeState::CatchingUp, .. } => (StatusCode::SERVICE_UNAVAILABLE, "catching_up"),
         WriteError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
         WriteError::Policy(PolicyError::TtlUnsupported { .. }) => (StatusCode::BAD_REQUEST, "ttl_not_supported"),
+        WriteError::Policy(PolicyError::TtlNotEnabled) => (StatusCode::CONFLICT, "flag_not_enabled"),
         WriteError::Policy(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         WriteError::InvalidKey { too_long: true, .. } => (StatusCode::PAYLOAD_TOO_LARGE, "key_too_long"),
         WriteError::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
         WriteError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
         WriteError::NoQuorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
         WriteError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        WriteError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_value"),
     };
     let (status, code) = status_code(&e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -216,10 +238,23 @@ async fn get_key(State(api): State<Api>, key: Result<Path<String>, PathRejection
     match api.get(&key).await {
         Ok(Some(record)) => {
             let version = HeaderValue::from_str(&record.version.to_string()).unwrap_or(HeaderValue::from_static("?"));
+            // The writer from meta@2, else meta@1: `node`, `node release` or `node (meta@1)`.
+            let writer = match record.writer() {
+                Ok(Some(w)) => match (&w.release, w.from.as_str()) {
+                    (Some(r), _) => format!("{} {r}", w.node),
+                    (None, from) => format!("{} ({from})", w.node),
+                },
+                _ => "unknown".into(),
+            };
+            let checksum = if record.features.contains(&crate::record::CHECKSUM_V1) { "verified" } else { "absent" };
             let value = record.value.unwrap_or_default();
             let mut r = (StatusCode::OK, value).into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             r.headers_mut().insert("x-kv-version", version);
+            if let Ok(w) = HeaderValue::from_str(&writer) {
+                r.headers_mut().insert("x-kv-writer", w);
+            }
+            r.headers_mut().insert("x-kv-checksum", HeaderValue::from_static(checksum));
             r
         }
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("key {:?} not found", crate::shorten(&key, 96))),
@@ -228,14 +263,149 @@ async fn get_key(State(api): State<Api>, key: Result<Path<String>, PathRejection
 }
 
 async fn health(State(api): State<Api>) -> Response {
-    let h = api.health();
+    let mut h = api.health();
     let status = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    h.storage = api.storage_status().await.ok();
     (status, axum::Json(h)).into_response()
 }
 
-async fn not_found(req: Request) -> Response {
-    let routes: BTreeMap<&str, Vec<&str>> = ROUTES.iter().fold(BTreeMap::new(), |mut m, r| {
-        m.entry(r.path).or_default().push(r.method);
+/// Parses a query of `name=value` pairs: only `allowed` names, each once,
+/// values percent-decoded. The error is the message of a 400 `bad_request`.
+fn parse_query(query: Option<&str>, allowed: &[&str], what: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let Some(q) = query.filter(|q| !q.is_empty()) else { return Ok(out) };
+    if q.len() > MAX_SCAN_QUERY_BYTES {
+        return Err(format!("the query is over {MAX_SCAN_QUERY_BYTES} bytes"));
+    }
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let plus = s.replace('+', " ");
+            percent_decode(&plus).ok_or_else(|| {
+                format!("{what}: the parameter {:?} is not percent-encoded UTF-8", crate::shorten(s, 32))
+            })
+        };
+        let name = decode(name)?;
+        if !allowed.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown parameter {:?}: {what} accepts {}",
+                crate::shorten(&name, 32),
+                allowed.join(", ")
+            ));
+        }
+        if out.insert(name.clone(), decode(value)?).is_some() {
+            return Err(format!("{name} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_limit(params: &BTreeMap<String, String>, default: usize, max: usize) -> Result<usize, String> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("limit must be a whole number from 1 to {max}, got {:?}", crate::shorten(v, 32))),
+        },
+    }
+}
+
+/// Longest query string of a prefix scan (a prefix is at most a key long, percent-encoded).
+pub const MAX_SCAN_QUERY_BYTES: usize = 3 * crate::record::MAX_KEY_BYTES + 64;
+
+async fn scan(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
+    let params = match parse_query(query.as_deref(), &["prefix", "limit"], "GET /kv") {
+        Ok(p) => p,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    if !api.cluster_has_feature(PREFIX_SCAN) {
+        return error(
+            StatusCode::CONFLICT,
+            "feature_not_available",
+            format!(
+                "GET /kv?prefix= needs cluster feature `{PREFIX_SCAN}`, which not every member publishes yet (without \
+                 it: {}): upgrade those nodes to release 1.2 or later (or forget the ones gone for good); \
+                 `GET /_capabilities?path=/kv&parameters=prefix` says when it is available",
+                api.members_without(PREFIX_SCAN).join(", ")
+            ),
+        );
+    }
+    let prefix = params.get("prefix").cloned().unwrap_or_default();
+    if prefix.len() > crate::record::MAX_KEY_BYTES || prefix.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the prefix must be at most a key long, without control characters",
+        );
+    }
+    let limit = match parse_limit(&params, 100, crate::node::MAX_SCAN_LIMIT) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    match api.scan_prefix(&prefix, limit).await {
+        Ok((entries, truncated)) => {
+            let items: Vec<serde_json::Value> = entries
+                .into_iter()
+                .map(|e| {
+                    let value = e.record.value.unwrap_or_default();
+                    let version = e.record.version.to_string();
+                    match String::from_utf8(value) {
+                        Ok(text) => json!({"key": e.key, "value": text, "version": version}),
+                        Err(bytes) => json!({"key": e.key, "value_hex": hex(bytes.as_bytes()), "version": version}),
+                    }
+                })
+                .collect();
+            axum::Json(json!({"prefix": prefix, "items": items, "truncated": truncated})).into_response()
+        }
+        Err(e) => write_error(e),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn audit(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
+    let Some(plugin) = api.audit().cloned() else {
+        return error(StatusCode::NOT_FOUND, "not_found", "the audit plugin is not configured (--plugins audit)");
+    };
+    let params = match parse_query(query.as_deref(), &["limit"], "GET /audit") {
+        Ok(p) => p,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    let limit = match parse_limit(&params, 100, crate::plugins::MAX_AUDIT_LIMIT) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    match plugin.state() {
+        PluginState::Running => {
+            axum::Json(json!({"plugin": plugin.name(), "entries": plugin.recent(limit)})).into_response()
+        }
+        PluginState::Waiting { reason } => error(StatusCode::SERVICE_UNAVAILABLE, "plugin_not_running", reason),
+    }
+}
+
+async fn not_found(api: Api, req: Request) -> Response {
+    let table = route_table(api.release(), &api.plugin_names()).unwrap_or_default();
+    let routes: BTreeMap<&str, Vec<&str>> = table.routes.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r.path.as_str()).or_default().push(r.method.as_str());
         m
     });
     let list: Vec<String> = routes.iter().map(|(p, ms)| format!("{} {p}", ms.join("|"))).collect();
@@ -243,7 +413,9 @@ async fn not_found(req: Request) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} {}: the API is {}",
+            "no route for {} {}: the API is {}, and rollgate's admin API (GET /admin/flags, /admin/nodes, \
+             /admin/features, /admin/upgrade/status, /_capabilities; POST /admin/flags/enable, /admin/flags/disable; \
+             DELETE /admin/nodes/{{id}})",
             req.method(),
             crate::shorten(req.uri().path(), 96),
             list.join(", ")
@@ -357,10 +529,36 @@ mod tests {
     }
 
     #[test]
-    fn every_route_is_listed_once() {
-        let mut seen = std::collections::BTreeSet::new();
-        for r in ROUTES {
-            assert!(seen.insert((r.method, r.path)), "{r:?}");
+    fn every_route_is_listed_once_and_follows_the_release() {
+        for release in crate::releases::RELEASES {
+            let t = route_table(release, &["audit".to_string()]).unwrap();
+            t.check().unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &t.routes {
+                assert!(seen.insert((r.method.clone(), r.path.clone())), "{r:?}");
+            }
+            let scan = t.routes.iter().find(|r| r.path == "/kv");
+            assert_eq!(scan.is_some(), release.has_feature(PREFIX_SCAN), "{release}");
+            if let Some(scan) = scan {
+                assert_eq!(scan.requires_feature.as_deref(), Some(PREFIX_SCAN));
+            }
+            let put = t.routes.iter().find(|r| r.method == "PUT").unwrap();
+            assert_eq!(put.parameters.contains("ttl_s"), release.supports_flag(TTL.name), "{release}");
+            assert_eq!(t.routes.iter().any(|r| r.path == "/audit"), !release.plugins.is_empty(), "{release}");
+        }
+    }
+
+    #[test]
+    fn scan_queries_are_parsed_strictly() {
+        let ok = parse_query(Some("prefix=user%2F&limit=5"), &["prefix", "limit"], "GET /kv").unwrap();
+        assert_eq!((ok["prefix"].as_str(), ok["limit"].as_str()), ("user/", "5"));
+        assert_eq!(parse_limit(&ok, 100, 1000), Ok(5));
+        for bad in ["prefix=a&prefix=b", "other=1", "prefix=%ZZ", "prefix=%FF", &"p".repeat(MAX_SCAN_QUERY_BYTES + 1)] {
+            assert!(parse_query(Some(bad), &["prefix", "limit"], "GET /kv").is_err(), "{bad}");
+        }
+        for bad in ["0", "1001", "-1", "x"] {
+            let q = parse_query(Some(&format!("limit={bad}")), &["limit"], "GET /audit").unwrap();
+            assert!(parse_limit(&q, 100, 1000).is_err(), "{bad}");
         }
     }
 }

@@ -8,15 +8,18 @@
 //!
 //! | module | content |
 //! |---|---|
-//! | [`releases`] | the releases table: protocol range, transport versions, placeholders for flags, features, formats |
+//! | [`releases`] | the releases table: protocol range, transport versions, flags, cluster features, storage formats, plugins |
 //! | [`replication`], [`digest`] | versioned engine messages (replication v1, v2; digest v1) |
 //! | [`protocol`] | protocol v1, v2, v3 and [`Msg`] over them |
 //! | [`peer`] | wire conversions by protocol version; outbound links with write batching |
 //! | [`node`] | a node: start, membership, inbound requests, write path, catch-up, stop |
-//! | [`storage`], [`record`] | the data dir (group commit, last writer wins) and the record format |
+//! | [`storage`], [`record`] | the data dir (group commit, last writer wins) and the record (core fields and a feature map) |
+//! | [`migrations`] | the `records` unit's formats 1..=3 and the table migrations between them |
+//! | [`gates`] | the flags kv checks, as hot-path bits |
+//! | [`plugins`] | plugin-like components that start once their flags are enabled (`audit`) |
 //! | [`hlc`] | write versions: hybrid logical clock + node id |
-//! | [`policy`] | write-path checks (the feature-flag seam) |
-//! | [`http`] | the client HTTP API and the admin mount point |
+//! | [`policy`] | write-path checks (a TTL needs flag `ttl`) |
+//! | [`http`] | the client HTTP API (prefix scan, audit) and rollgate's admin API on the same listener |
 //! | [`client`] | [`KvClient`] |
 //! | [`demo`] | `rollgate-kv demo`: a rolling upgrade under live load, in one process |
 //! | [`samples`] | one value per message, for the golden wire samples |
@@ -26,10 +29,13 @@ rollgate::include_transport_versions!();
 pub mod client;
 pub mod demo;
 pub mod digest;
+pub mod gates;
 pub mod hlc;
 pub mod http;
+pub mod migrations;
 pub mod node;
 pub mod peer;
+pub mod plugins;
 pub mod policy;
 pub mod protocol;
 pub mod record;

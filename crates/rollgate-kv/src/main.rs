@@ -9,15 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rollgate::handshake::ClusterSecret;
 use rollgate::store::{StoreError, StoreOptions};
 use rollgate_kv::releases::{self, Release};
 use rollgate_kv::{ClientError, ClientOptions, KvClient, Node, NodeConfig, NodeError};
-
-/// Largest admin token file read.
-const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,8 +87,9 @@ struct ServeArgs {
     /// The address peers connect to (port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     listen: String,
-    /// The HTTP address of the client API (port 0 picks one).
-    #[arg(long, value_name = "ADDR")]
+    /// The HTTP address of the client API and the admin API: PORT or
+    /// localhost:PORT (loopback), or IP:PORT (port 0 picks one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9650")]
     admin: String,
     /// The metadata store: redb:PATH, etcd:HOST:PORT[,HOST:PORT...] or mem:.
     #[arg(long, value_name = "URL")]
@@ -106,9 +103,13 @@ struct ServeArgs {
     /// A file holding the cluster secret (at least 16 bytes) that authenticates handshakes.
     #[arg(long, value_name = "F")]
     cluster_secret_file: Option<PathBuf>,
-    /// A file holding the bearer token of the admin API.
+    /// A file holding the bearer token of the admin API (without one, admin
+    /// changes such as enabling flags are refused).
     #[arg(long, value_name = "F")]
     admin_token_file: Option<PathBuf>,
+    /// Plugins to run (comma-separated or repeated; see `rollgate-kv releases`).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    plugins: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -291,27 +292,7 @@ fn client_failure(e: ClientError) -> Failure {
 }
 
 fn read_token(path: &Path) -> Result<String, Failure> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("--admin-token-file {}", path.display()))
-        .map_err(Failure::refused)?;
-    if meta.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(Failure::refused(anyhow::anyhow!(
-            "--admin-token-file {}: {} bytes, over the limit of {MAX_TOKEN_FILE_BYTES}",
-            path.display(),
-            meta.len()
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--admin-token-file {}", path.display()))
-        .map_err(Failure::refused)?;
-    let token = text.trim();
-    if token.is_empty() || token.chars().any(char::is_control) {
-        return Err(Failure::refused(anyhow::anyhow!(
-            "--admin-token-file {}: the token must be one line of printable characters",
-            path.display()
-        )));
-    }
-    Ok(token.to_string())
+    rollgate::admin::read_token_file(path).map_err(|e| Failure::refused(anyhow::anyhow!("--admin-token-file: {e}")))
 }
 
 fn store_failure(e: StoreError) -> Failure {
@@ -350,6 +331,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     config.node_id = args.node_id;
     config.cluster_secret = secret;
     config.admin_token = admin_token;
+    config.plugins = args.plugins;
     let handle = Node::start(config, store).await.map_err(node_failure)?;
     let addrs = handle.addresses();
     let line = format!(

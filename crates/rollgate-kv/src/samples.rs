@@ -2,13 +2,24 @@
 //! (`testdata/wire/<name>/<transport_version>.bin`, checked by
 //! `tests/wire_golden.rs`) are these, encoded at each transport version.
 
+use rollgate::migrate::MemGates;
+use rollgate::record::FeatureMap;
+
 use crate::digest::v1 as digest;
 use crate::hlc::Version;
 use crate::protocol::{self, Msg};
+use crate::record::{self, WriteContext};
 use crate::replication::{v1 as repl1, v2 as repl2};
 
 fn version() -> Version {
     Version { wall_ms: 1_763_000_000_123, logical: 7, node: "kv-0000beef".into() }
+}
+
+/// `meta@1`, and `meta@2` when `v2` (a record written once `record_meta_v2` was enabled).
+fn features(v2: bool) -> FeatureMap {
+    let gates = if v2 { MemGates::with_flags(["record_meta_v2"]) } else { MemGates::new() };
+    let ctx = WriteContext { node: "kv-0000beef", release: "1.2" };
+    record::new_features(ctx, &version(), None, &gates)
 }
 
 fn entry(key: &str, value: Option<&[u8]>, expires_at_ms: u64) -> repl1::Entry {
@@ -20,6 +31,7 @@ fn entry(key: &str, value: Option<&[u8]>, expires_at_ms: u64) -> repl1::Entry {
             None => repl1::Value::Tombstone,
         },
         expires_at_ms,
+        features: features(expires_at_ms != 0),
     }
 }
 

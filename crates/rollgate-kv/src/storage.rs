@@ -9,9 +9,20 @@
 //! any order, any number of times, and end up equal. Deletions are
 //! tombstones (kept, so a deletion wins over older copies met during sync).
 //!
-//! Tables (data format 1): `kv` (key -> record bytes), `meta` (`format` ->
-//! the data format, `max_version` -> the highest version stored, the floor
-//! of the node's clock after a restart).
+//! Tables: `records` (key bytes -> record bytes: the storage unit
+//! `records`, format-stamped with [`rollgate::format`] in
+//! `rollgate_formats`; see [`crate::migrations`] for its formats), `meta`
+//! (`max_version` -> the highest version stored, the floor of the node's
+//! clock after a restart), `expiry` (from format 3: the expiry index,
+//! `expires_at_ms` big endian + key -> nothing, kept up to date by every
+//! commit once the table exists), and the migrations' checkpoints
+//! (`rollgate_migrations`).
+//!
+//! Opening checks the unit's stamp against the release's readable formats
+//! **read-only first** ([`Storage::open`]): a unit this release cannot read
+//! is refused with a message naming the unit, both versions and the fix,
+//! and the file is left byte for byte as it was. A new unit is created at
+//! format 1; the release's migrations move it up as flags are enabled.
 //!
 //! One owner at a time: `DIR/kv.redb.lock` is held with an exclusive file
 //! lock (naming the owner's pid) while the storage is open, and
@@ -25,7 +36,8 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use rollgate::format::{self, FormatError, FormatPolicy, FormatStamp};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -34,11 +46,19 @@ use crate::record::{self, Record, RecordError};
 
 /// The data file in the data dir.
 pub const DATA_FILE: &str = "kv.redb";
-/// The data dir layout this build reads and writes (tables and their meaning).
-pub const DATA_FORMAT: u64 = 1;
-
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// The table (and storage unit) holding the records.
+pub const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(crate::releases::RECORDS_UNIT);
+/// The expiry index (records format 3 on): `expires_at_ms` (8 bytes, big
+/// endian) followed by the key, to an empty value.
+pub const EXPIRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new(EXPIRY_TABLE);
+/// The name of the expiry index table.
+pub const EXPIRY_TABLE: &str = "expiry";
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The key of a record in the expiry index.
+pub fn expiry_key(expires_at_ms: u64, key: &[u8]) -> Vec<u8> {
+    [&expires_at_ms.to_be_bytes()[..], key].concat()
+}
 
 /// Limits of the storage.
 #[derive(Clone, Debug)]
@@ -93,16 +113,14 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
-    /// The data file has a layout this build does not read.
-    #[error(
-        "data file {} has data format {found}, this release reads format {DATA_FORMAT}: run a release that reads it",
-        path.display()
-    )]
+    /// The data file's `records` unit has a format this release does not
+    /// read (or no stamp); the message names both versions and the fix.
+    #[error("data file {}: {source}; the file was left untouched", path.display())]
     Format {
         /// The file.
         path: PathBuf,
-        /// The format found.
-        found: u64,
+        /// What the format check said.
+        source: FormatError,
     },
     /// A stored record does not decode.
     #[error(transparent)]
@@ -264,16 +282,30 @@ fn take_lock(dir: &Path, path: &Path) -> Result<File, StorageError> {
 }
 
 fn encode_version(v: &Version) -> Vec<u8> {
-    record::encode(&Record { version: v.clone(), value: None, expires_at_ms: 0 })
+    record::encode(&Record { version: v.clone(), value: None, expires_at_ms: 0, features: Default::default() })
 }
 
 fn decode_version(path: &Path, bytes: &[u8]) -> Result<Version, StorageError> {
     record::decode("meta:max_version", bytes).map(|r| r.version).map_err(|e| corrupt(path, e))
 }
 
-/// Opens an existing data file read-only first, so a foreign or damaged file
-/// is refused without a byte written; then writable.
-fn open_db(path: &Path, dir: &Path) -> Result<(Database, Option<Version>), StorageError> {
+fn format_err(path: &Path) -> impl FnOnce(FormatError) -> StorageError + '_ {
+    move |source| match source {
+        FormatError::Redb { .. } | FormatError::CorruptStamp { .. } => corrupt(path, source),
+        source => StorageError::Format { path: path.to_path_buf(), source },
+    }
+}
+
+/// The policy a new unit is created with: format 1, whatever the release
+/// reads; its migrations bring it up to what the enabled flags allow.
+fn creation_policy(release: &str) -> Result<FormatPolicy, FormatError> {
+    FormatPolicy::new(1, 1, release)
+}
+
+/// Opens an existing data file read-only first, so a foreign or damaged file,
+/// or a `records` unit this release does not read, is refused without a byte
+/// written; then writable.
+fn open_db(path: &Path, dir: &Path, policy: &FormatPolicy) -> Result<(Database, Option<Version>), StorageError> {
     let existing = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => return Err(corrupt(path, "it is a directory")),
         Ok(m) => m.len() > 0,
@@ -289,21 +321,22 @@ fn open_db(path: &Path, dir: &Path) -> Result<(Database, Option<Version>), Stora
     };
     if !existing {
         let db = Database::builder().create(path).map_err(|e| corrupt(path, e))?;
-        let wtx = db.begin_write().map_err(|e| backend(path, "initialising")(&e))?;
+        let init = backend(path, "initialising");
+        let wtx = db.begin_write().map_err(|e| init(&e))?;
         {
-            wtx.open_table(KV).map_err(|e| backend(path, "initialising")(&e))?;
-            let mut meta = wtx.open_table(META).map_err(|e| backend(path, "initialising")(&e))?;
-            meta.insert("format", DATA_FORMAT.to_le_bytes().as_slice())
-                .map_err(|e| backend(path, "initialising")(&e))?;
+            wtx.open_table(META).map_err(|e| init(&e))?;
+            wtx.open_table(RECORDS).map_err(|e| init(&e))?;
+            let creation = creation_policy(policy.release()).map_err(format_err(path))?;
+            format::stamp_unit(&wtx, RECORDS.name(), &creation).map_err(format_err(path))?;
         }
-        wtx.commit().map_err(|e| backend(path, "initialising")(&e))?;
+        wtx.commit().map_err(|e| init(&e))?;
         return Ok((db, None));
     }
     // redb's checks may assert on a file it did not write: that must not
     // take the node down, nor touch the file.
     match std::panic::catch_unwind(|| redb::Builder::new().open_read_only(path)) {
         Ok(Ok(ro)) => {
-            check_meta(path, &ro)?;
+            check_meta(path, &ro, policy)?;
         }
         // A file left by a crash needs redb's repair, which only a writable open does.
         Ok(Err(redb::DatabaseError::RepairAborted)) => {}
@@ -315,39 +348,50 @@ fn open_db(path: &Path, dir: &Path) -> Result<(Database, Option<Version>), Stora
         Ok(Err(e)) => return Err(map_open(e)),
         Err(_) => return Err(corrupt(path, "the file failed redb's consistency checks")),
     };
-    let max = check_meta(path, &db)?;
+    let max = check_meta(path, &db, policy)?;
     Ok((db, max))
 }
 
-fn check_meta(path: &Path, db: &impl ReadableDatabase) -> Result<Option<Version>, StorageError> {
+/// Checks that the file is a rollgate-kv data file whose `records` unit this
+/// release reads. A unit below the readable formats that holds no record is
+/// accepted: there is no layout to misread, and the migrations bring it up.
+fn check_meta(path: &Path, db: &impl ReadableDatabase, policy: &FormatPolicy) -> Result<Option<Version>, StorageError> {
     let rtx = db.begin_read().map_err(|e| corrupt(path, e))?;
     let meta = rtx.open_table(META).map_err(|_| corrupt(path, "a redb file without rollgate-kv's meta table"))?;
-    let format = meta
-        .get("format")
-        .map_err(|e| corrupt(path, e))?
-        .ok_or_else(|| corrupt(path, "no data format entry"))?
-        .value()
-        .try_into()
-        .map(u64::from_le_bytes)
-        .map_err(|_| corrupt(path, "the data format entry is not 8 bytes"))?;
-    if format != DATA_FORMAT {
-        return Err(StorageError::Format { path: path.to_path_buf(), found: format });
+    let records = rtx.open_table(RECORDS).map_err(|_| corrupt(path, "no records table"))?;
+    let stamp = format::read_stamp_ro(&rtx, RECORDS.name()).map_err(format_err(path))?;
+    let Some(stamp) = stamp else {
+        return Err(format_err(path)(FormatError::Missing { unit: RECORDS.name().to_string() }));
+    };
+    match policy.check(RECORDS.name(), &stamp) {
+        Ok(()) => {}
+        Err(FormatError::TooOld { .. }) if records.is_empty().map_err(|e| corrupt(path, e))? => {}
+        Err(e) => return Err(format_err(path)(e)),
     }
-    rtx.open_table(KV).map_err(|_| corrupt(path, "no kv table"))?;
     match meta.get("max_version").map_err(|e| corrupt(path, e))? {
         Some(v) => Ok(Some(decode_version(path, v.value())?)),
         None => Ok(None),
     }
 }
 
+/// The key of a stored record, as text.
+fn key_str<'a>(path: &Path, key: &'a [u8]) -> Result<&'a str, StorageError> {
+    std::str::from_utf8(key).map_err(|_| corrupt(path, format!("a record key is not UTF-8 ({} bytes)", key.len())))
+}
+
 impl Storage {
-    /// Opens (or creates) the data file in `dir`; returns the storage and
-    /// the highest version stored (the floor of the node's clock). Blocking.
-    pub fn open(dir: &Path, options: StorageOptions) -> Result<(Storage, Option<Version>), StorageError> {
+    /// Opens (or creates) the data file in `dir` for a release reading the
+    /// `records` formats of `policy`; returns the storage and the highest
+    /// version stored (the floor of the node's clock). Blocking.
+    pub fn open(
+        dir: &Path,
+        options: StorageOptions,
+        policy: &FormatPolicy,
+    ) -> Result<(Storage, Option<Version>), StorageError> {
         std::fs::create_dir_all(dir).map_err(io(dir, "creating the data dir"))?;
         let path = dir.join(DATA_FILE);
         let lock = take_lock(dir, &path)?;
-        let (db, max) = open_db(&path, dir)?;
+        let (db, max) = open_db(&path, dir, policy)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(options.queue_len.max(1));
         let writer = {
@@ -425,13 +469,84 @@ impl Storage {
         })?
     }
 
+    /// The database, for the node's table migrations (which run in their
+    /// own write transactions, between the group commits). [`close`](Self::close)
+    /// waits until every such handle is dropped.
+    pub fn database(&self) -> Result<Arc<Database>, StorageError> {
+        self.inner.db.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| self.closed())
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The `records` unit's format stamp.
+    pub async fn unit_stamp(&self) -> Result<FormatStamp, StorageError> {
+        self.read(|db, path| {
+            let rtx = db.begin_read().map_err(|e| backend(path, "reading the format stamp")(&e))?;
+            format::read_stamp_ro(&rtx, RECORDS.name())
+                .map_err(format_err(path))?
+                .ok_or_else(|| format_err(path)(FormatError::Missing { unit: RECORDS.name().to_string() }))
+        })
+        .await
+    }
+
+    /// Entries in the expiry index (0 before format 3).
+    pub async fn expiry_index_len(&self) -> Result<u64, StorageError> {
+        self.read(|db, path| {
+            let rtx = db.begin_read().map_err(|e| backend(path, "reading the expiry index")(&e))?;
+            match rtx.open_table(EXPIRY) {
+                Ok(t) => t.len().map_err(|e| backend(path, "reading the expiry index")(&e)),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(backend(path, "reading the expiry index")(&e)),
+            }
+        })
+        .await
+    }
+
+    /// The live records whose key starts with `prefix`, in key order: at most
+    /// `limit`, looking at no more than `max_scanned` records (tombstones and
+    /// expired values are skipped). The flag says whether more may follow.
+    pub async fn scan_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+        max_scanned: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<StoredEntry>, bool), StorageError> {
+        let prefix = prefix.to_string();
+        self.read(move |db, path| {
+            let rtx = db.begin_read().map_err(|e| backend(path, "a prefix scan")(&e))?;
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a prefix scan")(&e))?;
+            let iter = kv.range::<&[u8]>(prefix.as_bytes()..).map_err(|e| backend(path, "a prefix scan")(&e))?;
+            let mut out = Vec::new();
+            for (scanned, item) in iter.enumerate() {
+                let (k, v) = item.map_err(|e| backend(path, "a prefix scan")(&e))?;
+                if !k.value().starts_with(prefix.as_bytes()) {
+                    return Ok((out, false));
+                }
+                if out.len() >= limit.max(1) || scanned >= max_scanned {
+                    return Ok((out, true));
+                }
+                let key = key_str(path, k.value())?;
+                let record = record::decode(key, v.value())?;
+                if record.live_value(now_ms).is_some() {
+                    out.push(StoredEntry { key: key.to_string(), record });
+                }
+            }
+            Ok((out, false))
+        })
+        .await
+    }
+
     /// The record of `key`, if any (tombstones and expired values included).
     pub async fn get(&self, key: &str) -> Result<Option<Record>, StorageError> {
         let key = key.to_string();
         self.read(move |db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a read")(&e))?;
-            let kv = rtx.open_table(KV).map_err(|e| backend(path, "a read")(&e))?;
-            match kv.get(key.as_str()).map_err(|e| backend(path, "a read")(&e))? {
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a read")(&e))?;
+            match kv.get(key.as_bytes()).map_err(|e| backend(path, "a read")(&e))? {
                 None => Ok(None),
                 Some(bytes) => Ok(Some(record::decode(&key, bytes.value())?)),
             }
@@ -445,7 +560,7 @@ impl Storage {
         let max_entries = max_entries.max(1);
         self.read(move |db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a scan")(&e))?;
-            let kv = rtx.open_table(KV).map_err(|e| backend(path, "a scan")(&e))?;
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a scan")(&e))?;
             let mut entries = Vec::new();
             let mut bytes = 0usize;
             let Some(iter) = range_iter(&kv, &range, path)? else { return Ok(Chunk { entries, done: true }) };
@@ -454,7 +569,7 @@ impl Storage {
                 if entries.len() >= max_entries || (bytes >= max_bytes && !entries.is_empty()) {
                     return Ok(Chunk { entries, done: false });
                 }
-                let key = k.value().to_string();
+                let key = key_str(path, k.value())?.to_string();
                 let record = record::decode(&key, v.value())?;
                 bytes += key.len() + record.value.as_ref().map_or(0, Vec::len);
                 entries.push(StoredEntry { key, record });
@@ -471,13 +586,13 @@ impl Storage {
         let per = keys_per_range.max(1);
         self.read(move |db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a digest")(&e))?;
-            let kv = rtx.open_table(KV).map_err(|e| backend(path, "a digest")(&e))?;
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a digest")(&e))?;
             let mut out = Vec::new();
             let mut after: Option<String> = None;
             let mut hasher = RangeHasher::default();
             for item in kv.iter().map_err(|e| backend(path, "a digest")(&e))? {
                 let (k, v) = item.map_err(|e| backend(path, "a digest")(&e))?;
-                let key = k.value();
+                let key = key_str(path, k.value())?;
                 hasher.add(key, &record::decode(key, v.value())?);
                 if hasher.count as usize == per {
                     let through = Some(key.to_string());
@@ -496,14 +611,14 @@ impl Storage {
     pub async fn digests(&self, ranges: Vec<KeyRange>) -> Result<Vec<RangeDigest>, StorageError> {
         self.read(move |db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a digest")(&e))?;
-            let kv = rtx.open_table(KV).map_err(|e| backend(path, "a digest")(&e))?;
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a digest")(&e))?;
             let mut out = Vec::with_capacity(ranges.len());
             for range in &ranges {
                 let mut hasher = RangeHasher::default();
                 if let Some(iter) = range_iter(&kv, range, path)? {
                     for item in iter {
                         let (k, v) = item.map_err(|e| backend(path, "a digest")(&e))?;
-                        let key = k.value();
+                        let key = key_str(path, k.value())?;
                         hasher.add(key, &record::decode(key, v.value())?);
                     }
                 }
@@ -518,7 +633,7 @@ impl Storage {
     pub async fn count(&self) -> Result<u64, StorageError> {
         self.read(|db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a count")(&e))?;
-            let kv = rtx.open_table(KV).map_err(|e| backend(path, "a count")(&e))?;
+            let kv = rtx.open_table(RECORDS).map_err(|e| backend(path, "a count")(&e))?;
             kv.len().map_err(|e| backend(path, "a count")(&e))
         })
         .await
@@ -537,6 +652,21 @@ impl Storage {
         let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        // Table migrations may still hold the database for a batch that was
+        // running when their task was cancelled: the file closes with the
+        // last handle, so wait for it (bounded).
+        if let Some(db) = &db {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            for _ in 0..1000 {
+                if Arc::strong_count(db) == 1 {
+                    break;
+                }
+                tick.tick().await;
+            }
+            if Arc::strong_count(db) > 1 {
+                tracing::warn!(path = %self.inner.path.display(), "the data file is still in use after 10 s; closing anyway");
+            }
         }
         drop(db);
         drop(self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -557,27 +687,24 @@ impl PendingApply {
     }
 }
 
-type KvTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
+type KvTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+type KvRange = redb::Range<'static, &'static [u8], &'static [u8]>;
 
-fn range_iter(
-    kv: &KvTable,
-    range: &KeyRange,
-    path: &Path,
-) -> Result<Option<redb::Range<'static, &'static str, &'static [u8]>>, StorageError> {
+fn range_iter(kv: &KvTable, range: &KeyRange, path: &Path) -> Result<Option<KvRange>, StorageError> {
     if let (Some(a), Some(t)) = (&range.after, &range.through)
         && a >= t
     {
         return Ok(None);
     }
     let lower = match &range.after {
-        Some(a) => Bound::Excluded(a.as_str()),
+        Some(a) => Bound::Excluded(a.as_bytes()),
         None => Bound::Unbounded,
     };
     let upper = match &range.through {
-        Some(t) => Bound::Included(t.as_str()),
+        Some(t) => Bound::Included(t.as_bytes()),
         None => Bound::Unbounded,
     };
-    kv.range::<&str>((lower, upper)).map(Some).map_err(|e| backend(path, "a scan")(&e))
+    kv.range::<&[u8]>((lower, upper)).map(Some).map_err(|e| backend(path, "a scan")(&e))
 }
 
 #[derive(Default)]
@@ -655,8 +782,12 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
     let mut new_max = max.clone();
     let outcome = (|| -> Result<(), StorageError> {
         let wtx = db.begin_write().map_err(|e| err(&e))?;
+        // The expiry index exists once the format 2 -> 3 migration started;
+        // from then on every commit keeps it up to date.
+        let indexed = wtx.list_tables().map_err(|e| err(&e))?.any(|t| t.name() == EXPIRY.name());
         {
-            let mut kv = wtx.open_table(KV).map_err(|e| err(&e))?;
+            let mut kv = wtx.open_table(RECORDS).map_err(|e| err(&e))?;
+            let mut index = if indexed { Some(wtx.open_table(EXPIRY).map_err(|e| err(&e))?) } else { None };
             for job in &jobs {
                 let Job::Apply { entries, .. } = job else {
                     results.push(Ok(Vec::new()));
@@ -666,7 +797,7 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
                 // job is all or nothing.
                 let mut refused = None;
                 for e in entries {
-                    if let Some(bytes) = kv.get(e.key.as_str()).map_err(|e| err(&e))?
+                    if let Some(bytes) = kv.get(e.key.as_bytes()).map_err(|e| err(&e))?
                         && let Err(r) = record::decode(&e.key, bytes.value())
                     {
                         refused = Some(r);
@@ -679,12 +810,24 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
                 }
                 let mut applied = Vec::with_capacity(entries.len());
                 for e in entries {
-                    let newer = match kv.get(e.key.as_str()).map_err(|e| err(&e))? {
-                        Some(bytes) => supersedes(&e.record, &record::decode(&e.key, bytes.value())?),
-                        None => true,
+                    let old = match kv.get(e.key.as_bytes()).map_err(|e| err(&e))? {
+                        Some(bytes) => Some(record::decode(&e.key, bytes.value())?),
+                        None => None,
                     };
+                    let newer = old.as_ref().is_none_or(|old| supersedes(&e.record, old));
                     if newer {
-                        kv.insert(e.key.as_str(), record::encode(&e.record).as_slice()).map_err(|e| err(&e))?;
+                        kv.insert(e.key.as_bytes(), record::encode(&e.record).as_slice()).map_err(|e| err(&e))?;
+                        if let Some(index) = &mut index {
+                            if let Some(old) = old.as_ref().filter(|o| o.expires_at_ms != 0) {
+                                index
+                                    .remove(expiry_key(old.expires_at_ms, e.key.as_bytes()).as_slice())
+                                    .map_err(|e| err(&e))?;
+                            }
+                            if e.record.expires_at_ms != 0 {
+                                let k = expiry_key(e.record.expires_at_ms, e.key.as_bytes());
+                                index.insert(k.as_slice(), [].as_slice()).map_err(|e| err(&e))?;
+                            }
+                        }
                         if new_max.as_ref().is_none_or(|m| *m < e.record.version) {
                             new_max = Some(e.record.version.clone());
                         }
@@ -746,6 +889,10 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
 mod tests {
     use super::*;
 
+    fn policy() -> FormatPolicy {
+        FormatPolicy::new(1, 3, "1.2").unwrap()
+    }
+
     fn entry(key: &str, wall_ms: u64, value: Option<&str>) -> StoredEntry {
         StoredEntry {
             key: key.into(),
@@ -753,6 +900,7 @@ mod tests {
                 version: Version { wall_ms, logical: 0, node: "n".into() },
                 value: value.map(|v| v.as_bytes().to_vec()),
                 expires_at_ms: 0,
+                features: Default::default(),
             },
         }
     }
@@ -760,7 +908,7 @@ mod tests {
     #[tokio::test]
     async fn last_writer_wins_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, max) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, max) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         assert_eq!(max, None);
         assert_eq!(s.apply(vec![entry("a", 2, Some("new"))]).await.unwrap(), [Applied::Stored]);
         assert_eq!(s.apply(vec![entry("a", 1, Some("old"))]).await.unwrap(), [Applied::Superseded]);
@@ -768,7 +916,7 @@ mod tests {
         assert_eq!(s.get("a").await.unwrap().unwrap().value, None, "a tombstone");
         s.close().await;
         assert!(matches!(s.get("a").await, Err(StorageError::Closed { .. })));
-        let (s, max) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, max) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         assert_eq!(max.unwrap().wall_ms, 3, "the clock floor survives");
         assert_eq!(s.get("a").await.unwrap().unwrap().version.wall_ms, 3);
         s.close().await;
@@ -777,7 +925,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_with_its_expiry_wins_over_one_that_lost_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         let plain = entry("k", 5, Some("v"));
         let mut with_ttl = plain.clone();
         with_ttl.record.expires_at_ms = 99;
@@ -791,18 +939,18 @@ mod tests {
     #[tokio::test]
     async fn a_second_opener_is_refused_until_close() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
-        let e = Storage::open(dir.path(), StorageOptions::default()).unwrap_err();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
+        let e = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap_err();
         assert!(matches!(e, StorageError::AlreadyOpen { pid: Some(_), .. }), "{e}");
         s.close().await;
-        let (again, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (again, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         again.close().await;
     }
 
     #[tokio::test]
     async fn concurrent_writes_share_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200u64 {
             let s = s.clone();
@@ -830,7 +978,7 @@ mod tests {
     #[tokio::test]
     async fn ranges_cover_everything_and_digests_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         s.apply((0..10).map(|i| entry(&format!("k{i}"), 1, Some("v"))).collect()).await.unwrap();
         let ranges = s.local_ranges(4).await.unwrap();
         assert_eq!(ranges.len(), 3);
@@ -846,12 +994,103 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_unit_this_release_cannot_read_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
+        assert_eq!(s.unit_stamp().await.unwrap().format, 1, "created at format 1");
+        s.close().await;
+        // A release reading only formats 2..=3 opens an empty format 1 unit
+        // (nothing to misread; its migrations bring it up) ...
+        let two = FormatPolicy::new(2, 3, "2.0").unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &two).unwrap();
+        s.apply(vec![entry("k", 1, Some("v"))]).await.unwrap();
+        s.close().await;
+        // ... but not one with records, and not a newer one.
+        let file = dir.path().join(DATA_FILE);
+        let before = std::fs::read(&file).unwrap();
+        let e = Storage::open(dir.path(), StorageOptions::default(), &two).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StorageError::Format { .. }), "{msg}");
+        assert!(msg.contains("unit `records` has format 1 but this release reads formats 2..=3"), "{msg}");
+        assert_eq!(std::fs::read(&file).unwrap(), before, "the file is left as it was");
+        let db = Database::open(&file).unwrap();
+        let wtx = db.begin_write().unwrap();
+        let mut stamp = format::read_stamp(&wtx, "records").unwrap().unwrap();
+        stamp.format = 3;
+        wtx.open_table(format::FORMAT_TABLE).unwrap().insert("records", stamp.to_bytes().as_slice()).unwrap();
+        wtx.commit().unwrap();
+        drop(db);
+        let old = FormatPolicy::new(1, 1, "1.0").unwrap();
+        let before = std::fs::read(&file).unwrap();
+        let msg = Storage::open(dir.path(), StorageOptions::default(), &old).unwrap_err().to_string();
+        assert!(msg.contains("has format 3 but this release reads formats 1..=1: run release 1.2 or later"), "{msg}");
+        assert_eq!(std::fs::read(&file).unwrap(), before, "the file is left as it was");
+    }
+
+    #[tokio::test]
+    async fn once_the_expiry_index_exists_every_commit_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
+        let with_ttl = |key: &str, wall_ms: u64, expires: u64| {
+            let mut e = entry(key, wall_ms, Some("v"));
+            e.record.expires_at_ms = expires;
+            e
+        };
+        s.apply(vec![with_ttl("a", 1, 50)]).await.unwrap();
+        assert_eq!(s.expiry_index_len().await.unwrap(), 0, "no index before format 3");
+        let db = s.database().unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(EXPIRY).unwrap();
+        wtx.commit().unwrap();
+        drop(db);
+        s.apply(vec![with_ttl("b", 1, 70), with_ttl("c", 1, 0)]).await.unwrap();
+        assert_eq!(s.expiry_index_len().await.unwrap(), 1);
+        s.apply(vec![with_ttl("b", 2, 90)]).await.unwrap();
+        s.apply(vec![entry("b", 3, None)]).await.unwrap();
+        assert_eq!(s.expiry_index_len().await.unwrap(), 0, "replaced: the old entry went");
+        s.apply(vec![with_ttl("d", 1, 80)]).await.unwrap();
+        let db = s.database().unwrap();
+        let rtx = db.begin_read().unwrap();
+        let keys: Vec<Vec<u8>> =
+            rtx.open_table(EXPIRY).unwrap().iter().unwrap().map(|r| r.unwrap().0.value().to_vec()).collect();
+        assert_eq!(keys, [expiry_key(80, b"d")]);
+        drop((rtx, db));
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_prefix_scan_returns_live_records_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
+        let mut expired = entry("user/3", 1, Some("x"));
+        expired.record.expires_at_ms = 5;
+        s.apply(vec![
+            entry("user/1", 1, Some("a")),
+            entry("user/2", 1, None),
+            expired,
+            entry("user/4", 1, Some("d")),
+            entry("users", 1, Some("e")),
+            entry("v", 1, Some("f")),
+        ])
+        .await
+        .unwrap();
+        let keys = |v: &[StoredEntry]| v.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+        let (all, more) = s.scan_prefix("user/", 10, 100, 10).await.unwrap();
+        assert_eq!((keys(&all), more), (vec!["user/1".to_string(), "user/4".into()], false));
+        let (one, more) = s.scan_prefix("user", 1, 100, 10).await.unwrap();
+        assert_eq!((keys(&one), more), (vec!["user/1".to_string()], true));
+        let (_, more) = s.scan_prefix("user", 10, 2, 10).await.unwrap();
+        assert!(more, "bounded by the records looked at");
+        s.close().await;
+    }
+
+    #[tokio::test]
     async fn a_foreign_file_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATA_FILE);
         std::fs::write(&path, b"not a redb file at all, just text").unwrap();
         let before = std::fs::read(&path).unwrap();
-        let e = Storage::open(dir.path(), StorageOptions::default()).unwrap_err();
+        let e = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap_err();
         assert!(matches!(e, StorageError::Corrupt { .. }), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
@@ -859,7 +1098,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_entry_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), &policy()).unwrap();
         let e = s.apply(vec![entry("ok", 1, Some("v")), entry("", 1, Some("v"))]).await.unwrap_err();
         assert!(matches!(e, StorageError::InvalidEntry { .. }), "{e}");
         assert_eq!(s.get("ok").await.unwrap(), None);

@@ -46,6 +46,7 @@ fn entry(key: String, value: Vec<u8>) -> repl1::Entry {
         version: Version { wall_ms: 1, logical: 0, node: "garbage-peer".into() },
         value: repl1::Value::Put(value),
         expires_at_ms: 0,
+        features: Default::default(),
     }
 }
 

@@ -30,10 +30,23 @@ fn releases_prints_a_table_and_json() {
     assert_eq!(all[3]["protocol"], serde_json::json!({"min": 2, "max": 3}));
     assert_eq!(all[3]["minimum_compatible"], all[2]["transport"], "2.0 accepts 1.2 and later");
     for r in all {
-        for field in ["flags", "cluster_features", "storage_formats"] {
+        for field in ["flags", "cluster_features", "plugins"] {
             assert!(r[field].is_array(), "{r}");
         }
+        assert!(r["storage_formats"]["readable"]["max"].is_u64(), "{r}");
     }
+    // What each release exercises: flags with stability, dependencies and
+    // reversibility, cluster features, storage formats, plugins.
+    let ttl = all[1]["flags"].as_array().unwrap().iter().find(|f| f["name"] == "ttl").unwrap().clone();
+    assert_eq!(ttl["depends_on"], serde_json::json!(["record_meta_v2"]), "{ttl}");
+    assert_eq!((ttl["stability"].as_str(), ttl["reversible"].as_bool()), (Some("stable"), Some(false)), "{ttl}");
+    let checks = all[2]["flags"].as_array().unwrap().iter().find(|f| f["name"] == "value_checksums").unwrap().clone();
+    assert_eq!(checks["stability"], "experimental", "{checks}");
+    assert_eq!(all[3]["flags"][0]["stability"], "required");
+    assert_eq!(all[2]["cluster_features"], serde_json::json!(["kv.prefix_scan"]));
+    assert_eq!(all[0]["storage_formats"]["readable"], serde_json::json!({"min": 1, "max": 1}));
+    assert_eq!(all[3]["storage_formats"]["readable"], serde_json::json!({"min": 2, "max": 3}));
+    assert_eq!(all[2]["plugins"][0]["name"], "audit");
 }
 
 #[test]
@@ -75,8 +88,8 @@ fn bad_arguments_exit_2_and_say_what_to_fix() {
     assert!(err.contains("cannot connect"), "{err}");
 }
 
-#[test]
-fn serve_put_get_delete_and_a_graceful_stop() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_put_get_delete_and_a_graceful_stop() {
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("token");
     std::fs::write(&token, "x".repeat(10_000)).unwrap();
@@ -108,7 +121,7 @@ fn serve_put_get_delete_and_a_graceful_stop() {
     let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("bad.log"));
     let status = p.wait_exit();
     assert_eq!(status.code(), Some(2), "{}", p.log());
-    assert!(p.log().contains("over the limit"), "{}", p.log());
+    assert!(p.log().contains("--admin-token-file") && p.log().contains("at most 1024"), "{}", p.log());
 
     std::fs::write(&token, "secret-token\n").unwrap();
     let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("n1.log"));
@@ -132,10 +145,31 @@ fn serve_put_get_delete_and_a_graceful_stop() {
     let status = p.terminate();
     assert!(status.success(), "{status:?}\n{}", p.log());
 
-    // Restarted as 1.1 on the same data dir: same node, TTL accepted now.
+    // Restarted as 1.1 on the same data dir: same node; a TTL needs the flag
+    // `ttl`, enabled through the admin API on the same port with the token.
     let mut p = Proc::spawn(&args("1.1", &token), &tmp.path().join("n1.log"));
     p.wait_ready();
     assert_eq!(p.node, "cli-node");
+    let (code, _, err) = run(&["put", "--node", &p.admin, "--ttl-s", "60", "k", "v"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("flag_not_enabled") && err.contains("rollgate flags enable ttl"), "{err}");
+    let http = reqwest::Client::new();
+    let enable = |auth: Option<&'static str>| {
+        let mut req = http
+            .post(format!("http://{}/admin/flags/enable", p.admin))
+            .header("content-type", "application/json")
+            .body(r#"{"flags": ["ttl"]}"#);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let refused = enable(Some("Bearer wrong-token")).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let resp = enable(Some("Bearer secret-token")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(report["enabled"], serde_json::json!(["record_meta_v2", "ttl"]), "dependencies first: {report}");
     let (code, _, err) = run(&["put", "--node", &p.admin, "--ttl-s", "60", "k", "v"]);
     assert_eq!(code, 0, "{err}");
     assert!(p.terminate().success());

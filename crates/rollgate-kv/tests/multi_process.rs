@@ -17,37 +17,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::Proc;
+use common::admin::{Admin, storage_format};
+use common::process::{Proc, serve_args, start_node};
 use common::quick;
 use rollgate_kv::KvClient;
 use rollgate_testkit::EtcdServer;
-
-fn serve_args(release: &str, node: &str, dir: &Path, meta: &str) -> Vec<String> {
-    let data = dir.join(node).display().to_string();
-    [
-        "serve",
-        "--release",
-        release,
-        "--data",
-        &data,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--meta",
-        meta,
-        "--node-id",
-        node,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
+use serde_json::json;
 
 fn start(release: &str, node: &str, dir: &Path, meta: &str) -> Proc {
-    let mut p = Proc::spawn(&serve_args(release, node, dir, meta), &dir.join(format!("{node}.log")));
-    p.wait_ready();
-    p
+    start_node(release, node, dir, meta, &[])
 }
 
 fn admins(procs: &[Proc]) -> Vec<String> {
@@ -230,9 +208,18 @@ async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
     procs[0] = start("1.2", "n1", tmp.path(), &meta);
     upgraded(&procs);
     steps.push(("n1 upgraded", ops()));
+    // The prefix scan is a 1.2 route, but not every member publishes its
+    // cluster feature yet: `_capabilities` says no, and the route says why.
+    let admin = Admin::new(&procs[0].admin);
+    let scan_query = "method=GET&path=/kv&parameters=prefix,limit";
+    assert_eq!(admin.capability(scan_query).await, json!(false));
+    let (status, body) = admin.get("/kv?prefix=w0-&limit=5").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("feature_not_available")), "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("kv.prefix_scan") && message.contains("n2 (release 1.0)"), "{message}");
     // n2: upgraded, then killed with SIGKILL while it catches up, then back.
     assert!(procs[1].terminate().success(), "{}", procs[1].log());
-    let mut half = Proc::spawn(&serve_args("1.2", "n2", tmp.path(), &meta), &tmp.path().join("n2.log"));
+    let mut half = Proc::spawn(&serve_args("1.2", "n2", tmp.path(), &meta, &[]), &tmp.path().join("n2.log"));
     half.wait_line("rollgate-kv: listening ");
     half.kill();
     procs[1] = start("1.2", "n2", tmp.path(), &meta);
@@ -273,4 +260,31 @@ async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
         assert_eq!(peers.len(), 2, "{h}");
         assert!(peers.iter().all(|x| x["protocol"] == 3), "{h}");
     }
+
+    // Enable every stable flag (what `rollgate flags enable --all` sends),
+    // wait until every node migrated its records (format 3), and use what
+    // the flags and the cluster feature unlock.
+    let admin = Admin::new(&procs[2].admin);
+    let (status, report) = admin.post("/admin/flags/enable", json!({"all": true})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["enabled"], json!(["record_meta_v2", "ttl"]), "dependencies first: {report}");
+    let status = admin.wait_migrations_done(&["n1", "n2", "n3"]).await;
+    assert_eq!(status["flags"]["enabled"], json!(["record_meta_v2", "ttl"]), "{status}");
+    for p in &procs {
+        assert_eq!(storage_format(&p.admin).await, 3, "node {}", p.node);
+    }
+    let o = client.put("ttl-after-upgrade", "short-lived", Some(3600)).await.unwrap();
+    assert!(o.acks >= 2, "{o:?}");
+    assert_eq!(client.get("ttl-after-upgrade").await.unwrap().as_deref(), Some(&b"short-lived"[..]));
+    let h = health(&procs[1].admin).await;
+    assert!(h["storage"]["expiry_index"].as_u64().is_some(), "{h}");
+    assert_eq!(admin.capability(scan_query).await, json!(true));
+    let (status, body) = admin.get("/kv?prefix=w0-&limit=5").await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{body}");
+    assert!(items.iter().all(|i| i["key"].as_str().unwrap().starts_with("w0-")), "{body}");
+    assert_eq!(body["truncated"], true);
+    // Every acknowledged write is still readable from every node, now in format 3.
+    verify(&procs, &acked).await;
 }

@@ -6,10 +6,18 @@
 //!
 //! 1. Open the data dir (`DIR/kv.redb`, locked) and the node id
 //!    (`DIR/node_id`, created on first start).
-//! 2. Open the cluster on the metadata store (the first node creates the
-//!    cluster id), check `--join` with a handshake, bind the data and HTTP
-//!    listeners, register as a running member (release, protocol range,
-//!    transport range, addresses) and keep a liveness lease.
+//!    The `records` unit's format stamp is checked read-only first: a unit
+//!    this release does not read is refused with nothing written.
+//! 2. Check `--join` with a handshake, bind the data and HTTP listeners, and
+//!    start rollgate's node runtime ([`rollgate::node::Node`]) with the
+//!    release's flags, cluster features, routes, release table, addresses,
+//!    protocol and transport ranges: its boot checks (an enabled flag this
+//!    release does not know refuses the start, naming it), the
+//!    epoch-fenced join (flags and the cluster-feature ratchet; required
+//!    flags enabled or refused), the liveness lease and the flag worker. The
+//!    peers are the runtime's view of the members. Then the node's table
+//!    migrations follow its flag bits ([`crate::migrations`]), and its
+//!    plugins wait for their flags ([`crate::plugins`]).
 //! 3. Catch up: wait (bounded) until every running peer has connected to us,
 //!    then pull from each (digest ranges with peers speaking protocol v3,
 //!    full sync otherwise) while already storing what peers replicate.
@@ -18,7 +26,13 @@
 //!    member, and acknowledged once a majority of the registered members
 //!    (running or stopped) stored them durably; reads are local.
 //! 5. On a graceful stop: refuse new requests, finish running ones, leave
-//!    the membership (declared stopped), close the links, release the data dir.
+//!    the membership through the runtime (declared stopped), close the
+//!    links, stop the migrations, release the data dir.
+//!
+//! The HTTP listener (`--admin`, loopback unless an address says otherwise)
+//! serves the client API and rollgate's admin API (`/admin/...`,
+//! `/_capabilities`), whose mutations need the bearer token of
+//! `--admin-token-file`.
 //!
 //! Whenever a peer connects to a ready node, the node pulls from that peer
 //! in the background (anti-entropy), so writes a node missed while its link
@@ -35,25 +49,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rollgate::cluster::{
-    Cluster, ClusterError, ClusterHandle, ClusterOptions, ClusterView, HandleOptions, Liveness, NodeRecord,
-    NodeState as MemberState, TransportRange, UpdateError,
-};
+use rollgate::admin::AdminConfig;
+use rollgate::cluster::{Cluster, ClusterError, ClusterOptions, ClusterView, TransportRange};
 use rollgate::handshake::{ClusterSecret, HandshakeConfig};
+use rollgate::migrate::{Gates, LocalOptions, LocalRunner, MigrateError};
 use rollgate::net::{self, Listener, NetConfig, NetError};
+use rollgate::node::NodeTimeouts;
 use rollgate::store::MetaStore;
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 pub use catchup::{CatchUpError, SyncStats};
-pub use write::{WriteError, WriteOutcome};
+pub use write::{MAX_SCAN_LIMIT, MAX_SCANNED, WriteError, WriteOutcome};
 
 use crate::Msg;
+use crate::gates::KvFlags;
 use crate::hlc::Hlc;
+use crate::migrations::{self, HookSlot, HookTarget};
 use crate::peer::link::{LinkError, LinkSettings, Links, PeerStatus};
+use crate::plugins::{Audit, PluginState};
 use crate::record::Record;
-use crate::releases::Release;
+use crate::releases::{self, FlagHooks, RECORD_META_V2, Release, TTL};
 use crate::storage::{Storage, StorageError, StorageOptions};
 
 /// The file holding the node id in the data dir.
@@ -102,6 +119,13 @@ pub struct Tuning {
     pub http_request_timeout: Duration,
     /// The data file's queues and batches.
     pub storage: StorageOptions,
+    /// The bounds of rollgate's flag protocols (enable, disable, boot).
+    pub flag_timeouts: NodeTimeouts,
+    /// How long disabling `record_meta_v2` waits for every running member
+    /// to convert its records back.
+    pub convert_back_wait: Duration,
+    /// Records per batch of a table migration.
+    pub migration_batch_records: usize,
 }
 
 impl Default for Tuning {
@@ -125,6 +149,9 @@ impl Default for Tuning {
             max_http_connections: 256,
             http_request_timeout: Duration::from_secs(30),
             storage: StorageOptions::default(),
+            flag_timeouts: NodeTimeouts::default(),
+            convert_back_wait: Duration::from_secs(120),
+            migration_batch_records: 500,
         }
     }
 }
@@ -138,7 +165,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The address peers connect to (`127.0.0.1:0` picks a port).
     pub listen: String,
-    /// The HTTP address of the client API (and, later, the admin API).
+    /// The HTTP address of the client API and the admin API: `PORT` or
+    /// `localhost:PORT` (loopback), or `IP:PORT` (bind to a non-loopback
+    /// address only on purpose, with a token and a firewall).
     pub admin: String,
     /// A peer's data address to check with a handshake before joining.
     pub join: Option<String>,
@@ -146,11 +175,13 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// The cluster secret; `None` runs unauthenticated handshakes (warned).
     pub cluster_secret: Option<ClusterSecret>,
-    /// The admin API's bearer token, for the admin routes mounted later.
+    /// The admin API's bearer token (`--admin-token-file`); without one,
+    /// admin mutations (enable, disable, forget) are refused, saying how to
+    /// configure it.
     pub admin_token: Option<String>,
-    /// More routes served on the same HTTP listener: the mount point of the
-    /// admin API (feature flags, nodes, upgrade status).
-    pub admin_routes: Option<axum::Router>,
+    /// The plugins to run (`--plugins`), from the release's
+    /// [`Release::plugins`]; each starts once the flags it requires are enabled.
+    pub plugins: Vec<String>,
     /// Timeouts and limits.
     pub tuning: Tuning,
 }
@@ -166,6 +197,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("node_id", &self.node_id)
             .field("cluster_secret", &self.cluster_secret.is_some())
             .field("admin_token", &self.admin_token.is_some())
+            .field("plugins", &self.plugins)
             .finish()
     }
 }
@@ -187,7 +219,7 @@ impl NodeConfig {
             node_id: None,
             cluster_secret: None,
             admin_token: None,
-            admin_routes: None,
+            plugins: Vec::new(),
             tuning: Tuning::default(),
         }
     }
@@ -249,6 +281,15 @@ pub enum NodeError {
     /// The membership or the metadata store.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    /// rollgate's node runtime refused the start (an enabled flag this
+    /// release lacks, a cluster feature it lacks, a required flag that cannot
+    /// be enabled: the message names the flag or feature, the nodes and the
+    /// fix) or failed.
+    #[error(transparent)]
+    Runtime(#[from] rollgate::node::NodeError),
+    /// The table migrations could not be set up.
+    #[error("storage migrations: {0}")]
+    Migrate(#[from] MigrateError),
     /// Binding a listener.
     #[error("cannot listen on {addr} ({what}): {reason}")]
     Bind {
@@ -283,6 +324,13 @@ impl NodeError {
                 StorageError::AlreadyOpen { .. } | StorageError::Corrupt { .. } | StorageError::Format { .. }
             ),
             NodeError::Cluster(e) => matches!(e, ClusterError::InvalidNodeId { .. }),
+            NodeError::Runtime(e) => match e {
+                rollgate::node::NodeError::Flag(f) => f.is_refusal(),
+                rollgate::node::NodeError::Config { .. } => true,
+                rollgate::node::NodeError::Cluster(c) => matches!(c, ClusterError::InvalidNodeId { .. }),
+                _ => false,
+            },
+            NodeError::Migrate(_) => false,
             NodeError::Net(e) => matches!(e, NetError::Config(_)),
         }
     }
@@ -297,7 +345,17 @@ pub(crate) struct Shared {
     pub(crate) addresses: Addresses,
     pub(crate) storage: Storage,
     pub(crate) hlc: Hlc,
-    pub(crate) cluster: ClusterHandle,
+    /// rollgate's node runtime: taken out when the node stops or is killed,
+    /// so that nothing keeps it (its liveness lease) alive after that.
+    runtime: Mutex<Option<rollgate::node::Node>>,
+    /// The runtime's cluster view (the last one stays readable after a stop).
+    views: watch::Receiver<Arc<ClusterView>>,
+    /// The flags kv checks, on the hot path.
+    pub(crate) flags: KvFlags,
+    /// The audit plugin, when configured.
+    pub(crate) audit: Option<Arc<Audit>>,
+    /// The table migrations' runner, while the node runs.
+    runner: Mutex<Option<Arc<LocalRunner>>>,
     pub(crate) links: Links,
     state: watch::Sender<NodeState>,
     /// Set by `kill`: HTTP connections fail from then on.
@@ -333,7 +391,17 @@ impl Shared {
     }
 
     pub(crate) fn view(&self) -> Arc<ClusterView> {
-        self.cluster.view()
+        self.views.borrow().clone()
+    }
+
+    /// rollgate's node runtime, while the node runs.
+    pub(crate) fn runtime(&self) -> Option<rollgate::node::Node> {
+        self.runtime.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether every member publishes the cluster feature.
+    pub(crate) fn cluster_has_feature(&self, feature: &str) -> bool {
+        rollgate::features::cluster_has_feature(&self.view(), feature)
     }
 
     fn note_inbound(&self, peer: &str) {
@@ -389,6 +457,28 @@ pub struct Health {
     pub peers: Vec<PeerStatus>,
     /// Recent inbound handshakes it refused or that failed.
     pub refused_inbound: Vec<String>,
+    /// The feature flags enabled in the cluster (from its view).
+    pub flags_enabled: Vec<String>,
+    /// Its plugins and whether each runs.
+    pub plugins: BTreeMap<String, PluginState>,
+    /// Its `records` unit (filled in by `/health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// A node's `records` unit, as `/health` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StorageStatus {
+    /// The unit.
+    pub unit: &'static str,
+    /// Its format now.
+    pub format: u32,
+    /// The format it was created with.
+    pub created_format: u32,
+    /// The formats this release reads.
+    pub readable: String,
+    /// Entries in the expiry index (format 3).
+    pub expiry_index: u64,
 }
 
 /// The client API of a node (what the HTTP routes call): cheap to clone.
@@ -430,12 +520,63 @@ impl Api {
             members: view.members.len().max(1),
             peers: s.links.status(),
             refused_inbound: s.refusals(),
+            flags_enabled: view.flags.iter().filter(|(_, r)| r.is_enabled()).map(|(n, _)| n.clone()).collect(),
+            plugins: s.audit.iter().map(|a| (a.name().to_string(), a.state())).collect(),
+            storage: None,
         }
     }
 
-    /// Whether the node was killed (its HTTP connections fail).
-    pub(crate) fn killed(&self) -> Arc<AtomicBool> {
-        self.shared.killed.clone()
+    /// The node's `records` unit: its format stamp and expiry index.
+    pub async fn storage_status(&self) -> Result<StorageStatus, StorageError> {
+        let s = &self.shared;
+        let stamp = s.storage.unit_stamp().await?;
+        Ok(StorageStatus {
+            unit: releases::RECORDS_UNIT,
+            format: stamp.format,
+            created_format: stamp.created_format,
+            readable: format!("{}..={}", s.release.formats.min_readable, s.release.formats.max),
+            expiry_index: s.storage.expiry_index_len().await?,
+        })
+    }
+
+    /// The live records whose key starts with `prefix` (see [`crate::http`]'s `GET /kv?prefix=`).
+    pub async fn scan_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<crate::storage::StoredEntry>, bool), WriteError> {
+        write::scan_prefix(&self.shared, prefix, limit).await
+    }
+
+    /// The release it runs as.
+    pub fn release(&self) -> &'static Release {
+        self.shared.release
+    }
+
+    /// Whether every member publishes the cluster feature.
+    pub fn cluster_has_feature(&self, feature: &str) -> bool {
+        self.shared.cluster_has_feature(feature)
+    }
+
+    /// The members that do not publish the cluster feature, as `node (release R)`.
+    pub fn members_without(&self, feature: &str) -> Vec<String> {
+        self.shared
+            .view()
+            .members
+            .values()
+            .filter(|m| !m.record.cluster_features.contains(feature))
+            .map(|m| format!("{} (release {})", m.record.node_id, m.record.release))
+            .collect()
+    }
+
+    /// The audit plugin, when configured.
+    pub fn audit(&self) -> Option<&Arc<Audit>> {
+        self.shared.audit.as_ref()
+    }
+
+    /// The names of the configured plugins.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.shared.audit.iter().map(|a| a.name().to_string()).collect()
     }
 }
 
@@ -452,11 +593,13 @@ impl Node {
         if let Some(id) = &config.node_id {
             rollgate::cluster::validate_node_id(id).map_err(|e| NodeError::Config(format!("--node-id: {e}")))?;
         }
+        check_plugins(release, &config.plugins)?;
         let dir = config.data_dir.clone();
         let storage_options = config.tuning.storage.clone();
         let explicit = config.node_id.clone();
+        let policy = release.format_policy();
         let (storage, floor, node_id) = tokio::task::spawn_blocking(move || {
-            let (storage, floor) = Storage::open(&dir, storage_options)?;
+            let (storage, floor) = Storage::open(&dir, storage_options, &policy)?;
             let node_id = load_or_create_node_id(&dir, explicit.as_deref())?;
             Ok::<_, NodeError>((storage, floor, node_id))
         })
@@ -473,6 +616,31 @@ impl Node {
     }
 }
 
+/// Checks `--plugins` against what the release ships.
+fn check_plugins(release: &Release, plugins: &[String]) -> Result<(), NodeError> {
+    let mut seen = BTreeSet::new();
+    for p in plugins {
+        if release.plugin(p).is_none() {
+            let ships = releases::RELEASES.iter().filter(|r| r.plugin(p).is_some()).map(|r| r.name).collect::<Vec<_>>();
+            let theirs: Vec<&str> = release.plugins.iter().map(|p| p.name).collect();
+            return Err(NodeError::Config(format!(
+                "--plugins: release {} has no plugin {:?} (its plugins: {}){}",
+                release.name,
+                crate::shorten(p, 64),
+                if theirs.is_empty() { "none".to_string() } else { theirs.join(", ") },
+                match ships.first() {
+                    Some(first) => format!("; run release {first} or later to use it"),
+                    None => String::new(),
+                }
+            )));
+        }
+        if !seen.insert(p.as_str()) {
+            return Err(NodeError::Config(format!("--plugins: plugin {p:?} is named twice")));
+        }
+    }
+    Ok(())
+}
+
 async fn start_with(
     config: NodeConfig,
     store: Arc<dyn MetaStore>,
@@ -482,8 +650,9 @@ async fn start_with(
 ) -> Result<NodeHandle, NodeError> {
     let release = config.release;
     let tuning = config.tuning.clone();
-    let cluster = Cluster::open(store, ClusterOptions::default()).await?;
+    let cluster = Cluster::open(store.clone(), ClusterOptions::default()).await?;
     let cluster_id = cluster.cluster_id().to_string();
+    drop(cluster);
 
     let mut handshake =
         HandshakeConfig::new(&node_id, release.name, &cluster_id, release.protocols, release.transport_set());
@@ -511,8 +680,9 @@ async fn start_with(
             data_addr.ip()
         )));
     }
-    let http = tokio::net::TcpListener::bind(config.admin.as_str()).await.map_err(|e| NodeError::Bind {
-        addr: config.admin.clone(),
+    // Loopback unless the address says otherwise (rollgate's admin listener rules).
+    let http = rollgate::admin::bind(Some(config.admin.as_str())).await.map_err(|e| NodeError::Bind {
+        addr: crate::shorten(&config.admin, 128),
         what: "--admin, the HTTP API",
         reason: e.to_string(),
     })?;
@@ -521,41 +691,165 @@ async fn start_with(
         what: "--admin",
         reason: e.to_string(),
     })?;
+    if admin_addr.ip().is_unspecified() {
+        return Err(NodeError::Config(format!(
+            "--admin {}: members call each other's admin API at the address a node registers (for \
+             _capabilities), so listen on a specific address, not {}",
+            config.admin,
+            admin_addr.ip()
+        )));
+    }
 
-    let record = NodeRecord {
-        node_id: node_id.clone(),
-        data_addr: data_addr.to_string(),
-        admin_addr: admin_addr.to_string(),
-        release: release.name.to_string(),
-        protocol: release.protocols,
-        transport: TransportRange { min_compatible: release.minimum_compatible, current: release.transport },
-        supported_flags: release.flags.iter().map(|f| f.to_string()).collect(),
-        cluster_features: release.cluster_features.iter().map(|f| f.to_string()).collect(),
-        state: MemberState::Running,
-        started_ms: rollgate::cluster::now_ms(),
-        flag_node_steps: Default::default(),
-        routes: None,
-    };
-    cluster.join(record, |view| check_join(view, release, &node_id)).await.map_err(|e| match e {
-        UpdateError::Rejected(reason) => NodeError::Config(reason),
-        UpdateError::Cluster(e) => NodeError::Cluster(e),
-    })?;
+    // rollgate's node runtime: boot checks, the fenced join, liveness, the flag worker.
+    let hook_slot: HookSlot = Arc::default();
+    let mut hooks = FlagHooks::default();
+    if release.flags.iter().any(|f| f.spec.name == RECORD_META_V2.name && f.reversible()) {
+        hooks
+            .before_disable
+            .insert(RECORD_META_V2.name, migrations::disable_hook(hook_slot.clone(), tuning.convert_back_wait));
+    }
+    let registry = release.registry(&hooks).map_err(|e| NodeError::Config(e.to_string()))?;
+    let mut rc = rollgate::node::NodeConfig::new(&node_id, release.name, &config.data_dir, registry);
+    rc.data_addr = data_addr.to_string();
+    rc.admin_addr = admin_addr.to_string();
+    rc.protocol = release.protocols;
+    rc.transport = TransportRange { min_compatible: release.minimum_compatible, current: release.transport };
+    rc.features = release.feature_set().map_err(|e| NodeError::Config(e.to_string()))?;
+    rc.routes = crate::http::route_table(release, &config.plugins).map_err(|e| NodeError::Config(e.to_string()))?;
+    rc.test_mode = false;
+    rc.releases = Some(releases::release_table());
+    rc.liveness_ttl_s = tuning.liveness_ttl_s;
+    rc.timeouts = tuning.flag_timeouts.clone();
+    let runtime = rollgate::node::Node::start(rc, store.clone()).await?;
     // Registered: from here on, a failure leaves the membership again.
-    let handle_options = HandleOptions { local_copy_dir: Some(config.data_dir.clone()), ..HandleOptions::default() };
-    let started = async {
-        let liveness = cluster.start_liveness(&node_id, tuning.liveness_ttl_s).await?;
-        let handle = ClusterHandle::start(cluster.clone(), handle_options).await?;
-        Ok::<_, ClusterError>((liveness, handle))
-    };
-    let (liveness, cluster) = match started.await {
+    let addresses = Addresses { data: data_addr, admin: admin_addr };
+    let identity = Identity { node_id, cluster_id, addresses, floor };
+    let started = with_runtime(config, store, storage, identity, net_config, &runtime, hook_slot).await;
+    let (parts, http_app) = match started {
         Ok(x) => x,
         Err(e) => {
-            if let Err(left) = cluster.leave(&node_id).await {
-                tracing::warn!(node = %node_id, error = %left, "could not leave the membership after a failed start");
+            if let Err(left) = runtime.stop().await {
+                tracing::warn!(node = %runtime.id(), error = %left, "could not leave the membership after a failed start");
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
+    let Parts { shared, mut tasks } = parts;
+    tasks.spawn(serve::accept_loop(shared.clone(), listener));
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let http_listener = crate::http::KillableListener::new(http, shared.killed.clone(), tuning.max_http_connections);
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(http_listener, http_app).with_graceful_shutdown(async move {
+            let _ = http_stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tasks.spawn(catchup::initial(shared.clone()));
+    Ok(NodeHandle { shared, tasks, http_stop: Some(http_stop), http_task: Some(http_task) })
+}
+
+/// What a started node is made of, before it serves.
+struct Parts {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+/// Who a starting node is.
+struct Identity {
+    node_id: String,
+    cluster_id: String,
+    addresses: Addresses,
+    floor: Option<crate::hlc::Version>,
+}
+
+/// Everything that needs the runtime: the flags, the migrations, the plugins,
+/// the links, and the HTTP app (client routes and the admin API).
+async fn with_runtime(
+    config: NodeConfig,
+    store: Arc<dyn MetaStore>,
+    storage: Storage,
+    identity: Identity,
+    net_config: NetConfig,
+    runtime: &rollgate::node::Node,
+    hook_slot: HookSlot,
+) -> Result<(Parts, axum::Router), NodeError> {
+    let Identity { node_id, cluster_id, addresses, floor } = identity;
+    let release = config.release;
+    let tuning = config.tuning.clone();
+    let views = runtime.handle().watch_view();
+    let flags = KvFlags::new(runtime.registry(), runtime.flags().clone(), views.clone());
+    let gates: Arc<dyn Gates> = Arc::new(flags.clone());
+    let mut tasks = JoinSet::new();
+
+    // The table migrations of the records unit, following the flag bits.
+    let table_migrations = migrations::for_release(release, gates.clone())?;
+    let runner = if table_migrations.table_migrations().is_empty() {
+        None
+    } else {
+        let options = LocalOptions {
+            release: release.name.to_string(),
+            root: ClusterOptions::default().root,
+            batch_records: tuning.migration_batch_records.max(1),
+            publish_interval_ms: 500,
+            ..LocalOptions::default()
+        };
+        let runner = LocalRunner::new(Arc::new(table_migrations), storage.database()?, &node_id, options)?
+            .publish_to(store.clone());
+        Some(Arc::new(runner))
+    };
+    if let Some(runner) = &runner {
+        let _ = hook_slot.set(HookTarget { runner: Arc::downgrade(runner), gates: gates.clone() });
+        // A unit below what this release reads (an empty one, see
+        // `Storage::open`) is brought up before anything is stored.
+        let stamp = storage.unit_stamp().await?;
+        if stamp.format < release.formats.min_readable {
+            runner.run_once(&*gates).await?;
+            let now = storage.unit_stamp().await?;
+            if now.format < release.formats.min_readable {
+                return Err(NodeError::Config(format!(
+                    "the records unit is at format {} but release {} reads formats {}..={}, and the flags that \
+                     migrate it are not enabled: enable them from a node of an older release first",
+                    now.format, release.name, release.formats.min_readable, release.formats.max
+                )));
+            }
+        }
+        let (changes, watchers) = flags.changes(&[RECORD_META_V2.name, TTL.name]);
+        let (runner, flags) = (runner.clone(), flags.clone());
+        tasks.spawn(async move {
+            let _watchers = watchers;
+            let _ = runner.run_on_changes(&flags, changes).await;
+        });
+    }
+
+    // Plugins: each starts once the flags it requires are enabled.
+    let audit = config.plugins.iter().filter_map(|p| release.plugin(p)).map(|def| Arc::new(Audit::new(def))).next();
+    if let Some(audit) = &audit {
+        tasks.spawn(crate::plugins::run(audit.clone(), runtime.clone(), flags.clone()));
+    }
+
+    // `GET /admin/upgrade/status` shows this node's records unit too.
+    let status_storage = storage.clone();
+    let status_node = node_id.clone();
+    runtime.set_status_section(
+        "storage",
+        Arc::new(move || {
+            let (storage, node) = (status_storage.clone(), status_node.clone());
+            Box::pin(async move {
+                match storage.unit_stamp().await {
+                    Ok(stamp) => serde_json::json!({
+                        "node": node,
+                        "unit": releases::RECORDS_UNIT,
+                        "format": stamp.format,
+                        "created_format": stamp.created_format,
+                        "written_by": stamp.written_by,
+                    }),
+                    Err(e) => serde_json::json!({"node": node, "error": e.to_string()}),
+                }
+            })
+        }),
+    );
 
     let links = Links::new(LinkSettings {
         net: net_config,
@@ -574,9 +868,13 @@ async fn start_with(
         release,
         tuning: tuning.clone(),
         cluster_id,
-        addresses: Addresses { data: data_addr, admin: admin_addr },
+        addresses,
         storage,
-        cluster,
+        runtime: Mutex::new(Some(runtime.clone())),
+        views,
+        flags,
+        audit,
+        runner: Mutex::new(runner),
         links,
         state: watch::Sender::new(NodeState::CatchingUp),
         killed: Arc::new(AtomicBool::new(false)),
@@ -587,43 +885,21 @@ async fn start_with(
         background: Mutex::new(JoinSet::new()),
         sync_stats: Mutex::default(),
     });
-
-    let mut tasks = JoinSet::new();
     tasks.spawn(manage_links(shared.clone()));
-    tasks.spawn(serve::accept_loop(shared.clone(), listener));
     let api = Api { shared: shared.clone() };
-    let app = crate::http::app(api.clone(), config.admin_routes.clone(), tuning.http_request_timeout);
-    let (http_stop, http_stopped) = oneshot::channel::<()>();
-    let http_listener = crate::http::KillableListener::new(http, api.killed(), tuning.max_http_connections);
-    let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-            let _ = http_stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-    tasks.spawn(catchup::initial(shared.clone()));
-    Ok(NodeHandle { shared, tasks, liveness: Some(liveness), http_stop: Some(http_stop), http_task: Some(http_task) })
+    let admin = match &config.admin_token {
+        Some(token) => AdminConfig::with_token(token),
+        None => AdminConfig::default(),
+    };
+    let admin = AdminConfig {
+        token_hint: "start rollgate-kv serve with --admin-token-file FILE (one line, 8 to 1024 printable characters) \
+                     and give rollgate the same file with --token-file FILE"
+            .into(),
+        ..admin
+    };
+    let app = crate::http::app(api, runtime.admin_router(admin), tuning.http_request_timeout);
+    Ok((Parts { shared, tasks }, app))
 }
-
-/// What a node checks against the cluster before it registers. The seam for
-/// cluster features (refuse to join a cluster that has a feature this
-/// release lacks) and feature flags (refuse when an enabled flag is not
-/// supported); today every release may join.
-fn check_join(view: &ClusterView, release: &Release, node_id: &str) -> Result<(), String> {
-    if let Some(m) = view.member(node_id)
-        && m.is_running()
-    {
-        tracing::warn!(
-            node = node_id,
-            release = release.name,
-            "a member with this node id is registered as running (a restart before its lease expired?); taking over its record"
-        );
-    }
-    Ok(())
-}
-
 /// Connects to `addr` once to check that it accepts us.
 async fn probe_join(addr: &str, config: NetConfig) -> Result<(), NodeError> {
     match net::connect::<Msg>(addr, config).await {
@@ -642,7 +918,7 @@ async fn probe_join(addr: &str, config: NetConfig) -> Result<(), NodeError> {
 /// Keeps a link to every running member.
 async fn manage_links(shared: Arc<Shared>) {
     let mut tasks = JoinSet::new();
-    let mut views = shared.cluster.watch_view();
+    let mut views = shared.views.clone();
     loop {
         let view = views.borrow_and_update().clone();
         let desired: BTreeMap<String, String> = view
@@ -699,7 +975,6 @@ fn load_or_create_node_id(dir: &Path, explicit: Option<&str>) -> Result<String, 
 pub struct NodeHandle {
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
-    liveness: Option<Liveness>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -757,6 +1032,19 @@ impl NodeHandle {
         Api { shared: self.shared.clone() }
     }
 
+    /// rollgate's node runtime of this node (flags, membership, the admin
+    /// API's operations), while it runs. Do not keep the clone past
+    /// [`stop`](Self::stop) or [`kill`](Self::kill): it would keep the
+    /// node's liveness lease alive.
+    pub fn runtime(&self) -> Option<rollgate::node::Node> {
+        self.shared.runtime()
+    }
+
+    /// The node's `records` unit.
+    pub async fn storage_status(&self) -> Result<StorageStatus, StorageError> {
+        self.api().storage_status().await
+    }
+
     /// Its links to peers (agreed protocol and transport versions, refusals).
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.shared.links.status()
@@ -797,30 +1085,24 @@ impl NodeHandle {
     pub async fn stop(mut self) -> Result<(), NodeError> {
         let s = self.shared.clone();
         s.set_state(NodeState::Stopping);
-        if let Some(stop) = self.http_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.http_task.take()
-            && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
-        {
-            tracing::warn!(node = %s.node_id, "HTTP requests still running after 5 s; closing them");
-            s.killed.store(true, Ordering::Release);
-        }
+        self.stop_http(Duration::from_secs(5)).await;
         if !s.links.flush(Duration::from_secs(5)).await {
             tracing::warn!(node = %s.node_id, "replication to peers still running after 5 s; stopping anyway");
         }
-        let left = s.cluster.leave(&s.node_id).await;
-        if let Some(l) = self.liveness.take()
-            && let Err(e) = l.stop().await
-        {
-            tracing::warn!(node = %s.node_id, error = %e, "revoking the liveness lease failed; it expires by itself");
-        }
-        s.links.close_all().await;
+        // Migrations and plugins first: a batch that is cut short resumes from its checkpoint.
         self.shutdown_tasks().await;
+        let runtime = s.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let left = match &runtime {
+            Some(rt) => rt.stop().await,
+            None => Ok(()),
+        };
+        drop(runtime);
+        s.links.close_all().await;
+        s.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
         s.storage.close().await;
         s.set_state(NodeState::Stopped);
         tracing::info!(node = %s.node_id, "node stopped");
-        left.map(|_| ()).map_err(NodeError::Cluster)
+        left.map_err(NodeError::Runtime)
     }
 
     /// Stops abruptly, as a crash would: no leave (the member stays
@@ -831,15 +1113,31 @@ impl NodeHandle {
         let s = self.shared.clone();
         s.killed.store(true, Ordering::Release);
         s.set_state(NodeState::Stopped);
-        drop(self.liveness.take());
-        if let Some(task) = self.http_task.take() {
+        // Every HTTP connection fails now; closing them drops the admin
+        // API's handle on the runtime, whose liveness must stop with it.
+        self.stop_http(Duration::from_secs(2)).await;
+        self.shutdown_tasks().await;
+        drop(s.runtime.lock().unwrap_or_else(|p| p.into_inner()).take());
+        s.links.close_all().await;
+        s.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        s.storage.close().await;
+        tracing::info!(node = %s.node_id, "node killed");
+    }
+
+    /// Stops the HTTP server: no new connections, idle ones closed, running
+    /// requests given `grace` to finish (then their connections fail).
+    async fn stop_http(&mut self, grace: Duration) {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.http_task.take()
+            && tokio::time::timeout(grace, &mut task).await.is_err()
+        {
+            tracing::warn!(node = %self.shared.node_id, "HTTP requests still running after {} ms; closing them", grace.as_millis());
+            self.shared.killed.store(true, Ordering::Release);
             task.abort();
             let _ = task.await;
         }
-        self.shutdown_tasks().await;
-        s.links.close_all().await;
-        s.storage.close().await;
-        tracing::info!(node = %s.node_id, "node killed");
     }
 
     async fn shutdown_tasks(&mut self) {

@@ -132,10 +132,19 @@ async fn handle(
 async fn store(shared: &Shared, entries: Vec<repl1::Entry>) -> Option<String> {
     let entries: Vec<_> = entries.into_iter().map(codec::entry_from_wire).collect();
     let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
+    let audited =
+        shared.audit.as_ref().filter(|a| a.state() == crate::plugins::PluginState::Running).map(|_| entries.clone());
     match shared.storage.apply(entries).await {
-        Ok(_) => {
+        Ok(applied) => {
             for v in &versions {
                 shared.hlc.observe(v);
+            }
+            if let (Some(audit), Some(entries)) = (&shared.audit, audited) {
+                for (e, a) in entries.iter().zip(applied) {
+                    if a == crate::storage::Applied::Stored {
+                        audit.note(&e.key, &e.record, "replica");
+                    }
+                }
             }
             None
         }

@@ -2,11 +2,14 @@
 //!
 //! A write (put or delete) on node N:
 //!
-//! 1. is checked by [`crate::policy::check_write`] (the feature-flag seam),
-//!    the key and value limits, and N's state (503 while catching up);
+//! 1. is checked by [`crate::policy::check_write`] (a TTL needs flag `ttl`:
+//!    one atomic load), the key and value limits, and N's state (503 while
+//!    catching up);
 //! 2. is refused up front, with nothing stored, when N and its connected
 //!    peers cannot make a majority of the registered members;
-//! 3. gets a version from N's clock and is queued for N's next group commit
+//! 3. gets a version from N's clock and a feature map (`meta@1`; `meta@2`
+//!    and `checksum@1` only once their flags are enabled, through the gated
+//!    setter: I1), and is queued for N's next group commit
 //!    **before** the set of peers to replicate to is taken (so a peer whose
 //!    link comes up later and pulls from N finds it; see `serve`);
 //! 4. is sent to every connected member (batched per peer);
@@ -29,8 +32,14 @@ use super::{NodeState, Shared};
 use crate::hlc::Version;
 use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
-use crate::record::{self, MAX_VALUE_BYTES, Record};
+use crate::record::{self, MAX_VALUE_BYTES, Record, RecordError, WriteContext};
 use crate::storage::{StorageError, StoredEntry};
+
+/// Most records a prefix scan looks at (tombstones and expired values
+/// included) before it answers with what it found.
+pub const MAX_SCANNED: usize = 10_000;
+/// Most records one prefix scan returns.
+pub const MAX_SCAN_LIMIT: usize = 1000;
 
 /// An acknowledged write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -102,6 +111,9 @@ pub enum WriteError {
     /// The local data file failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A stored value fails its checksum (`checksum@1`).
+    #[error(transparent)]
+    Corrupt(#[from] RecordError),
 }
 
 fn require_ready(shared: &Shared) -> Result<(), WriteError> {
@@ -121,7 +133,26 @@ pub(super) async fn read(shared: &Shared, key: &str) -> Result<Option<Record>, W
     require_ready(shared)?;
     check_key(key)?;
     let now = rollgate::cluster::now_ms();
-    Ok(shared.storage.get(key).await?.filter(|r| r.live_value(now).is_some()))
+    let record = shared.storage.get(key).await?.filter(|r| r.live_value(now).is_some());
+    if let Some(r) = &record {
+        r.verify_checksum(key)?;
+    }
+    Ok(record)
+}
+
+/// The live records under `prefix` on this node (at most `limit`, checked).
+pub(super) async fn scan_prefix(
+    shared: &Shared,
+    prefix: &str,
+    limit: usize,
+) -> Result<(Vec<StoredEntry>, bool), WriteError> {
+    require_ready(shared)?;
+    let now = rollgate::cluster::now_ms();
+    let (entries, more) = shared.storage.scan_prefix(prefix, limit.clamp(1, MAX_SCAN_LIMIT), MAX_SCANNED, now).await?;
+    for e in &entries {
+        e.record.verify_checksum(&e.key)?;
+    }
+    Ok((entries, more))
 }
 
 /// Writes `value` (`None`: deletes) under `key`; see the module docs.
@@ -138,7 +169,7 @@ pub(super) async fn write(
     {
         return Err(WriteError::ValueTooLarge { len: v.len(), max: MAX_VALUE_BYTES });
     }
-    policy::check_write(shared.release, &WriteRequest { key: &key, delete: value.is_none(), ttl_s })?;
+    policy::check_write(shared.release, &shared.flags, &WriteRequest { key: &key, delete: value.is_none(), ttl_s })?;
 
     let view = shared.view();
     let mut members: BTreeSet<String> = view.members.keys().cloned().collect();
@@ -167,7 +198,10 @@ pub(super) async fn write(
 
     let version: Version = shared.hlc.now();
     let expires_at_ms = ttl_s.map_or(0, |t| rollgate::cluster::now_ms().saturating_add(t.saturating_mul(1000)));
-    let entry = StoredEntry { key: key.clone(), record: Record { version: version.clone(), value, expires_at_ms } };
+    let ctx = WriteContext { node: &shared.node_id, release: shared.release.name };
+    let features = record::new_features(ctx, &version, value.as_deref(), &shared.flags);
+    let entry =
+        StoredEntry { key: key.clone(), record: Record { version: version.clone(), value, expires_at_ms, features } };
     // Queue locally first, then take the peers to send to (see the module docs).
     let local = shared.storage.submit(vec![entry.clone()]).await?;
     let sessions = shared.links.up();
@@ -227,7 +261,12 @@ pub(super) async fn write(
         }
     };
     match result {
-        Ok(()) => Ok(WriteOutcome { key, version: version.to_string(), acks, members: members.len(), quorum }),
+        Ok(()) => {
+            if let Some(audit) = &shared.audit {
+                audit.note(&key, &entry.record, "client");
+            }
+            Ok(WriteOutcome { key, version: version.to_string(), acks, members: members.len(), quorum })
+        }
         Err(()) => {
             let up = connected(&shared.links.up());
             Err(WriteError::NoQuorum {

@@ -184,6 +184,7 @@ pub fn entry_to_wire(e: StoredEntry) -> repl1::Entry {
             None => repl1::Value::Tombstone,
         },
         expires_at_ms: e.record.expires_at_ms,
+        features: e.record.features,
     }
 }
 
@@ -198,6 +199,7 @@ pub fn entry_from_wire(e: repl1::Entry) -> StoredEntry {
                 repl1::Value::Tombstone => None,
             },
             expires_at_ms: e.expires_at_ms,
+            features: e.features,
         },
     }
 }
@@ -233,6 +235,7 @@ mod tests {
             version: Version { wall_ms: 1, logical: 2, node: "n".into() },
             value: repl1::Value::Put(b"v".to_vec()),
             expires_at_ms: 0,
+            features: Default::default(),
         }
     }
 

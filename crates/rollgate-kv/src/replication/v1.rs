@@ -8,7 +8,12 @@
 //! | [`Entry::expires_at_ms`] | `replicate_ttl` | 1.1 |
 //! | [`SyncRequest::end_key`] | `sync_range_end` | 1.2 |
 //! | [`SyncRequest::max_bytes`] replaces [`SyncRequest::limit`] | `sync_max_bytes` | 2.0 |
+//!
+//! [`Entry::features`] is not gated: the extensible part of a record evolves
+//! through new feature keys, not transport versions, and every release
+//! carries it.
 
+use rollgate::record::FeatureMap;
 use rollgate::wire::{Decode, Encode};
 
 use crate::hlc::Version;
@@ -54,6 +59,10 @@ pub struct Entry {
     /// transport version `replicate_ttl` (release 1.1) on.
     #[wire(since = "replicate_ttl")]
     pub expires_at_ms: u64,
+    /// The record's feature map (`meta@1`, `meta@2`, ...; see
+    /// [`crate::record`]), on the wire at every transport version so that a
+    /// node of any release passes on the keys it does not know byte for byte.
+    pub features: FeatureMap,
 }
 
 /// Store one write.

@@ -150,3 +150,46 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The admin token every test node is started with.
+pub const TOKEN: &str = "kv-test-admin-token";
+
+/// Writes the admin token file into `dir` (idempotent) and returns its path.
+pub fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("admin.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
+/// The arguments of `rollgate-kv serve` for node `node` of `release` with its
+/// data dir under `dir`, loopback ports picked by the OS, the admin token
+/// file, and `extra` arguments.
+pub fn serve_args(release: &str, node: &str, dir: &Path, meta: &str, extra: &[&str]) -> Vec<String> {
+    let data = dir.join(node).display().to_string();
+    let token = token_file(dir).display().to_string();
+    let base = [
+        "serve",
+        "--release",
+        release,
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--meta",
+        meta,
+        "--node-id",
+        node,
+        "--admin-token-file",
+        &token,
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// Starts node `node` as `release` and waits for its `ready` line.
+pub fn start_node(release: &str, node: &str, dir: &Path, meta: &str, extra: &[&str]) -> Proc {
+    let mut p = Proc::spawn(&serve_args(release, node, dir, meta, extra), &dir.join(format!("{node}.log")));
+    p.wait_ready();
+    p
+}

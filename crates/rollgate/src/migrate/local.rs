@@ -43,6 +43,12 @@ pub enum Rewrite {
 /// idempotent: a converted record converts to itself (`Keep`).
 pub type RecordFn = Arc<dyn Fn(&[u8], &[u8]) -> Result<Rewrite, String> + Send + Sync>;
 
+/// The entries one record contributes to a companion table (e.g. a
+/// secondary index): `(key, value) -> [(companion key, companion value)]`,
+/// or an error message (the batch is then not written). It must be
+/// deterministic: a reverse pass removes the keys it returns.
+pub type CompanionFn = Arc<dyn Fn(&[u8], &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> + Send + Sync>;
+
 /// A node-local migration of one redb table (`&[u8]` keys and values),
 /// behind a gate, with an optional reverse and an optional format change of
 /// the table's unit stamp.
@@ -54,6 +60,7 @@ pub struct TableMigration {
     forward: RecordFn,
     reverse: Option<RecordFn>,
     format: Option<(FormatVersion, FormatVersion)>,
+    companion: Option<(String, CompanionFn)>,
 }
 
 impl fmt::Debug for TableMigration {
@@ -64,6 +71,7 @@ impl fmt::Debug for TableMigration {
             .field("gate", &self.gate)
             .field("reversible", &self.reverse.is_some())
             .field("format", &self.format)
+            .field("companion", &self.companion.as_ref().map(|(t, _)| t))
             .finish()
     }
 }
@@ -89,6 +97,7 @@ impl TableMigration {
             forward: Arc::new(forward),
             reverse: None,
             format: None,
+            companion: None,
         })
     }
 
@@ -108,6 +117,34 @@ impl TableMigration {
     pub fn changes_format(mut self, from: FormatVersion, to: FormatVersion) -> Self {
         self.format = Some((from, to));
         self
+    }
+
+    /// Also fills a companion table (`&[u8]` keys and values), e.g. a
+    /// secondary index of the migrated records: for every record the forward
+    /// pass leaves in the table (kept or rewritten), the entries `f(key,
+    /// value)` returns are put into `companion` in the same write
+    /// transaction as the batch, so the companion is complete exactly when
+    /// the migration is done and resumes with it after a crash. A reverse
+    /// pass removes the keys `f` returns for each record it processes.
+    pub fn with_companion<F>(mut self, companion: &str, f: F) -> Result<Self, MigrateError>
+    where
+        F: Fn(&[u8], &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> + Send + Sync + 'static,
+    {
+        let reserved = [self.table.as_str(), CHECKPOINT_TABLE.name(), crate::format::FORMAT_TABLE.name()];
+        if validate_unit(companion).is_err() || reserved.contains(&companion) {
+            return Err(MigrateError::InvalidName {
+                what: "companion table name",
+                name: crate::store::shorten(companion),
+                reason: "1 to 128 bytes without control characters, not the migrated table nor a rollgate table",
+            });
+        }
+        self.companion = Some((companion.to_string(), Arc::new(f)));
+        Ok(self)
+    }
+
+    /// The companion table, if the migration fills one.
+    pub fn companion(&self) -> Option<&str> {
+        self.companion.as_ref().map(|(t, _)| t.as_str())
     }
 
     /// The id.
@@ -414,25 +451,51 @@ fn run_batch(
                 items.push((k.value().to_vec(), v.value().to_vec()));
             }
         }
+        let record_err = |key: &[u8], reason: String| MigrateError::Record {
+            migration: id.to_string(),
+            table: m.table().to_string(),
+            key: escape_key(key),
+            direction,
+            reason,
+        };
+        // The companion entries of each record: from the value the forward
+        // pass leaves, or (reverse) from the value before it is converted back.
+        let mut companion_entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (key, value) in &items {
-            match convert(key, value) {
-                Ok(Rewrite::Keep) => {}
-                Ok(Rewrite::Put(new)) => {
+            let rewrite = convert(key, value).map_err(|reason| record_err(key, reason))?;
+            if let Some((_, index)) = &m.companion {
+                let source = match (&rewrite, direction) {
+                    (Rewrite::Delete, Direction::Forward) => None,
+                    (Rewrite::Put(new), Direction::Forward) => Some(new.as_slice()),
+                    (_, _) => Some(value.as_slice()),
+                };
+                if let Some(source) = source {
+                    companion_entries.extend(index(key, source).map_err(|reason| record_err(key, reason))?);
+                }
+            }
+            match rewrite {
+                Rewrite::Keep => {}
+                Rewrite::Put(new) => {
                     table.insert(key.as_slice(), new.as_slice()).map_err(redb_err(id, "writing a record"))?;
                     checkpoint.changed += 1;
                 }
-                Ok(Rewrite::Delete) => {
+                Rewrite::Delete => {
                     table.remove(key.as_slice()).map_err(redb_err(id, "deleting a record"))?;
                     checkpoint.deleted += 1;
                 }
-                Err(reason) => {
-                    return Err(MigrateError::Record {
-                        migration: id.to_string(),
-                        table: m.table().to_string(),
-                        key: escape_key(key),
-                        direction,
-                        reason,
-                    });
+            }
+        }
+        if let Some((name, _)) = &m.companion {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+            let mut companion = wtx.open_table(def).map_err(redb_err(id, "opening the companion table"))?;
+            for (k, v) in &companion_entries {
+                match direction {
+                    Direction::Forward => {
+                        companion.insert(k.as_slice(), v.as_slice()).map_err(redb_err(id, "writing the companion"))?;
+                    }
+                    Direction::Reverse => {
+                        companion.remove(k.as_slice()).map_err(redb_err(id, "deleting from the companion"))?;
+                    }
                 }
             }
         }
@@ -891,6 +954,51 @@ mod tests {
         now += Duration::from_secs(10);
         assert_eq!(pacer.take(100, now), Duration::ZERO);
         assert!(pacer.take(100, now) >= Duration::from_millis(99));
+    }
+
+    #[tokio::test]
+    async fn a_companion_table_is_filled_with_the_batches_and_emptied_by_the_reverse() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("data.redb")).unwrap());
+        let records: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+        let index: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_value");
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(records).unwrap();
+            for k in 0u32..25 {
+                t.insert(k.to_be_bytes().as_slice(), format!("v{}", k % 3).as_bytes()).unwrap();
+            }
+        }
+        wtx.commit().unwrap();
+        // Index every record but the ones holding "v0" by (value, key).
+        type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+        let entries = |key: &[u8], value: &[u8]| -> Result<Entries, String> {
+            Ok(if value == b"v0" { Vec::new() } else { vec![([value, key].concat(), Vec::new())] })
+        };
+        let m =
+            TableMigration::new("index_values", "records", Gate::flag("idx"), |_: &[u8], _: &[u8]| Ok(Rewrite::Keep))
+                .unwrap()
+                .with_reverse(|_: &[u8], _: &[u8]| Ok(Rewrite::Keep))
+                .with_companion("by_value", entries)
+                .unwrap();
+        assert_eq!(m.companion(), Some("by_value"));
+        assert!(m.clone().with_companion("records", entries).is_err(), "not the migrated table");
+        assert!(m.clone().with_companion(CHECKPOINT_TABLE.name(), entries).is_err(), "not a rollgate table");
+        let mut all = Migrations::new();
+        all.add_table_migration(m).unwrap();
+        let options = LocalOptions { batch_records: 4, ..LocalOptions::default() };
+        let runner = LocalRunner::new(Arc::new(all), db.clone(), "n1", options).unwrap();
+        let gates = super::super::MemGates::with_flags(["idx"]);
+        runner.run_once(&gates).await.unwrap();
+        let count = |db: &Database| db.begin_read().unwrap().open_table(index).unwrap().len().unwrap();
+        assert_eq!(count(&db), 16, "every record but the 9 holding v0, over 7 batches");
+        let rtx = db.begin_read().unwrap();
+        let first = rtx.open_table(index).unwrap().first().unwrap().unwrap().0.value().to_vec();
+        assert_eq!(first, [&b"v1"[..], &1u32.to_be_bytes()].concat());
+        drop(rtx);
+        gates.disable_flag("idx");
+        runner.run_once(&gates).await.unwrap();
+        assert_eq!(count(&db), 0, "the reverse removed what the forward pass added");
     }
 
     #[test]

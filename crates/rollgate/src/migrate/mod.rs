@@ -77,8 +77,8 @@ use crate::format::FormatError;
 use crate::store::StoreError;
 
 pub use local::{
-    CHECKPOINT_TABLE, Checkpoint, CheckpointState, LocalOptions, LocalReport, LocalRunner, RateLimit, RecordFn,
-    Rewrite, TableMigration,
+    CHECKPOINT_TABLE, Checkpoint, CheckpointState, CompanionFn, LocalOptions, LocalReport, LocalRunner, RateLimit,
+    RecordFn, Rewrite, TableMigration,
 };
 pub use service::{
     DisableReport, OwnerRecord, ServiceFormat, ServiceOptions, ServiceOutcome, ServiceReport, ServiceRunner,
