@@ -29,7 +29,18 @@ fn demo_json_satisfies_the_contract() {
     assert_eq!(report["acked_writes_lost"], 0, "{report}");
     assert!(report["keys_checked"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["final_releases"], serde_json::json!(["1.2", "1.2", "1.2"]));
-    assert!(report["flags_enabled"].is_array());
+    // Every stable flag of 1.2 enabled, every node's migrations finished, and
+    // what they unlock used: TTL writes and the prefix scan.
+    assert_eq!(report["flags_enabled"], serde_json::json!(["record_meta_v2", "ttl"]), "{report}");
+    let done: Vec<&str> = report["migrations_done"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for node in ["n1", "n2", "n3"] {
+        for m in ["records_meta_v2", "records_expiry_index"] {
+            assert!(done.contains(&format!("{node}/{m}").as_str()), "{node}/{m} not done: {done:?}");
+        }
+    }
+    let used = report["features_used"].to_string();
+    assert!(used.contains("10 writes with a TTL"), "{used}");
+    assert!(used.contains("prefix scan") && used.contains("(10 keys, as written)"), "{used}");
 
     let phases = report["phases"].as_array().unwrap();
     let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();

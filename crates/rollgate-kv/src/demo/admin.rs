@@ -168,14 +168,27 @@ impl Admin {
         if let Ok(v) = caps
             && v["supported"] == true
         {
+            // The scan must return exactly the TTL keys written above, in key order.
             let started = Instant::now();
-            match self.call(reqwest::Method::GET, addr, "/kv?prefix=w0-&limit=5", None).await {
+            match self.call(reqwest::Method::GET, addr, "/kv?prefix=feature-ttl-&limit=100", None).await {
                 Ok(v) => {
-                    load.record_now(started.elapsed(), true, None);
-                    let n = v["entries"].as_array().or(v["keys"].as_array()).or(v.as_array()).map_or(0, |a| a.len());
-                    used.push(format!(
-                        "prefix scan GET /kv?prefix=w0-&limit=5 ({n} entries), supported by every member per _capabilities"
-                    ));
+                    let keys: Vec<String> = v["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| i["key"].as_str().map(str::to_string))
+                        .collect();
+                    let expected: Vec<String> = (0..ttl_ok).map(|i| format!("feature-ttl-{i:02}")).collect();
+                    if keys == expected {
+                        load.record_now(started.elapsed(), true, None);
+                        used.push(format!(
+                            "prefix scan GET /kv?prefix=feature-ttl- ({} keys, as written), available once                              _capabilities said every member supports it",
+                            keys.len()
+                        ));
+                    } else {
+                        let e = format!("prefix scan returned {keys:?}, expected {expected:?}");
+                        load.record_now(started.elapsed(), false, Some(e));
+                    }
                 }
                 Err(e) => load.record_now(started.elapsed(), false, Some(format!("prefix scan: {e}"))),
             }
