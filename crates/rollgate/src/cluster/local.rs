@@ -117,9 +117,15 @@ impl LocalCopy {
     }
 
     /// Writes the copy atomically: a crash leaves the old file or the new one.
+    /// Writes in one process are serialised, and each uses its own temporary
+    /// file, so two writers (e.g. two handles on one data dir) never rename
+    /// each other's half-written file.
     pub fn write(&self, data_dir: &Path) -> Result<(), LocalCopyError> {
+        static WRITING: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+        let mut seq = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
         let path = Self::path(data_dir);
-        let tmp = data_dir.join(format!("{LOCAL_COPY_FILE}.tmp"));
+        let tmp = data_dir.join(format!("{LOCAL_COPY_FILE}.{}.{}.tmp", std::process::id(), *seq));
         let io = |what: &'static str| {
             let path = path.clone();
             move |source| LocalCopyError::Io { path, what, source }
@@ -130,12 +136,19 @@ impl LocalCopy {
             reason: format!("cannot encode: {e}"),
         })?;
         bytes.push(b'\n');
-        {
+        let written = (|| {
             let mut file = std::fs::File::create(&tmp).map_err(io("creating the temporary file"))?;
             file.write_all(&bytes).map_err(io("writing the temporary file"))?;
-            file.sync_all().map_err(io("syncing the temporary file"))?;
+            file.sync_all().map_err(io("syncing the temporary file"))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &path).map_err(io("renaming the temporary file into place"))?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("renaming the temporary file into place")(e));
+        }
         let dir = std::fs::File::open(data_dir).map_err(io("opening the data dir to sync it"))?;
         dir.sync_all().map_err(io("syncing the data dir"))?;
         Ok(())
