@@ -30,14 +30,13 @@
 //! releases the file, so a node can be restarted on the same data dir in
 //! the same process.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use rollgate::format::{self, FormatError, FormatPolicy, FormatStamp};
+use rollgate::store::lock::{LockError, OwnerLock};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -224,7 +223,7 @@ struct Inner {
     dir: PathBuf,
     path: PathBuf,
     db: Mutex<Option<Arc<Database>>>,
-    lock: Mutex<Option<File>>,
+    lock: Mutex<Option<OwnerLock>>,
     jobs: mpsc::Sender<Job>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Semaphore>,
@@ -255,30 +254,15 @@ fn backend<'a>(path: &'a Path, what: &'static str) -> impl Fn(&dyn std::fmt::Dis
     move |e| StorageError::Backend { path: path.to_path_buf(), what, reason: e.to_string() }
 }
 
-fn take_lock(dir: &Path, path: &Path) -> Result<File, StorageError> {
-    let mut lpath = path.as_os_str().to_owned();
-    lpath.push(".lock");
-    let lpath = PathBuf::from(lpath);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lpath)
-        .map_err(io(&lpath, "opening the lock file"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse::<u32>().ok());
-            return Err(StorageError::AlreadyOpen { dir: dir.to_path_buf(), pid });
+/// Takes the ownership lock `PATH.lock`, or says who holds it.
+fn take_lock(dir: &Path, path: &Path) -> Result<OwnerLock, StorageError> {
+    OwnerLock::acquire(path).map_err(|e| match e {
+        LockError::Held { pid, .. } => StorageError::AlreadyOpen { dir: dir.to_path_buf(), pid },
+        LockError::Io { lock, what, source } => StorageError::Io { path: lock, what, source },
+        other => {
+            StorageError::Io { path: path.to_path_buf(), what: "taking the lock", source: std::io::Error::other(other) }
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lpath, "locking the lock file")(e)),
-    }
-    file.set_len(0).map_err(io(&lpath, "writing the lock file"))?;
-    file.rewind().map_err(io(&lpath, "writing the lock file"))?;
-    write!(file, "{}", std::process::id()).map_err(io(&lpath, "writing the lock file"))?;
-    Ok(file)
+    })
 }
 
 fn encode_version(v: &Version) -> Vec<u8> {

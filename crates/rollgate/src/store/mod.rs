@@ -24,6 +24,7 @@
 mod engine;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod lock;
 mod redb_file;
 mod url;
 

@@ -14,13 +14,12 @@
 //! (and names the owner's pid) for as long as the store is open.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::engine::{Change, LoadedState};
+use super::lock::{LockError, OwnerLock};
 use super::{EventKind, KeyValue, StoreError, WatchBatch, WatchEvent};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -36,7 +35,7 @@ pub(crate) struct RedbFile {
     path: PathBuf,
     db: Database,
     // Held for the life of the store: the exclusive lock is the ownership.
-    _lock: File,
+    _lock: OwnerLock,
 }
 
 impl std::fmt::Debug for RedbFile {
@@ -49,35 +48,12 @@ fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> 
     move |source| StoreError::Io { path: path.to_path_buf(), what, source }
 }
 
-fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
-}
-
 /// Takes the ownership lock `PATH.lock`, or says who holds it.
-fn take_lock(path: &Path) -> Result<File, StoreError> {
-    let lpath = lock_path(path);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lpath)
-        .map_err(io(&lpath, "opening the lock file"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse::<u32>().ok());
-            return Err(StoreError::AlreadyOpen { path: path.to_path_buf(), pid });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lpath, "locking the lock file")(e)),
-    }
-    file.set_len(0).map_err(io(&lpath, "writing the lock file"))?;
-    file.rewind().map_err(io(&lpath, "writing the lock file"))?;
-    write!(file, "{}", std::process::id()).map_err(io(&lpath, "writing the lock file"))?;
-    Ok(file)
+fn take_lock(path: &Path) -> Result<OwnerLock, StoreError> {
+    OwnerLock::acquire(path).map_err(|e| match e {
+        LockError::Held { pid, .. } => StoreError::AlreadyOpen { path: path.to_path_buf(), pid },
+        LockError::Io { lock, what, source } => StoreError::Io { path: lock, what, source },
+    })
 }
 
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StoreError {
