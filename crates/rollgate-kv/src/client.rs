@@ -6,6 +6,11 @@
 //!
 //! Retrying a write on another node is safe: a write is "set this value"
 //! (or "delete"), and a retry stores it again with a newer version.
+//!
+//! The client remembers the highest version it has seen (answers of writes,
+//! `x-kv-version` of reads) and sends it with every write (`x-kv-seen`), so
+//! its writes are ordered as it made them even when consecutive writes go
+//! to different nodes within one millisecond.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,6 +18,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 
+use crate::hlc::Version;
 pub use crate::node::WriteOutcome;
 use crate::record::MAX_VALUE_BYTES;
 
@@ -98,6 +104,8 @@ pub struct KvClient {
     nodes: RwLock<Arc<Vec<Url>>>,
     next: AtomicUsize,
     options: ClientOptions,
+    /// The highest version seen (see the module docs).
+    seen: std::sync::Mutex<Option<Version>>,
 }
 
 /// Parses a node address: `HOST:PORT` or `http://HOST:PORT`.
@@ -153,7 +161,13 @@ impl KvClient {
             .no_proxy()
             .build()
             .map_err(|e| ClientError::InvalidNode { addr: String::new(), reason: e.to_string() })?;
-        Ok(KvClient { http, nodes: RwLock::new(Arc::new(nodes)), next: AtomicUsize::new(0), options })
+        Ok(KvClient {
+            http,
+            nodes: RwLock::new(Arc::new(nodes)),
+            next: AtomicUsize::new(0),
+            options,
+            seen: std::sync::Mutex::new(None),
+        })
     }
 
     /// Replaces the node list (e.g. after a node restarted on another port).
@@ -172,13 +186,13 @@ impl KvClient {
     ) -> Result<WriteOutcome, ClientError> {
         let value: Vec<u8> = value.into();
         let (node, resp) = self.send(Method::PUT, key, ttl_s, Some(value)).await?;
-        Self::outcome(node, resp).await
+        self.outcome(node, resp).await
     }
 
     /// Deletes `key`.
     pub async fn delete(&self, key: &str) -> Result<WriteOutcome, ClientError> {
         let (node, resp) = self.send(Method::DELETE, key, None, None).await?;
-        Self::outcome(node, resp).await
+        self.outcome(node, resp).await
     }
 
     /// The value of `key`, or `None` when it does not exist (or expired).
@@ -187,12 +201,34 @@ impl KvClient {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        if let Some(v) = resp.headers().get("x-kv-version").and_then(|v| v.to_str().ok()) {
+            self.saw(v);
+        }
         Ok(Some(read_bounded(&node, resp, MAX_VALUE_BYTES).await?))
     }
 
-    async fn outcome(node: String, resp: reqwest::Response) -> Result<WriteOutcome, ClientError> {
+    async fn outcome(&self, node: String, resp: reqwest::Response) -> Result<WriteOutcome, ClientError> {
         let body = read_bounded(&node, resp, 64 * 1024).await?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer { node, reason: e.to_string() })
+        let outcome: WriteOutcome =
+            serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer { node, reason: e.to_string() })?;
+        self.saw(&outcome.version);
+        Ok(outcome)
+    }
+
+    /// Remembers `version` when it is above the highest seen (a version
+    /// that does not parse is ignored: it only orders later writes).
+    fn saw(&self, version: &str) {
+        if let Ok(v) = version.parse::<Version>() {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.as_ref().is_none_or(|s| v > *s) {
+                *seen = Some(v);
+            }
+        }
+    }
+
+    /// The highest version this client has seen, sent with its writes.
+    pub fn seen(&self) -> Option<Version> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Sends one request with failover; returns the first answer that is
@@ -221,6 +257,11 @@ impl KvClient {
                     url.query_pairs_mut().append_pair("ttl_s", &t.to_string());
                 }
                 let mut req = self.http.request(method.clone(), url);
+                if method != Method::GET
+                    && let Some(seen) = self.seen()
+                {
+                    req = req.header(crate::http::SEEN_HEADER, seen.to_string());
+                }
                 if let Some(b) = &body {
                     req = req.body(b.clone());
                 }

@@ -31,6 +31,34 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// Why a version string (`WALL_MS.LOGICAL@NODE`, as [`Version`] displays) does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid version {input:?}: {reason} (expected WALL_MS.LOGICAL@NODE, e.g. 1767225600000.0@n1)")]
+pub struct ParseVersionError {
+    /// The input, shortened.
+    pub input: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl std::str::FromStr for Version {
+    type Err = ParseVersionError;
+
+    fn from_str(s: &str) -> Result<Version, ParseVersionError> {
+        let err = |reason| ParseVersionError { input: crate::shorten(s, 96), reason };
+        let (clock, node) = s.split_once('@').ok_or_else(|| err("no `@NODE`"))?;
+        let (wall, logical) = clock.split_once('.').ok_or_else(|| err("no `.LOGICAL`"))?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(wall) || !digits(logical) {
+            return Err(err("WALL_MS and LOGICAL must be decimal numbers"));
+        }
+        let wall_ms = wall.parse().map_err(|_| err("WALL_MS is out of range"))?;
+        let logical = logical.parse().map_err(|_| err("LOGICAL is out of range"))?;
+        rollgate::cluster::validate_node_id(node).map_err(|_| err("NODE is not a valid node id"))?;
+        Ok(Version { wall_ms, logical, node: node.to_string() })
+    }
+}
+
 /// Largest step a peer's version may push our clock ahead of our wall clock
 /// (a peer with a clock far in the future would otherwise drag every node
 /// with it): one hour.
@@ -98,6 +126,20 @@ mod tests {
         let c = hlc.now();
         assert!(c > ahead, "{c} after observing {ahead}");
         assert_eq!(c.node, "b");
+    }
+
+    #[test]
+    fn versions_parse_back_from_their_display_and_garbage_is_refused() {
+        let v = Version { wall_ms: 1_767_225_600_000, logical: 4, node: "n-1".into() };
+        assert_eq!(v.to_string().parse::<Version>().unwrap(), v);
+        let long = format!("1.2@{}", "n".repeat(65));
+        let huge = format!("{}.0@n", "9".repeat(5000));
+        for bad in ["", "@", "1.2", "1@n", ".2@n", "1.@n", "-1.2@n", "1.2@", "1.99999999999@n", "1.2@n@m", "1.2@a b"] {
+            assert!(bad.parse::<Version>().is_err(), "{bad:?}");
+        }
+        assert!(long.parse::<Version>().is_err());
+        let e = huge.parse::<Version>().unwrap_err();
+        assert!(e.to_string().len() < 300, "the error is bounded: {e}");
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! | `GET` | `/health` | 200 when ready, else 503; JSON [`crate::node::Health`] | 1.0 |
 //! | | `/_capabilities`, `/admin/...` | rollgate's admin API ([`rollgate::admin`]), mutations need the bearer token | 1.0 |
 //!
+//! A write may carry `x-kv-seen: WALL_MS.LOGICAL@NODE`, the highest version
+//! the client has seen (from earlier writes' answers and reads'
+//! `x-kv-version`): the node stamps the write above it, so a client's
+//! later write to a key always wins over its earlier one, whichever nodes
+//! took them. [`crate::client::KvClient`] sends it.
+//!
 //! Errors of the client API are JSON `{"error": "...", "code": "..."}`: 400
 //! (`bad_request`, `invalid_key`, `ttl_not_supported`), 404 (`not_found`),
 //! 405, 409 (`flag_not_enabled`, `feature_not_available`), 413
@@ -35,7 +41,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -46,6 +52,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use rollgate::capabilities::{CapabilityError, Route, RouteTable};
 
+use crate::hlc::Version;
 use crate::node::{Api, NodeState, WriteError};
 use crate::plugins::PluginState;
 use crate::policy::PolicyError;
@@ -56,6 +63,8 @@ use crate::releases::{PREFIX_SCAN, Release, TTL};
 pub const MAX_BODY_BYTES: usize = MAX_VALUE_BYTES;
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 256;
+/// The header carrying the writer's highest seen version.
+pub const SEEN_HEADER: &str = "x-kv-seen";
 
 /// Every route a node of `release` serves with `plugins` (the admin API's
 /// are added by rollgate): what it publishes in its node record and what
@@ -181,15 +190,31 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(ttl)
 }
 
+/// The writer's highest seen version, from the `x-kv-seen` header.
+fn seen_version(headers: &HeaderMap) -> Result<Option<Version>, Response> {
+    let Some(v) = headers.get(SEEN_HEADER) else { return Ok(None) };
+    let parsed =
+        v.to_str().map_err(|_| "not ASCII".to_string()).and_then(|s| s.parse::<Version>().map_err(|e| e.to_string()));
+    match parsed {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, "bad_request", format!("header {SEEN_HEADER}: {e}"))),
+    }
+}
+
 async fn put_key(
     State(api): State<Api>,
     key: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let key = match key {
         Ok(Path(k)) => k,
         Err(e) => return path_error(e),
+    };
+    let seen = match seen_version(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let ttl_s = match parse_put_query(query.as_deref()) {
         Ok(t) => t,
@@ -206,7 +231,7 @@ async fn put_key(
         }
         Err(e) => return error(e.status(), "bad_request", format!("cannot read the body: {e}")),
     };
-    match api.put(key, body.to_vec(), ttl_s).await {
+    match api.write(key, Some(body.to_vec()), ttl_s, seen.as_ref()).await {
         Ok(outcome) => axum::Json(outcome).into_response(),
         Err(e) => write_error(e),
     }
@@ -216,15 +241,20 @@ async fn delete_key(
     State(api): State<Api>,
     key: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let key = match key {
         Ok(Path(k)) => k,
         Err(e) => return path_error(e),
     };
+    let seen = match seen_version(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     if query.as_deref().is_some_and(|q| !q.is_empty()) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "DELETE /kv/{key} takes no parameters");
     }
-    match api.delete(key).await {
+    match api.write(key, None, None, seen.as_ref()).await {
         Ok(outcome) => axum::Json(outcome).into_response(),
         Err(e) => write_error(e),
     }

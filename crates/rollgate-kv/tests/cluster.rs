@@ -175,3 +175,55 @@ async fn a_cluster_secret_authenticates_links_and_keeps_out_a_node_without_it() 
         n.stop().await.unwrap();
     }
 }
+
+/// A client's later write wins over its earlier one even when the second
+/// node's clock is behind the first's: the client sends the highest version
+/// it saw (`x-kv-seen`) and the node stamps the write above it. Two separate
+/// one-node clusters make the clocks independent; without the header the
+/// second write would get the lower version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_writes_are_ordered_as_it_made_them_whichever_node_takes_them() {
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sa, sb) = (redb_store(ta.path()).await, redb_store(tb.path()).await);
+    let a = start(&sa, "1.2", &data(ta.path(), "n1")).await;
+    let b = start(&sb, "1.2", &data(tb.path(), "n1")).await;
+    let (a_addr, b_addr) = (a.addresses().admin.to_string(), b.addresses().admin.to_string());
+
+    // Push node a's clock ten minutes ahead, as a writer that saw such a version would.
+    let ahead =
+        rollgate_kv::hlc::Version { wall_ms: rollgate::cluster::now_ms() + 600_000, logical: 3, node: "x".into() };
+    let http = reqwest::Client::new();
+    let resp = http
+        .put(format!("http://{a_addr}/kv/push"))
+        .header("x-kv-seen", ahead.to_string())
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let pushed: serde_json::Value = resp.json().await.unwrap();
+    let pushed: rollgate_kv::hlc::Version = pushed["version"].as_str().unwrap().parse().unwrap();
+    assert!(pushed > ahead, "{pushed} is above the seen {ahead}");
+
+    // A client writes through a, then through b.
+    let c = single(&a_addr);
+    let first = c.put("k", "first", None).await.unwrap();
+    let first: rollgate_kv::hlc::Version = first.version.parse().unwrap();
+    assert!(first > pushed);
+    assert_eq!(c.seen(), Some(first.clone()));
+    c.set_nodes(&[&b_addr]).unwrap();
+    let second = c.put("k", "second", None).await.unwrap();
+    let second: rollgate_kv::hlc::Version = second.version.parse().unwrap();
+    assert!(second > first, "the later write {second} is above the earlier {first}");
+
+    // A garbage header is refused and stores nothing.
+    for bad in ["soon", "1.2", &format!("{}.0@n", "9".repeat(40)), "1.2@bad node"] {
+        let resp = http.put(format!("http://{b_addr}/kv/g")).header("x-kv-seen", bad).body("v").send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("x-kv-seen"), "{body}");
+    }
+    assert_eq!(b.local_record("g").await.unwrap(), None);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

@@ -491,12 +491,27 @@ impl Api {
     /// Stores `value` under `key` (with an optional TTL) and returns once a
     /// majority of members stored it.
     pub async fn put(&self, key: String, value: Vec<u8>, ttl_s: Option<u64>) -> Result<WriteOutcome, WriteError> {
-        write::write(&self.shared, key, Some(value), ttl_s).await
+        write::write(&self.shared, key, Some(value), ttl_s, None).await
+    }
+
+    /// Stores `value` (`None`: deletes) under `key`, after the writer's
+    /// highest seen version: the write's version is above `seen`, so a
+    /// client that wrote a key through one node and writes it again
+    /// through another is not overtaken by its own earlier write, even
+    /// when the second node has not received the first one yet.
+    pub async fn write(
+        &self,
+        key: String,
+        value: Option<Vec<u8>>,
+        ttl_s: Option<u64>,
+        seen: Option<&crate::hlc::Version>,
+    ) -> Result<WriteOutcome, WriteError> {
+        write::write(&self.shared, key, value, ttl_s, seen).await
     }
 
     /// Deletes `key` (a tombstone), acknowledged like a put.
     pub async fn delete(&self, key: String) -> Result<WriteOutcome, WriteError> {
-        write::write(&self.shared, key, None, None).await
+        write::write(&self.shared, key, None, None, None).await
     }
 
     /// The live value of `key` on this node and its record.

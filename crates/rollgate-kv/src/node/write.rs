@@ -161,6 +161,7 @@ pub(super) async fn write(
     key: String,
     value: Option<Vec<u8>>,
     ttl_s: Option<u64>,
+    seen: Option<&Version>,
 ) -> Result<WriteOutcome, WriteError> {
     require_ready(shared)?;
     check_key(&key)?;
@@ -196,6 +197,10 @@ pub(super) async fn write(
         });
     }
 
+    // Above everything the writer saw (bounded by the clock's drift limit).
+    if let Some(seen) = seen {
+        shared.hlc.observe(seen);
+    }
     let version: Version = shared.hlc.now();
     let expires_at_ms = ttl_s.map_or(0, |t| rollgate::cluster::now_ms().saturating_add(t.saturating_mul(1000)));
     let ctx = WriteContext { node: &shared.node_id, release: shared.release.name };
