@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use rollgate::protocol::{Protocol, decode_message, encode_message};
+use rollgate::protocol::{decode_message, encode_message};
 use rollgate::version::TransportVersion;
 use rollgate::wire::Limits;
 use rollgate_kv::protocol::{v1, v2, v3};
@@ -24,11 +24,7 @@ fn dir() -> PathBuf {
 }
 
 fn versions() -> Vec<TransportVersion> {
-    transport_versions::KNOWN.iter().copied().filter(|v| *v >= transport_versions::MINIMUM_COMPATIBLE).collect()
-}
-
-fn bless() -> bool {
-    std::env::var("ROLLGATE_BLESS").as_deref() == Ok("1")
+    rollgate::golden::versions_from(transport_versions::SET)
 }
 
 /// What `msg` looks like after a trip through `tv`: fields the version does
@@ -73,69 +69,16 @@ fn at_version(msg: &Msg, tv: TransportVersion) -> Msg {
     }
 }
 
-fn check(name: &str, msg: &Msg, tv: TransportVersion, problems: &mut Vec<String>) {
-    let path = dir().join(name).join(format!("{tv}.bin"));
-    let encoded = encode_message(msg, tv, Limits::DEFAULT).unwrap();
-    let golden = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(_) if bless() => {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &encoded).unwrap();
-            println!("blessed {}", path.display());
-            encoded.clone()
-        }
-        Err(e) => {
-            problems.push(format!(
-                "{}: {e}: run `ROLLGATE_BLESS=1 cargo test -p rollgate-kv --test wire_golden` and commit the new file",
-                path.display()
-            ));
-            return;
-        }
-    };
-    let expected = at_version(msg, tv);
-    match decode_message::<Msg>(&golden, msg.version(), tv, Limits::DEFAULT) {
-        Ok(decoded) => {
-            if decoded != expected {
-                problems.push(format!("{}: decodes to {decoded:?}, expected {expected:?}", path.display()));
-            }
-            let again = encode_message(&decoded, tv, Limits::DEFAULT).unwrap();
-            if again != golden {
-                problems.push(format!("{}: does not re-encode byte for byte", path.display()));
-            }
-        }
-        Err(e) => problems.push(format!("{}: no longer decodes: {e}", path.display())),
-    }
-    if encoded != golden {
-        problems.push(format!(
-            "{}: the encoding of an existing transport version changed ({} bytes now, {} checked in); gate the change behind a new transport version",
-            path.display(),
-            encoded.len(),
-            golden.len()
-        ));
-    }
-}
-
 #[test]
 fn golden_wire_samples() {
-    let mut problems = Vec::new();
     let msgs = samples::messages();
-    let mut count = 0;
-    for (name, msg) in &msgs {
-        for tv in versions() {
-            check(name, msg, tv, &mut problems);
-            count += 1;
-        }
+    let report =
+        rollgate::golden::check(&dir(), &msgs, &versions(), at_version, "cargo test -p rollgate-kv --test wire_golden");
+    for f in &report.blessed {
+        println!("blessed {f}");
     }
-    for entry in std::fs::read_dir(dir()).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !msgs.iter().any(|(n, _)| *n == name) {
-            problems
-                .push(format!("{}: no sample message is named `{name}`; delete the folder", entry.path().display()));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert_eq!(count, msgs.len() * 4, "four transport versions: 1.0, 1.1, 1.2, 2.0");
+    assert!(report.problems.is_empty(), "{}", report.problems.join("\n"));
+    assert_eq!(report.checked, msgs.len() * 4, "four transport versions: 1.0, 1.1, 1.2, 2.0");
 }
 
 #[test]
