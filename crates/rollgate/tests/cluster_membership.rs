@@ -248,6 +248,34 @@ fn the_local_copy_write_replaces_the_file_atomically() {
     assert!(matches!(copy.write(&missing), Err(LocalCopyError::Io { .. })));
 }
 
+#[test]
+fn concurrent_local_copy_writes_to_one_data_dir_all_succeed() {
+    // Two handles on one data dir (a node restarted in-process while its old
+    // watcher still publishes) write at the same time.
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let dir = dir.path();
+            s.spawn(move || {
+                for i in 0..50u64 {
+                    let copy = LocalCopy {
+                        format: 1,
+                        cluster_id: "c1".into(),
+                        epoch: t * 100 + i,
+                        revision: 1,
+                        flags: Default::default(),
+                        written_ms: 1,
+                    };
+                    copy.write(dir).unwrap_or_else(|e| panic!("writer {t}, write {i}: {e}"));
+                }
+            });
+        }
+    });
+    assert!(LocalCopy::load(dir.path()).unwrap().is_some());
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [LOCAL_COPY_FILE], "no temporary file is left");
+}
+
 #[tokio::test]
 async fn a_member_record_that_does_not_decode_is_an_error_naming_the_key() {
     let store: Arc<dyn MetaStore> = store::open("mem:", StoreOptions::default()).await.unwrap();

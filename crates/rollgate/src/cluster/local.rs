@@ -149,6 +149,17 @@ impl LocalCopy {
             let _ = std::fs::remove_file(&tmp);
             return Err(io("renaming the temporary file into place")(e));
         }
+        // Temporary files left by a crash mid-write (ours are all done: writes are serialised).
+        if let Ok(entries) = std::fs::read_dir(data_dir) {
+            let prefix = format!("{LOCAL_COPY_FILE}.");
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let dir = std::fs::File::open(data_dir).map_err(io("opening the data dir to sync it"))?;
         dir.sync_all().map_err(io("syncing the data dir"))?;
         Ok(())
