@@ -244,12 +244,19 @@ impl Progress {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s.into();
     }
 
-    /// Refreshes the status line with the load's rate until `load` stops.
+    /// Shows the load's rate while the demo runs: on the status line
+    /// (refreshed 4 times a second) on a terminal, else a plain line every
+    /// 2 seconds.
     fn follow(&self, load: Arc<Load>) -> Option<tokio::task::JoinHandle<()>> {
-        let bar = self.bar.clone()?;
+        if !self.enabled {
+            return None;
+        }
+        let bar = self.bar.clone();
         let status = self.status.clone();
+        let period = if bar.is_some() { Duration::from_millis(250) } else { Duration::from_secs(2) };
         Some(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            let mut ticker = tokio::time::interval(period);
+            ticker.tick().await;
             let (mut last_ok, mut last_at) = (load.ok(), Instant::now());
             loop {
                 ticker.tick().await;
@@ -257,7 +264,11 @@ impl Progress {
                 let rate = (ok - last_ok) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-3);
                 (last_ok, last_at) = (ok, now);
                 let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                bar.set_message(format!("{s}  |  {rate:>5.0} ops/s  ok {ok}  failed {}", load.failed()));
+                let line = format!("{s}  |  {rate:>5.0} ops/s  ok {ok}  failed {}", load.failed());
+                match &bar {
+                    Some(bar) => bar.set_message(line),
+                    None => eprintln!("  {line}"),
+                }
             }
         }))
     }
