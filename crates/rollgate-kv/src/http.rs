@@ -191,14 +191,12 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
 }
 
 /// The writer's highest seen version, from the `x-kv-seen` header.
-fn seen_version(headers: &HeaderMap) -> Result<Option<Version>, Response> {
+/// The error is the message of a 400.
+fn seen_version(headers: &HeaderMap) -> Result<Option<Version>, String> {
     let Some(v) = headers.get(SEEN_HEADER) else { return Ok(None) };
     let parsed =
         v.to_str().map_err(|_| "not ASCII".to_string()).and_then(|s| s.parse::<Version>().map_err(|e| e.to_string()));
-    match parsed {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, "bad_request", format!("header {SEEN_HEADER}: {e}"))),
-    }
+    parsed.map(Some).map_err(|e| format!("header {SEEN_HEADER}: {e}"))
 }
 
 async fn put_key(
@@ -214,7 +212,7 @@ async fn put_key(
     };
     let seen = match seen_version(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     let ttl_s = match parse_put_query(query.as_deref()) {
         Ok(t) => t,
@@ -249,7 +247,7 @@ async fn delete_key(
     };
     let seen = match seen_version(&headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     if query.as_deref().is_some_and(|q| !q.is_empty()) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "DELETE /kv/{key} takes no parameters");
