@@ -182,7 +182,7 @@ impl Admin {
                     if keys == expected {
                         load.record_now(started.elapsed(), true, None);
                         used.push(format!(
-                            "prefix scan GET /kv?prefix=feature-ttl- ({} keys, as written), available once                              _capabilities said every member supports it",
+                            "prefix scan GET /kv?prefix=feature-ttl- ({} keys, as written), available once _capabilities said every member supports it",
                             keys.len()
                         ));
                     } else {
