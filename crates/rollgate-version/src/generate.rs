@@ -497,11 +497,7 @@ mod tests {
     use crate::validate::validate;
 
     fn state(entries: &[(&str, &str)]) -> TransportState {
-        TransportState::parse(&files(entries)).unwrap()
-    }
-
-    fn files(entries: &[(&str, &str)]) -> StateFiles {
-        StateFiles { files: entries.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect() }
+        TransportState::parse(&StateFiles::from_pairs(entries)).unwrap()
     }
 
     /// main: 9.2 is the current branch, 9.1 and 9.0 are release branches.

@@ -221,6 +221,12 @@ pub struct StateFiles {
 }
 
 impl StateFiles {
+    /// Files from `(relative path, text)` pairs (unit tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs(entries: &[(&str, &str)]) -> StateFiles {
+        StateFiles { files: entries.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect() }
+    }
+
     /// Reads every file under `dir` (hidden files are skipped), enforcing
     /// [`MAX_FILES`] and [`MAX_FILE_BYTES`].
     pub fn read_dir(dir: &Path) -> Result<StateFiles, StateError> {
@@ -651,10 +657,6 @@ fn single_line<'a>(text: &'a str, what: &'static str) -> Result<DataLine<'a>, (O
 mod tests {
     use super::*;
 
-    fn files(entries: &[(&str, &str)]) -> StateFiles {
-        StateFiles { files: entries.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect() }
-    }
-
     fn good() -> Vec<(&'static str, &'static str)> {
         vec![
             ("definitions/referable/new_field.csv", "9396000,9348005\n"),
@@ -668,7 +670,7 @@ mod tests {
 
     #[test]
     fn parses_a_good_folder_and_round_trips() {
-        let state = TransportState::parse(&files(&good())).unwrap();
+        let state = TransportState::parse(&StateFiles::from_pairs(&good())).unwrap();
         assert_eq!(state.referable["new_field"].ids, vec![9396000.into(), 9348005.into()]);
         assert_eq!(state.latest_branch(), Some(Branch { major: 9, minor: 3 }));
         assert_eq!(state.minimum_compatible, 9000000.into());
@@ -681,7 +683,7 @@ mod tests {
         let mut entries = good();
         entries.retain(|(p, _)| *p != replace.0);
         entries.push(replace);
-        TransportState::parse(&files(&entries)).unwrap_err()
+        TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap_err()
     }
 
     #[test]
@@ -717,13 +719,13 @@ mod tests {
         assert!(matches!(e.kind, StateErrorKind::BadId(_)));
         let mut entries = good();
         entries.retain(|(p, _)| !p.starts_with("constants"));
-        let e = TransportState::parse(&files(&entries)).unwrap_err();
+        let e = TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!(e.to_string(), "constants/minimum_compatible.csv: missing required file");
     }
 
     #[test]
     fn rejects_binary_and_huge_files() {
-        let mut f = files(&good());
+        let mut f = StateFiles::from_pairs(&good());
         f.files.insert("definitions/referable/new_field.csv".into(), vec![0xff, 0xfe, 0x00]);
         assert_eq!(TransportState::parse(&f).unwrap_err().kind, StateErrorKind::NotUtf8);
         f.files.insert("definitions/referable/new_field.csv".into(), vec![b'#'; MAX_FILE_BYTES + 1]);
@@ -735,7 +737,7 @@ mod tests {
         let mut entries = good();
         entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
         entries.push(("upper_bounds/9.3.csv", "  new_field , 9396000 \r\n"));
-        let state = TransportState::parse(&files(&entries)).unwrap();
+        let state = TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap();
         assert_eq!(state.upper_bounds[&"9.3".parse().unwrap()].id, 9396000.into());
     }
 
@@ -764,13 +766,13 @@ mod tests {
         entries.retain(|(p, _)| !p.starts_with("constants") && !p.starts_with("upper_bounds/9.3"));
         entries.push(("upper_bounds/9.3.csv", "new_field,x\n"));
         entries.push(("definitions/referable/Bad.csv", "1\n"));
-        let errors = TransportState::parse_all(&files(&entries)).unwrap_err();
+        let errors = TransportState::parse_all(&StateFiles::from_pairs(&entries)).unwrap_err();
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(shown.len(), 3, "{shown:#?}");
         assert!(shown[0].starts_with("definitions/referable/Bad.csv: `Bad` is not a valid"));
         assert!(shown[1].starts_with("upper_bounds/9.3.csv:1: `x` is not a transport version id"));
         assert_eq!(shown[2], "constants/minimum_compatible.csv: missing required file");
-        assert_eq!(TransportState::parse(&files(&entries)).unwrap_err(), errors[0]);
+        assert_eq!(TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap_err(), errors[0]);
     }
 
     #[test]
@@ -780,23 +782,23 @@ mod tests {
         let mut entries = good();
         entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
         entries.push(("upper_bounds/9.3.csv", conflicted));
-        let e = TransportState::parse(&files(&entries)).unwrap_err();
+        let e = TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!((e.line, &e.kind), (Some(1), &StateErrorKind::ConflictMarker { resolvable: true }));
         assert!(e.to_string().contains("run `rollgate tv resolve-conflict`"), "{e}");
-        let (state, paths) = TransportState::parse_merging(&files(&entries)).unwrap();
+        let (state, paths) = TransportState::parse_merging(&StateFiles::from_pairs(&entries)).unwrap();
         assert_eq!(paths, vec!["upper_bounds/9.3.csv".to_string()]);
         assert_eq!(state.upper_bounds[&"9.3".parse().unwrap()].name, "new_field");
         // Unbalanced markers and markers outside upper_bounds/ are errors, with lines.
         entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
         entries.push(("upper_bounds/9.3.csv", "new_field,9396000\n=======\n"));
-        let e = TransportState::parse_merging(&files(&entries)).unwrap_err();
+        let e = TransportState::parse_merging(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!(e.line, Some(2));
         entries.retain(|(p, _)| *p != "upper_bounds/9.3.csv");
         entries.push(("upper_bounds/9.3.csv", "new_field,9396000\n"));
         entries.retain(|(p, _)| *p != "definitions/referable/new_field.csv");
         entries
             .push(("definitions/referable/new_field.csv", "# x\n<<<<<<< HEAD\n9396000\n=======\n9397000\n>>>>>>> b\n"));
-        let e = TransportState::parse_merging(&files(&entries)).unwrap_err();
+        let e = TransportState::parse_merging(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!((e.line, &e.kind), (Some(2), &StateErrorKind::ConflictMarker { resolvable: false }));
         // A line that merely starts with '=' is not a marker.
         assert!(!is_conflict_marker("========"));
@@ -806,7 +808,7 @@ mod tests {
 
     #[test]
     fn first_data_line_skips_comments() {
-        let f = files(&[("a.csv", "# one\n\n  # two\n9\n")]);
+        let f = StateFiles::from_pairs(&[("a.csv", "# one\n\n  # two\n9\n")]);
         assert_eq!(first_data_line(&f, "a.csv"), Some(4));
         assert_eq!(first_data_line(&f, "b.csv"), None);
     }

@@ -454,10 +454,6 @@ fn join(ids: &[TransportVersion]) -> String {
 mod tests {
     use super::*;
 
-    fn files(entries: &[(&str, &str)]) -> StateFiles {
-        StateFiles { files: entries.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect() }
-    }
-
     fn good() -> Vec<(&'static str, &'static str)> {
         vec![
             ("definitions/unreferable/initial_9_0.csv", "9000000\n"),
@@ -477,7 +473,7 @@ mod tests {
                 e.push((p, c));
             }
         }
-        files(&e)
+        StateFiles::from_pairs(&e)
     }
 
     fn problems(f: &StateFiles, refs: &[&str], base: Option<&TransportState>) -> Vec<String> {
@@ -488,14 +484,14 @@ mod tests {
 
     #[test]
     fn a_good_folder_passes_with_and_without_base() {
-        assert_eq!(problems(&files(&good()), REFS, None), Vec::<String>::new());
+        assert_eq!(problems(&StateFiles::from_pairs(&good()), REFS, None), Vec::<String>::new());
         let base = TransportState::parse(&with(&[
             ("definitions/referable/new_field.csv", None),
             ("upper_bounds/9.0.csv", Some("initial_9_0,9000000\n")),
             ("upper_bounds/9.1.csv", Some("old_field,9100000\n")),
         ]))
         .unwrap();
-        assert_eq!(problems(&files(&good()), REFS, Some(&base)), Vec::<String>::new());
+        assert_eq!(problems(&StateFiles::from_pairs(&good()), REFS, Some(&base)), Vec::<String>::new());
     }
 
     #[test]
@@ -517,7 +513,7 @@ mod tests {
 
     #[test]
     fn base_definitions_must_not_change() {
-        let base = TransportState::parse(&files(&good())).unwrap();
+        let base = TransportState::parse(&StateFiles::from_pairs(&good())).unwrap();
         let f = with(&[
             ("definitions/referable/new_field.csv", Some("9102000,9000002\n")),
             ("upper_bounds/9.0.csv", Some("new_field,9000002\n")),

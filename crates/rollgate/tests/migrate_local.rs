@@ -4,16 +4,18 @@
 //! when each finished), and migrations following their gate (I1): nothing
 //! runs while it is closed, forward when it opens, back when it closes again.
 
+mod migrate_support;
+
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use migrate_support::{dump, meta_store, unit_format};
+use redb::{Database, TableDefinition};
 use rollgate::format::{self, FormatPolicy};
 use rollgate::migrate::{
     Direction, Gate, LocalOptions, LocalRunner, MemGates, MigrationKind, MigrationState, MigrationStatus, Migrations,
     RateLimit, Rewrite, ServiceOptions, ServiceRunner, ServiceStep, StepContext, StepError, TableMigration,
     cluster_status,
 };
-use rollgate::store::{self, MetaStore, StoreOptions};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 
@@ -57,20 +59,6 @@ fn data_db(dir: &tempfile::TempDir, name: &str, records: u32) -> Arc<Database> {
     }
     wtx.commit().unwrap();
     Arc::new(db)
-}
-
-fn dump(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let rtx = db.begin_read().unwrap();
-    let t = rtx.open_table(TABLE).unwrap();
-    t.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).collect()
-}
-
-fn unit_format(db: &Database) -> u32 {
-    format::read_stamp_ro(&db.begin_read().unwrap(), "records").unwrap().unwrap().format
-}
-
-async fn meta_store(dir: &tempfile::TempDir) -> Arc<dyn MetaStore> {
-    store::open(&format!("redb:{}", dir.path().join("meta.redb").display()), StoreOptions::default()).await.unwrap()
 }
 
 #[tokio::test]
@@ -157,14 +145,14 @@ async fn progress_and_the_cluster_wide_status() {
 async fn table_migrations_follow_their_gate() {
     let dir = tempfile::tempdir().unwrap();
     let db = data_db(&dir, "node.redb", 1_234);
-    let original = dump(&db);
+    let original = dump(&db, TABLE);
     let gates = MemGates::new();
     let options = LocalOptions { batch_records: 100, release: "1.1".into(), ..LocalOptions::default() };
     let runner = LocalRunner::new(migrations(), db.clone(), "node-1", options).unwrap();
 
     // Closed: nothing runs (I1).
     assert!(runner.run_once(&gates).await.unwrap().ran.is_empty());
-    assert_eq!(dump(&db), original);
+    assert_eq!(dump(&db, TABLE), original);
     let s = runner.status(Some(&gates)).await.unwrap().migrations.remove(0);
     assert_eq!((s.state, s.gate_open), (MigrationState::Pending, Some(false)));
 
@@ -172,23 +160,23 @@ async fn table_migrations_follow_their_gate() {
     gates.enable_flag("records_v2");
     let ran = runner.run_once(&gates).await.unwrap().ran;
     assert_eq!((ran.len(), ran[0].direction, ran[0].done), (1, Direction::Forward, 1_234));
-    let converted = dump(&db);
+    let converted = dump(&db, TABLE);
     assert!(converted.iter().all(|(_, v)| v.starts_with(b"v2:")));
-    assert_eq!(unit_format(&db), 2);
+    assert_eq!(unit_format(&db, "records"), 2);
     assert!(runner.run_once(&gates).await.unwrap().ran.is_empty(), "done stays done");
 
     // Closed again: the data goes back, byte for byte, and the format too.
     gates.disable_flag("records_v2");
     let ran = runner.run_once(&gates).await.unwrap().ran;
     assert_eq!((ran.len(), ran[0].direction, ran[0].state), (1, Direction::Reverse, MigrationState::Done));
-    assert_eq!(dump(&db), original);
-    assert_eq!(unit_format(&db), 1);
+    assert_eq!(dump(&db, TABLE), original);
+    assert_eq!(unit_format(&db, "records"), 1);
     assert!(runner.run_once(&gates).await.unwrap().ran.is_empty());
 
     // And forward again when it reopens.
     gates.enable_flag("records_v2");
     runner.run_once(&gates).await.unwrap();
-    assert_eq!(dump(&db), converted);
+    assert_eq!(dump(&db, TABLE), converted);
 }
 
 #[tokio::test]
@@ -215,13 +203,13 @@ async fn a_gate_watch_drives_the_local_runner() {
         .await
         .unwrap()
         .unwrap();
-    assert!(dump(&db).iter().all(|(_, v)| v.starts_with(b"v2:")));
+    assert!(dump(&db, TABLE).iter().all(|(_, v)| v.starts_with(b"v2:")));
     gates.disable_flag("records_v2");
     tokio::time::timeout(wait, status.wait_for(|s| state(s) == Some((MigrationState::Done, Direction::Reverse))))
         .await
         .unwrap()
         .unwrap();
-    assert!(dump(&db).iter().all(|(_, v)| v.starts_with(b"v1:")));
+    assert!(dump(&db, TABLE).iter().all(|(_, v)| v.starts_with(b"v1:")));
     task.abort();
 }
 
@@ -229,7 +217,7 @@ async fn a_gate_watch_drives_the_local_runner() {
 async fn a_gate_closing_mid_run_pauses_the_migration_before_the_next_batch() {
     let dir = tempfile::tempdir().unwrap();
     let db = data_db(&dir, "node.redb", 500);
-    let original = dump(&db);
+    let original = dump(&db, TABLE);
     let gates = Arc::new(MemGates::with_flags(["records_v2"]));
     let options = LocalOptions { batch_records: 50, ..LocalOptions::default() };
     let closer = gates.clone();
@@ -240,9 +228,9 @@ async fn a_gate_closing_mid_run_pauses_the_migration_before_the_next_batch() {
     });
     let ran = runner.run_once(&*gates).await.unwrap().ran;
     assert_eq!((ran[0].state, ran[0].done, ran[0].gate_open), (MigrationState::Pending, 100, Some(false)));
-    let converted = dump(&db).iter().filter(|(_, v)| v.starts_with(b"v2:")).count();
+    let converted = dump(&db, TABLE).iter().filter(|(_, v)| v.starts_with(b"v2:")).count();
     assert_eq!(converted, 100, "no batch after the gate closed (I1)");
     // Still closed: the partial conversion is undone.
     runner.run_once(&*gates).await.unwrap();
-    assert_eq!(dump(&db), original);
+    assert_eq!(dump(&db, TABLE), original);
 }

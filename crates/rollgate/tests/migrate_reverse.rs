@@ -4,9 +4,12 @@
 //! irreversible flag is reported as such, naming the step, before anything
 //! runs, and disabling it changes nothing.
 
+mod migrate_support;
+
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use migrate_support::{dump, meta_store, unit_format};
+use redb::{Database, TableDefinition};
 use rollgate::format::{self, FormatPolicy};
 use rollgate::migrate::{
     Direction, Gate, Gates, LocalOptions, LocalRunner, MemGates, MigrateError, MigrateKeys, Migrations, Reversibility,
@@ -14,7 +17,6 @@ use rollgate::migrate::{
     TableMigration,
 };
 use rollgate::record::{FeatureKey, Record};
-use rollgate::store::{self, MetaStore, StoreOptions};
 use rollgate::version::TransportVersion;
 use rollgate::wire::{self, Decode, Encode, Limits};
 
@@ -113,26 +115,12 @@ fn data_db(dir: &tempfile::TempDir) -> Arc<Database> {
     Arc::new(db)
 }
 
-fn dump(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let rtx = db.begin_read().unwrap();
-    let t = rtx.open_table(TABLE).unwrap();
-    t.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).collect()
-}
-
-fn unit_format(db: &Database) -> u32 {
-    format::read_stamp_ro(&db.begin_read().unwrap(), "queues").unwrap().unwrap().format
-}
-
-async fn meta_store(dir: &tempfile::TempDir) -> Arc<dyn MetaStore> {
-    store::open(&format!("redb:{}", dir.path().join("meta.redb").display()), StoreOptions::default()).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_reversible_flags_reverse_steps_bring_the_format_and_the_data_back() {
     let dir = tempfile::tempdir().unwrap();
     let meta = meta_store(&dir).await;
     let db = data_db(&dir);
-    let original = dump(&db);
+    let original = dump(&db, TABLE);
     let gates = Arc::new(MemGates::with_flags(["meta_v2"]));
     gates.add_feature("queues_base");
     let m = migrations(gates.clone());
@@ -156,18 +144,18 @@ async fn a_reversible_flags_reverse_steps_bring_the_format_and_the_data_back() {
     // Upgrade: format 2, records carry meta@2 only.
     assert_eq!(services.run_once().await.unwrap()[0].version, 2);
     local.run_once(&*gates).await.unwrap();
-    let upgraded = dump(&db);
+    let upgraded = dump(&db, TABLE);
     for (_, v) in &upgraded {
         let record = decode(v).unwrap();
         assert!(record.features.contains(&META_V2) && !record.features.contains(&META_V1));
     }
-    assert_eq!(unit_format(&db), 2);
+    assert_eq!(unit_format(&db, "queues"), 2);
     assert!(meta.get(INDEX_KEY).await.unwrap().is_some());
 
     // Writers must stop producing meta@2 first.
     let err = services.disable_flag("meta_v2", Some(&local)).await.unwrap_err();
     assert!(matches!(err, MigrateError::FlagStillEnabled { .. }), "{err}");
-    assert_eq!(dump(&db), upgraded, "a refused disable changes nothing");
+    assert_eq!(dump(&db, TABLE), upgraded, "a refused disable changes nothing");
 
     gates.disable_flag("meta_v2");
     let report = services.disable_flag("meta_v2", Some(&local)).await.unwrap();
@@ -182,8 +170,8 @@ async fn a_reversible_flags_reverse_steps_bring_the_format_and_the_data_back() {
     assert_eq!(tables.ran.len(), 1);
     assert_eq!((tables.ran[0].direction, tables.ran[0].done), (Direction::Reverse, 700));
 
-    assert_eq!(dump(&db), original, "every record is back, byte for byte");
-    assert_eq!(unit_format(&db), 1);
+    assert_eq!(dump(&db, TABLE), original, "every record is back, byte for byte");
+    assert_eq!(unit_format(&db, "queues"), 1);
     assert!(meta.get(INDEX_KEY).await.unwrap().is_none(), "the service step's reverse ran");
     let (format, _) = services.read_format("queues").await.unwrap();
     assert_eq!(format.version, 1);
@@ -193,7 +181,7 @@ async fn a_reversible_flags_reverse_steps_bring_the_format_and_the_data_back() {
     let report = services.run_once().await.unwrap().remove(0);
     assert_eq!((report.outcome, report.version), (ServiceOutcome::UpToDate, 1));
     assert!(local.run_once(&*gates).await.unwrap().ran.is_empty());
-    assert_eq!(dump(&db), original);
+    assert_eq!(dump(&db, TABLE), original);
     // Disabling again finds nothing to do.
     let again = services.disable_flag("meta_v2", Some(&local)).await.unwrap();
     assert!(again.services.is_empty() && again.tables.unwrap().ran.is_empty());
@@ -251,11 +239,11 @@ async fn an_irreversible_flag_is_reported_naming_the_step() {
     assert!(err.to_string().contains("service `auth` step 0 -> 1 (`rekey`)"), "{err}");
     assert_eq!(meta.get(&key).await.unwrap(), before, "the version stays");
 
-    let data = dump(&db);
+    let data = dump(&db, TABLE);
     gates.disable_flag("compact");
     let err = local.reverse_flag("compact", &*gates).await.unwrap_err();
     assert!(err.to_string().contains("table migration `queues_compact`"), "{err}");
     // Converging on the closed gate leaves an irreversible migration's data alone.
     assert!(local.run_once(&*gates).await.unwrap().ran.is_empty());
-    assert_eq!(dump(&db), data);
+    assert_eq!(dump(&db, TABLE), data);
 }
