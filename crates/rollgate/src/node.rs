@@ -342,7 +342,8 @@ struct Shared {
     http: reqwest::Client,
     /// Flags whose enabling or disabling this node drives right now.
     driving: Mutex<BTreeSet<String>>,
-    /// Per-node steps running here: (flag, attempt).
+    /// Per-node steps of current attempts running or run here: (flag,
+    /// attempt); kept until the attempt is over.
     steps: Mutex<BTreeSet<(String, String)>>,
     /// Flags with a recovery queued or running here.
     recovering: Mutex<BTreeSet<String>>,
@@ -1575,6 +1576,15 @@ impl Shared {
     /// steps and recover in-progress flags whose driver is gone.
     fn on_view(self: &Arc<Self>, view: &ClusterView, spawn: &mut dyn FnMut(Pin<Box<dyn Future<Output = ()> + Send>>)) {
         let me = &self.config.node_id;
+        // Forget steps of attempts that are over. A step that ran stays in
+        // `steps` until then: the view that shows its acknowledgement may
+        // come after other views, and those must not run it again.
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).retain(|(flag, attempt)| {
+            view.flags.get(flag).is_some_and(|rec| {
+                matches!(rec.state, FlagState::Enabling { .. })
+                    && rec.attempt.as_ref().is_some_and(|a| a.id == *attempt)
+            })
+        });
         for (flag, rec) in &view.flags {
             let (FlagState::Enabling { .. }, Some(attempt)) = (&rec.state, &rec.attempt) else { continue };
             if !attempt.node_steps.contains(me) {
@@ -1587,8 +1597,10 @@ impl Shared {
             }
             let shared = self.clone();
             spawn(Box::pin(async move {
-                shared.run_node_step(&key.0, &key.1).await;
-                shared.steps.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                if !shared.run_node_step(&key.0, &key.1).await {
+                    // Not acknowledged: run it again on the next view.
+                    shared.steps.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                }
             }));
         }
         let driving = self.driving_now();
@@ -1609,8 +1621,10 @@ impl Shared {
         }
     }
 
-    /// Runs this node's per-node step for an attempt and acknowledges it.
-    async fn run_node_step(&self, flag: &str, attempt: &str) {
+    /// Runs this node's per-node step for an attempt and acknowledges it
+    /// (a failed step is acknowledged with its error). False when the
+    /// acknowledgement could not be stored.
+    async fn run_node_step(&self, flag: &str, attempt: &str) -> bool {
         let me = &self.config.node_id;
         let error = match self.config.flags.get(flag).and_then(|d| d.on_enable_node.clone()) {
             None => None,
@@ -1629,11 +1643,15 @@ impl Shared {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(flag, error = %e, "cannot encode the acknowledgement");
-                return;
+                return false;
             }
         };
-        if let Err(e) = self.cluster.store().put(&key, value).await {
-            tracing::warn!(flag, error = %e, "cannot acknowledge the per-node step; retrying on the next change");
+        match self.cluster.store().put(&key, value).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(flag, error = %e, "cannot acknowledge the per-node step; retrying on the next change");
+                false
+            }
         }
     }
 }
