@@ -29,7 +29,7 @@
 //!
 //! Bodies use the wire codec's primitives only (varints, length-prefixed
 //! strings), never transport-version-gated fields, so this format does not
-//! depend on transport versions. `tests/handshake_golden.rs` pins the bytes.
+//! depend on transport versions. `tests/it/handshake_negotiation.rs` pins the bytes.
 //!
 //! # Authentication (invariant I7)
 //!

@@ -19,7 +19,7 @@
 //! Every frame carries the protocol and transport version the connection
 //! was locked to. Architecture invariant (I6): a frame claiming any other
 //! version closes the connection with [`NetError::VersionMismatch`]
-//! (`tests/net_connection.rs::i6_*`), and [`Sender::send`] refuses a
+//! (`tests/it/net_connection.rs::i6_*`), and [`Sender::send`] refuses a
 //! message of another protocol version ([`NetError::WrongProtocol`]). A body
 //! longer than [`Limits::max_frame_bytes`] is refused from its header, before
 //! anything is allocated. A first byte `R` is a late handshake frame: the

@@ -26,7 +26,7 @@
 //!
 //! Architecture invariant: every change to `members/` or `flags/` goes through
 //! [`Cluster::update`] (or [`ClusterHandle::update`]); liveness writes only
-//! `live/` and never bumps the epoch. Guarded by `tests/cluster_epoch_race.rs`.
+//! `live/` and never bumps the epoch. Guarded by `tests/it/cluster_epoch_race.rs`.
 //!
 //! # Liveness
 //!

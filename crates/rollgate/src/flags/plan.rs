@@ -2,7 +2,7 @@
 //! registry, request) that decide boot, join, enable, recovery and disable.
 //! The node runtime ([`crate::node`]) only reads views, calls these and
 //! commits what they return under the cluster epoch, so every decision is
-//! testable without a store (and model-checked in `tests/flags_model.rs`).
+//! testable without a store (and model-checked in `tests/it/flags_model.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -50,16 +50,16 @@
 //!
 //! Architecture invariant (I4): a crash at any point leaves every service at
 //! a committed version and every table migration at a committed checkpoint:
-//! not started, resumable, or done. Guarded by `tests/migrate_crash.rs`
+//! not started, resumable, or done. Guarded by `tests/it/migrate_crash.rs`
 //! (SIGKILL at random points of a 200,000-record table migration) and
-//! `tests/migrate_service.rs` (an owner dropped in the middle of a step is
+//! `tests/it/migrate_service.rs` (an owner dropped in the middle of a step is
 //! taken over after its lease expires).
 //!
 //! Architecture invariant (I1): a step or table migration runs only while its
 //! gate is open, and a gated record key is written only with its flag
-//! enabled. Guarded by `tests/migrate_service.rs`
-//! (`a_gated_step_waits_for_its_flag`), `tests/migrate_local.rs` and
-//! `tests/record_roundtrip.rs`.
+//! enabled. Guarded by `tests/it/migrate_service.rs`
+//! (`a_gated_step_waits_for_its_flag`), `tests/it/migrate_local.rs` and
+//! `tests/it/record_roundtrip.rs`.
 
 mod local;
 mod service;

@@ -15,7 +15,7 @@
 //! | `redb:PATH` | embedded, durable, single process (the default for one node) |
 //! | `etcd:HOST:PORT[,HOST:PORT...]` | etcd v3 (cargo feature `etcd`) |
 //!
-//! All three pass one conformance suite (`tests/store_conformance.rs`).
+//! All three pass one conformance suite (`tests/it/store_conformance.rs`).
 //!
 //! Architecture invariant: the three implementations have the same observable
 //! semantics (etcd's): what a test proves against `mem:` holds for `redb:` and

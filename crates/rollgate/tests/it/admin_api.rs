@@ -3,11 +3,9 @@
 //! bodies, bad query strings, missing or wrong tokens, garbage bytes): a
 //! clear JSON error with a fitting status, and nothing changed in the store.
 
-mod flags_support;
-
 use std::time::Duration;
 
-use flags_support::*;
+use crate::flags_support::*;
 use rollgate::admin::AdminConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,11 +4,9 @@
 //! member cannot answer (a hung running member, a stopped member that
 //! published no table).
 
-mod flags_support;
-
 use std::time::Instant;
 
-use flags_support::*;
+use crate::flags_support::*;
 use rollgate::admin::AdminConfig;
 use rollgate::capabilities::CapabilityQuery;
 use rollgate::cluster::{Cluster, ClusterOptions, NodeState};

@@ -2,9 +2,7 @@
 //! publishes one; then a ratchet at join, fenced by the epoch; test-only
 //! and synthetic `gte_v` features in test mode.
 
-mod flags_support;
-
-use flags_support::*;
+use crate::flags_support::*;
 use rollgate::cluster::{Cluster, ClusterOptions, NodeRecord, ViewOp};
 use rollgate::flags::FlagError;
 use rollgate::flags::plan::{JoinRefusal, join_check};

@@ -4,9 +4,7 @@
 //! are enabled when every member supports them, and otherwise the node
 //! refuses to start with a way forward.
 
-mod flags_support;
-
-use flags_support::*;
+use crate::flags_support::*;
 use rollgate::cluster::FlagState;
 #[cfg(feature = "etcd")]
 use rollgate::flags::EnableRequest;

@@ -6,15 +6,13 @@
 //! between; the steps ran at least once, and their effect happened once
 //! (they are idempotent). Steps are counted in a file.
 
-mod flags_support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use flags_support::{redb, tmp, until};
+use crate::flags_support::{redb, tmp, until};
 use rollgate::cluster::FlagState;
 use rollgate::flags::failpoint::{DISABLE_POINTS, ENABLE_POINTS, FAILPOINT_ENV};
 use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry};
@@ -135,7 +133,7 @@ fn prepare(dir: &Path, nodes: &[&str]) {
 /// Runs the child until it reaches `point`, then kills it with SIGKILL.
 fn crash_at(dir: &Path, mode: &str, point: &str) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+        .args(["--exact", &crate::test_name(module_path!(), "crash_child"), "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, mode)
         .env(DIR_ENV, dir)
         .env(FAILPOINT_ENV, point)
@@ -273,6 +271,6 @@ fn another_node_rolls_back_an_enabling_whose_owner_died() {
         assert!(note.contains("node n1 (release 1.1, stopped) cannot run it"), "{note}");
         let n1 = Node::start(config("n1", "1.1", dir.path(), 2), store.clone()).await.unwrap();
         n2.enable(EnableRequest::flags(["ttl"])).await.unwrap();
-        flags_support::bit(&n1, "ttl", true).await;
+        crate::flags_support::bit(&n1, "ttl", true).await;
     });
 }

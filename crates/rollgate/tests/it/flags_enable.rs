@@ -2,12 +2,10 @@
 //! store: dependencies first, every step run, the hot path following the
 //! store (I1), and every refusal with its operator message (I3).
 
-mod flags_support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use flags_support::*;
+use crate::flags_support::*;
 use rollgate::cluster::{FlagState, LocalCopy};
 use rollgate::flags::plan::Blocker;
 use rollgate::flags::{EnableRequest, FlagDecl, FlagError, FlagRegistry, PluginSpec};

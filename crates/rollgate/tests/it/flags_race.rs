@@ -5,12 +5,10 @@
 //! `ROLLGATE_FLAGS_RACE_SEED` re-runs one, `ROLLGATE_FLAGS_RACE_ROUNDS`
 //! changes the count), on a redb file and on a real etcd.
 
-mod flags_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flags_support::tmp;
+use crate::flags_support::tmp;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rollgate::cluster::ClusterOptions;

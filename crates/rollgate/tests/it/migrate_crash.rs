@@ -224,7 +224,11 @@ fn sigkill_at_random_points_then_resume_matches_an_uninterrupted_run() {
         let at_open = rng.random_ratio(1, 4);
         let target = done + rng.random_range(0..3u64) * BATCH as u64;
         let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sigkill_at_random_points_then_resume_matches_an_uninterrupted_run", "--nocapture"])
+            .args([
+                "--exact",
+                &crate::test_name(module_path!(), "sigkill_at_random_points_then_resume_matches_an_uninterrupted_run"),
+                "--nocapture",
+            ])
             .args(["--test-threads=1"])
             .env(CHILD_ENV, &path)
             .stdout(Stdio::piped())

@@ -4,11 +4,9 @@
 //! when each finished), and migrations following their gate (I1): nothing
 //! runs while it is closed, forward when it opens, back when it closes again.
 
-mod migrate_support;
-
 use std::sync::{Arc, Mutex};
 
-use migrate_support::{dump, meta_store, unit_format};
+use crate::migrate_support::{dump, meta_store, unit_format};
 use redb::{Database, TableDefinition};
 use rollgate::format::{self, FormatPolicy};
 use rollgate::migrate::{

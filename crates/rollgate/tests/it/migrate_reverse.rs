@@ -4,11 +4,9 @@
 //! irreversible flag is reported as such, naming the step, before anything
 //! runs, and disabling it changes nothing.
 
-mod migrate_support;
-
 use std::sync::Arc;
 
-use migrate_support::{dump, meta_store, unit_format};
+use crate::migrate_support::{dump, meta_store, unit_format};
 use redb::{Database, TableDefinition};
 use rollgate::format::{self, FormatPolicy};
 use rollgate::migrate::{

@@ -158,7 +158,12 @@ async fn a_second_process_gets_a_clear_error() {
     let path = dir.path().join("meta.redb");
     let _owner = open_redb(&path).await.unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_second_process_gets_a_clear_error", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &crate::test_name(module_path!(), "a_second_process_gets_a_clear_error"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("ROLLGATE_TEST_SECOND_OPENER", &path)
         .output()
         .unwrap();

@@ -1,0 +1,44 @@
+//! rollgate's integration tests, built as one test binary: each module is a
+//! former `tests/*.rs` file. One binary links the library once instead of
+//! once per file, which keeps the test build small and quick. (The decoder
+//! garbage test, `tests/net_garbage.rs`, stays apart: it caps the global
+//! allocator of its process.)
+
+mod flags_support;
+mod migrate_support;
+
+mod admin_api;
+mod capabilities_fanout;
+mod cluster_epoch_race;
+mod cluster_membership;
+mod cluster_store_outage;
+mod features_join;
+mod flags_boot;
+mod flags_crash;
+mod flags_enable;
+mod flags_model;
+mod flags_planner;
+mod flags_race;
+mod flags_registry;
+mod format_bad_input;
+mod handshake_negotiation;
+mod migrate_bad_input;
+mod migrate_crash;
+mod migrate_local;
+mod migrate_reverse;
+mod migrate_service;
+mod net_connection;
+mod record_roundtrip;
+mod store_bad_input;
+mod store_conformance;
+mod wire_codec;
+
+/// The name libtest gives the test `name` of the module `module` (pass
+/// `module_path!()`), for a test that re-runs itself in a child process with
+/// `--exact`: the module path without the crate name.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
