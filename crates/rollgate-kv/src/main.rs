@@ -40,6 +40,20 @@ lost acknowledged writes.",
   rollgate-kv demo --nodes 5 --from 1.0 --to 1.2 --json > report.json"
     )]
     Demo(DemoArgs),
+    /// Drive a client load against running nodes, then check every acknowledged write on every node.
+    #[command(
+        long_about = "Drives the demo's client load (workers writing, overwriting, deleting and reading their own \
+keys under one prefix, through a failover client) against nodes that run elsewhere, for example `rollgate-kv serve` \
+processes on etcd while you upgrade them one by one. It stops after --ops operations, after --duration-s, or on \
+Ctrl-C, then reads every key from every node on its own; a key that is wrong somewhere is read again for up to \
+--settle-s before it counts as lost. Exits 0 only with zero failed operations and zero lost acknowledged writes, \
+1 otherwise, 2 on bad options.",
+        after_help = "Examples:
+  rollgate-kv load --node 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003          # until Ctrl-C
+  rollgate-kv load --node 127.0.0.1:8001 --node 127.0.0.1:8002 --duration-s 120 --rate 500
+  rollgate-kv load --node 127.0.0.1:8001 --ops 10000 --json > load.json"
+    )]
+    Load(LoadArgs),
     /// Run a node.
     Serve(ServeArgs),
     /// List the releases this binary can run as.
@@ -147,6 +161,39 @@ struct DemoArgs {
 }
 
 #[derive(Args, Debug)]
+struct LoadArgs {
+    #[command(flatten)]
+    nodes: NodesArg,
+    /// Concurrent client workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    workers: u8,
+    /// Target operations per second, all workers together.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Stop after N operations.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    ops: Option<u64>,
+    /// Stop after S seconds.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration_s: Option<u64>,
+    /// Seconds a key that is wrong on some node is read again before it counts as lost.
+    #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    settle_s: u64,
+    /// Seed of the workers' choices (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Every key starts with this (default: load-SEED-).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Print the report as one JSON object on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
 struct NodesArg {
     /// A node's HTTP address (HOST:PORT); repeat it or separate with commas for failover.
     #[arg(long = "node", value_name = "ADDR", required = true)]
@@ -221,6 +268,7 @@ fn releases_cmd(json: bool) -> Result<ExitCode, Failure> {
 async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Demo(a) => demo(a).await,
+        Command::Load(a) => load(a).await,
         Command::Serve(args) => serve(args).await,
         Command::Put(a) => {
             let client = client(&a.nodes)?;
@@ -273,6 +321,57 @@ async fn demo(a: DemoArgs) -> Result<ExitCode, Failure> {
         println!("{}", serde_json::to_string_pretty(&report).map_err(Failure::internal)?);
     } else {
         print!("{}", rollgate_kv::demo::render(&report));
+    }
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn load(a: LoadArgs) -> Result<ExitCode, Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
+    });
+    let opts = rollgate_kv::demo::external::LoadOptions {
+        // Each address on its own: the check reads from every node.
+        nodes: a
+            .nodes
+            .nodes
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect(),
+        workers: a.workers as usize,
+        rate: a.rate,
+        ops: a.ops,
+        duration: a.duration_s.map(Duration::from_secs),
+        settle: Duration::from_secs(a.settle_s),
+        seed,
+        prefix: a.prefix.unwrap_or_else(|| format!("load-{seed}-")),
+        progress: !a.quiet,
+    };
+    opts.validate().map_err(Failure::refused)?;
+    if !a.json {
+        // On stdout too, so a script (or a test) sees when the load runs and
+        // with which seed to repeat it.
+        println!("rollgate-kv load: started seed={} prefix={} nodes={}", opts.seed, opts.prefix, opts.nodes.join(","));
+    }
+    let interrupt = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated() => {}
+        }
+    };
+    let report = rollgate_kv::demo::external::run(opts, interrupt).await.map_err(|e| match e {
+        rollgate_kv::demo::DemoError::Options(_) => Failure::refused(e),
+        other => Failure::internal(other),
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(Failure::internal)?);
+    } else {
+        print!("{}", rollgate_kv::demo::external::render(&report));
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

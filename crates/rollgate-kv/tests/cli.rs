@@ -174,3 +174,52 @@ async fn serve_put_get_delete_and_a_graceful_stop() {
     assert_eq!(code, 0, "{err}");
     assert!(p.terminate().success());
 }
+
+/// `rollgate-kv load` against one node: a bounded run reported as JSON; bad
+/// options exit 2 naming the option; nodes that do not answer make every
+/// operation fail, which exits 1.
+#[test]
+fn load_runs_a_bounded_load_and_checks_it_or_says_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = format!("redb:{}", tmp.path().join("meta.redb").display());
+    let mut p = common::process::start_node("1.0", "solo", tmp.path(), &meta, &[]);
+    let (code, out, err) =
+        run(&["load", "--node", &p.admin, "--ops", "60", "--rate", "2000", "--seed", "3", "--json", "--quiet"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(r["stopped_by"], "ops", "{r}");
+    assert_eq!((r["seed"].as_u64(), r["prefix"].as_str()), (Some(3), Some("load-3-")), "{r}");
+    assert!(r["ops_ok"].as_u64().unwrap() >= 60, "{r}");
+    assert_eq!(r["ops_failed"], 0, "{r}");
+    assert_eq!(r["acked_writes_lost"], 0, "{r}");
+    let checked = r["keys_checked"].as_u64().unwrap();
+    assert!(checked > 0 && checked <= r["ops_ok"].as_u64().unwrap(), "{r}");
+    assert!(r["load"]["p99_ms"].as_f64().is_some(), "{r}");
+    assert!(err.is_empty(), "--quiet: {err}");
+
+    for (bad, option) in [
+        (vec!["--rate", "0"], "--rate"),
+        (vec!["--workers", "65"], "--workers"),
+        (vec!["--ops", "0"], "--ops"),
+        (vec!["--duration-s", "0"], "--duration-s"),
+        (vec!["--prefix", "a/b"], "--prefix"),
+        (vec!["--prefix", &"x".repeat(100_000)], "--prefix"),
+        (vec!["--seed", "minus one"], "--seed"),
+    ] {
+        let mut args = vec!["load", "--node", p.admin.as_str(), "--quiet"];
+        args.extend(bad.iter().map(|s| &**s));
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{option}: {err}");
+        assert!(err.contains(option), "{option}: {err}");
+        assert!(err.len() < 2_000, "a huge argument is not echoed in full: {} bytes", err.len());
+    }
+    let (code, _, err) = run(&["load", "--node", "not an address", "--ops", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid node address"), "{err}");
+
+    // Port 1 on loopback: nothing listens; every operation fails.
+    let (code, out, err) = run(&["load", "--node", "127.0.0.1:1", "--ops", "3", "--settle-s", "0", "--quiet"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("FAILED") && out.contains("cannot connect"), "{out}");
+    assert!(p.terminate().success());
+}

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::admin::{Admin, storage_format};
-use common::process::{Proc, serve_args, start_node};
+use common::process::{Proc, free_addr, serve_args, serve_args_at, start_node};
 use common::quick;
 use rollgate_kv::KvClient;
 use rollgate_testkit::EtcdServer;
@@ -287,4 +287,164 @@ async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
     assert_eq!(body["truncated"], true);
     // Every acknowledged write is still readable from every node, now in format 3.
     verify(&procs, &acked).await;
+}
+
+/// `rollgate-kv load` as a child process, its stdout and stderr read line by
+/// line (progress lines come on stderr every 2 seconds).
+struct LoadCmd {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(bool, String)>,
+    stdout: String,
+    stderr: Vec<String>,
+}
+
+impl LoadCmd {
+    fn spawn(args: &[&str]) -> LoadCmd {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::process::binary())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (is_out, reader) in [
+            (true, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (false, Box::new(err) as Box<dyn std::io::Read + Send>),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((is_out, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        LoadCmd { child, lines, stdout: String::new(), stderr: Vec::new() }
+    }
+
+    /// The next line for which `pick` gives a value (bounded wait).
+    fn next<T>(&mut self, what: &str, pick: impl Fn(bool, &str) -> Option<T>) -> T {
+        loop {
+            match self.lines.recv_timeout(common::process::LINE_TIMEOUT) {
+                Ok((is_out, line)) => {
+                    if is_out {
+                        self.stdout.push_str(&line);
+                        self.stdout.push('\n');
+                    } else {
+                        self.stderr.push(line.clone());
+                    }
+                    if let Some(v) = pick(is_out, &line) {
+                        return v;
+                    }
+                }
+                Err(e) => panic!("no {what} ({e:?}); stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr.join("\n")),
+            }
+        }
+    }
+
+    /// The acknowledged-operation count of the next progress line.
+    fn next_ok(&mut self) -> u64 {
+        self.next("progress line", |is_out, line| {
+            let rest = line.split(" ok ").nth(1).filter(|_| !is_out)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// SIGTERM (what Ctrl-C does), then the exit status and all of stdout.
+    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        loop {
+            match self.lines.recv_timeout(common::process::LINE_TIMEOUT * 4) {
+                Ok((true, line)) => {
+                    self.stdout.push_str(&line);
+                    self.stdout.push('\n');
+                }
+                Ok((false, line)) => self.stderr.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("the load did not exit ({e:?}); stdout:\n{}", self.stdout),
+            }
+        }
+        (self.child.wait().unwrap(), std::mem::take(&mut self.stdout))
+    }
+}
+
+impl Drop for LoadCmd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rollgate-kv load`, as an operator would run it next to a cluster they
+/// upgrade by hand: three processes on etcd, restarted one by one on their
+/// own addresses as 1.2 while the load runs (its progress lines show it
+/// moving across every restart); SIGTERM (Ctrl-C) stops the load, which
+/// then reads every acknowledged write from every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_runs_through_a_rolling_upgrade_and_checks_every_write() {
+    let etcd = EtcdServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = etcd.url();
+    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
+    let node = |release: &str, i: usize| {
+        let id = format!("n{}", i + 1);
+        let mut p = Proc::spawn(
+            &serve_args_at(release, &id, tmp.path(), &meta, &addrs[i], &[]),
+            &tmp.path().join(format!("{id}.log")),
+        );
+        p.wait_ready();
+        p
+    };
+    let mut procs: Vec<Proc> = (0..3).map(|i| node("1.0", i)).collect();
+    let nodes = addrs.join(",");
+    let mut load = LoadCmd::spawn(&[
+        "load",
+        "--node",
+        &nodes,
+        "--rate",
+        "300",
+        "--seed",
+        "7",
+        "--settle-s",
+        "30",
+        "--workers",
+        "3",
+    ]);
+    let started = load.next("start line", |is_out, l| {
+        (is_out && l.starts_with("rollgate-kv load: started ")).then_some(l.to_string())
+    });
+    assert!(started.contains("seed=7 prefix=load-7-"), "{started}");
+    let mut counts = vec![load.next_ok()];
+    for (i, p) in procs.iter_mut().enumerate() {
+        assert!(p.terminate().success(), "{}", p.log());
+        *p = node("1.2", i);
+        counts.push(load.next_ok());
+    }
+    println!("acknowledged operations before and after each restart: {counts:?}");
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "the load moved across every restart: {counts:?}");
+    let (status, out) = load.interrupt();
+    println!("{out}");
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("PASSED") && out.contains(" 0 failed in ") && out.contains(": 0 lost"), "{out}");
+    let checked: u64 = out
+        .split("checked ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no key count in {out}"));
+    assert!(checked > 0, "{out}");
+    // The keys are in the cluster, all under the prefix (every member runs
+    // 1.2 now, so the prefix scan is served).
+    let (status, body) = Admin::new(&addrs[0]).get("/kv?prefix=load-7-&limit=1000").await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.len() as u64 <= checked, "{body}");
+    assert!(items.iter().all(|i| i["key"].as_str().unwrap().starts_with("load-7-")), "{body}");
 }

@@ -236,6 +236,18 @@ impl Rng {
 /// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`.
 /// Returns what its keys should hold.
 pub async fn worker(id: usize, load: Arc<Load>, client: Arc<KvClient>, seed: u64, every: Duration) -> Expected {
+    worker_with_prefix(id, load, client, seed, every, String::new()).await
+}
+
+/// [`worker`] with every key under `prefix`.
+pub async fn worker_with_prefix(
+    id: usize,
+    load: Arc<Load>,
+    client: Arc<KvClient>,
+    seed: u64,
+    every: Duration,
+    prefix: String,
+) -> Expected {
     let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 0x1000_0000_01B3));
     let mut expected = Expected::new();
     let mut keys: Vec<String> = Vec::new();
@@ -248,7 +260,7 @@ pub async fn worker(id: usize, load: Arc<Load>, client: Arc<KvClient>, seed: u64
         let roll = rng.below(100);
         let started = Instant::now();
         let (ok, failure) = if roll < 60 || keys.is_empty() {
-            let key = format!("w{id}-{seq:06}");
+            let key = format!("{prefix}w{id}-{seq:06}");
             seq += 1;
             let value = format!("{key}:{}", rng.next_u64()).into_bytes();
             match client.put(&key, value.clone(), None).await {

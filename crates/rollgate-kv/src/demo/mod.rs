@@ -16,6 +16,7 @@
 //! and a stop closes them all.
 
 mod admin;
+pub mod external;
 pub mod load;
 mod report;
 
@@ -97,6 +98,9 @@ pub enum DemoError {
     /// Setting up the data dir, store or secret failed.
     #[error("setting up the demo: {0}")]
     Setup(String),
+    /// The client load itself failed (not an operation: the load).
+    #[error("the client load failed: {0}")]
+    Load(String),
     /// A node did not start or did not become ready.
     #[error("node {node}: {reason}")]
     Node {
@@ -587,19 +591,28 @@ fn observe(slots: &[Slot], phase: &str, out: &mut BTreeMap<(String, String, Stri
 /// Reads every expected key from every node (each node's own answer, no
 /// failover). Returns the number of keys wrong somewhere and a few examples.
 async fn verify(slots: &[Slot], expected: &Expected) -> (u64, Vec<String>) {
+    let nodes: Vec<(String, String)> = slots.iter().map(|s| (s.id.clone(), s.admin.clone())).collect();
+    let (wrong, examples) = verify_keys(&nodes, expected).await;
+    (wrong.len() as u64, examples)
+}
+
+/// Reads every expected key from every node of `nodes` (name, HTTP address),
+/// each node's own answer. Returns the keys wrong somewhere (all of them
+/// when a node's address is unusable) and a few examples.
+async fn verify_keys(nodes: &[(String, String)], expected: &Expected) -> (Vec<String>, Vec<String>) {
     let mut clients = Vec::new();
-    for slot in slots {
+    for (id, addr) in nodes {
         let c = KvClient::new(
-            &[slot.admin.as_str()],
+            &[addr.as_str()],
             ClientOptions { rounds: 2, round_backoff: Duration::from_millis(50), ..ClientOptions::default() },
         );
         match c {
-            Ok(c) => clients.push((slot.id.clone(), Arc::new(c))),
-            Err(e) => return (expected.len() as u64, vec![format!("client for {}: {e}", slot.id)]),
+            Ok(c) => clients.push((id.clone(), Arc::new(c))),
+            Err(e) => return (expected.keys().cloned().collect(), vec![format!("client for {id}: {e}")]),
         }
     }
     let entries: Vec<(String, Option<Vec<u8>>)> = expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut lost = 0u64;
+    let mut lost = Vec::new();
     let mut examples = Vec::new();
     for chunk in entries.chunks(64) {
         let checks = chunk.iter().map(|(key, want)| {
@@ -617,12 +630,12 @@ async fn verify(slots: &[Slot], expected: &Expected) -> (u64, Vec<String>) {
                         Err(e) => wrong.push(format!("{id} cannot read {key}: {e}")),
                     }
                 }
-                wrong
+                (key, wrong)
             }
         });
-        for wrong in futures::future::join_all(checks).await {
+        for (key, wrong) in futures::future::join_all(checks).await {
             if !wrong.is_empty() {
-                lost += 1;
+                lost.push(key.clone());
                 if examples.len() < 10 {
                     examples.extend(wrong);
                 }

@@ -114,6 +114,27 @@ impl Proc {
         self.child.take().unwrap().wait().unwrap()
     }
 
+    /// Sends SIGTERM (as Ctrl-C would stop a command), then returns the
+    /// exit status and everything the process printed on stdout from now on.
+    pub fn interrupt_and_collect(&mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        let mut out = String::new();
+        loop {
+            match self.lines.recv_timeout(LINE_TIMEOUT * 4) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the process did not exit; stdout so far:\n{out}\nstderr:\n{}", log_tail(&self.log))
+                }
+            }
+        }
+        (self.child.take().unwrap().wait().unwrap(), out)
+    }
+
     /// Graceful stop (SIGTERM); returns the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
@@ -165,6 +186,12 @@ pub fn token_file(dir: &Path) -> PathBuf {
 /// data dir under `dir`, loopback ports picked by the OS, the admin token
 /// file, and `extra` arguments.
 pub fn serve_args(release: &str, node: &str, dir: &Path, meta: &str, extra: &[&str]) -> Vec<String> {
+    serve_args_at(release, node, dir, meta, "127.0.0.1:0", extra)
+}
+
+/// [`serve_args`] with the HTTP address `admin` (to restart a node where its
+/// clients expect it).
+pub fn serve_args_at(release: &str, node: &str, dir: &Path, meta: &str, admin: &str, extra: &[&str]) -> Vec<String> {
     let data = dir.join(node).display().to_string();
     let token = token_file(dir).display().to_string();
     let base = [
@@ -176,7 +203,7 @@ pub fn serve_args(release: &str, node: &str, dir: &Path, meta: &str, extra: &[&s
         "--listen",
         "127.0.0.1:0",
         "--admin",
-        "127.0.0.1:0",
+        admin,
         "--meta",
         meta,
         "--node-id",
@@ -185,6 +212,13 @@ pub fn serve_args(release: &str, node: &str, dir: &Path, meta: &str, extra: &[&s
         &token,
     ];
     base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// A free loopback address (the OS picks the port; another process could
+/// take it before it is used, which the OS makes unlikely).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 /// Starts node `node` as `release` and waits for its `ready` line.
