@@ -121,7 +121,7 @@ async fn serve_put_get_delete_and_a_graceful_stop() {
     let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("bad.log"));
     let status = p.wait_exit();
     assert_eq!(status.code(), Some(2), "{}", p.log());
-    assert!(p.log().contains("--admin-token-file") && p.log().contains("at most 1024"), "{}", p.log());
+    assert!(p.logged("--admin-token-file") && p.logged("at most 1024"), "{}", p.log());
 
     std::fs::write(&token, "secret-token\n").unwrap();
     let mut p = Proc::spawn(&args("1.0", &token), &tmp.path().join("n1.log"));

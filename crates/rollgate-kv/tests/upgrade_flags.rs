@@ -137,7 +137,7 @@ async fn flags_features_formats_and_a_plugin_through_a_rolling_upgrade() {
     let m = message(&body);
     assert!(m.contains("`record_meta_v2`") && m.contains("rollgate flags enable record_meta_v2"), "{m}");
     assert_eq!(health(&n2.admin).await["plugins"]["audit"]["state"], "waiting");
-    assert!(n2.log().contains("plugin waits"), "{}", n2.log());
+    assert!(n2.logged("plugin waits"), "{}", n2.log());
     write(&client, &mut acked, "while-the-plugin-waits".into()).await;
 
     // Enabling is refused while n3 (1.0, stopped) is a member, naming it and the fix.
@@ -181,7 +181,7 @@ async fn flags_features_formats_and_a_plugin_through_a_rolling_upgrade() {
         if status == 200 { Ok(()) } else { Err(body.to_string()) }
     })
     .await;
-    assert!(n2.log().contains("plugin started"), "{}", n2.log());
+    assert!(n2.logged("plugin started"), "{}", n2.log());
     write(&client, &mut acked, "audited".into()).await;
     let (_, body) = audit.get("/audit?limit=10").await;
     let entry = body["entries"].as_array().unwrap().iter().find(|e| e["key"] == "audited").cloned();

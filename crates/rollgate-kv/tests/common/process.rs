@@ -150,9 +150,15 @@ impl Proc {
         }
     }
 
-    /// The stderr log.
+    /// The stderr log (its last lines).
     pub fn log(&self) -> String {
         log_tail(&self.log)
+    }
+
+    /// Whether the whole stderr log so far holds `text` (the tail of
+    /// [`Proc::log`] may have moved past it).
+    pub fn logged(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).unwrap_or_default().contains(text)
     }
 }
 
