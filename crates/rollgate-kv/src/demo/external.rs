@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::load::{self, Expected, Load, PhaseReport};
 use super::{DemoError, Progress};
-use crate::client::{ClientOptions, KvClient};
+use crate::client::KvClient;
 
 /// Most workers.
 pub const MAX_WORKERS: usize = 64;
@@ -149,16 +149,7 @@ impl LoadReport {
 pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Result<LoadReport, DemoError> {
     opts.validate()?;
     let client = Arc::new(
-        KvClient::new(
-            &opts.nodes,
-            ClientOptions {
-                request_timeout: Duration::from_secs(4),
-                connect_timeout: Duration::from_millis(500),
-                rounds: 6,
-                round_backoff: Duration::from_millis(100),
-            },
-        )
-        .map_err(|e| DemoError::Options(e.to_string()))?,
+        KvClient::new(&opts.nodes, super::load_client_options()).map_err(|e| DemoError::Options(e.to_string()))?,
     );
     let progress = Progress::new(opts.progress);
     let until = match (opts.ops, opts.duration) {
@@ -176,7 +167,7 @@ pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Resu
     let workers: Vec<_> = (0..opts.workers)
         .map(|w| {
             let prefix = opts.prefix.clone();
-            tokio::spawn(load::worker_with_prefix(w, load.clone(), client.clone(), opts.seed, every, prefix))
+            tokio::spawn(load::worker(w, load.clone(), client.clone(), opts.seed, every, prefix))
         })
         .collect();
     progress.status("load");

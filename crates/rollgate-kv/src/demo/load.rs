@@ -234,13 +234,8 @@ impl Rng {
 
 /// One worker: until the load stops, picks an operation on its own keys
 /// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`.
-/// Returns what its keys should hold.
-pub async fn worker(id: usize, load: Arc<Load>, client: Arc<KvClient>, seed: u64, every: Duration) -> Expected {
-    worker_with_prefix(id, load, client, seed, every, String::new()).await
-}
-
-/// [`worker`] with every key under `prefix`.
-pub async fn worker_with_prefix(
+/// Every key starts with `prefix`. Returns what its keys should hold.
+pub async fn worker(
     id: usize,
     load: Arc<Load>,
     client: Arc<KvClient>,

@@ -368,18 +368,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         slot.node = Some(node);
     }
     let admins: Vec<String> = slots.iter().map(|s| s.admin.clone()).collect();
-    let client = Arc::new(
-        KvClient::new(
-            &admins,
-            ClientOptions {
-                request_timeout: Duration::from_secs(4),
-                connect_timeout: Duration::from_millis(500),
-                rounds: 6,
-                round_backoff: Duration::from_millis(100),
-            },
-        )
-        .map_err(|e| DemoError::Setup(e.to_string()))?,
-    );
+    let client = Arc::new(KvClient::new(&admins, load_client_options()).map_err(|e| DemoError::Setup(e.to_string()))?);
     let admin = Admin::new(&token);
     let mut negotiated: BTreeMap<(String, String, String, String), Negotiation> = BTreeMap::new();
     let mut problems = Vec::new();
@@ -387,7 +376,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let steady_from = format!("steady at {}", opts.from.name);
     let load = Load::new(&steady_from);
     let workers: Vec<_> = (0..opts.workers)
-        .map(|w| tokio::spawn(load::worker(w, load.clone(), client.clone(), opts.seed, opts.op_interval)))
+        .map(|w| {
+            tokio::spawn(load::worker(w, load.clone(), client.clone(), opts.seed, opts.op_interval, String::new()))
+        })
         .collect();
     let follower = progress.follow(load.clone());
     progress.status(steady_from.clone());
@@ -585,6 +576,17 @@ fn observe(slots: &[Slot], phase: &str, out: &mut BTreeMap<(String, String, Stri
             };
             out.entry((n.from_node.clone(), n.to_node.clone(), n.from.clone(), n.to.clone())).or_insert(n);
         }
+    }
+}
+
+/// The load's client: quick to give up on one node, patient with the
+/// cluster (six rounds over every node ride out a node's restart).
+fn load_client_options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(4),
+        connect_timeout: Duration::from_millis(500),
+        rounds: 6,
+        round_backoff: Duration::from_millis(100),
     }
 }
 

@@ -114,27 +114,6 @@ impl Proc {
         self.child.take().unwrap().wait().unwrap()
     }
 
-    /// Sends SIGTERM (as Ctrl-C would stop a command), then returns the
-    /// exit status and everything the process printed on stdout from now on.
-    pub fn interrupt_and_collect(&mut self) -> (ExitStatus, String) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -TERM failed");
-        let mut out = String::new();
-        loop {
-            match self.lines.recv_timeout(LINE_TIMEOUT * 4) {
-                Ok(line) => {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("the process did not exit; stdout so far:\n{out}\nstderr:\n{}", log_tail(&self.log))
-                }
-            }
-        }
-        (self.child.take().unwrap().wait().unwrap(), out)
-    }
-
     /// Graceful stop (SIGTERM); returns the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
