@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::migrate_support::{TABLE, forward};
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -15,20 +17,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use rollgate::format::FormatStamp;
 use rollgate::migrate::{
     CHECKPOINT_TABLE, Checkpoint, CheckpointState, Direction, Gate, LocalOptions, LocalRunner, MemGates, MigrateError,
-    MigrateKeys, MigrationState, Migrations, Rewrite, ServiceOptions, ServiceOutcome, ServiceRunner, ServiceStep,
-    StepContext, StepError, TableMigration, cluster_status,
+    MigrateKeys, MigrationState, Migrations, ServiceOptions, ServiceOutcome, ServiceRunner, ServiceStep, StepContext,
+    StepError, TableMigration, cluster_status,
 };
 use rollgate::store::{self, MetaStore, StoreOptions};
-
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
-
-fn forward(_key: &[u8], value: &[u8]) -> Result<Rewrite, String> {
-    match value.strip_prefix(b"v1:") {
-        Some(rest) => Ok(Rewrite::Put([b"v2:".as_slice(), rest].concat())),
-        None if value.starts_with(b"v2:") => Ok(Rewrite::Keep),
-        None => Err("neither v1 nor v2".into()),
-    }
-}
 
 fn migrations() -> Arc<Migrations> {
     let mut m = Migrations::new();

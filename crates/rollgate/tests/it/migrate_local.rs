@@ -6,32 +6,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::migrate_support::{dump, meta_store, unit_format};
-use redb::{Database, TableDefinition};
+use crate::migrate_support::{TABLE, dump, forward, meta_store, reverse, unit_format};
+use redb::Database;
 use rollgate::format::{self, FormatPolicy};
 use rollgate::migrate::{
     Direction, Gate, LocalOptions, LocalRunner, MemGates, MigrationKind, MigrationState, MigrationStatus, Migrations,
-    RateLimit, Rewrite, ServiceOptions, ServiceRunner, ServiceStep, StepContext, StepError, TableMigration,
-    cluster_status,
+    RateLimit, ServiceOptions, ServiceRunner, ServiceStep, StepContext, StepError, TableMigration, cluster_status,
 };
-
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
-
-fn forward(_key: &[u8], value: &[u8]) -> Result<Rewrite, String> {
-    match value.strip_prefix(b"v1:") {
-        Some(rest) => Ok(Rewrite::Put([b"v2:".as_slice(), rest].concat())),
-        None if value.starts_with(b"v2:") => Ok(Rewrite::Keep),
-        None => Err("neither v1 nor v2".into()),
-    }
-}
-
-fn reverse(_key: &[u8], value: &[u8]) -> Result<Rewrite, String> {
-    match value.strip_prefix(b"v2:") {
-        Some(rest) => Ok(Rewrite::Put([b"v1:".as_slice(), rest].concat())),
-        None if value.starts_with(b"v1:") => Ok(Rewrite::Keep),
-        None => Err("neither v1 nor v2".into()),
-    }
-}
 
 fn migrations() -> Arc<Migrations> {
     let mut m = Migrations::new();
