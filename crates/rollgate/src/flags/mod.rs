@@ -56,9 +56,9 @@ pub use bits::Flags;
 pub use decl::{FlagDecl, PluginSpec, Provider, Stability, Step, StepContext, StepFuture};
 pub use failpoint::fail_point;
 pub use plan::{Blocker, EnablePlan, EnableRequest, JoinRefusal, NodeRef};
-pub use registry::{FlagId, FlagRegistry, MAX_FLAGS, RegistryBuilder, RegistryError, RegistryProblem};
+pub use registry::{FlagId, FlagRegistry, MAX_FLAGS, RegistryBuilder, RegistryError, RegistryProblem, ReleaseFlags};
 pub use releases::{
-    PlanStep, ReleaseFlags, ReleaseTable, ReleaseTableError, ReleaseTableProblem, UpgradePlan, UpgradePlanError,
+    PlanStep, ReleaseTable, ReleaseTableError, ReleaseTableProblem, UpgradePlan, UpgradePlanError,
     check_release_table, plan_upgrade,
 };
 

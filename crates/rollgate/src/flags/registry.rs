@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::decl::{FlagDecl, Stability};
 use crate::cluster::{MAX_FLAG_NAME_BYTES, validate_flag_name};
 
@@ -333,8 +335,8 @@ impl FlagRegistry {
     }
 
     /// This release's row of a release table.
-    pub fn release_flags(&self) -> super::releases::ReleaseFlags {
-        super::releases::ReleaseFlags {
+    pub fn release_flags(&self) -> ReleaseFlags {
+        ReleaseFlags {
             release: self.release.clone(),
             supported: self.names(),
             required: self
@@ -350,4 +352,18 @@ impl FlagRegistry {
                 .collect::<BTreeMap<_, _>>(),
         }
     }
+}
+
+/// One release's flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseFlags {
+    /// The release.
+    pub release: String,
+    /// The flags it supports.
+    pub supported: BTreeSet<String>,
+    /// The flags it requires enabled.
+    pub required: BTreeSet<String>,
+    /// The release each flag says introduced it.
+    #[serde(default)]
+    pub introduced_in: BTreeMap<String, String>,
 }

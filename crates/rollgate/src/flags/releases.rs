@@ -26,26 +26,12 @@
 //! assert!(check_release_table(&ReleaseTable::from_registries([&r10, &r20])).is_err());
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::FlagRegistry;
+use super::registry::{FlagRegistry, ReleaseFlags};
 use crate::cluster::{ClusterView, FlagState};
-
-/// One release's flags.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseFlags {
-    /// The release.
-    pub release: String,
-    /// The flags it supports.
-    pub supported: BTreeSet<String>,
-    /// The flags it requires enabled.
-    pub required: BTreeSet<String>,
-    /// The release each flag says introduced it.
-    #[serde(default)]
-    pub introduced_in: BTreeMap<String, String>,
-}
 
 /// A service's releases, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::redb_file::RedbFile;
+use super::state::{Change, LoadedState};
 use super::{
     EventKind, KeyValue, LeaseId, Limits, Listing, MetaStore, OpResponse, Revision, StoreError, StoreOptions, Txn,
     TxnOp, TxnResponse, WatchBatch, WatchEvent, WatchStream,
@@ -27,30 +28,6 @@ use super::{
 pub(crate) const MAX_TTL_S: i64 = 365 * 24 * 3600;
 /// How often the reaper looks for expired leases.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What a store file holds, as loaded at open.
-pub(crate) struct LoadedState {
-    pub(crate) revision: Revision,
-    pub(crate) compacted: Revision,
-    pub(crate) next_lease: LeaseId,
-    pub(crate) kvs: BTreeMap<String, KeyValue>,
-    pub(crate) log: VecDeque<WatchBatch>,
-    pub(crate) leases: BTreeMap<LeaseId, i64>,
-}
-
-/// One planned change: the new state of every key it touches, the events of
-/// the new revision, lease changes and the new counters.
-#[derive(Debug, Default)]
-pub(crate) struct Change {
-    pub(crate) writes: Vec<(String, Option<KeyValue>)>,
-    pub(crate) batch: Option<WatchBatch>,
-    pub(crate) leases: Vec<(LeaseId, Option<i64>)>,
-    pub(crate) revision: Revision,
-    pub(crate) compacted: Revision,
-    /// The log below `compacted` is dropped.
-    pub(crate) prune_log: bool,
-    pub(crate) next_lease: LeaseId,
-}
 
 struct Lease {
     ttl_s: i64,

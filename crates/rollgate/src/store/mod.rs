@@ -26,6 +26,7 @@ mod engine;
 mod etcd;
 pub mod lock;
 mod redb_file;
+mod state;
 mod url;
 
 use std::fmt;

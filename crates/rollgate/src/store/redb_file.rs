@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::engine::{Change, LoadedState};
+use super::state::{Change, LoadedState};
 use super::lock::{LockError, OwnerLock};
 use super::{EventKind, KeyValue, StoreError, WatchBatch, WatchEvent};
 
