@@ -45,7 +45,7 @@ impl std::str::FromStr for Version {
     type Err = ParseVersionError;
 
     fn from_str(s: &str) -> Result<Version, ParseVersionError> {
-        let err = |reason| ParseVersionError { input: crate::shorten(s, 96), reason };
+        let err = |reason| ParseVersionError { input: rollgate::util::shorten_to(s, 96), reason };
         let (clock, node) = s.split_once('@').ok_or_else(|| err("no `@NODE`"))?;
         let (wall, logical) = clock.split_once('.').ok_or_else(|| err("no `.LOGICAL`"))?;
         let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());

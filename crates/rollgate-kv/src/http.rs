@@ -174,7 +174,7 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
                 Err(_) => {
                     return Err(format!(
                         "ttl_s must be a whole number of seconds, got {:?}",
-                        crate::shorten(value, 32)
+                        rollgate::util::shorten_to(value, 32)
                     ));
                 }
             },
@@ -182,7 +182,7 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
             other => {
                 return Err(format!(
                     "unknown parameter {:?}: PUT /kv/{{key}} accepts ttl_s",
-                    crate::shorten(other, 32)
+                    rollgate::util::shorten_to(other, 32)
                 ));
             }
         }
@@ -285,7 +285,7 @@ async fn get_key(State(api): State<Api>, key: Result<Path<String>, PathRejection
             r.headers_mut().insert("x-kv-checksum", HeaderValue::from_static(checksum));
             r
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("key {:?} not found", crate::shorten(&key, 96))),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("key {:?} not found", rollgate::util::shorten_to(&key, 96))),
         Err(e) => write_error(e),
     }
 }
@@ -310,14 +310,14 @@ fn parse_query(query: Option<&str>, allowed: &[&str], what: &str) -> Result<BTre
         let decode = |s: &str| {
             let plus = s.replace('+', " ");
             percent_decode(&plus).ok_or_else(|| {
-                format!("{what}: the parameter {:?} is not percent-encoded UTF-8", crate::shorten(s, 32))
+                format!("{what}: the parameter {:?} is not percent-encoded UTF-8", rollgate::util::shorten_to(s, 32))
             })
         };
         let name = decode(name)?;
         if !allowed.contains(&name.as_str()) {
             return Err(format!(
                 "unknown parameter {:?}: {what} accepts {}",
-                crate::shorten(&name, 32),
+                rollgate::util::shorten_to(&name, 32),
                 allowed.join(", ")
             ));
         }
@@ -350,7 +350,7 @@ fn parse_limit(params: &BTreeMap<String, String>, default: usize, max: usize) ->
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(format!("limit must be a whole number from 1 to {max}, got {:?}", crate::shorten(v, 32))),
+            _ => Err(format!("limit must be a whole number from 1 to {max}, got {:?}", rollgate::util::shorten_to(v, 32))),
         },
     }
 }
@@ -445,7 +445,7 @@ async fn not_found(api: Api, req: Request) -> Response {
              /admin/features, /admin/upgrade/status, /_capabilities; POST /admin/flags/enable, /admin/flags/disable; \
              DELETE /admin/nodes/{{id}})",
             req.method(),
-            crate::shorten(req.uri().path(), 96),
+            rollgate::util::shorten_to(req.uri().path(), 96),
             list.join(", ")
         ),
     )
@@ -455,7 +455,7 @@ async fn method_not_allowed(req: Request) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), crate::shorten(req.uri().path(), 96)),
+        format!("{} is not allowed on {}", req.method(), rollgate::util::shorten_to(req.uri().path(), 96)),
     )
 }
 

@@ -49,14 +49,3 @@ pub use node::{Node, NodeConfig, NodeError, NodeHandle, Tuning};
 pub use protocol::Msg;
 pub use releases::Release;
 
-/// `s` cut to at most `max` bytes (on a character boundary), with `...` when cut.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}

@@ -143,7 +143,7 @@ impl Record {
     /// Checks `checksum@1` against the value, when both are present. `Ok(true)`:
     /// verified; `Ok(false)`: nothing to verify.
     pub fn verify_checksum(&self, key: &str) -> Result<bool, RecordError> {
-        let corrupt = |reason: String| RecordError::Corrupt { key: crate::shorten(key, 96), reason };
+        let corrupt = |reason: String| RecordError::Corrupt { key: rollgate::util::shorten_to(key, 96), reason };
         let Some(expected) = self.features.get(&CHECKSUM_V1).map_err(|e| corrupt(e.to_string()))? else {
             return Ok(false);
         };
@@ -291,10 +291,10 @@ pub fn encode(record: &Record) -> Vec<u8> {
 
 /// Decodes a stored record of `key`.
 pub fn decode(key: &str, bytes: &[u8]) -> Result<Record, RecordError> {
-    let corrupt = |reason: String| RecordError::Corrupt { key: crate::shorten(key, 96), reason };
+    let corrupt = |reason: String| RecordError::Corrupt { key: rollgate::util::shorten_to(key, 96), reason };
     let Some(&encoding) = bytes.first() else { return Err(corrupt("the record is empty".into())) };
     if encoding != ENCODING {
-        return Err(RecordError::UnknownEncoding { key: crate::shorten(key, 96), found: encoding });
+        return Err(RecordError::UnknownEncoding { key: rollgate::util::shorten_to(key, 96), found: encoding });
     }
     let wire = |e: WireError| corrupt(e.to_string());
     let mut r = Reader::new(&bytes[1..], TransportVersion::ZERO, LIMITS);

@@ -420,7 +420,7 @@ impl Storage {
     pub async fn submit(&self, entries: Vec<StoredEntry>) -> Result<PendingApply, StorageError> {
         for e in &entries {
             record::check(&e.key, &e.record)
-                .map_err(|reason| StorageError::InvalidEntry { key: crate::shorten(&e.key, 96), reason })?;
+                .map_err(|reason| StorageError::InvalidEntry { key: rollgate::util::shorten_to(&e.key, 96), reason })?;
         }
         let (reply, rx) = oneshot::channel();
         self.inner.jobs.send(Job::Apply { entries, reply }).await.map_err(|_| self.closed())?;

@@ -144,7 +144,7 @@ pub fn read_token_file(path: &FsPath) -> Result<String, AdminError> {
 pub fn parse_addr(spec: Option<&str>) -> Result<SocketAddr, AdminError> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let Some(spec) = spec else { return Ok(SocketAddr::new(loopback, DEFAULT_ADMIN_PORT)) };
-    let bad = |reason: &str| AdminError::Addr { spec: crate::store::shorten(spec), reason: reason.into() };
+    let bad = |reason: &str| AdminError::Addr { spec: rollgate_util::shorten(spec), reason: reason.into() };
     if spec.len() > 256 {
         return Err(bad("longer than 256 bytes"));
     }
@@ -367,7 +367,7 @@ async fn capabilities(
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_query",
-                format!("local_only must be true or false, not {:?}", crate::store::shorten(other)),
+                format!("local_only must be true or false, not {:?}", rollgate_util::shorten(other)),
             ));
         }
     };
@@ -494,7 +494,7 @@ async fn not_found(uri: Uri) -> ApiError {
         "not_found",
         format!(
             "no admin endpoint at {}; see GET /admin/flags, /admin/nodes, /admin/features, /admin/upgrade/status, /_capabilities",
-            crate::store::shorten(uri.path())
+            rollgate_util::shorten(uri.path())
         ),
     )
 }
@@ -503,7 +503,7 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not accept this method", crate::store::shorten(uri.path())),
+        format!("{} does not accept this method", rollgate_util::shorten(uri.path())),
     )
 }
 

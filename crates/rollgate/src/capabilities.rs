@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use rollgate_util::shorten;
+
 use crate::cluster::ClusterView;
 
 /// Most routes a table may hold.
@@ -79,10 +81,6 @@ pub enum CapabilityError {
         /// The limit.
         max: usize,
     },
-}
-
-fn shorten(s: &str) -> String {
-    crate::store::shorten(s)
 }
 
 fn check_method(method: &str) -> Result<String, CapabilityError> {

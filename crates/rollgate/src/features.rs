@@ -61,7 +61,7 @@ pub fn validate_feature_name(name: &str) -> Result<(), FeatureError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_FEATURE_NAME_BYTES
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
-    if ok { Ok(()) } else { Err(FeatureError::BadName { name: crate::store::shorten(name) }) }
+    if ok { Ok(()) } else { Err(FeatureError::BadName { name: rollgate_util::shorten(name) }) }
 }
 
 /// The cluster features a release declares.

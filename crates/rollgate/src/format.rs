@@ -40,7 +40,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::now_ms;
+use rollgate_util::{now_ms, shorten};
 
 /// A format version: a plain number whose meaning the service gives.
 pub type FormatVersion = u32;
@@ -313,10 +313,6 @@ pub fn validate_unit(unit: &str) -> Result<(), FormatError> {
         Some(reason) => Err(FormatError::InvalidUnit { unit: shorten(unit), reason }),
         None => Ok(()),
     }
-}
-
-pub(crate) fn shorten(s: &str) -> String {
-    crate::store::shorten(s)
 }
 
 fn redb_err<'a>(unit: &'a str, what: &'static str) -> impl FnOnce(redb::Error) -> FormatError + 'a {

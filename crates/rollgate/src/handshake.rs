@@ -383,14 +383,7 @@ pub enum Frame {
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() <= MAX_MESSAGE_BYTES {
-        return s.to_string();
-    }
-    let mut end = MAX_MESSAGE_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    rollgate_util::cut(s, MAX_MESSAGE_BYTES).to_string()
 }
 
 fn put_advert(w: &mut Writer, a: &Advertisement) {

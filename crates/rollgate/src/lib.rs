@@ -38,6 +38,9 @@ pub mod record;
 pub mod store;
 pub mod wire;
 
+/// Small shared helpers: text cut to a bound, wall-clock milliseconds.
+pub use rollgate_util as util;
+
 /// Version ids: [`TransportVersion`](version::TransportVersion),
 /// [`NamedTransportVersion`](version::NamedTransportVersion),
 /// [`ProtocolVersion`](version::ProtocolVersion) and the `transport/` state

@@ -969,7 +969,7 @@ fn check_config(config: &NodeConfig) -> Result<(), NodeError> {
     validate_node_id(&config.node_id)?;
     let bad = |reason: String| Err(NodeError::Config { reason });
     if config.release.is_empty() || config.release.len() > 64 {
-        return bad(format!("release {:?} must be 1 to 64 bytes", crate::store::shorten(&config.release)));
+        return bad(format!("release {:?} must be 1 to 64 bytes", rollgate_util::shorten(&config.release)));
     }
     if config.flags.release() != config.release {
         return bad(format!(

@@ -603,7 +603,7 @@ impl<'de> Deserialize<'de> for FeatureMap {
                     let id = KeyId::parse(&key).ok_or_else(|| {
                         de::Error::custom(format_args!(
                             "feature key {:?} is not name@version (name 1 to 64 of [a-z0-9_], version from 1)",
-                            crate::store::shorten(&key)
+                            rollgate_util::shorten(&key)
                         ))
                     })?;
                     if entries.len() == max {

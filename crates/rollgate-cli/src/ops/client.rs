@@ -50,14 +50,7 @@ pub fn parse_node_url(spec: &str) -> Result<Url, Failure> {
 }
 
 fn shorten(s: &str) -> String {
-    if s.len() <= 80 {
-        return s.to_string();
-    }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    rollgate_util::shorten_to(s, 80)
 }
 
 impl Client {

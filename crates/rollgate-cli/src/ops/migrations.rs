@@ -2,9 +2,10 @@
 //! format versions and node-local migrations, and `--watch` progress bars.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rollgate_util::now_ms;
 use serde_json::Value;
 
 use super::client::Client;
@@ -13,10 +14,6 @@ use crate::failure::{Failure, Outcome};
 
 /// How often `--watch` asks the node for progress.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// `3m12s ago`-style text for a past timestamp in ms.
 fn ago(ms: &Value) -> String {

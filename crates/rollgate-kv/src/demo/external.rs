@@ -90,7 +90,7 @@ impl LoadOptions {
         {
             return bad(format!(
                 "--prefix must be 1 to {MAX_PREFIX} letters, digits, `.`, `_` or `-` (got {:?})",
-                crate::shorten(&self.prefix, 80)
+                rollgate::util::shorten_to(&self.prefix, 80)
             ));
         }
         Ok(())

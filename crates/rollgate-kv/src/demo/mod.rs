@@ -650,6 +650,6 @@ async fn verify_keys(nodes: &[(String, String)], expected: &Expected) -> (Vec<St
 fn describe(v: Option<&[u8]>) -> String {
     match v {
         None => "nothing (deleted)".into(),
-        Some(b) => format!("{:?}", crate::shorten(&String::from_utf8_lossy(b), 40)),
+        Some(b) => format!("{:?}", rollgate::util::shorten_to(&String::from_utf8_lossy(b), 40)),
     }
 }

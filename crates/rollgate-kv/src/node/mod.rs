@@ -641,7 +641,7 @@ fn check_plugins(release: &Release, plugins: &[String]) -> Result<(), NodeError>
             return Err(NodeError::Config(format!(
                 "--plugins: release {} has no plugin {:?} (its plugins: {}){}",
                 release.name,
-                crate::shorten(p, 64),
+                rollgate::util::shorten_to(p, 64),
                 if theirs.is_empty() { "none".to_string() } else { theirs.join(", ") },
                 match ships.first() {
                     Some(first) => format!("; run release {first} or later to use it"),
@@ -697,7 +697,7 @@ async fn start_with(
     }
     // Loopback unless the address says otherwise (rollgate's admin listener rules).
     let http = rollgate::admin::bind(Some(config.admin.as_str())).await.map_err(|e| NodeError::Bind {
-        addr: crate::shorten(&config.admin, 128),
+        addr: rollgate::util::shorten_to(&config.admin, 128),
         what: "--admin, the HTTP API",
         reason: e.to_string(),
     })?;

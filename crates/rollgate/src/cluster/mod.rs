@@ -42,7 +42,7 @@ mod local;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -53,6 +53,7 @@ use crate::store::{
 use crate::version::{ProtocolRange, TransportVersion};
 
 pub use handle::{ClusterHandle, HandleOptions, StoreStatus};
+pub use rollgate_util::now_ms;
 pub use local::{LOCAL_COPY_FILE, LocalCopy, LocalCopyError, MAX_LOCAL_COPY_BYTES};
 
 /// Longest node id.
@@ -60,10 +61,6 @@ pub const MAX_NODE_ID_BYTES: usize = 64;
 /// Longest flag name.
 pub const MAX_FLAG_NAME_BYTES: usize = 64;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Checks a node id: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
 pub fn validate_node_id(id: &str) -> Result<(), ClusterError> {
@@ -79,7 +76,7 @@ pub fn validate_node_id(id: &str) -> Result<(), ClusterError> {
         None
     };
     match reason {
-        Some(reason) => Err(ClusterError::InvalidNodeId { id: crate::store::shorten(id), reason: reason.into() }),
+        Some(reason) => Err(ClusterError::InvalidNodeId { id: rollgate_util::shorten(id), reason: reason.into() }),
         None => Ok(()),
     }
 }
@@ -90,7 +87,7 @@ pub fn validate_flag_name(name: &str) -> Result<(), ClusterError> {
         || name.len() > MAX_FLAG_NAME_BYTES
         || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
-        return Err(ClusterError::InvalidFlagName { name: crate::store::shorten(name) });
+        return Err(ClusterError::InvalidFlagName { name: rollgate_util::shorten(name) });
     }
     Ok(())
 }

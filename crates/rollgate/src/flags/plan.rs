@@ -492,7 +492,7 @@ impl fmt::Display for UnknownPresentFlag {
         write!(f, "`{}`", self.flag)?;
         let mut facts = Vec::new();
         if let Some(d) = self.description.as_deref().filter(|d| !d.is_empty()) {
-            facts.push(format!("{:?}", crate::store::shorten(d)));
+            facts.push(format!("{:?}", rollgate_util::shorten(d)));
         }
         facts.push(self.state.clone());
         match self.introduced_in.as_deref().filter(|r| !r.is_empty()) {
@@ -524,8 +524,8 @@ pub fn unknown_present<'a>(
         .map(|(name, r)| UnknownPresentFlag {
             flag: name.clone(),
             state: state_words(&r.state).to_string(),
-            introduced_in: r.info.as_ref().map(|i| crate::store::shorten(&i.introduced_in)),
-            description: r.info.as_ref().map(|i| crate::store::shorten(&i.description)),
+            introduced_in: r.info.as_ref().map(|i| rollgate_util::shorten(&i.introduced_in)),
+            description: r.info.as_ref().map(|i| rollgate_util::shorten(&i.description)),
         })
         .collect()
 }

@@ -138,7 +138,7 @@ impl RegistryBuilder {
         let mut by_name = HashMap::new();
         for (i, d) in self.decls.iter().enumerate() {
             if validate_flag_name(&d.name).is_err() {
-                problems.push(RegistryProblem::BadName { name: crate::store::shorten(&d.name) });
+                problems.push(RegistryProblem::BadName { name: rollgate_util::shorten(&d.name) });
                 continue;
             }
             if by_name.insert(d.name.clone(), FlagId(i as u32)).is_some() {

@@ -18,7 +18,7 @@ use super::{
     Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, StepRef, escape_key, validate_gate, validate_name,
     validate_node,
 };
-use crate::cluster::now_ms;
+use rollgate_util::now_ms;
 use crate::format::{FormatVersion, change_format, has_table, validate_unit};
 use crate::store::{MetaStore, MetaStoreJson};
 
@@ -86,7 +86,7 @@ impl TableMigration {
         validate_name("migration id", id)?;
         validate_unit(table).map_err(|_| MigrateError::InvalidName {
             what: "table name",
-            name: crate::store::shorten(table),
+            name: rollgate_util::shorten(table),
             reason: "1 to 128 bytes without control characters",
         })?;
         validate_gate(&gate)?;
@@ -134,7 +134,7 @@ impl TableMigration {
         if validate_unit(companion).is_err() || reserved.contains(&companion) {
             return Err(MigrateError::InvalidName {
                 what: "companion table name",
-                name: crate::store::shorten(companion),
+                name: rollgate_util::shorten(companion),
                 reason: "1 to 128 bytes without control characters, not the migrated table nor a rollgate table",
             });
         }

@@ -492,7 +492,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), MigrateError>
         None
     };
     match reason {
-        Some(reason) => Err(MigrateError::InvalidName { what, name: crate::store::shorten(name), reason }),
+        Some(reason) => Err(MigrateError::InvalidName { what, name: rollgate_util::shorten(name), reason }),
         None => Ok(()),
     }
 }
@@ -507,7 +507,7 @@ pub(crate) fn validate_gate(gate: &Gate) -> Result<(), MigrateError> {
 pub(crate) fn validate_node(node: &str) -> Result<(), MigrateError> {
     crate::cluster::validate_node_id(node).map_err(|_| MigrateError::InvalidName {
         what: "node id",
-        name: crate::store::shorten(node),
+        name: rollgate_util::shorten(node),
         reason: "1 to 64 of [A-Za-z0-9._-], not starting with '.'",
     })
 }

@@ -18,7 +18,7 @@ use super::{
     Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, Plan, StepRef, store_err, validate_gate,
     validate_name, validate_node,
 };
-use crate::cluster::now_ms;
+use rollgate_util::now_ms;
 use crate::store::{
     Compare, EventKind, LeaseId, MetaStore, OpResponse, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
 };

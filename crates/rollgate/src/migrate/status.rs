@@ -201,7 +201,7 @@ pub async fn cluster_status(store: &dyn MetaStore, root: &str) -> Result<Cluster
             Ok(status) if status.node == node => out.nodes.push(status),
             Ok(status) => out.unreadable.push(Unreadable {
                 key: kv.key.clone(),
-                error: format!("the status names node {:?}, not {node:?}", crate::store::shorten(&status.node)),
+                error: format!("the status names node {:?}, not {node:?}", rollgate_util::shorten(&status.node)),
             }),
             Err(e) => out.unreadable.push(Unreadable { key: kv.key.clone(), error: e.to_string() }),
         }

@@ -385,7 +385,7 @@ impl MetaStore for EngineStore {
                 .map(|(_, v)| v.clone())
                 .collect();
             if kvs.len() > max {
-                return Err(StoreError::TooManyKeys { prefix: super::shorten(&prefix), max });
+                return Err(StoreError::TooManyKeys { prefix: rollgate_util::shorten(&prefix), max });
             }
             Ok(Listing { revision: state.revision, kvs })
         })
@@ -456,7 +456,7 @@ impl MetaStore for EngineStore {
                 None => {
                     c.done = true;
                     if c.lagged.load(Ordering::SeqCst) {
-                        let err = StoreError::WatchLagged { prefix: super::shorten(&c.prefix), depth: c.depth };
+                        let err = StoreError::WatchLagged { prefix: rollgate_util::shorten(&c.prefix), depth: c.depth };
                         Some((Err(err), c))
                     } else {
                         None

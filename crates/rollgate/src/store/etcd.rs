@@ -175,7 +175,7 @@ impl MetaStore for EtcdStore {
         let resp = self.call(kv.get(prefix, Some(options))).await?;
         let revision = header_revision(&self.describe, resp.header())?;
         if resp.kvs().len() > max || resp.more() {
-            return Err(StoreError::TooManyKeys { prefix: super::shorten(prefix), max });
+            return Err(StoreError::TooManyKeys { prefix: rollgate_util::shorten(prefix), max });
         }
         let kvs = resp.kvs().iter().map(|kv| convert_kv(&self.describe, kv)).collect::<Result<_, _>>()?;
         Ok(Listing { revision, kvs })

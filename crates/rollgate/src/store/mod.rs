@@ -35,6 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use rollgate_util::shorten;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -590,19 +591,6 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
     }
-}
-
-/// Shortens a key for an error message (keys come from outside).
-pub(crate) fn shorten(key: &str) -> String {
-    const MAX: usize = 96;
-    if key.len() <= MAX {
-        return key.to_string();
-    }
-    let mut end = MAX;
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &key[..end])
 }
 
 /// The metadata store interface (etcd semantics). Object safe:

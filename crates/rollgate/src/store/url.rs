@@ -33,7 +33,7 @@ impl fmt::Display for StoreUrl {
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> StoreError {
-    StoreError::InvalidUrl { url: super::shorten(url), reason: reason.into() }
+    StoreError::InvalidUrl { url: rollgate_util::shorten(url), reason: reason.into() }
 }
 
 impl FromStr for StoreUrl {
@@ -82,7 +82,7 @@ impl FromStr for StoreUrl {
                 Ok(StoreUrl::Etcd(out))
             }
             "" => Err(invalid(url, "missing the scheme")),
-            other => Err(invalid(url, format!("unknown scheme {:?}", super::shorten(other)))),
+            other => Err(invalid(url, format!("unknown scheme {:?}", rollgate_util::shorten(other)))),
         }
     }
 }

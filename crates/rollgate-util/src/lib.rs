@@ -1,0 +1,63 @@
+//! Small helpers every rollgate crate shares. A leaf: it depends on nothing.
+//!
+//! - [`cut`], [`shorten`], [`shorten_to`]: text that came from outside (keys,
+//!   names, addresses, peer messages) cut to a bound before it goes into an
+//!   error message or onto the wire, always on a character boundary.
+//! - [`now_ms`]: the wall clock in milliseconds since the Unix epoch.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How long [`shorten`] lets a quoted string be, in bytes.
+pub const DEFAULT_MAX_QUOTED_BYTES: usize = 96;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), with `...` when
+/// cut.
+pub fn shorten_to(s: &str, max: usize) -> String {
+    let c = cut(s, max);
+    if c.len() == s.len() { s.to_string() } else { format!("{c}...") }
+}
+
+/// `s` cut to [`DEFAULT_MAX_QUOTED_BYTES`], with `...` when cut: for a key,
+/// name or value quoted in an error message.
+pub fn shorten(s: &str) -> String {
+    shorten_to(s, DEFAULT_MAX_QUOTED_BYTES)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_on_a_character_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        // 'é' is two bytes: a cut inside it steps back.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(shorten_to("aéb", 2), "a...");
+        assert_eq!(shorten_to("ab", 2), "ab");
+        assert_eq!(shorten(&"x".repeat(200)).len(), DEFAULT_MAX_QUOTED_BYTES + 3);
+    }
+
+    #[test]
+    fn the_clock_is_after_2020() {
+        assert!(now_ms() > 1_577_836_800_000);
+    }
+}
