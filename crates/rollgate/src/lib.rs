@@ -28,35 +28,14 @@ pub mod cluster;
 pub mod features;
 pub mod flags;
 pub mod format;
-pub mod golden;
 pub mod handshake;
 pub mod migrate;
 pub mod net;
 pub mod node;
-pub mod protocol;
 pub mod record;
 pub mod store;
-pub mod wire;
 
 /// Small shared helpers: text cut to a bound, wall-clock milliseconds.
 pub use rollgate_util as util;
 
-/// Version ids: [`TransportVersion`](version::TransportVersion),
-/// [`NamedTransportVersion`](version::NamedTransportVersion),
-/// [`ProtocolVersion`](version::ProtocolVersion) and the `transport/` state
-/// folder format ([`version::state`]).
-pub mod version {
-    pub use rollgate_version::*;
-}
-
-/// Includes the transport versions that `rollgate-build` generated from the
-/// crate's `transport/` folder: a `transport_versions` module (constants,
-/// `CURRENT`, `MINIMUM_COMPATIBLE`, `SET`) and the `transport_version!`
-/// macro. Call it once at the crate root, before any `mod` item, so the macro
-/// is in scope everywhere.
-#[macro_export]
-macro_rules! include_transport_versions {
-    () => {
-        include!(concat!(env!("OUT_DIR"), "/rollgate_transport_versions.rs"));
-    };
-}
+pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
