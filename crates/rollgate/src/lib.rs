@@ -28,9 +28,7 @@ pub mod cluster;
 pub mod features;
 pub mod flags;
 pub mod format;
-pub mod handshake;
 pub mod migrate;
-pub mod net;
 pub mod node;
 pub mod record;
 pub mod store;
@@ -39,3 +37,4 @@ pub mod store;
 pub use rollgate_util as util;
 
 pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
+pub use rollgate_net::{handshake, net};

@@ -49,8 +49,8 @@ use std::sync::Arc;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::version::{ProtocolRange, ProtocolVersion, TransportVersion, TransportVersionSet};
-use crate::wire::{Limits, Reader, WireError, Writer};
+use rollgate_wire::version::{ProtocolRange, ProtocolVersion, TransportVersion, TransportVersionSet};
+use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
 
 /// The handshake frame magic.
 pub const MAGIC: [u8; 4] = *b"RGHS";

@@ -55,9 +55,9 @@ use tokio::task::JoinSet;
 use crate::handshake::{
     self, ConfigError, HandshakeConfig, HandshakeError, Initiator, NONCE_LEN, Negotiated, RejectCode, Responder,
 };
-use crate::protocol::Protocol;
-use crate::version::{ProtocolVersion, TransportVersion};
-use crate::wire::{Limits, Reader, WireError, Writer};
+use rollgate_wire::protocol::Protocol;
+use rollgate_wire::version::{ProtocolVersion, TransportVersion};
+use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
 
 /// Bytes in a data frame header.
 pub const FRAME_HEADER_LEN: usize = 11;
