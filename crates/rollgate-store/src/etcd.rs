@@ -12,7 +12,7 @@ use super::{
     CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, Limits, Listing, MetaStore, OpResponse, Revision,
     StoreError, StoreOptions, Txn, TxnOp, TxnResponse, WatchBatch, WatchEvent, WatchStream,
 };
-use crate::store::engine::MAX_TTL_S;
+use crate::engine::MAX_TTL_S;
 
 /// A connection to an etcd cluster.
 #[derive(Clone)]
