@@ -110,7 +110,8 @@ pub struct KvClient {
 
 /// Parses a node address: `HOST:PORT` or `http://HOST:PORT`.
 pub fn parse_node(addr: &str) -> Result<Url, ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidNode { addr: rollgate::util::shorten_to(addr, 128), reason: reason.into() };
+    let invalid =
+        |reason: &str| ClientError::InvalidNode { addr: rollgate::util::shorten_to(addr, 128), reason: reason.into() };
     let text = addr.trim();
     if text.is_empty() || text.len() > 256 {
         return Err(invalid("empty or longer than 256 bytes"));

@@ -285,7 +285,11 @@ async fn get_key(State(api): State<Api>, key: Result<Path<String>, PathRejection
             r.headers_mut().insert("x-kv-checksum", HeaderValue::from_static(checksum));
             r
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("key {:?} not found", rollgate::util::shorten_to(&key, 96))),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("key {:?} not found", rollgate::util::shorten_to(&key, 96)),
+        ),
         Err(e) => write_error(e),
     }
 }
@@ -350,7 +354,10 @@ fn parse_limit(params: &BTreeMap<String, String>, default: usize, max: usize) ->
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(format!("limit must be a whole number from 1 to {max}, got {:?}", rollgate::util::shorten_to(v, 32))),
+            _ => Err(format!(
+                "limit must be a whole number from 1 to {max}, got {:?}",
+                rollgate::util::shorten_to(v, 32)
+            )),
         },
     }
 }

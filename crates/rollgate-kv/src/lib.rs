@@ -48,4 +48,3 @@ pub use client::{ClientError, ClientOptions, KvClient};
 pub use node::{Node, NodeConfig, NodeError, NodeHandle, Tuning};
 pub use protocol::Msg;
 pub use releases::Release;
-

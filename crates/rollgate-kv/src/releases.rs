@@ -292,7 +292,10 @@ pub fn known_names() -> String {
 
 /// The release called `name`.
 pub fn find(name: &str) -> Result<&'static Release, UnknownRelease> {
-    RELEASES.iter().find(|r| r.name == name).ok_or_else(|| UnknownRelease { name: rollgate::util::shorten_to(name, 64) })
+    RELEASES
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| UnknownRelease { name: rollgate::util::shorten_to(name, 64) })
 }
 
 /// Steps a node attaches to its flags (e.g. the disable hook that converts

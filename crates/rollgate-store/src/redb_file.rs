@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::state::{Change, LoadedState};
 use super::lock::{LockError, OwnerLock};
+use super::state::{Change, LoadedState};
 use super::{EventKind, KeyValue, StoreError, WatchBatch, WatchEvent};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");

@@ -3,6 +3,7 @@
 //! - [`cut`], [`shorten`], [`shorten_to`]: text that came from outside (keys,
 //!   names, addresses, peer messages) cut to a bound before it goes into an
 //!   error message or onto the wire, always on a character boundary.
+//! - [`comma_list`]: items joined for a message.
 //! - [`now_ms`]: the wall clock in milliseconds since the Unix epoch.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,6 +35,11 @@ pub fn shorten_to(s: &str, max: usize) -> String {
 /// name or value quoted in an error message.
 pub fn shorten(s: &str) -> String {
     shorten_to(s, DEFAULT_MAX_QUOTED_BYTES)
+}
+
+/// The items joined with `, `, for a message (`n1, n2 (release 1.0, stopped)`).
+pub fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

@@ -29,11 +29,8 @@ pub const MAX_FEATURES: usize = 1024;
 #[non_exhaustive]
 pub enum FeatureError {
     /// The name is empty, too long or has characters outside `[a-z0-9_.-]`.
-    #[error("invalid cluster feature name {name:?}: use 1 to 128 of a-z, 0-9, '_', '.' and '-'")]
-    BadName {
-        /// The name (shortened).
-        name: String,
-    },
+    #[error(transparent)]
+    BadName(rollgate_api::names::NameError),
     /// Declared twice.
     #[error("cluster feature {name:?} is declared twice")]
     Duplicate {
@@ -58,10 +55,7 @@ pub enum FeatureError {
 
 /// Checks a feature name: 1 to 128 of `[a-z0-9_.-]`.
 pub fn validate_feature_name(name: &str) -> Result<(), FeatureError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_FEATURE_NAME_BYTES
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
-    if ok { Ok(()) } else { Err(FeatureError::BadName { name: rollgate_util::shorten(name) }) }
+    rollgate_api::names::check_feature_name(name).map_err(FeatureError::BadName)
 }
 
 /// The cluster features a release declares.

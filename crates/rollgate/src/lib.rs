@@ -35,6 +35,6 @@ pub mod record;
 /// Small shared helpers: text cut to a bound, wall-clock milliseconds.
 pub use rollgate_util as util;
 
-pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
 pub use rollgate_net::{handshake, net};
 pub use rollgate_store as store;
+pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};

@@ -912,7 +912,7 @@ async fn with_runtime(
             .into(),
         ..admin
     };
-    let app = crate::http::app(api, runtime.admin_router(admin), tuning.http_request_timeout);
+    let app = crate::http::app(api, rollgate::admin::router(runtime.clone(), admin), tuning.http_request_timeout);
     Ok((Parts { shared, tasks }, app))
 }
 /// Connects to `addr` once to check that it accepts us.

@@ -53,54 +53,20 @@ use crate::store::{
 use crate::version::{ProtocolRange, TransportVersion};
 
 pub use handle::{ClusterHandle, HandleOptions, StoreStatus};
-pub use rollgate_util::now_ms;
 pub use local::{LOCAL_COPY_FILE, LocalCopy, LocalCopyError, MAX_LOCAL_COPY_BYTES};
+pub use rollgate_util::now_ms;
 
-/// Longest node id.
-pub const MAX_NODE_ID_BYTES: usize = 64;
-/// Longest flag name.
-pub const MAX_FLAG_NAME_BYTES: usize = 64;
-
+pub use rollgate_api::names::{MAX_FLAG_NAME_BYTES, MAX_NODE_ID_BYTES};
+pub use rollgate_api::nodes::NodeState;
 
 /// Checks a node id: 1 to 64 of `[A-Za-z0-9._-]`, not starting with `.`.
 pub fn validate_node_id(id: &str) -> Result<(), ClusterError> {
-    let reason = if id.is_empty() {
-        Some("it is empty")
-    } else if id.len() > MAX_NODE_ID_BYTES {
-        Some("it is longer than 64 bytes")
-    } else if id.starts_with('.') {
-        Some("it starts with '.'")
-    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        Some("only letters, digits, '.', '_' and '-' are allowed")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(ClusterError::InvalidNodeId { id: rollgate_util::shorten(id), reason: reason.into() }),
-        None => Ok(()),
-    }
+    rollgate_api::names::check_node_id(id).map_err(ClusterError::InvalidNodeId)
 }
 
 /// Checks a flag name: 1 to 64 of `[a-z0-9_]`.
 pub fn validate_flag_name(name: &str) -> Result<(), ClusterError> {
-    if name.is_empty()
-        || name.len() > MAX_FLAG_NAME_BYTES
-        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(ClusterError::InvalidFlagName { name: rollgate_util::shorten(name) });
-    }
-    Ok(())
-}
-
-/// What a node says about itself (declared state), or what the cluster
-/// concludes about it (effective state).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeState {
-    /// Up and serving.
-    Running,
-    /// Not serving: left cleanly, or crashed (its liveness lease expired).
-    Stopped,
+    rollgate_api::names::check_flag_name(name).map_err(ClusterError::InvalidFlagName)
 }
 
 /// The transport versions a node can read and write.
@@ -391,19 +357,11 @@ pub enum ClusterError {
         attempts: usize,
     },
     /// A node id that cannot be used.
-    #[error("invalid node id {id:?}: {reason}")]
-    InvalidNodeId {
-        /// The id.
-        id: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidNodeId(rollgate_api::names::NameError),
     /// A flag name that cannot be used.
-    #[error("invalid flag name {name:?}: use 1 to 64 of a-z, 0-9 and _")]
-    InvalidFlagName {
-        /// The name.
-        name: String,
-    },
+    #[error(transparent)]
+    InvalidFlagName(rollgate_api::names::NameError),
     /// The node is not a member.
     #[error("node {node:?} is not a member of the cluster")]
     UnknownNode {

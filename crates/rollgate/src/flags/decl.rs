@@ -5,41 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+pub use rollgate_api::flags::Stability;
 
 use crate::cluster::{Cluster, FlagInfo};
-
-/// How settled a flag is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stability {
-    /// The release cannot run without it: enabled on its own at boot when
-    /// every member supports it (the node refuses to start otherwise, saying
-    /// which nodes to upgrade).
-    Required,
-    /// Ready for production: enabled on a fresh cluster and by `--all`.
-    Stable,
-    /// May change or go away: enabled only on explicit request with
-    /// `--experimental`.
-    Experimental,
-}
-
-impl Stability {
-    /// `required`, `stable` or `experimental`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stability::Required => "required",
-            Stability::Stable => "stable",
-            Stability::Experimental => "experimental",
-        }
-    }
-}
-
-impl fmt::Display for Stability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who declared a flag.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -58,8 +58,8 @@ pub use failpoint::fail_point;
 pub use plan::{Blocker, EnablePlan, EnableRequest, JoinRefusal, NodeRef};
 pub use registry::{FlagId, FlagRegistry, MAX_FLAGS, RegistryBuilder, RegistryError, RegistryProblem, ReleaseFlags};
 pub use releases::{
-    PlanStep, ReleaseTable, ReleaseTableError, ReleaseTableProblem, UpgradePlan, UpgradePlanError,
-    check_release_table, plan_upgrade,
+    PlanStep, ReleaseTable, ReleaseTableError, ReleaseTableProblem, UpgradePlan, UpgradePlanError, check_release_table,
+    plan_upgrade,
 };
 
 use crate::cluster::ClusterError;

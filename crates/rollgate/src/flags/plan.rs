@@ -9,199 +9,16 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use rollgate_api::flags::{Blocker, EnableRequest, NodeRef};
+use rollgate_util::comma_list as list;
+
 use super::decl::Stability;
 use super::registry::FlagRegistry;
 use crate::cluster::{ClusterView, EnableAttempt, FlagRecord, FlagState, Member, NodeRecord};
 
-/// A member as messages name it: `n2 (release 1.0, stopped)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct NodeRef {
-    /// The node id.
-    pub node_id: String,
-    /// Its release.
-    pub release: String,
-    /// Whether it is running.
-    pub running: bool,
-}
-
-impl NodeRef {
-    /// The reference of a member.
-    pub fn of(m: &Member) -> NodeRef {
-        NodeRef { node_id: m.record.node_id.clone(), release: m.record.release.clone(), running: m.is_running() }
-    }
-}
-
-impl fmt::Display for NodeRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.running { "running" } else { "stopped" };
-        write!(f, "{} (release {}, {state})", self.node_id, self.release)
-    }
-}
-
-fn list<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-}
-
-fn ids(nodes: &[NodeRef]) -> String {
-    nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-/// The fix for nodes that lack a flag.
-fn upgrade_fix(nodes: &[NodeRef], introduced_in: &str) -> String {
-    let release = if introduced_in.is_empty() {
-        "a release that supports it".to_string()
-    } else {
-        format!("a release that supports it ({introduced_in} or later)")
-    };
-    let stopped: Vec<&str> = nodes.iter().filter(|n| !n.running).map(|n| n.node_id.as_str()).collect();
-    let forget = match stopped.as_slice() {
-        [] => {
-            "a node that is gone for good can be removed with `rollgate nodes forget ID` once it is stopped".to_string()
-        }
-        [one] => format!("if {one} is gone for good, run `rollgate nodes forget {one}`"),
-        many => {
-            format!("for a stopped node that is gone for good ({}), run `rollgate nodes forget ID`", many.join(", "))
-        }
-    };
-    format!("upgrade {} to {release}; {forget}", ids(nodes))
-}
-
-/// Why (part of) an enable request cannot go ahead. Each says what to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Blocker {
-    /// Neither flags nor `--all`.
-    NothingRequested,
-    /// A flag this node's release does not know.
-    UnknownFlag {
-        /// The flag.
-        flag: String,
-        /// This node's release.
-        release: String,
-    },
-    /// An experimental flag without `--experimental`.
-    Experimental {
-        /// The flag.
-        flag: String,
-        /// The requested flag that pulled it in, when it is a dependency.
-        needed_by: Option<String>,
-    },
-    /// Members (running or stopped) that do not support the flag.
-    NotSupported {
-        /// The flag.
-        flag: String,
-        /// The release that introduced it.
-        introduced_in: String,
-        /// The members lacking it.
-        nodes: Vec<NodeRef>,
-    },
-    /// Members that must run the flag's per-node step are not running.
-    StepNodesDown {
-        /// The flag.
-        flag: String,
-        /// Those members.
-        nodes: Vec<NodeRef>,
-    },
-    /// A dependency that is not enabled (and not part of the plan).
-    DependencyNotEnabled {
-        /// The flag.
-        flag: String,
-        /// The dependency.
-        dependency: String,
-    },
-    /// Another node is enabling or disabling the flag.
-    InProgress {
-        /// The flag.
-        flag: String,
-        /// The node driving it.
-        owner: String,
-        /// `enabling` or `disabling`.
-        state: String,
-    },
-}
-
-impl fmt::Display for Blocker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Blocker::NothingRequested => f.write_str("nothing to enable: name one or more flags, or use --all"),
-            Blocker::UnknownFlag { flag, release } => write!(
-                f,
-                "unknown feature flag `{flag}`: this node's release {release} does not know it; `rollgate flags list` shows the flags it knows"
-            ),
-            Blocker::Experimental { flag, needed_by: None } => write!(
-                f,
-                "flag `{flag}` is experimental: pass --experimental to enable it (experimental flags may change or go away in a later release)"
-            ),
-            Blocker::Experimental { flag, needed_by: Some(by) } => {
-                write!(f, "flag `{by}` needs the experimental flag `{flag}`: pass --experimental to enable both")
-            }
-            Blocker::NotSupported { flag, introduced_in, nodes } => write!(
-                f,
-                "flag `{flag}` cannot be enabled: node {} does not support it; {}",
-                list(nodes),
-                upgrade_fix(nodes, introduced_in)
-            ),
-            Blocker::StepNodesDown { flag, nodes } => {
-                let stopped = ids(nodes);
-                write!(
-                    f,
-                    "flag `{flag}` runs a per-node enable step on every member and node {} cannot run it because it is not running: start {stopped}, or, if it is gone for good, run `rollgate nodes forget ID`",
-                    list(nodes)
-                )
-            }
-            Blocker::DependencyNotEnabled { flag, dependency } => write!(
-                f,
-                "flag `{flag}` depends on `{dependency}`, which is not enabled: enable `{dependency}` first (`rollgate flags enable {flag}` enables its dependencies first)"
-            ),
-            Blocker::InProgress { flag, owner, state } => {
-                let verb = if state == "disabling" { "disabled" } else { "enabled" };
-                write!(
-                    f,
-                    "flag `{flag}` is already being {verb} by node {owner}: wait for it to finish (if {owner} crashed, the next node that looks resumes or rolls it back)"
-                )
-            }
-        }
-    }
-}
-
-/// An enable request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnableRequest {
-    /// The flags to enable (dependencies are added).
-    #[serde(default)]
-    pub flags: Vec<String>,
-    /// Every stable (and required) flag.
-    #[serde(default)]
-    pub all: bool,
-    /// Also experimental flags (with `all`), and allow naming them.
-    #[serde(default)]
-    pub experimental: bool,
-    /// Plan only.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl EnableRequest {
-    /// Enables the named flags.
-    pub fn flags<I: IntoIterator<Item = S>, S: Into<String>>(flags: I) -> EnableRequest {
-        EnableRequest { flags: flags.into_iter().map(Into::into).collect(), ..EnableRequest::default() }
-    }
-    /// Every stable flag.
-    pub fn all() -> EnableRequest {
-        EnableRequest { all: true, ..EnableRequest::default() }
-    }
-    /// With experimental flags.
-    pub fn experimental(mut self) -> EnableRequest {
-        self.experimental = true;
-        self
-    }
-    /// As a dry run.
-    pub fn dry_run(mut self) -> EnableRequest {
-        self.dry_run = true;
-        self
-    }
+/// The reference of a member, as messages name it.
+pub fn node_ref(m: &Member) -> NodeRef {
+    NodeRef { node_id: m.record.node_id.clone(), release: m.record.release.clone(), running: m.is_running() }
 }
 
 /// What an enable request would do.
@@ -240,7 +57,7 @@ pub fn needs_recovery(view: &ClusterView, flag: &str, owner: &str, updated_ms: u
 }
 
 fn lacking(view: &ClusterView, flag: &str) -> Vec<NodeRef> {
-    view.members.values().filter(|m| !m.record.supported_flags.contains(flag)).map(NodeRef::of).collect()
+    view.members.values().filter(|m| !m.record.supported_flags.contains(flag)).map(node_ref).collect()
 }
 
 fn step_nodes(view: &ClusterView, flag: &str) -> (BTreeSet<String>, Vec<NodeRef>) {
@@ -250,7 +67,7 @@ fn step_nodes(view: &ClusterView, flag: &str) -> (BTreeSet<String>, Vec<NodeRef>
         if m.is_running() {
             up.insert(m.record.node_id.clone());
         } else {
-            down.push(NodeRef::of(m));
+            down.push(node_ref(m));
         }
     }
     (up, down)

@@ -30,6 +30,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+pub use rollgate_api::upgrade::{PlanStep, UpgradePlan};
+
 use super::registry::{FlagRegistry, ReleaseFlags};
 use crate::cluster::{ClusterView, FlagState};
 
@@ -164,36 +166,6 @@ pub fn check_release_table(table: &ReleaseTable) -> Result<(), ReleaseTableError
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(ReleaseTableError { problems }) }
-}
-
-/// One thing the operator does to reach a release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanStep {
-    /// `upgrade_nodes`, `enable_flags` or `forget_or_start_nodes`.
-    pub action: String,
-    /// What to do, in words.
-    pub description: String,
-    /// The nodes concerned.
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    /// The flags concerned.
-    #[serde(default)]
-    pub flags: Vec<String>,
-    /// The release to run, for upgrades.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<String>,
-    /// The command to run, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-}
-
-/// What the operator must do to bring every member to a release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpgradePlan {
-    /// The target release.
-    pub to: String,
-    /// The steps, in order (empty: nothing to do).
-    pub steps: Vec<PlanStep>,
 }
 
 /// Why no plan can reach a release.

@@ -13,14 +13,14 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::status::{MigrationKind, MigrationState, MigrationStatus, NodeStatus};
 use super::{
     Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, StepRef, escape_key, validate_gate, validate_name,
     validate_node,
 };
-use rollgate_util::now_ms;
+use super::{MigrationKind, MigrationState, MigrationStatus, NodeStatus};
 use crate::format::{FormatVersion, change_format, has_table, validate_unit};
 use crate::store::{MetaStore, MetaStoreJson};
+use rollgate_util::now_ms;
 
 /// The redb table holding checkpoints: migration id -> JSON [`Checkpoint`].
 pub const CHECKPOINT_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("rollgate_migrations");
@@ -706,7 +706,7 @@ impl LocalRunner {
             target: m.table().to_string(),
             node: self.node.clone(),
             gate: m.gate().clone(),
-            gate_open: gates.map(|g| m.gate().is_open(g)),
+            gate_open: gates.map(|g| g.is_open(m.gate())),
             direction,
             state,
             error: live.error,
@@ -758,7 +758,7 @@ impl LocalRunner {
         self.status.send_replace(initial.clone());
         let mut report = LocalReport::default();
         for (index, m) in self.migrations.table_migrations().iter().enumerate().rev() {
-            if !m.gate().is_open(gates) && m.has_reverse() && needs_reverse(checkpoints.get(m.id())) {
+            if !gates.is_open(m.gate()) && m.has_reverse() && needs_reverse(checkpoints.get(m.id())) {
                 report.ran.push(self.run_migration(index, Direction::Reverse, gates).await?);
             }
         }
@@ -766,7 +766,7 @@ impl LocalRunner {
             let finished = checkpoints
                 .get(m.id())
                 .is_some_and(|ck| ck.direction == Direction::Forward && ck.state == CheckpointState::Done);
-            if m.gate().is_open(gates) && !finished {
+            if gates.is_open(m.gate()) && !finished {
                 report.ran.push(self.run_migration(index, Direction::Forward, gates).await?);
             }
         }
@@ -873,7 +873,7 @@ impl LocalRunner {
             }
             // The gate is checked before every batch: forward only while it
             // is open (I1), back only while it is closed.
-            if m.gate().is_open(gates) != (direction == Direction::Forward) {
+            if gates.is_open(m.gate()) != (direction == Direction::Forward) {
                 tracing::info!(migration = %id, %direction, gate = %m.gate(), "gate changed; table migration paused");
                 self.set_live(&id, |l| l.running = false);
                 let checkpoints = self.checkpoints().await?;

@@ -80,71 +80,18 @@ pub use local::{
     CHECKPOINT_TABLE, Checkpoint, CheckpointState, CompanionFn, LocalOptions, LocalReport, LocalRunner, RateLimit,
     RecordFn, Rewrite, TableMigration,
 };
+pub use rollgate_api::migrations::{
+    ClusterMigrationStatus, Direction, Gate, MigrationKind, MigrationState, MigrationStatus, NodeStatus, OwnerRecord,
+    ServiceStatus, StepFailure, StepRecord, Unreadable,
+};
 pub use service::{
-    DisableReport, OwnerRecord, ServiceFormat, ServiceOptions, ServiceOutcome, ServiceReport, ServiceRunner,
-    ServiceStep, StepContext, StepError, StepFailure, StepFuture, StepRecord,
+    DisableReport, ServiceFormat, ServiceOptions, ServiceOutcome, ServiceReport, ServiceRunner, ServiceStep,
+    StepContext, StepError, StepFuture,
 };
-pub use status::{
-    ClusterMigrationStatus, MigrationKind, MigrationState, MigrationStatus, NodeStatus, ServiceStatus, Unreadable,
-    cluster_status,
-};
+pub use status::cluster_status;
 
 /// Longest migration id, service name or flag name.
 pub const MAX_NAME_BYTES: usize = 64;
-
-/// What must hold before a migration step may run.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
-pub enum Gate {
-    /// A feature flag is enabled in the metadata store.
-    Flag(String),
-    /// Every member of the cluster publishes a cluster feature.
-    ClusterFeature(String),
-}
-
-impl Gate {
-    /// A flag gate.
-    pub fn flag(name: impl Into<String>) -> Gate {
-        Gate::Flag(name.into())
-    }
-
-    /// A cluster feature gate.
-    pub fn feature(name: impl Into<String>) -> Gate {
-        Gate::ClusterFeature(name.into())
-    }
-
-    /// Whether the gate is open.
-    pub fn is_open(&self, gates: &dyn Gates) -> bool {
-        match self {
-            Gate::Flag(f) => gates.flag_enabled(f),
-            Gate::ClusterFeature(f) => gates.cluster_has_feature(f),
-        }
-    }
-
-    /// The flag, for a flag gate.
-    pub fn flag_name(&self) -> Option<&str> {
-        match self {
-            Gate::Flag(f) => Some(f),
-            Gate::ClusterFeature(_) => None,
-        }
-    }
-
-    /// The flag or feature name.
-    pub fn name(&self) -> &str {
-        match self {
-            Gate::Flag(n) | Gate::ClusterFeature(n) => n,
-        }
-    }
-}
-
-impl fmt::Display for Gate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Gate::Flag(n) => write!(f, "flag `{n}`"),
-            Gate::ClusterFeature(n) => write!(f, "cluster feature `{n}`"),
-        }
-    }
-}
 
 /// How migrations see flags and cluster features. The flags runtime
 /// implements it for a node; [`MemGates`] and [`ClusterView`] implement it
@@ -154,6 +101,13 @@ pub trait Gates: Send + Sync {
     fn flag_enabled(&self, name: &str) -> bool;
     /// Whether every member of the cluster publishes cluster feature `name`.
     fn cluster_has_feature(&self, name: &str) -> bool;
+    /// Whether `gate` is open.
+    fn is_open(&self, gate: &Gate) -> bool {
+        match gate {
+            Gate::Flag(f) => self.flag_enabled(f),
+            Gate::ClusterFeature(f) => self.cluster_has_feature(f),
+        }
+    }
 }
 
 impl<G: Gates + ?Sized> Gates for Arc<G> {
@@ -259,43 +213,12 @@ impl MemGates {
     }
 }
 
-/// A running node's gates: a flag counts once this node's bit for it is set
-/// (the store said enabled and the local copy was written: I1), a cluster
-/// feature once every member publishes it.
-impl Gates for crate::node::Node {
-    fn flag_enabled(&self, name: &str) -> bool {
-        crate::node::Node::flag_enabled(self, name)
-    }
-    fn cluster_has_feature(&self, name: &str) -> bool {
-        crate::node::Node::cluster_has_feature(self, name)
-    }
-}
-
 impl Gates for MemGates {
     fn flag_enabled(&self, name: &str) -> bool {
         self.state.read().unwrap_or_else(|p| p.into_inner()).0.contains(name)
     }
     fn cluster_has_feature(&self, name: &str) -> bool {
         self.state.read().unwrap_or_else(|p| p.into_inner()).1.contains(name)
-    }
-}
-
-/// Forward (upgrade) or reverse (downgrade).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Towards the newer format.
-    Forward,
-    /// Back to the older format.
-    Reverse,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::Forward => "forward",
-            Direction::Reverse => "reverse",
-        })
     }
 }
 
@@ -545,7 +468,7 @@ pub fn plan(current: u32, step_gates: &[&Gate], gates: &dyn Gates) -> Plan {
     let mut blocked = None;
     while (target as usize) < step_gates.len() {
         let gate = step_gates[target as usize];
-        if !gate.is_open(gates) {
+        if !gates.is_open(gate) {
             blocked = Some((target, gate.clone()));
             break;
         }

@@ -15,13 +15,13 @@ use tokio::task::JoinHandle;
 
 use super::local::{LocalReport, LocalRunner};
 use super::{
-    Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, Plan, StepRef, store_err, validate_gate,
-    validate_name, validate_node,
+    Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, OwnerRecord, Plan, StepFailure, StepRecord, StepRef,
+    store_err, validate_gate, validate_name, validate_node,
 };
-use rollgate_util::now_ms;
 use crate::store::{
     Compare, EventKind, LeaseId, MetaStore, OpResponse, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
 };
+use rollgate_util::now_ms;
 
 /// The future a step returns.
 pub type StepFuture = Pin<Box<dyn Future<Output = Result<(), StepError>> + Send>>;
@@ -196,44 +196,6 @@ impl ServiceStep {
     }
 }
 
-/// One committed step, kept in the service's format record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// The version before.
-    pub from: u32,
-    /// The version after.
-    pub to: u32,
-    /// The step's name.
-    pub step: String,
-    /// Forward or reverse.
-    pub direction: Direction,
-    /// The node that ran it.
-    pub node: String,
-    /// When it started (ms since the Unix epoch).
-    pub started_ms: u64,
-    /// When it was committed.
-    pub finished_ms: u64,
-}
-
-/// The last failed step of a service (cleared by the next success).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepFailure {
-    /// The version before.
-    pub from: u32,
-    /// The version it was heading to.
-    pub to: u32,
-    /// The step's name.
-    pub step: String,
-    /// Forward or reverse.
-    pub direction: Direction,
-    /// The node that ran it.
-    pub node: String,
-    /// The error.
-    pub error: String,
-    /// When it failed.
-    pub at_ms: u64,
-}
-
 /// The value of `formats/<service>`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceFormat {
@@ -248,17 +210,6 @@ pub struct ServiceFormat {
     /// The last failure, until a step succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<StepFailure>,
-}
-
-/// The value of `migrations/owner/<service>`, attached to the owner's lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnerRecord {
-    /// The owner node.
-    pub node: String,
-    /// Since when (ms since the Unix epoch).
-    pub since_ms: u64,
-    /// The lease the key is attached to.
-    pub lease: LeaseId,
 }
 
 /// Options of a [`ServiceRunner`].

@@ -351,7 +351,7 @@ async fn a_failed_per_node_step_rolls_the_enabling_back_naming_the_node() {
     let rec = &view.flags["ttl"];
     assert_eq!(rec.state, FlagState::Disabled);
     assert!(rec.note.as_deref().unwrap().contains("disk full on n2"), "{rec:?}");
-    let status = n1.flag_status("ttl").unwrap();
+    let status = rollgate::admin::view::flag_status(&n1, "ttl").unwrap();
     assert_eq!((status.state.as_str(), status.note.is_some()), ("disabled", true));
     assert!(!n1.flag_enabled("ttl") && !n2.flag_enabled("ttl"));
 }

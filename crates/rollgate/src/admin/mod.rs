@@ -23,7 +23,6 @@
 
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,8 +32,11 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use rollgate_api::error::ErrorBody;
+use rollgate_api::flags::DisableRequest;
+use rollgate_api::nodes::Forgotten;
+use rollgate_api::routes::CapabilitiesAnswer;
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::capabilities::CapabilityQuery;
@@ -42,6 +44,10 @@ use crate::cluster::{ClusterError, validate_flag_name, validate_node_id};
 use crate::flags::plan::{Blocker, DisableRefusal, EnableRequest};
 use crate::flags::{FlagError, UpgradePlanError};
 use crate::node::{Node, UpgradePlanRefusal};
+
+pub mod view;
+
+pub use rollgate_api::token::{TokenFileError, read_token_file};
 
 /// The admin port used when none is given.
 pub const DEFAULT_ADMIN_PORT: u16 = 9650;
@@ -51,21 +57,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// Most flags one enable request may name.
 pub const MAX_REQUEST_FLAGS: usize = 1000;
-/// Largest token file read.
-const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// Errors of `bind`, `parse_addr` and `read_token_file`.
+/// Errors of `bind` and `parse_addr`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
-    /// The token file cannot be used.
-    #[error("admin token file {path}: {reason}")]
-    TokenFile {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// The listen address cannot be parsed.
     #[error("invalid admin address {spec:?}: {reason} (use PORT for 127.0.0.1:PORT, or IP:PORT)")]
     Addr {
@@ -115,29 +111,6 @@ impl AdminConfig {
     }
 }
 
-/// Reads a token file: one line, 8 to 1024 printable ASCII characters
-/// without spaces (surrounding whitespace is trimmed).
-pub fn read_token_file(path: &FsPath) -> Result<String, AdminError> {
-    let fail = |reason: String| AdminError::TokenFile { path: path.display().to_string(), reason };
-    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-    if meta.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(fail(format!(
-            "it is {} bytes; a token file holds one line of at most 1024 characters",
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| fail("it is not UTF-8 text".into()))?;
-    let token = text.trim();
-    if token.len() < 8 || token.len() > 1024 {
-        return Err(fail(format!("the token is {} characters; use 8 to 1024", token.len())));
-    }
-    if !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(fail("the token must be one line of printable ASCII without spaces".into()));
-    }
-    Ok(token.to_string())
-}
-
 /// Parses an admin listen address: `None` is `127.0.0.1:9650`, `PORT` is
 /// `127.0.0.1:PORT`, `localhost:PORT` is `127.0.0.1:PORT`, `IP:PORT` is
 /// taken as given (bind to a non-loopback address only on purpose).
@@ -175,6 +148,9 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 #[derive(Clone)]
 struct AppState {
     node: Node,
+    /// Asks the other members during a `_capabilities` fan-out (each request
+    /// is bounded by the node's `capabilities_ms`).
+    http: reqwest::Client,
     token_digest: Option<[u8; 32]>,
     token_hint: Arc<str>,
 }
@@ -183,6 +159,7 @@ struct AppState {
 pub fn router(node: Node, config: AdminConfig) -> Router {
     let state = AppState {
         node,
+        http: reqwest::Client::new(),
         token_digest: config.token.as_deref().map(digest),
         token_hint: config.token_hint.as_str().into(),
     };
@@ -227,8 +204,7 @@ struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r =
-            (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut r = (self.status, axum::Json(ErrorBody::new(self.code, self.message))).into_response();
         if self.bearer {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -378,22 +354,19 @@ async fn capabilities(
         p.capabilities.as_deref(),
     )
     .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_query", e))?;
-    let (supported, members) = state.node.capabilities(&query, local_only).await;
-    if local_only {
-        return Ok(axum::Json(json!({"supported": supported})).into_response());
-    }
-    Ok(axum::Json(json!({"supported": supported, "members": members})).into_response())
+    let (supported, members) = view::capabilities(&state.node, &state.http, &query, local_only).await;
+    let members = (!local_only).then_some(members);
+    Ok(axum::Json(CapabilitiesAnswer { supported, members }).into_response())
 }
 
 async fn list_flags(State(state): State<AppState>) -> Response {
-    let view = state.node.view();
-    axum::Json(json!({"epoch": view.epoch, "flags": state.node.flag_statuses()})).into_response()
+    axum::Json(view::flag_list(&state.node)).into_response()
 }
 
 async fn flag_info(State(state): State<AppState>, name: Result<Path<String>, PathRejection>) -> Reply {
     let Path(name) = name.map_err(path_error)?;
     validate_flag_name(&name).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_flag_name", e))?;
-    match state.node.flag_status(&name) {
+    match view::flag_status(&state.node, &name) {
         Some(status) => Ok(axum::Json(status).into_response()),
         None => Err(error(
             StatusCode::NOT_FOUND,
@@ -421,29 +394,21 @@ async fn enable(State(state): State<AppState>, headers: HeaderMap, body: Result<
     Ok(axum::Json(report).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DisableBody {
-    flag: String,
-}
-
 async fn disable(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
     authorize(&state, &headers)?;
     let body = body.map_err(body_error)?;
-    let request: DisableBody = parse_json(&headers, &body)?;
+    let request: DisableRequest = parse_json(&headers, &body)?;
     validate_flag_name(&request.flag).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_flag_name", e))?;
     let report = state.node.disable(&request.flag).await.map_err(flag_error)?;
     Ok(axum::Json(report).into_response())
 }
 
 async fn features(State(state): State<AppState>) -> Response {
-    axum::Json(state.node.feature_statuses()).into_response()
+    axum::Json(view::feature_statuses(&state.node)).into_response()
 }
 
 async fn nodes(State(state): State<AppState>) -> Response {
-    let view = state.node.view();
-    axum::Json(json!({"cluster_id": view.cluster_id, "epoch": view.epoch, "nodes": state.node.node_statuses()}))
-        .into_response()
+    axum::Json(view::node_list(&state.node)).into_response()
 }
 
 async fn forget(State(state): State<AppState>, headers: HeaderMap, id: Result<Path<String>, PathRejection>) -> Reply {
@@ -451,11 +416,11 @@ async fn forget(State(state): State<AppState>, headers: HeaderMap, id: Result<Pa
     let Path(id) = id.map_err(path_error)?;
     validate_node_id(&id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_node_id", e))?;
     let committed = state.node.forget(&id).await.map_err(|e| cluster_error(&e))?;
-    Ok(axum::Json(json!({"forgotten": id, "epoch": committed.epoch})).into_response())
+    Ok(axum::Json(Forgotten { forgotten: id, epoch: committed.epoch }).into_response())
 }
 
 async fn upgrade_status(State(state): State<AppState>) -> Response {
-    axum::Json(state.node.upgrade_status().await).into_response()
+    axum::Json(view::upgrade_status(&state.node).await).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,40 @@
+//! The admin token file, read the same way by a node and by the `rollgate`
+//! CLI.
+
+use std::path::Path;
+
+/// Largest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// A token file that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("admin token file {path}: {reason}")]
+pub struct TokenFileError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Reads a token file: one line, 8 to 1024 printable ASCII characters
+/// without spaces (surrounding whitespace is trimmed).
+pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
+    let fail = |reason: String| TokenFileError { path: path.display().to_string(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(fail(format!(
+            "it is {} bytes; a token file holds one line of at most 1024 characters",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("it is not UTF-8 text".into()))?;
+    let token = text.trim();
+    if token.len() < 8 || token.len() > 1024 {
+        return Err(fail(format!("the token is {} characters; use 8 to 1024", token.len())));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(fail("the token must be one line of printable ASCII without spaces".into()));
+    }
+    Ok(token.to_string())
+}
