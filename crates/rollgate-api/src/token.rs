@@ -38,3 +38,24 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
     }
     Ok(token.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret-token-value\n").unwrap();
+        assert_eq!(read_token_file(&path).unwrap(), "s3cret-token-value");
+        for (bad, fragment) in [("short", "8 to 1024"), ("two words here", "printable"), ("", "8 to 1024")] {
+            std::fs::write(&path, bad).unwrap();
+            let err = read_token_file(&path).unwrap_err().to_string();
+            assert!(err.contains(fragment) && err.contains(&path.display().to_string()), "{err}");
+        }
+        std::fs::write(&path, vec![b'a'; 5000]).unwrap();
+        assert!(read_token_file(&path).unwrap_err().to_string().contains("5000 bytes"));
+        assert!(read_token_file(&dir.path().join("missing")).is_err());
+    }
+}

@@ -1,7 +1,12 @@
 //! rollgate: run mixed releases in one cluster, upgrade node by node with no
 //! downtime, and switch new behaviour on only once every node can handle it.
 //!
-//! See `ARCHITECTURE.md` at the repository root for the map of this crate.
+//! This crate is the one dependency line a service writes; it re-exports the
+//! layers below it, each behind a feature (see `Cargo.toml`): the codec
+//! always (`rollgate-wire`: no async runtime), the handshake and connections
+//! (`net`), the metadata store (`store`, `etcd`), the node runtime
+//! (`runtime`) and the admin HTTP API (`admin`). `ARCHITECTURE.md` at the
+//! repository root is the map; `examples/` holds a minimal service.
 //!
 //! | module | question it answers |
 //! |---|---|
@@ -22,19 +27,22 @@
 //! | [`record`] | extensible records that old code round-trips without loss |
 //! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
 
-pub mod admin;
-pub mod capabilities;
-pub mod cluster;
-pub mod features;
-pub mod flags;
-pub mod format;
-pub mod migrate;
-pub mod node;
-pub mod record;
+//! | [`util`] | small shared helpers: text cut to a bound, wall-clock milliseconds |
+//! | [`api`] | the admin API's requests and answers (shared with the `rollgate` CLI) |
 
-/// Small shared helpers: text cut to a bound, wall-clock milliseconds.
 pub use rollgate_util as util;
-
-pub use rollgate_net::{handshake, net};
-pub use rollgate_store as store;
 pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
+
+#[cfg(feature = "net")]
+pub use rollgate_net::{handshake, net};
+
+#[cfg(feature = "store")]
+pub use rollgate_store as store;
+
+#[cfg(feature = "runtime")]
+pub use rollgate_api as api;
+#[cfg(feature = "runtime")]
+pub use rollgate_runtime::{capabilities, cluster, features, flags, format, migrate, node, record};
+
+#[cfg(feature = "admin")]
+pub use rollgate_admin as admin;

@@ -39,12 +39,13 @@ use rollgate_api::routes::CapabilitiesAnswer;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::capabilities::CapabilityQuery;
-use crate::cluster::{ClusterError, validate_flag_name, validate_node_id};
-use crate::flags::plan::{Blocker, DisableRefusal, EnableRequest};
-use crate::flags::{FlagError, UpgradePlanError};
-use crate::node::{Node, UpgradePlanRefusal};
+use rollgate_runtime::capabilities::CapabilityQuery;
+use rollgate_runtime::cluster::{ClusterError, validate_flag_name, validate_node_id};
+use rollgate_runtime::flags::plan::{Blocker, DisableRefusal, EnableRequest};
+use rollgate_runtime::flags::{FlagError, UpgradePlanError};
+use rollgate_runtime::node::{Node, UpgradePlanRefusal};
 
+pub mod fanout;
 pub mod view;
 
 pub use rollgate_api::token::{TokenFileError, read_token_file};
@@ -485,22 +486,6 @@ mod tests {
         for bad in ["", "host:port", "99999", "localhost:x", &"9".repeat(300)] {
             assert!(parse_addr(Some(bad)).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn token_files_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "  s3cret-token-value\n").unwrap();
-        assert_eq!(read_token_file(&path).unwrap(), "s3cret-token-value");
-        for (bad, fragment) in [("short", "8 to 1024"), ("two words here", "printable"), ("", "8 to 1024")] {
-            std::fs::write(&path, bad).unwrap();
-            let err = read_token_file(&path).unwrap_err().to_string();
-            assert!(err.contains(fragment) && err.contains(&path.display().to_string()), "{err}");
-        }
-        std::fs::write(&path, vec![b'a'; 5000]).unwrap();
-        assert!(read_token_file(&path).unwrap_err().to_string().contains("5000 bytes"));
-        assert!(read_token_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -47,10 +47,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::store::{
+use rollgate_store::{
     Compare, EventKind, KeyValue, LeaseId, MetaStore, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
 };
-use crate::version::{ProtocolRange, TransportVersion};
+use rollgate_version::{ProtocolRange, TransportVersion};
 
 pub use handle::{ClusterHandle, HandleOptions, StoreStatus};
 pub use local::{LOCAL_COPY_FILE, LocalCopy, LocalCopyError, MAX_LOCAL_COPY_BYTES};
@@ -106,7 +106,7 @@ pub struct NodeRecord {
     /// The REST routes it serves, for `_capabilities` answers about it while
     /// it is stopped (`None`: it published none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<crate::capabilities::RouteTable>,
+    pub routes: Option<rollgate_api::routes::RouteTable>,
     /// What it declared: running, or stopped after a clean leave.
     pub state: NodeState,
     /// When it started (ms since the Unix epoch).
@@ -600,7 +600,7 @@ impl Cluster {
             fresh_id
         } else {
             match resp.responses.first() {
-                Some(crate::store::OpResponse::Get(Some(kv))) => decode_json::<String>(&kv.key, &kv.value)?,
+                Some(rollgate_store::OpResponse::Get(Some(kv))) => decode_json::<String>(&kv.key, &kv.value)?,
                 _ => {
                     return Err(ClusterError::Metadata {
                         root: keys.root.clone(),

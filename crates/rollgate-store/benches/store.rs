@@ -6,7 +6,7 @@
 //! - `watch/*`: a put through `MetaStore` until a watcher on the prefix
 //!   received it, against the same baselines.
 //!
-//! `cargo bench -p rollgate --features etcd --bench store` (etcd must be on
+//! `cargo bench -p rollgate-store --features etcd --bench store` (etcd must be on
 //! PATH; without the feature only the redb and mem rows run).
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
-use rollgate::store::{self, Compare, MetaStore, StoreOptions, Txn, TxnOp};
+use rollgate_store::{self as store, Compare, MetaStore, StoreOptions, Txn, TxnOp};
 
 const VALUE: &[u8] = &[7u8; 128];
 

@@ -14,7 +14,7 @@ use crate::cluster::{
 };
 use crate::flags::plan::{self, Begin, PlanContext, RequiredBlock};
 use crate::flags::{FlagError, FlagSource, Flags, ReleaseTable, StepContext};
-use crate::store::{MetaStore, StoreOptions, TxnOp};
+use rollgate_store::{MetaStore, StoreOptions, TxnOp};
 
 use super::driver::{Driving, Shared, attempt_id, flag_worker, follow_bits, is_unavailable};
 use super::{Core, Node, NodeConfig, NodeError};
@@ -24,7 +24,7 @@ impl Node {
     /// store is unreachable, the local copy in the data dir decides whether
     /// the refusal names an unknown enabled flag.
     pub async fn open(config: NodeConfig, url: &str, options: StoreOptions) -> Result<Node, NodeError> {
-        match crate::store::open(url, options).await {
+        match rollgate_store::open(url, options).await {
             Ok(store) => Node::start(config, store).await,
             Err(e) if e.is_unavailable() => Err(offline_refusal(&config, e.into())),
             Err(e) => Err(NodeError::Cluster(e.into())),
@@ -293,7 +293,7 @@ async fn join(
     handle: &ClusterHandle,
     config: &NodeConfig,
     record: &NodeRecord,
-    lease: crate::store::LeaseId,
+    lease: rollgate_store::LeaseId,
 ) -> Result<(Committed, Vec<(String, String)>), NodeError> {
     let registry = &config.flags;
     let me = config.node_id.as_str();
@@ -326,7 +326,7 @@ async fn join(
             let ctx = PlanContext { me, now_ms: now_ms(), stale_ms: config.timeouts.stale_ms, driving: &driving };
             let live = crate::cluster::LiveRecord { lease, heartbeat_ms: now_ms() };
             let live_value =
-                crate::store::encode_json(&keys.live(me), &live).map_err(|e| JoinStop::Store(e.to_string()))?;
+                rollgate_store::encode_json(&keys.live(me), &live).map_err(|e| JoinStop::Store(e.to_string()))?;
             let mut ops = vec![
                 ViewOp::PutMember(record.clone()),
                 ViewOp::Raw(TxnOp::put_with_lease(keys.live(me), live_value, lease)),

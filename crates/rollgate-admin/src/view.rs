@@ -13,11 +13,11 @@ use rollgate_api::upgrade::{
     BlockedFlag, FlagSummary, MigrationsSection, NodeIdentity, ReleaseCount, StoreReachability, UpgradeStatus,
 };
 
-use crate::capabilities;
-use crate::cluster::{ClusterView, FlagState, Member};
-use crate::features;
-use crate::flags::FlagRegistry;
-use crate::node::Node;
+use rollgate_runtime::capabilities;
+use rollgate_runtime::cluster::{ClusterView, FlagState, Member};
+use rollgate_runtime::features;
+use rollgate_runtime::flags::FlagRegistry;
+use rollgate_runtime::node::Node;
 
 /// One flag's status in `view`, as this node's `registry` knows it (or as
 /// the store's record describes it, for a flag this release lacks).
@@ -56,7 +56,7 @@ fn flag_status_of(view: &ClusterView, registry: &FlagRegistry, name: &str) -> Fl
 }
 
 /// Answers a `_capabilities` query: this node only (`local_only`), or
-/// every member (see [`capabilities::fan_out`]).
+/// every member (see [`fan_out`](crate::fanout::fan_out)).
 pub async fn capabilities(
     node: &Node,
     http: &reqwest::Client,
@@ -69,7 +69,7 @@ pub async fn capabilities(
         return (s, vec![MemberAnswer { node_id: node.id().to_string(), supported: s, source: AnswerSource::Local }]);
     }
     let timeout = Duration::from_millis(node.config().timeouts.capabilities_ms.max(1));
-    capabilities::fan_out(http, &view, node.id(), node.routes(), query, timeout).await
+    crate::fanout::fan_out(http, &view, node.id(), node.routes(), query, timeout).await
 }
 
 /// Every flag the node knows or the store has, with its state, in `view`.
@@ -207,7 +207,9 @@ pub async fn upgrade_status(node: &Node) -> UpgradeStatus {
     // Service format versions and node-local migrations, cluster-wide:
     // which run, where, how far, and when each finished.
     let migrations =
-        match crate::migrate::cluster_status(node.cluster().store().as_ref(), node.cluster().keys().root()).await {
+        match rollgate_runtime::migrate::cluster_status(node.cluster().store().as_ref(), node.cluster().keys().root())
+            .await
+        {
             Ok(m) => MigrationsSection::Status(m),
             Err(e) => MigrationsSection::Unreadable { error: e.to_string() },
         };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterView, FlagRecord, FlagState, validate_flag_name};
-use crate::store::Revision;
+use rollgate_store::Revision;
 
 /// The file name in the data dir.
 pub const LOCAL_COPY_FILE: &str = "rollgate-cluster.json";

@@ -11,7 +11,7 @@ use super::{
     ClusterMigrationStatus, MigrateError, MigrateKeys, MigrationState, NodeStatus, OwnerRecord, ServiceStatus,
     Unreadable, store_err,
 };
-use crate::store::{MetaStore, decode_json};
+use rollgate_store::{MetaStore, decode_json};
 
 /// Reads the cluster-wide migration status from the store under `root`:
 /// service formats and owners, and every node's published status. An entry

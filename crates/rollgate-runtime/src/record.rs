@@ -51,8 +51,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::migrate::Gates;
-use crate::version::TransportVersion;
-use crate::wire::{Decode, Encode, Limits, Reader, WireError, Writer};
+use rollgate_version::TransportVersion;
+use rollgate_wire::wire::{Decode, Encode, Limits, Reader, WireError, Writer};
 
 /// The transport version feature values are encoded at.
 pub const VALUE_TRANSPORT_VERSION: TransportVersion = TransportVersion::ZERO;
@@ -264,7 +264,7 @@ fn encode_value<T: Encode>(key: &KeyId, value: &T) -> Result<Vec<u8>, RecordErro
 }
 
 fn decode_value<T: Decode>(key: &KeyId, bytes: &[u8]) -> Result<T, RecordError> {
-    crate::wire::decode_frame(bytes, VALUE_TRANSPORT_VERSION, Limits::DEFAULT)
+    rollgate_wire::wire::decode_frame(bytes, VALUE_TRANSPORT_VERSION, Limits::DEFAULT)
         .map_err(|source| RecordError::Decode { key: key.to_string(), source })
 }
 
@@ -658,7 +658,7 @@ impl<C: Decode> Decode for Record<C> {
 mod tests {
     use super::*;
     use crate::migrate::MemGates;
-    use crate::wire::{decode_frame, encode_to_vec};
+    use rollgate_wire::wire::{decode_frame, encode_to_vec};
 
     // (slaves) and (slaves, pending_shutdown): the derives are for other crates.
     type SlavesV1 = Vec<String>;

@@ -19,7 +19,7 @@ use super::{
 };
 use super::{MigrationKind, MigrationState, MigrationStatus, NodeStatus};
 use crate::format::{FormatVersion, change_format, has_table, validate_unit};
-use crate::store::{MetaStore, MetaStoreJson};
+use rollgate_store::{MetaStore, MetaStoreJson};
 use rollgate_util::now_ms;
 
 /// The redb table holding checkpoints: migration id -> JSON [`Checkpoint`].

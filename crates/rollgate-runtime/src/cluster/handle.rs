@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{Cluster, ClusterError, ClusterView, Committed, LocalCopy, NodeRecord, UpdateError, ViewOp, ViewState};
-use crate::store::{Revision, StoreError, WatchBatch};
+use rollgate_store::{Revision, StoreError, WatchBatch};
 
 /// Options of a [`ClusterHandle`].
 #[derive(Clone, Debug)]

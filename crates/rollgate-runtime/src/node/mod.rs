@@ -66,8 +66,8 @@ use crate::cluster::{
 use crate::features::{self, FeatureSet};
 use crate::flags::plan::{self, EnablePlan, EnableRequest};
 use crate::flags::{FlagError, FlagId, FlagRegistry, Flags, PluginSpec, ReleaseTable};
-use crate::store::StoreError;
-use crate::version::{ProtocolRange, TransportVersion};
+use rollgate_store::StoreError;
+use rollgate_version::{ProtocolRange, TransportVersion};
 
 pub use rollgate_api::flags::{DisableReport, EnableReport};
 

@@ -74,7 +74,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{ClusterHandle, ClusterView};
 use crate::format::FormatError;
-use crate::store::StoreError;
+use rollgate_store::StoreError;
 
 pub use local::{
     CHECKPOINT_TABLE, Checkpoint, CheckpointState, CompanionFn, LocalOptions, LocalReport, LocalRunner, RateLimit,
@@ -749,7 +749,12 @@ mod tests {
 
     /// Compile-time: every runner future can be spawned on a multi-threaded runtime.
     #[allow(dead_code)]
-    fn runner_futures_are_send(s: &ServiceRunner, l: &LocalRunner, g: &dyn Gates, store: &dyn crate::store::MetaStore) {
+    fn runner_futures_are_send(
+        s: &ServiceRunner,
+        l: &LocalRunner,
+        g: &dyn Gates,
+        store: &dyn rollgate_store::MetaStore,
+    ) {
         fn send<T: Send>(_: T) {}
         send(s.run_once());
         send(s.create_fresh("a"));

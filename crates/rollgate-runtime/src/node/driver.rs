@@ -19,7 +19,7 @@ use crate::cluster::{
 use crate::flags::failpoint::fail_point;
 use crate::flags::plan::{self, Begin, BeginDisable, Blocker, EnableRequest, PlanContext, Recovery};
 use crate::flags::{FlagError, Flags, StepContext};
-use crate::store::{Txn, TxnOp};
+use rollgate_store::{Txn, TxnOp};
 
 use super::{DisableReport, EnableReport, NodeConfig, StatusSection};
 
@@ -609,7 +609,7 @@ impl Shared {
         };
         let ack = FlagAck { attempt: attempt.to_string(), error, at_ms: now_ms() };
         let key = self.cluster.keys().flag_ack(flag, me);
-        let value = match crate::store::encode_json(&key, &ack) {
+        let value = match rollgate_store::encode_json(&key, &ack) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(flag, error = %e, "cannot encode the acknowledgement");

@@ -18,7 +18,7 @@ use super::{
     Direction, Gate, Gates, MigrateError, MigrateKeys, Migrations, OwnerRecord, Plan, StepFailure, StepRecord, StepRef,
     store_err, validate_gate, validate_name, validate_node,
 };
-use crate::store::{
+use rollgate_store::{
     Compare, EventKind, LeaseId, MetaStore, OpResponse, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
 };
 use rollgate_util::now_ms;

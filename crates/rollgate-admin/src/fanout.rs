@@ -1,42 +1,17 @@
-//! The `_capabilities` API (Elasticsearch style): does **every** member of
-//! the cluster support a REST endpoint (method + path), some of its query
-//! parameters and some of its named capabilities?
-//!
-//! A node registers its routes in a [`RouteTable`] (each route with its
-//! supported parameters and capabilities, optionally conditional on a cluster
-//! feature) and publishes the table in its node record. A query
-//! ([`CapabilityQuery`]) is answered:
-//!
-//! - for this node, from its own table ([`RouteTable::supports`]);
-//! - for every other **running** member, by asking it over HTTP
-//!   (`GET /_capabilities?...&local_only=true` on its admin address), all in
-//!   parallel, each bounded by a timeout;
-//! - for a **stopped** member, from the route table it published in its node
-//!   record (it may come back with that binary); a stopped member that
-//!   published none answers "unknown".
-//!
-//! The answers combine ([`combine`]): `false` as soon as one member does not
-//! support the query (a definite "no" wins), else `null` when one member did
-//! not answer (timeout, refused connection, garbage, stopped without a
-//! table), else `true`.
+//! The `_capabilities` fan-out: asks every running member over HTTP, in
+//! parallel and each within a timeout, answers for stopped members from the
+//! route tables they published, and combines the answers (see
+//! `rollgate_runtime::capabilities` for the rules).
 
 use std::time::Duration;
 
+use rollgate_api::routes::{AnswerSource, CapabilityQuery, MemberAnswer, RouteTable, combine};
+use rollgate_runtime::capabilities::supports_in;
+use rollgate_runtime::cluster::ClusterView;
 use serde::Deserialize;
 
-pub use rollgate_api::routes::*;
-
-use crate::cluster::ClusterView;
-
-/// The default bound on one member's answer during a fan-out.
-pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 /// Largest answer body read from a member.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// [`RouteTable::supports`] with the cluster features of `view`.
-pub fn supports_in(table: &RouteTable, query: &CapabilityQuery, view: &ClusterView) -> bool {
-    table.supports(query, |f| crate::features::cluster_has_feature(view, f))
-}
 
 /// The query string of this query, for asking another node
 /// (`local_only=true` added).
