@@ -18,11 +18,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use rollgate::cluster::{Cluster, ClusterOptions, LiveRecord, NodeRecord, NodeState, TransportRange, ViewOp};
+use rollgate::cluster::{Cluster, ClusterOptions, LiveRecord, NodeRecord, ViewOp};
 use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry};
 use rollgate::node::{Node, NodeConfig};
 use rollgate::store::{self, Compare, MetaStore, StoreOptions, Txn, TxnOp};
-use rollgate::version::{ProtocolRange, TransportVersion};
 
 const NAMES: [&str; 10] = ["base", "ttl", "batch", "digest", "compact", "tiered", "quorum", "streams", "leases", "f"];
 
@@ -69,18 +68,10 @@ fn bench_check(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 
 fn member(id: &str) -> NodeRecord {
     NodeRecord {
-        node_id: id.into(),
         data_addr: "127.0.0.1:7000".into(),
         admin_addr: "127.0.0.1:7001".into(),
-        release: "1.0".into(),
-        protocol: ProtocolRange::single(1),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: NAMES.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
-        cluster_features: BTreeSet::new(),
-        flag_node_steps: BTreeSet::new(),
-        routes: None,
-        state: NodeState::Running,
-        started_ms: 0,
+        ..NodeRecord::new(id, "1.0")
     }
 }
 

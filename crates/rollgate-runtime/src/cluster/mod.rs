@@ -113,6 +113,29 @@ pub struct NodeRecord {
     pub started_ms: u64,
 }
 
+impl NodeRecord {
+    /// A running member of `release` with nothing else declared: protocol v1
+    /// only, transport version zero, no addresses, flags, features or
+    /// routes. Fill in the rest with struct update syntax
+    /// (`NodeRecord { supported_flags, ..NodeRecord::new("n1", "1.0") }`).
+    pub fn new(node_id: &str, release: &str) -> NodeRecord {
+        NodeRecord {
+            node_id: node_id.to_string(),
+            data_addr: String::new(),
+            admin_addr: String::new(),
+            release: release.to_string(),
+            protocol: ProtocolRange::single(1),
+            transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
+            supported_flags: BTreeSet::new(),
+            cluster_features: BTreeSet::new(),
+            flag_node_steps: BTreeSet::new(),
+            routes: None,
+            state: NodeState::Running,
+            started_ms: 0,
+        }
+    }
+}
+
 /// The value of a node's `live/<node>` key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveRecord {

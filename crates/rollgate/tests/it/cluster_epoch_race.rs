@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rollgate::cluster::{Cluster, ClusterOptions, FlagRecord, NodeRecord, NodeState, TransportRange, ViewOp};
+use rollgate::cluster::{Cluster, ClusterOptions, FlagRecord, NodeRecord, ViewOp};
 use rollgate::store::{self, MetaStore, StoreOptions};
-use rollgate::version::{ProtocolRange, TransportVersion};
 use tokio::sync::Barrier;
 
 /// Bound on the wall time of one store's run (the loop also stops at its round count).
@@ -25,18 +24,10 @@ const MAX_RUN: Duration = Duration::from_secs(90);
 
 fn record(node: &str, flags: &[&str]) -> NodeRecord {
     NodeRecord {
-        node_id: node.into(),
         data_addr: "127.0.0.1:7000".into(),
         admin_addr: "127.0.0.1:7001".into(),
-        release: "1.0".into(),
-        protocol: ProtocolRange::new(1, 1).unwrap(),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: flags.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
-        cluster_features: BTreeSet::new(),
-        flag_node_steps: BTreeSet::new(),
-        routes: None,
-        state: NodeState::Running,
-        started_ms: 0,
+        ..NodeRecord::new(node, "1.0")
     }
 }
 

@@ -17,10 +17,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn record(node: &str, flags: &[&str]) -> NodeRecord {
     NodeRecord {
-        node_id: node.into(),
         data_addr: "127.0.0.1:7000".into(),
         admin_addr: "127.0.0.1:7001".into(),
-        release: "1.1".into(),
         protocol: ProtocolRange::new(1, 2).unwrap(),
         transport: TransportRange {
             min_compatible: TransportVersion::from_id(1_000_0_00),
@@ -28,10 +26,8 @@ fn record(node: &str, flags: &[&str]) -> NodeRecord {
         },
         supported_flags: flags.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         cluster_features: ["feature_x".to_string()].into(),
-        flag_node_steps: BTreeSet::new(),
-        routes: None,
-        state: NodeState::Running,
         started_ms: rollgate::cluster::now_ms(),
+        ..NodeRecord::new(node, "1.1")
     }
 }
 

@@ -5,15 +5,12 @@
 //! sees every change, in order.
 #![cfg(feature = "etcd")]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rollgate::cluster::{
-    Cluster, ClusterError, ClusterHandle, ClusterOptions, FlagRecord, HandleOptions, NodeRecord, NodeState,
-    TransportRange, UpdateError, ViewOp,
+    Cluster, ClusterError, ClusterHandle, ClusterOptions, FlagRecord, HandleOptions, NodeRecord, UpdateError, ViewOp,
 };
 use rollgate::store::{self, StoreOptions};
-use rollgate::version::{ProtocolRange, TransportVersion};
 use rollgate_testkit::EtcdServer;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,18 +18,9 @@ const CHANGES: u64 = 5;
 
 fn record(node: &str) -> NodeRecord {
     NodeRecord {
-        node_id: node.into(),
         data_addr: "127.0.0.1:7000".into(),
         admin_addr: "127.0.0.1:7001".into(),
-        release: "1.0".into(),
-        protocol: ProtocolRange::new(1, 1).unwrap(),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
-        supported_flags: BTreeSet::new(),
-        cluster_features: BTreeSet::new(),
-        flag_node_steps: BTreeSet::new(),
-        routes: None,
-        state: NodeState::Running,
-        started_ms: 0,
+        ..NodeRecord::new(node, "1.0")
     }
 }
 

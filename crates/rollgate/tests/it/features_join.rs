@@ -74,21 +74,9 @@ async fn the_feature_ratchet_is_fenced_by_the_epoch() {
     let store = redb(dir.path()).await;
     let cluster = Cluster::open(store.clone(), ClusterOptions::default()).await.unwrap();
     let record = |id: &str, features: &[&str]| NodeRecord {
-        node_id: id.into(),
-        data_addr: String::new(),
-        admin_addr: String::new(),
-        release: "1.0".into(),
-        protocol: rollgate::version::ProtocolRange::single(1),
-        transport: rollgate::cluster::TransportRange {
-            min_compatible: rollgate::version::TransportVersion::ZERO,
-            current: rollgate::version::TransportVersion::ZERO,
-        },
-        supported_flags: Default::default(),
         cluster_features: features.iter().map(|s| s.to_string()).collect(),
-        flag_node_steps: Default::default(),
-        routes: None,
         state: rollgate::cluster::NodeState::Stopped,
-        started_ms: 0,
+        ..NodeRecord::new(id, "1.0")
     };
     cluster.join(record("new", &["x"]), |_| Ok::<(), String>(())).await.unwrap();
     cluster.join(record("old", &[]), |_| Ok::<(), String>(())).await.unwrap();

@@ -18,12 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rollgate::cluster::{
-    ClusterView, EnableAttempt, FlagRecord, FlagState, LiveRecord, Member, NodeRecord, NodeState, TransportRange,
-};
+use rollgate::cluster::{ClusterView, EnableAttempt, FlagRecord, FlagState, LiveRecord, Member, NodeRecord, NodeState};
 use rollgate::flags::plan::{self, Begin, PlanContext, Recovery};
 use rollgate::flags::{FlagDecl, FlagRegistry};
-use rollgate::version::{ProtocolRange, TransportVersion};
 use stateright::{Checker, Model, Property};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -77,18 +74,10 @@ struct EnableJoin {
 
 fn record(id: &str, flag: bool, running: bool) -> NodeRecord {
     NodeRecord {
-        node_id: id.into(),
-        data_addr: String::new(),
-        admin_addr: String::new(),
-        release: if flag { "1.1" } else { "1.0" }.into(),
-        protocol: ProtocolRange::single(1),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: if flag { ["f".to_string()].into() } else { BTreeSet::new() },
-        cluster_features: BTreeSet::new(),
         flag_node_steps: if flag { ["f".to_string()].into() } else { BTreeSet::new() },
-        routes: None,
         state: if running { NodeState::Running } else { NodeState::Stopped },
-        started_ms: 0,
+        ..NodeRecord::new(id, if flag { "1.1" } else { "1.0" })
     }
 }
 

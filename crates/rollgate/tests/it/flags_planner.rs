@@ -8,12 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use rollgate::cluster::{
-    ClusterView, EnableAttempt, FlagRecord, FlagState, LiveRecord, Member, NodeRecord, NodeState, TransportRange,
-};
+use rollgate::cluster::{ClusterView, EnableAttempt, FlagRecord, FlagState, LiveRecord, Member, NodeRecord, NodeState};
 use rollgate::flags::plan::{self, Blocker, PlanContext, Recovery};
 use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry, Stability};
-use rollgate::version::{ProtocolRange, TransportVersion};
 
 const FLAGS: [&str; 5] = ["a", "b", "c", "x", "s"];
 
@@ -31,18 +28,11 @@ fn registry() -> FlagRegistry {
 
 fn member(id: usize, supported: &BTreeSet<String>, running: bool, features: &BTreeSet<String>) -> Member {
     let record = NodeRecord {
-        node_id: format!("n{id}"),
-        data_addr: String::new(),
-        admin_addr: String::new(),
-        release: "1.0".into(),
-        protocol: ProtocolRange::single(1),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: supported.clone(),
         cluster_features: features.clone(),
         flag_node_steps: if supported.contains("s") { ["s".to_string()].into() } else { BTreeSet::new() },
-        routes: None,
         state: if running { NodeState::Running } else { NodeState::Stopped },
-        started_ms: 0,
+        ..NodeRecord::new(&format!("n{id}"), "1.0")
     };
     Member {
         record,

@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use rollgate::cluster::{Cluster, ClusterHandle, ClusterOptions, FlagRecord, HandleOptions, NodeRecord, NodeState};
-use rollgate::cluster::{TransportRange, ViewOp};
+use rollgate::cluster::ViewOp;
+use rollgate::cluster::{Cluster, ClusterHandle, ClusterOptions, FlagRecord, HandleOptions, NodeRecord};
 use rollgate::migrate::{
     Gate, Gates, MemGates, MigrateError, MigrateKeys, Migrations, OwnerRecord, ServiceOptions, ServiceOutcome,
     ServiceRunner, ServiceStep, StepContext, StepError,
 };
 use rollgate::store::{self, EventKind, MetaStore, MetaStoreJson, StoreOptions};
-use rollgate::version::{ProtocolRange, TransportVersion};
 use tokio::sync::{Barrier, oneshot};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -179,18 +178,11 @@ async fn a_fresh_cluster_starts_at_the_latest_allowed_version_with_no_step_run()
 
 fn member(node: &str, features: &[&str]) -> NodeRecord {
     NodeRecord {
-        node_id: node.into(),
         data_addr: "127.0.0.1:7000".into(),
         admin_addr: "127.0.0.1:7001".into(),
-        release: "1.2".into(),
-        protocol: ProtocolRange::new(1, 1).unwrap(),
-        transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
         supported_flags: BTreeSet::from(["bootstrap".to_string()]),
         cluster_features: features.iter().map(|f| f.to_string()).collect(),
-        state: NodeState::Running,
-        started_ms: 0,
-        flag_node_steps: BTreeSet::new(),
-        routes: None,
+        ..NodeRecord::new(node, "1.2")
     }
 }
 

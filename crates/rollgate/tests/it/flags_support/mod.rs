@@ -1,6 +1,5 @@
 //! Shared by the flag, feature, capability and admin tests: a small
 //! service with four releases, nodes on a real redb file, waits on views.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -228,20 +227,6 @@ pub async fn snapshot(store: &Arc<dyn MetaStore>) -> Vec<(String, Vec<u8>)> {
         .filter(|kv| !kv.key.contains("/live/"))
         .map(|kv| (kv.key, kv.value))
         .collect()
-}
-
-/// Serves a node's admin router on a free loopback port.
-pub async fn serve_admin(
-    node: &Node,
-    config: rollgate::admin::AdminConfig,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = rollgate::admin::router(node.clone(), config);
-    let task = tokio::spawn(async move {
-        let _ = rollgate::admin::serve(listener, router).await;
-    });
-    (addr, task)
 }
 
 /// Starts a node whose admin API is served on a free loopback port (the
