@@ -21,6 +21,8 @@
 //! ([`AdminConfig::max_body_bytes`]), query strings too; every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
+#![warn(missing_docs)]
+
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -18,6 +18,8 @@
 //! | `GET /admin/upgrade/plan?to=R` | | [`upgrade::UpgradePlan`] |
 //! | any, on failure | | [`error::ErrorBody`] |
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod features;
 pub mod flags;

@@ -19,6 +19,8 @@
 //! file, or the branch named by the `ROLLGATE_TRANSPORT_BRANCH` environment
 //! variable or [`Builder::branch`].
 
+#![warn(missing_docs)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

@@ -28,6 +28,8 @@
 //!
 //! Generic type parameters get `Encode`/`Decode` bounds.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned};
@@ -194,7 +196,6 @@ fn pattern(fields: &Fields, names: &[syn::Ident]) -> TokenStream2 {
 
 fn expand(input: &DeriveInput, mode: Mode) -> syn::Result<TokenStream2> {
     let name = &input.ident;
-    let name_str = name.to_string();
     let mut generics = input.generics.clone();
     let bound = match mode {
         Mode::Encode => quote!(::rollgate::wire::Encode),
@@ -225,60 +226,7 @@ fn expand(input: &DeriveInput, mode: Mode) -> syn::Result<TokenStream2> {
                 ::core::result::Result::Ok(#name #cons)
             }
         }
-        (Data::Enum(e), _) => {
-            let mut tags = Vec::new();
-            let mut seen = std::collections::BTreeMap::new();
-            for (i, v) in e.variants.iter().enumerate() {
-                let tag = variant_tag(v)?.unwrap_or(i as u64);
-                if let Some(prev) = seen.insert(tag, v.ident.to_string()) {
-                    return Err(syn::Error::new(
-                        v.span(),
-                        format!("wire tag {tag} of variant `{}` is already used by `{prev}`", v.ident),
-                    ));
-                }
-                tags.push(tag);
-            }
-            let mut arms = TokenStream2::new();
-            for (v, tag) in e.variants.iter().zip(&tags) {
-                let vname = &v.ident;
-                let names = binding_names(&v.fields);
-                match mode {
-                    Mode::Encode => {
-                        let pat = pattern(&v.fields, &names);
-                        let enc = encode_fields(&v.fields, &names)?;
-                        arms.extend(quote! {
-                            #[allow(unused_variables)]
-                            #name::#vname #pat => {
-                                __rg.put_varint(#tag);
-                                #enc
-                            }
-                        });
-                    }
-                    Mode::Decode => {
-                        let dec = decode_fields(&v.fields, &names)?;
-                        let cons = construct(&v.fields, &names);
-                        arms.extend(quote! {
-                            #tag => {
-                                #dec
-                                ::core::result::Result::Ok(#name::#vname #cons)
-                            }
-                        });
-                    }
-                }
-            }
-            match mode {
-                Mode::Encode if e.variants.is_empty() => quote! { match *self {} },
-                Mode::Encode => quote! { match self { #arms } },
-                Mode::Decode => quote! {
-                    let __offset = __rg.position();
-                    let __tag = __rg.get_varint()?;
-                    match __tag {
-                        #arms
-                        _ => ::core::result::Result::Err(__rg.unknown_tag(#name_str, __tag, __offset)),
-                    }
-                },
-            }
-        }
+        (Data::Enum(e), _) => enum_body(name, e, mode)?,
         (Data::Union(u), _) => {
             return Err(syn::Error::new(u.union_token.span, "wire codecs cannot be derived for unions"));
         }
@@ -299,6 +247,64 @@ fn expand(input: &DeriveInput, mode: Mode) -> syn::Result<TokenStream2> {
                 fn decode(__rg: &mut ::rollgate::wire::Reader<'_>) -> ::core::result::Result<Self, ::rollgate::wire::WireError> {
                     #body
                 }
+            }
+        },
+    })
+}
+
+/// The body of `encode` / `decode` for an enum: a varint tag (explicit
+/// `#[wire(tag = N)]` or positional), then the variant's fields.
+fn enum_body(name: &syn::Ident, e: &syn::DataEnum, mode: Mode) -> syn::Result<TokenStream2> {
+    let name_str = name.to_string();
+    let mut tags = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, v) in e.variants.iter().enumerate() {
+        let tag = variant_tag(v)?.unwrap_or(i as u64);
+        if let Some(prev) = seen.insert(tag, v.ident.to_string()) {
+            return Err(syn::Error::new(
+                v.span(),
+                format!("wire tag {tag} of variant `{}` is already used by `{prev}`", v.ident),
+            ));
+        }
+        tags.push(tag);
+    }
+    let mut arms = TokenStream2::new();
+    for (v, tag) in e.variants.iter().zip(&tags) {
+        let vname = &v.ident;
+        let names = binding_names(&v.fields);
+        match mode {
+            Mode::Encode => {
+                let pat = pattern(&v.fields, &names);
+                let enc = encode_fields(&v.fields, &names)?;
+                arms.extend(quote! {
+                    #[allow(unused_variables)]
+                    #name::#vname #pat => {
+                        __rg.put_varint(#tag);
+                        #enc
+                    }
+                });
+            }
+            Mode::Decode => {
+                let dec = decode_fields(&v.fields, &names)?;
+                let cons = construct(&v.fields, &names);
+                arms.extend(quote! {
+                    #tag => {
+                        #dec
+                        ::core::result::Result::Ok(#name::#vname #cons)
+                    }
+                });
+            }
+        }
+    }
+    Ok(match mode {
+        Mode::Encode if e.variants.is_empty() => quote! { match *self {} },
+        Mode::Encode => quote! { match self { #arms } },
+        Mode::Decode => quote! {
+            let __offset = __rg.position();
+            let __tag = __rg.get_varint()?;
+            match __tag {
+                #arms
+                _ => ::core::result::Result::Err(__rg.unknown_tag(#name_str, __tag, __offset)),
             }
         },
     })

@@ -5,5 +5,7 @@
 //! | [`handshake`] | how two peers agree on a protocol and a transport version, authenticated (sans-IO) |
 //! | [`net`] | typed tokio connections locked to the agreed versions |
 
+#![warn(missing_docs)]
+
 pub mod handshake;
 pub mod net;

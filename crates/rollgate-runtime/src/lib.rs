@@ -16,6 +16,8 @@
 //! Architecture invariant: the runtime speaks no HTTP. The admin API and the
 //! `_capabilities` fan-out live in `rollgate-admin`, above it.
 
+#![warn(missing_docs)]
+
 pub mod capabilities;
 pub mod cluster;
 pub mod features;

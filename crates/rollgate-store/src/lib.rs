@@ -21,6 +21,8 @@
 //! semantics (etcd's): what a test proves against `mem:` holds for `redb:` and
 //! `etcd:`, and the conformance suite is the one place that says so.
 
+#![warn(missing_docs)]
+
 mod engine;
 #[cfg(feature = "etcd")]
 mod etcd;

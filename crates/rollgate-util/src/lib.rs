@@ -6,6 +6,8 @@
 //! - [`comma_list`]: items joined for a message.
 //! - [`now_ms`]: the wall clock in milliseconds since the Unix epoch.
 
+#![warn(missing_docs)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How long [`shorten`] lets a quoted string be, in bytes.

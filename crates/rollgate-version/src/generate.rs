@@ -227,83 +227,17 @@ pub fn generate(
     opts: &Options,
 ) -> Result<Outcome, GenerateError> {
     let increment = opts.increment.map(check_increment).transpose()?;
-    if let Some(n) = &opts.name
-        && !crate::state::is_valid_name(n)
-    {
-        return Err(GenerateError::BadName(n.clone()));
-    }
-    let cur = match opts.branch {
-        Some(b) => b,
-        None => current.latest_branch().ok_or(GenerateError::NoUpperBounds)?,
-    };
-    if !current.upper_bounds.contains_key(&cur) {
-        return Err(GenerateError::UnknownBranch { branch: cur, known: known_branches(current) });
-    }
-    let base_cur = base.upper_bounds.get(&cur).ok_or(GenerateError::BranchNotAtBase(cur))?.id;
-    if base_cur.is_patch() {
-        return Err(GenerateError::CurrentIsBackport { branch: cur, id: base_cur });
-    }
-
-    // The one new transport version of this change.
-    let is_referable = |n: &str| current.referable.contains_key(n) || base.referable.contains_key(n);
-    if let Some(n) = refs
-        .names()
-        .find(|n| !is_referable(n) && (current.unreferable.contains_key(*n) || base.unreferable.contains_key(*n)))
-    {
-        return Err(GenerateError::UnreferableReferenced(n.to_string()));
-    }
-    if let Some(n) = &opts.name
-        && !base.referable.contains_key(n)
-        && !refs.contains(n)
-    {
-        return Err(GenerateError::NameNotReferenced(n.clone()));
-    }
-    let new_names: Vec<String> =
-        refs.names().filter(|n| !base.referable.contains_key(*n)).map(str::to_string).collect();
-    if new_names.len() > 1 {
-        return Err(GenerateError::TooManyNew(new_names));
-    }
-    let created = new_names.into_iter().next();
-
-    // Backport branches requested on the command line.
-    let requested: Option<BTreeSet<Branch>> = match &opts.backport_branches {
-        None => None,
-        Some(list) => {
-            for b in list {
-                if *b == cur {
-                    return Err(GenerateError::BackportToCurrent(*b));
-                }
-                if *b > cur {
-                    return Err(GenerateError::BackportAboveCurrent { branch: *b, current: cur });
-                }
-                if !current.upper_bounds.contains_key(b) {
-                    return Err(GenerateError::MissingBackportBranch { branch: *b, known: known_branches(current) });
-                }
-                if !base.upper_bounds.contains_key(b) {
-                    return Err(GenerateError::BranchNotAtBase(*b));
-                }
-            }
-            if opts.name.is_none() && created.is_none() {
-                return Err(GenerateError::BackportsNeedName);
-            }
-            Some(list.iter().copied().collect())
-        }
-    };
-    let flag_target = opts.name.clone().or_else(|| created.clone());
-    let wanted_for = |name: &str, recovered: BTreeSet<Branch>| match (&requested, &flag_target) {
-        (Some(r), Some(t)) if t == name => r.clone(),
-        _ => recovered,
-    };
-
-    // Release branches at the base (and still present), by the base of their upper bound.
-    let release_lines: Vec<(Branch, TransportVersion)> = base
-        .upper_bounds
-        .iter()
-        .filter(|(b, _)| **b != cur && current.upper_bounds.contains_key(b))
-        .map(|(b, u)| (*b, u.id))
-        .collect();
-    let branches_of = |id: TransportVersion| -> Vec<Branch> {
-        release_lines.iter().filter(|(_, ub)| ub.base() == id.base()).map(|(b, _)| *b).collect()
+    let (cur, base_cur) = current_branch(current, base, opts)?;
+    let created = new_definition(current, base, refs, opts)?;
+    let requested = requested_backports(current, base, opts, cur, created.as_deref())?;
+    let plan = Plan {
+        current,
+        base,
+        cur,
+        base_cur,
+        increment,
+        requested,
+        flag_target: opts.name.clone().or_else(|| created.clone()),
     };
 
     let mut next = current.clone();
@@ -324,98 +258,14 @@ pub fn generate(
         }
     }
 
-    // Which definitions want new backport ids, on which branches.
-    let mut wants: BTreeMap<String, BTreeSet<Branch>> = BTreeMap::new();
-    for (name, at_base) in &base.referable {
-        let Some(def) = next.referable.get_mut(name) else { continue };
-        let recovered: BTreeSet<Branch> = def
-            .ids
-            .iter()
-            .filter(|id| id.is_patch() && !at_base.ids.contains(id))
-            .flat_map(|id| branches_of(*id))
-            .collect();
-        // Backport ids added since the base are reallocated below.
-        def.ids.retain(|id| at_base.ids.contains(id) || !id.is_patch());
-        let mut wanted = wanted_for(name, recovered);
-        wanted.retain(|b| match base.upper_bounds.get(b) {
-            Some(ub) => !at_base.ids.iter().any(|id| id.base() == ub.id.base()),
-            None => false,
-        });
-        if !wanted.is_empty() {
-            wants.insert(name.clone(), wanted);
-        }
-    }
+    let mut wants = plan.backports_of_existing(&mut next);
     if let Some(name) = &created {
-        let existing = current.referable.get(name);
-        let recovered: BTreeSet<Branch> =
-            existing.map(|d| d.backports().iter().flat_map(|id| branches_of(*id)).collect()).unwrap_or_default();
-        let taken = |id: TransportVersion| owner_of(&next, id, name);
-        let keep = existing.map(Definition::primary).filter(|p| {
-            increment.is_none()
-                && *p > base_cur
-                && p.id() - base_cur.id() <= MAX_INCREMENT
-                && !p.is_patch()
-                && taken(*p).is_none()
-        });
-        let primary = match keep {
-            Some(p) => p,
-            None => {
-                let step = increment.unwrap_or(DEFAULT_INCREMENT);
-                let id = base_cur.id().checked_add(step).ok_or(GenerateError::IdOverflow {
-                    branch: cur,
-                    from: base_cur,
-                    increment: u64::from(step),
-                })?;
-                let id = TransportVersion::from_id(id);
-                if let Some(owner) = taken(id) {
-                    return Err(GenerateError::IdCollision { id, name: name.clone(), owner });
-                }
-                id
-            }
-        };
-        next.referable.insert(name.clone(), Definition { name: name.clone(), ids: vec![primary] });
-        next.upper_bounds.insert(cur, UpperBound { name: name.clone(), id: primary });
-        let wanted = wanted_for(name, recovered);
+        let wanted = plan.allocate_primary(&mut next, name)?;
         if !wanted.is_empty() {
             wants.insert(name.clone(), wanted);
         }
     }
-
-    // Allocate backport ids: per release line, upper bound + 1, + 2, ... in name order.
-    let mut lines: BTreeMap<TransportVersion, (BTreeSet<Branch>, BTreeSet<String>)> = BTreeMap::new();
-    for (name, branches) in &wants {
-        for (b, ub) in branches.iter().filter_map(|b| base.upper_bounds.get(b).map(|u| (*b, u))) {
-            let e = lines.entry(ub.id.base()).or_default();
-            e.0.insert(b);
-            e.1.insert(name.clone());
-        }
-    }
-    for (branches, names) in lines.values() {
-        let Some((top_branch, from)) =
-            branches.iter().filter_map(|b| base.upper_bounds.get(b).map(|u| (*b, u.id))).max_by_key(|(_, id)| *id)
-        else {
-            continue;
-        };
-        let mut last = None;
-        for (k, name) in names.iter().enumerate() {
-            let id = TransportVersion::from_id(from.id().saturating_add(k as u32 + 1));
-            if id.base() != from.base() {
-                return Err(GenerateError::PatchesExhausted { branch: top_branch, from });
-            }
-            if let Some(owner) = owner_of(&next, id, name) {
-                return Err(GenerateError::IdCollision { id, name: name.clone(), owner });
-            }
-            if let Some(def) = next.referable.get_mut(name) {
-                def.ids.push(id);
-            }
-            last = Some(UpperBound { name: name.clone(), id });
-        }
-        if let Some(ub) = last {
-            for b in branches {
-                next.upper_bounds.insert(*b, ub.clone());
-            }
-        }
-    }
+    plan.allocate_backports(&mut next, &wants)?;
     for def in next.referable.values_mut() {
         def.ids.sort_unstable_by(|a, b| b.cmp(a));
         def.ids.dedup();
@@ -423,6 +273,235 @@ pub fn generate(
     // Compute everything, then check it is a well-formed folder before anyone writes it.
     TransportState::parse(&next.to_files()).map_err(GenerateError::Internal)?;
     Ok(Outcome { state: next, branch: cur, created, removed })
+}
+
+/// The branch the change is on (`--branch`, else the latest), checked, with
+/// its upper bound at the base.
+fn current_branch(
+    current: &TransportState,
+    base: &TransportState,
+    opts: &Options,
+) -> Result<(Branch, TransportVersion), GenerateError> {
+    if let Some(n) = &opts.name
+        && !crate::state::is_valid_name(n)
+    {
+        return Err(GenerateError::BadName(n.clone()));
+    }
+    let cur = match opts.branch {
+        Some(b) => b,
+        None => current.latest_branch().ok_or(GenerateError::NoUpperBounds)?,
+    };
+    if !current.upper_bounds.contains_key(&cur) {
+        return Err(GenerateError::UnknownBranch { branch: cur, known: known_branches(current) });
+    }
+    let base_cur = base.upper_bounds.get(&cur).ok_or(GenerateError::BranchNotAtBase(cur))?.id;
+    if base_cur.is_patch() {
+        return Err(GenerateError::CurrentIsBackport { branch: cur, id: base_cur });
+    }
+    Ok((cur, base_cur))
+}
+
+/// The one new transport version of this change: the referenced name that
+/// the base does not define (at most one).
+fn new_definition(
+    current: &TransportState,
+    base: &TransportState,
+    refs: &References,
+    opts: &Options,
+) -> Result<Option<String>, GenerateError> {
+    let is_referable = |n: &str| current.referable.contains_key(n) || base.referable.contains_key(n);
+    if let Some(n) = refs
+        .names()
+        .find(|n| !is_referable(n) && (current.unreferable.contains_key(*n) || base.unreferable.contains_key(*n)))
+    {
+        return Err(GenerateError::UnreferableReferenced(n.to_string()));
+    }
+    if let Some(n) = &opts.name
+        && !base.referable.contains_key(n)
+        && !refs.contains(n)
+    {
+        return Err(GenerateError::NameNotReferenced(n.clone()));
+    }
+    let new_names: Vec<String> =
+        refs.names().filter(|n| !base.referable.contains_key(*n)).map(str::to_string).collect();
+    if new_names.len() > 1 {
+        return Err(GenerateError::TooManyNew(new_names));
+    }
+    Ok(new_names.into_iter().next())
+}
+
+/// The backport branches requested on the command line, checked.
+fn requested_backports(
+    current: &TransportState,
+    base: &TransportState,
+    opts: &Options,
+    cur: Branch,
+    created: Option<&str>,
+) -> Result<Option<BTreeSet<Branch>>, GenerateError> {
+    let Some(list) = &opts.backport_branches else { return Ok(None) };
+    for b in list {
+        if *b == cur {
+            return Err(GenerateError::BackportToCurrent(*b));
+        }
+        if *b > cur {
+            return Err(GenerateError::BackportAboveCurrent { branch: *b, current: cur });
+        }
+        if !current.upper_bounds.contains_key(b) {
+            return Err(GenerateError::MissingBackportBranch { branch: *b, known: known_branches(current) });
+        }
+        if !base.upper_bounds.contains_key(b) {
+            return Err(GenerateError::BranchNotAtBase(*b));
+        }
+    }
+    if opts.name.is_none() && created.is_none() {
+        return Err(GenerateError::BackportsNeedName);
+    }
+    Ok(Some(list.iter().copied().collect()))
+}
+
+/// What every allocation step of [`generate`] reads.
+struct Plan<'a> {
+    current: &'a TransportState,
+    base: &'a TransportState,
+    /// The change's branch and its upper bound at the base.
+    cur: Branch,
+    base_cur: TransportVersion,
+    increment: Option<u32>,
+    /// `--backport-branches`, for `flag_target` only.
+    requested: Option<BTreeSet<Branch>>,
+    /// The definition `--backport-branches` is about (`--name`, else the new one).
+    flag_target: Option<String>,
+}
+
+impl Plan<'_> {
+    /// The branches `name` wants backport ids on: the requested ones for the
+    /// flag target, else those `recovered` from the working folder.
+    fn wanted_for(&self, name: &str, recovered: BTreeSet<Branch>) -> BTreeSet<Branch> {
+        match (&self.requested, &self.flag_target) {
+            (Some(r), Some(t)) if t == name => r.clone(),
+            _ => recovered,
+        }
+    }
+
+    /// The release branches (at the base and still present) whose upper bound
+    /// shares `id`'s base.
+    fn branches_of(&self, id: TransportVersion) -> Vec<Branch> {
+        self.base
+            .upper_bounds
+            .iter()
+            .filter(|(b, _)| **b != self.cur && self.current.upper_bounds.contains_key(b))
+            .filter(|(_, u)| u.id.base() == id.base())
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
+    /// Which definitions of the base want new backport ids, on which
+    /// branches; backport ids added since the base are dropped from `next`
+    /// (they are reallocated).
+    fn backports_of_existing(&self, next: &mut TransportState) -> BTreeMap<String, BTreeSet<Branch>> {
+        let mut wants = BTreeMap::new();
+        for (name, at_base) in &self.base.referable {
+            let Some(def) = next.referable.get_mut(name) else { continue };
+            let recovered: BTreeSet<Branch> = def
+                .ids
+                .iter()
+                .filter(|id| id.is_patch() && !at_base.ids.contains(id))
+                .flat_map(|id| self.branches_of(*id))
+                .collect();
+            def.ids.retain(|id| at_base.ids.contains(id) || !id.is_patch());
+            let mut wanted = self.wanted_for(name, recovered);
+            wanted.retain(|b| match self.base.upper_bounds.get(b) {
+                Some(ub) => !at_base.ids.iter().any(|id| id.base() == ub.id.base()),
+                None => false,
+            });
+            if !wanted.is_empty() {
+                wants.insert(name.clone(), wanted);
+            }
+        }
+        wants
+    }
+
+    /// Gives the new definition its primary id on the current branch (kept
+    /// when it still fits, else the base's upper bound + the increment) and
+    /// returns the branches it wants backports on.
+    fn allocate_primary(&self, next: &mut TransportState, name: &str) -> Result<BTreeSet<Branch>, GenerateError> {
+        let existing = self.current.referable.get(name);
+        let recovered: BTreeSet<Branch> =
+            existing.map(|d| d.backports().iter().flat_map(|id| self.branches_of(*id)).collect()).unwrap_or_default();
+        let base_cur = self.base_cur;
+        let keep = existing.map(Definition::primary).filter(|p| {
+            self.increment.is_none()
+                && *p > base_cur
+                && p.id() - base_cur.id() <= MAX_INCREMENT
+                && !p.is_patch()
+                && owner_of(next, *p, name).is_none()
+        });
+        let primary = match keep {
+            Some(p) => p,
+            None => {
+                let step = self.increment.unwrap_or(DEFAULT_INCREMENT);
+                let id = base_cur.id().checked_add(step).ok_or(GenerateError::IdOverflow {
+                    branch: self.cur,
+                    from: base_cur,
+                    increment: u64::from(step),
+                })?;
+                let id = TransportVersion::from_id(id);
+                if let Some(owner) = owner_of(next, id, name) {
+                    return Err(GenerateError::IdCollision { id, name: name.to_string(), owner });
+                }
+                id
+            }
+        };
+        next.referable.insert(name.to_string(), Definition { name: name.to_string(), ids: vec![primary] });
+        next.upper_bounds.insert(self.cur, UpperBound { name: name.to_string(), id: primary });
+        Ok(self.wanted_for(name, recovered))
+    }
+
+    /// Allocates backport ids: per release line, upper bound + 1, + 2, ... in
+    /// name order; the line's branches get the last as their upper bound.
+    fn allocate_backports(
+        &self,
+        next: &mut TransportState,
+        wants: &BTreeMap<String, BTreeSet<Branch>>,
+    ) -> Result<(), GenerateError> {
+        let mut lines: BTreeMap<TransportVersion, (BTreeSet<Branch>, BTreeSet<String>)> = BTreeMap::new();
+        for (name, branches) in wants {
+            for (b, ub) in branches.iter().filter_map(|b| self.base.upper_bounds.get(b).map(|u| (*b, u))) {
+                let e = lines.entry(ub.id.base()).or_default();
+                e.0.insert(b);
+                e.1.insert(name.clone());
+            }
+        }
+        for (branches, names) in lines.values() {
+            let Some((top_branch, from)) = branches
+                .iter()
+                .filter_map(|b| self.base.upper_bounds.get(b).map(|u| (*b, u.id)))
+                .max_by_key(|(_, id)| *id)
+            else {
+                continue;
+            };
+            let mut last = None;
+            for (k, name) in names.iter().enumerate() {
+                let id = TransportVersion::from_id(from.id().saturating_add(k as u32 + 1));
+                if id.base() != from.base() {
+                    return Err(GenerateError::PatchesExhausted { branch: top_branch, from });
+                }
+                if let Some(owner) = owner_of(next, id, name) {
+                    return Err(GenerateError::IdCollision { id, name: name.clone(), owner });
+                }
+                if let Some(def) = next.referable.get_mut(name) {
+                    def.ids.push(id);
+                }
+                last = Some(UpperBound { name: name.clone(), id });
+            }
+            if let Some(ub) = last {
+                for b in branches {
+                    next.upper_bounds.insert(*b, ub.clone());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The definition other than `except` holding `id`.

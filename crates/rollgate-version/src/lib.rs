@@ -16,6 +16,8 @@
 //! This crate has no runtime dependencies beyond `serde` and `thiserror`, so
 //! build scripts (`rollgate-build`) and the CLI can use it cheaply.
 
+#![warn(missing_docs)]
+
 pub mod generate;
 mod protocol;
 pub mod scan;

@@ -11,6 +11,8 @@
 //! | [`protocol`] | which message set two peers speak (one module per protocol version) |
 //! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
 
+#![warn(missing_docs)]
+
 // The derives name `::rollgate::wire::...`; inside this crate that is us.
 extern crate self as rollgate;
 

@@ -27,6 +27,8 @@
 //! | [`record`] | extensible records that old code round-trips without loss |
 //! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
 
+#![warn(missing_docs)]
+
 //! | [`util`] | small shared helpers: text cut to a bound, wall-clock milliseconds |
 //! | [`api`] | the admin API's requests and answers (shared with the `rollgate` CLI) |
 

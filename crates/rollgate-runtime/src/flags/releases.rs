@@ -211,6 +211,15 @@ pub fn plan_upgrade(view: &ClusterView, table: &ReleaseTable, to: &str) -> Resul
     let Some((to_index, target)) = table.get(to) else {
         return Err(UpgradePlanError::UnknownRelease { to: to.to_string(), known: table.names() });
     };
+    check_target_supports_enabled(view, target, to)?;
+    let mut steps = required_flag_steps(view, table, to_index, target, to)?;
+    steps.extend(member_steps(view, target, to));
+    Ok(UpgradePlan { to: to.to_string(), steps })
+}
+
+/// Refuses a target release that lacks a flag the cluster has enabled (its
+/// nodes could not join), saying whether disabling first is a way out.
+fn check_target_supports_enabled(view: &ClusterView, target: &ReleaseFlags, to: &str) -> Result<(), UpgradePlanError> {
     let present: Vec<(&String, bool)> = view
         .flags
         .iter()
@@ -229,6 +238,19 @@ pub fn plan_upgrade(view: &ClusterView, table: &ReleaseTable, to: &str) -> Resul
         };
         return Err(UpgradePlanError::TargetLacksFlags { to: to.to_string(), flags: lacking, fix });
     }
+    Ok(())
+}
+
+/// The steps for flags the target requires but the cluster has not enabled:
+/// first upgrade the members lacking them to a bridge release that supports
+/// them without requiring them, then enable them.
+fn required_flag_steps(
+    view: &ClusterView,
+    table: &ReleaseTable,
+    to_index: usize,
+    target: &ReleaseFlags,
+    to: &str,
+) -> Result<Vec<PlanStep>, UpgradePlanError> {
     let mut steps = Vec::new();
     let missing_required: Vec<String> = target
         .required
@@ -282,6 +304,13 @@ pub fn plan_upgrade(view: &ClusterView, table: &ReleaseTable, to: &str) -> Resul
             command: Some(format!("rollgate flags enable {}", missing_required.join(" "))),
         });
     }
+    Ok(steps)
+}
+
+/// The steps for the members themselves: upgrade the running ones, start
+/// or forget the stopped ones, then enable the flags the target adds.
+fn member_steps(view: &ClusterView, target: &ReleaseFlags, to: &str) -> Vec<PlanStep> {
+    let mut steps = Vec::new();
     let (stopped, to_upgrade): (Vec<_>, Vec<_>) =
         view.members.values().filter(|m| m.record.release != to).partition(|m| !m.is_running());
     if !to_upgrade.is_empty() {
@@ -331,5 +360,5 @@ pub fn plan_upgrade(view: &ClusterView, table: &ReleaseTable, to: &str) -> Resul
             command: Some("rollgate flags enable --all".into()),
         });
     }
-    Ok(UpgradePlan { to: to.to_string(), steps })
+    steps
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -387,16 +388,7 @@ fn run_batch(
     let id = m.id();
     let mut wtx = db.begin_write().map_err(redb_err(id, "starting a write transaction"))?;
     wtx.set_durability(options.durability).map_err(redb_err(id, "setting the durability"))?;
-    let existing = {
-        if has_table(&wtx, CHECKPOINT_TABLE.name()).map_err(redb_err(id, "listing tables"))? {
-            let table = wtx.open_table(CHECKPOINT_TABLE).map_err(redb_err(id, "opening the checkpoint table"))?;
-            let value = table.get(id).map_err(redb_err(id, "reading the checkpoint"))?;
-            value.map(|v| Checkpoint::from_bytes(id, v.value())).transpose()?
-        } else {
-            None
-        }
-    };
-    let mut checkpoint = match existing {
+    let mut checkpoint = match read_checkpoint(&wtx, id)? {
         Some(ck) if ck.direction == direction => {
             if ck.state == CheckpointState::Done {
                 wtx.abort().map_err(redb_err(id, "ending a transaction"))?;
@@ -406,103 +398,8 @@ fn run_batch(
         }
         _ => Checkpoint::fresh(direction, 0, node),
     };
-    let convert = match direction {
-        Direction::Forward => &m.forward,
-        Direction::Reverse => m.reverse.as_ref().ok_or_else(|| MigrateError::Irreversible {
-            flag: m.gate.flag_name().unwrap_or_default().to_string(),
-            step: m.describe().to_string(),
-        })?,
-    };
     let (processed, more) = if has_table(&wtx, m.table()).map_err(redb_err(id, "listing tables"))? {
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(m.table());
-        let mut table = wtx.open_table(def).map_err(redb_err(id, "opening the table"))?;
-        if checkpoint.done == 0 && checkpoint.last_key.is_none() {
-            checkpoint.total = table.len().map_err(redb_err(id, "counting the table's records"))?;
-        }
-        if let Some(last) = &checkpoint.last_key {
-            let table_last = table.last().map_err(redb_err(id, "reading the table's last key"))?;
-            let table_last = table_last.map(|(k, _)| k.value().to_vec());
-            if table_last.as_deref().is_none_or(|t| t < last.as_slice()) {
-                return Err(MigrateError::CheckpointPastEnd {
-                    migration: id.to_string(),
-                    table: m.table().to_string(),
-                    checkpoint: escape_key(last),
-                    last: table_last.as_deref().map_or_else(|| "(empty)".to_string(), escape_key),
-                });
-            }
-        }
-        let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(options.batch_records.min(4096));
-        let mut more = false;
-        {
-            let lower = match &checkpoint.last_key {
-                Some(k) => Bound::Excluded(k.as_slice()),
-                None => Bound::Unbounded,
-            };
-            let range =
-                table.range::<&[u8]>((lower, Bound::Unbounded)).map_err(redb_err(id, "reading the next batch"))?;
-            let mut bytes = 0usize;
-            for entry in range {
-                let (k, v) = entry.map_err(redb_err(id, "reading the next batch"))?;
-                if items.len() >= options.batch_records.max(1) || bytes >= options.max_batch_bytes {
-                    more = true;
-                    break;
-                }
-                bytes += k.value().len() + v.value().len();
-                items.push((k.value().to_vec(), v.value().to_vec()));
-            }
-        }
-        let record_err = |key: &[u8], reason: String| MigrateError::Record {
-            migration: id.to_string(),
-            table: m.table().to_string(),
-            key: escape_key(key),
-            direction,
-            reason,
-        };
-        // The companion entries of each record: from the value the forward
-        // pass leaves, or (reverse) from the value before it is converted back.
-        let mut companion_entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for (key, value) in &items {
-            let rewrite = convert(key, value).map_err(|reason| record_err(key, reason))?;
-            if let Some((_, index)) = &m.companion {
-                let source = match (&rewrite, direction) {
-                    (Rewrite::Delete, Direction::Forward) => None,
-                    (Rewrite::Put(new), Direction::Forward) => Some(new.as_slice()),
-                    (_, _) => Some(value.as_slice()),
-                };
-                if let Some(source) = source {
-                    companion_entries.extend(index(key, source).map_err(|reason| record_err(key, reason))?);
-                }
-            }
-            match rewrite {
-                Rewrite::Keep => {}
-                Rewrite::Put(new) => {
-                    table.insert(key.as_slice(), new.as_slice()).map_err(redb_err(id, "writing a record"))?;
-                    checkpoint.changed += 1;
-                }
-                Rewrite::Delete => {
-                    table.remove(key.as_slice()).map_err(redb_err(id, "deleting a record"))?;
-                    checkpoint.deleted += 1;
-                }
-            }
-        }
-        if let Some((name, _)) = &m.companion {
-            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
-            let mut companion = wtx.open_table(def).map_err(redb_err(id, "opening the companion table"))?;
-            for (k, v) in &companion_entries {
-                match direction {
-                    Direction::Forward => {
-                        companion.insert(k.as_slice(), v.as_slice()).map_err(redb_err(id, "writing the companion"))?;
-                    }
-                    Direction::Reverse => {
-                        companion.remove(k.as_slice()).map_err(redb_err(id, "deleting from the companion"))?;
-                    }
-                }
-            }
-        }
-        if let Some((last, _)) = items.last() {
-            checkpoint.last_key = Some(last.clone());
-        }
-        (items.len() as u64, more)
+        convert_next_records(&wtx, m, direction, &mut checkpoint, options)?
     } else {
         (0, false)
     };
@@ -522,6 +419,137 @@ fn run_batch(
     }
     wtx.commit().map_err(redb_err(id, "committing the batch"))?;
     Ok(BatchResult { checkpoint, processed })
+}
+
+/// The migration's checkpoint, as of this transaction.
+fn read_checkpoint(wtx: &WriteTransaction, id: &str) -> Result<Option<Checkpoint>, MigrateError> {
+    if !has_table(wtx, CHECKPOINT_TABLE.name()).map_err(redb_err(id, "listing tables"))? {
+        return Ok(None);
+    }
+    let table = wtx.open_table(CHECKPOINT_TABLE).map_err(redb_err(id, "opening the checkpoint table"))?;
+    let value = table.get(id).map_err(redb_err(id, "reading the checkpoint"))?;
+    value.map(|v| Checkpoint::from_bytes(id, v.value())).transpose()
+}
+
+/// Converts the records after the checkpoint (a batch, bounded in records
+/// and bytes) and their companion entries in `wtx`; advances the
+/// checkpoint's counters and last key. Returns how many records it read and
+/// whether more follow.
+fn convert_next_records(
+    wtx: &WriteTransaction,
+    m: &TableMigration,
+    direction: Direction,
+    checkpoint: &mut Checkpoint,
+    options: &LocalOptions,
+) -> Result<(u64, bool), MigrateError> {
+    let id = m.id();
+    let convert = match direction {
+        Direction::Forward => &m.forward,
+        Direction::Reverse => m.reverse.as_ref().ok_or_else(|| MigrateError::Irreversible {
+            flag: m.gate.flag_name().unwrap_or_default().to_string(),
+            step: m.describe().to_string(),
+        })?,
+    };
+    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(m.table());
+    let mut table = wtx.open_table(def).map_err(redb_err(id, "opening the table"))?;
+    if checkpoint.done == 0 && checkpoint.last_key.is_none() {
+        checkpoint.total = table.len().map_err(redb_err(id, "counting the table's records"))?;
+    }
+    if let Some(last) = &checkpoint.last_key {
+        let table_last = table.last().map_err(redb_err(id, "reading the table's last key"))?;
+        let table_last = table_last.map(|(k, _)| k.value().to_vec());
+        if table_last.as_deref().is_none_or(|t| t < last.as_slice()) {
+            return Err(MigrateError::CheckpointPastEnd {
+                migration: id.to_string(),
+                table: m.table().to_string(),
+                checkpoint: escape_key(last),
+                last: table_last.as_deref().map_or_else(|| "(empty)".to_string(), escape_key),
+            });
+        }
+    }
+    let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(options.batch_records.min(4096));
+    let mut more = false;
+    {
+        let lower = match &checkpoint.last_key {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let range = table.range::<&[u8]>((lower, Bound::Unbounded)).map_err(redb_err(id, "reading the next batch"))?;
+        let mut bytes = 0usize;
+        for entry in range {
+            let (k, v) = entry.map_err(redb_err(id, "reading the next batch"))?;
+            if items.len() >= options.batch_records.max(1) || bytes >= options.max_batch_bytes {
+                more = true;
+                break;
+            }
+            bytes += k.value().len() + v.value().len();
+            items.push((k.value().to_vec(), v.value().to_vec()));
+        }
+    }
+    let record_err = |key: &[u8], reason: String| MigrateError::Record {
+        migration: id.to_string(),
+        table: m.table().to_string(),
+        key: escape_key(key),
+        direction,
+        reason,
+    };
+    // The companion entries of each record: from the value the forward
+    // pass leaves, or (reverse) from the value before it is converted back.
+    let mut companion_entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (key, value) in &items {
+        let rewrite = convert(key, value).map_err(|reason| record_err(key, reason))?;
+        if let Some((_, index)) = &m.companion {
+            let source = match (&rewrite, direction) {
+                (Rewrite::Delete, Direction::Forward) => None,
+                (Rewrite::Put(new), Direction::Forward) => Some(new.as_slice()),
+                (_, _) => Some(value.as_slice()),
+            };
+            if let Some(source) = source {
+                companion_entries.extend(index(key, source).map_err(|reason| record_err(key, reason))?);
+            }
+        }
+        match rewrite {
+            Rewrite::Keep => {}
+            Rewrite::Put(new) => {
+                table.insert(key.as_slice(), new.as_slice()).map_err(redb_err(id, "writing a record"))?;
+                checkpoint.changed += 1;
+            }
+            Rewrite::Delete => {
+                table.remove(key.as_slice()).map_err(redb_err(id, "deleting a record"))?;
+                checkpoint.deleted += 1;
+            }
+        }
+    }
+    write_companion(wtx, m, direction, &companion_entries)?;
+    if let Some((last, _)) = items.last() {
+        checkpoint.last_key = Some(last.clone());
+    }
+    Ok((items.len() as u64, more))
+}
+
+/// Writes (forward) or removes (reverse) a batch's companion entries.
+fn write_companion(
+    wtx: &WriteTransaction,
+    m: &TableMigration,
+    direction: Direction,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), MigrateError> {
+    let id = m.id();
+    if let Some((name, _)) = &m.companion {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        let mut companion = wtx.open_table(def).map_err(redb_err(id, "opening the companion table"))?;
+        for (k, v) in entries {
+            match direction {
+                Direction::Forward => {
+                    companion.insert(k.as_slice(), v.as_slice()).map_err(redb_err(id, "writing the companion"))?;
+                }
+                Direction::Reverse => {
+                    companion.remove(k.as_slice()).map_err(redb_err(id, "deleting from the companion"))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_checkpoints(db: &Database, migrations: &Migrations) -> Result<BTreeMap<String, Checkpoint>, MigrateError> {

@@ -4,6 +4,9 @@
 //! garbage test, `tests/net_garbage.rs`, stays apart: it caps the global
 //! allocator of its process.)
 
+// Scenario tests read top to bottom, so a long one stays in one piece.
+#![allow(clippy::too_many_lines)]
+
 mod flags_support;
 mod migrate_support;
 
