@@ -13,10 +13,11 @@
 //! | [`protocol`] | [`Msg`]: the top-level enum over protocol v1..=v2 |
 //! | [`service`] | a tiny node handling every supported protocol version |
 //! | [`samples`] | one value per message, for golden wire samples and benchmarks |
-//! | [`fuzz`] | the entry points shared by the fuzz targets and the property tests |
+//! | `fuzz` | the entry points shared by the fuzz targets and the property tests (feature `fuzz`) |
 
 rollgate::include_transport_versions!();
 
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod network;
 pub mod protocol;
