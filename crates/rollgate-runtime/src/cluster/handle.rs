@@ -1,6 +1,16 @@
 //! The node-side cluster handle: a cached [`ClusterView`] kept current by a
 //! watch, served as-is while the store is unreachable, and resumed from the
 //! last revision seen (re-listing when that history was compacted).
+//!
+//! [`ClusterHandle`] publishes one view per applied revision
+//! ([`ClusterHandle::subscribe`], [`ClusterHandle::watch_view`]), after the
+//! local copy of the flags and epoch was written (I2). When the store is
+//! unreachable (a watch error, or a failed periodic probe) it keeps serving
+//! the cached view, says so (`tracing::warn!` and [`StoreStatus`]: reachable,
+//! since, last error, revision, relists), refuses membership and flag changes
+//! with `ClusterError::StoreUnavailable`, and reconnects with bounded backoff.
+//! Guarded by `tests/it/cluster_store_outage.rs` (a real etcd killed and
+//! restarted under a node).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,33 @@
 //! Node-local table migrations: a redb table rewritten in batches, the
 //! checkpoint committed in the same write transaction as each batch.
+//!
+//! A [`TableMigration`] rewrites a table (`&[u8]` keys and values) record by
+//! record ([`Rewrite::Keep`], `Put` or `Delete`, or an error naming why),
+//! optionally filling a companion table as it goes
+//! ([`TableMigration::with_companion`], e.g. a secondary index written in the
+//! batch's transaction and removed by a reverse pass). One batch
+//! ([`LocalOptions::batch_records`], default 1,000, and `max_batch_bytes`) is
+//! one write transaction: read the [`Checkpoint`] (table
+//! [`CHECKPOINT_TABLE`]: migration id -> JSON with direction, state, last key,
+//! counts, total, node, timestamps), read the next records after the last
+//! key, convert them, write them **and the new checkpoint**, commit. A batch
+//! that cannot convert a record aborts (nothing of it written) naming the key;
+//! a checkpoint that does not decode, or whose last key lies past the table's
+//! end, is refused before anything is written
+//! ([`LocalRunner::reset_checkpoint`] starts over).
+//!
+//! The runner follows the gates, checked before every batch: a closed gate
+//! whose data was (partly) converted is reversed (newest migration first),
+//! then open ones run forward in order; a gate that changes mid-run pauses
+//! the migration before its next batch. An optional token bucket
+//! ([`RateLimit`]) paces batches. Progress goes to a callback, a watch of the
+//! node's [`NodeStatus`](super::NodeStatus) and the store
+//! (`migrations/status/<node>`), which
+//! [`cluster_status`](super::cluster_status) reads for the admin API.
+//!
+//! Downgrade: [`LocalRunner::reverse_flag`] converts a flag's data back,
+//! batched and resumable like the forward pass; a migration without reverse
+//! on the way is `MigrateError::Irreversible`, before anything runs.
 
 use std::collections::BTreeMap;
 use std::fmt;

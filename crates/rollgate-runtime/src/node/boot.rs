@@ -1,6 +1,31 @@
-//! Boot and join: the checks a node passes before it serves (see the
-//! parent module), the epoch-fenced join, and the refusals that name the
-//! operator's fix.
+//! Boot and join: the checks a node passes before it serves, the
+//! epoch-fenced join, and the refusals that name the operator's fix.
+//!
+//! [`Node::start`] (or [`Node::open`], which also handles an unreachable
+//! store):
+//!
+//! 1. read the data dir's local copy (a corrupt one refuses the boot, naming
+//!    the file), open the cluster, then the handle (which rewrites the copy);
+//!    with the store unreachable, the local copy decides: an unknown enabled
+//!    flag refuses the boot naming it and its first release, else "start
+//!    again once the store is reachable"; a copy of another cluster than the
+//!    store's is checked the same way; for the same cluster the store, being
+//!    newer, decides;
+//! 2. boot check: nothing enabled, enabling or disabling that the release
+//!    lacks;
+//! 3. the epoch-fenced join: `join_check` on the view it commits against; on
+//!    a fresh cluster (no members, no flags) the same transaction writes every
+//!    stable and required flag as `enabling`; otherwise disabled required
+//!    flags that every member supports are written as `enabling`, and a
+//!    required flag some member lacks refuses the boot with the nodes to
+//!    upgrade, the bridge release (from the release table) and
+//!    `nodes forget`, changing nothing; the transaction also writes the live
+//!    key, so the new member is never taken for dead;
+//! 4. liveness and the flag worker; the flags the join wrote are driven to
+//!    enabled; recovery of any enabling this node owned before a crash or
+//!    whose owner is gone; required flags must end enabled;
+//! 5. the per-node steps of the flags that were enabled before this boot;
+//! 6. the bits follow the view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;

@@ -1,7 +1,47 @@
 //! The flag-protocol driver: enable, disable and recovery runs this node
 //! drives, the flag worker that runs its per-node steps and recovers
 //! in-progress flags whose driver is gone, and the hot-path bits following
-//! the view.
+//! the view. The decisions are [`plan`]'s; this module reads views, commits
+//! what they return under the epoch and runs the steps.
+//!
+//! # Enabling (per flag of the plan, dependencies first; fail points in parentheses)
+//!
+//! 1. plan on a fresh view (`plan_enable`); refuse with every blocker, or
+//!    stop here for a dry run (`enable.before_enabling_commit`);
+//! 2. commit `enabling { owner, attempt { id, node_steps } }` with the flag's
+//!    info, fenced on the epoch after `begin_enable` re-checked the view:
+//!    every member (running or stopped) supports the flag, its dependencies
+//!    are enabled, every member with a per-node step is running
+//!    (`enable.after_enabling_committed`);
+//! 3. run the cluster-wide step on the owner (refreshing the record so nobody
+//!    takes a long step over) (`enable.after_cluster_step`);
+//! 4. every member in `node_steps` runs its per-node step (its flag worker
+//!    sees the attempt in its view) and writes `flag_acks/<flag>/<node>`; the
+//!    owner waits for every ack of this attempt, bounded; a failed step, a
+//!    member that stops or one that does not answer in time rolls back to
+//!    `disabled` with a note naming it (`enable.after_node_steps`);
+//! 5. commit `enabled` (fenced: the attempt is still this one, every member
+//!    still supports the flag, the dependencies are enabled)
+//!    (`enable.after_enabled_committed`); clean up the acks.
+//!
+//! # Recovery (I4)
+//!
+//! Any node that looks (at boot, and every running node's flag worker on each
+//! view change and periodically): an `enabling` record whose driver is gone
+//! (the owner is this node and nothing drives it here; or the owner is not a
+//! running member; or the record was not refreshed for `stale_ms`) is
+//! **resumed** (taken over with a new attempt; every step runs again, they
+//! are idempotent) when every member still supports the flag, its
+//! dependencies are enabled and every member with a per-node step is
+//! running, and **rolled back** to `disabled` otherwise (safe: the bit was
+//! never set). A `disabling` record whose driver is gone is finished.
+//!
+//! # Disabling (reversible flags, no enabled dependent)
+//!
+//! Commit `disabling` (bits cleared everywhere)
+//! (`disable.after_disabling_committed`), run the `before_disable` hook
+//! (`disable.after_hook`), commit `disabled`; a failing hook puts the flag
+//! back to enabled with a note.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -106,7 +106,7 @@ impl Default for NodeTimeouts {
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The node id (see [`validate_node_id`]).
+    /// The node id (see [`validate_node_id`](crate::cluster::validate_node_id)).
     pub node_id: String,
     /// The release it runs (for humans; never compared).
     pub release: String,
