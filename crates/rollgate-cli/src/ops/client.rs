@@ -64,7 +64,7 @@ impl Client {
         })?;
         let base = parse_node_url(node)?;
         let token = match token_file {
-            Some(path) => Some(rollgate::admin::read_token_file(path).map_err(Failure::refused)?),
+            Some(path) => Some(rollgate_api::token::read_token_file(path).map_err(Failure::refused)?),
             None => None,
         };
         let http = reqwest::Client::builder()

@@ -42,11 +42,11 @@ pub struct JsonArg {
 }
 
 fn parse_flag_name(s: &str) -> Result<String, String> {
-    rollgate::cluster::validate_flag_name(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+    rollgate_api::names::check_flag_name(s).map(|_| s.to_string()).map_err(|e| e.to_string())
 }
 
 fn parse_node_id(s: &str) -> Result<String, String> {
-    rollgate::cluster::validate_node_id(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+    rollgate_api::names::check_node_id(s).map(|_| s.to_string()).map_err(|e| e.to_string())
 }
 
 fn parse_release(s: &str) -> Result<String, String> {
@@ -462,7 +462,7 @@ pub fn run_nodes(conn: &Connection, cmd: NodesCommand) -> Outcome {
 /// `rollgate capabilities ...`.
 pub fn run_capabilities(conn: &Connection, a: CapabilitiesArgs) -> Outcome {
     // The query is checked here first: bad input never reaches the node.
-    rollgate::capabilities::CapabilityQuery::parse(
+    rollgate_api::routes::CapabilityQuery::parse(
         Some(&a.method),
         Some(&a.path),
         a.parameters.as_deref(),
