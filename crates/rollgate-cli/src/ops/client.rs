@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use crate::failure::Failure;
+use super::args::Connection;
+use crate::failure::{Failure, Outcome};
 
 /// Largest response read from a node.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -53,7 +54,22 @@ fn shorten(s: &str) -> String {
     rollgate_util::shorten_to(s, 80)
 }
 
+/// Runs a command's requests on a current-thread runtime.
+pub fn block_on<F: std::future::Future<Output = Outcome>>(f: F) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("cannot start the runtime: {e}")))?;
+    rt.block_on(f)
+}
+
 impl Client {
+    /// The client of the top-level options: `--node`, `--token-file`,
+    /// `--timeout-s`.
+    pub fn connect(conn: &Connection) -> Result<Client, Failure> {
+        Client::new(conn.node.as_deref(), conn.token_file.as_deref(), Duration::from_secs(conn.timeout_s))
+    }
+
     /// A client of the node at `node` (from `--node` or `ROLLGATE_NODE`),
     /// with the token of `token_file` when given.
     pub fn new(node: Option<&str>, token_file: Option<&Path>, timeout: Duration) -> Result<Client, Failure> {

@@ -9,7 +9,7 @@ use rollgate_util::now_ms;
 use serde_json::Value;
 
 use super::client::Client;
-use super::{print_table, s, table};
+use super::show::{print_table, s, table};
 use crate::failure::{Failure, Outcome};
 
 /// How often `--watch` asks the node for progress.
