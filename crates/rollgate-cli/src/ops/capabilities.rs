@@ -1,10 +1,11 @@
 //! `rollgate capabilities`: does every member support a REST endpoint?
 
 use clap::Args;
+use rollgate_api::routes::{CapabilitiesAnswer, CapabilityQuery};
 
 use super::args::Connection;
 use super::client::{Client, block_on};
-use super::show::{print_json, print_table, s, table};
+use super::show::{print_table, table, true_false_null, wire_name};
 use crate::failure::{Failure, Outcome};
 
 /// `rollgate capabilities`.
@@ -37,13 +38,8 @@ pub struct CapabilitiesArgs {
 /// `rollgate capabilities ...`.
 pub fn run_capabilities(conn: &Connection, a: CapabilitiesArgs) -> Outcome {
     // The query is checked here first: bad input never reaches the node.
-    rollgate_api::routes::CapabilityQuery::parse(
-        Some(&a.method),
-        Some(&a.path),
-        a.parameters.as_deref(),
-        a.capabilities.as_deref(),
-    )
-    .map_err(Failure::refused)?;
+    CapabilityQuery::parse(Some(&a.method), Some(&a.path), a.parameters.as_deref(), a.capabilities.as_deref())
+        .map_err(Failure::refused)?;
     let client = Client::connect(conn)?;
     let mut url = reqwest::Url::parse("http://node/_capabilities").map_err(|e| Failure::Internal(e.into()))?;
     {
@@ -59,14 +55,15 @@ pub fn run_capabilities(conn: &Connection, a: CapabilitiesArgs) -> Outcome {
     }
     let path = format!("/_capabilities?{}", url.query().unwrap_or(""));
     block_on(async move {
-        let v = client.get(&path).await?;
+        let answer = client.get(&path).await?;
         if a.json {
-            return print_json(&v);
+            return answer.print_json();
         }
-        println!("supported: {}", v["supported"]);
+        let caps: CapabilitiesAnswer = answer.decode()?;
+        println!("supported: {}", true_false_null(caps.supported));
         let mut t = table(&["NODE", "SUPPORTED", "FROM"]);
-        for m in v["members"].as_array().into_iter().flatten() {
-            t.add_row(vec![s(&m["node_id"]), m["supported"].to_string(), s(&m["source"])]);
+        for m in caps.members.into_iter().flatten() {
+            t.add_row(vec![m.node_id, true_false_null(m.supported), wire_name(&m.source)]);
         }
         print_table(&mut t);
         Ok(())

@@ -1,12 +1,11 @@
 //! `rollgate flags`: list, info, enable, disable.
 
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
+use rollgate_api::flags::{DisableReport, DisableRequest, EnableReport, EnableRequest, FlagList, FlagStatus};
 
 use super::args::{Connection, JsonArg, parse_flag_name};
 use super::client::{Client, block_on};
-use super::show::{print_json, print_table, s, table};
+use super::show::{self, or_dash, print_table, table, yes_no};
 use crate::failure::{Failure, Outcome};
 
 /// Feature flags: list, inspect, enable, disable.
@@ -94,27 +93,28 @@ pub fn run_flags(conn: &Connection, cmd: FlagsCommand) -> Outcome {
 
 /// `rollgate flags list`.
 async fn list(client: &Client, json: bool) -> Outcome {
-    let v = client.get("/admin/flags").await?;
+    let answer = client.get("/admin/flags").await?;
     if json {
-        return print_json(&v);
+        return answer.print_json();
     }
+    let flags: FlagList = answer.decode()?;
     let mut t = table(&["NAME", "STATE", "STABILITY", "SINCE", "REVERSIBLE", "BLOCKED BY", "DESCRIPTION"]);
-    for f in v["flags"].as_array().into_iter().flatten() {
-        let mut description = s(&f["description"]);
-        if f["known"] == false {
+    for f in flags.flags {
+        let mut description = f.description;
+        if !f.known {
             description.push_str(" (unknown to this node)");
         }
-        let state = match f["owner"].as_str() {
-            Some(owner) => format!("{} by {owner}", s(&f["state"])),
-            None => s(&f["state"]),
+        let state = match &f.owner {
+            Some(owner) => format!("{} by {owner}", f.state),
+            None => f.state.to_string(),
         };
         t.add_row(vec![
-            s(&f["name"]),
+            f.name,
             state,
-            s(&f["stability"]),
-            s(&f["introduced_in"]),
-            s(&f["reversible"]),
-            s(&f["lacking"]),
+            f.stability.to_string(),
+            f.introduced_in,
+            yes_no(f.reversible),
+            show::list(&f.lacking),
             description,
         ]);
     }
@@ -124,80 +124,82 @@ async fn list(client: &Client, json: bool) -> Outcome {
 
 /// `rollgate flags info NAME`.
 async fn info(client: &Client, name: &str, json: bool) -> Outcome {
-    let v = client.get(&format!("/admin/flags/{name}")).await?;
+    let answer = client.get(&format!("/admin/flags/{name}")).await?;
     if json {
-        return print_json(&v);
+        return answer.print_json();
     }
+    let f: FlagStatus = answer.decode()?;
     let mut t = table(&["FIELD", "VALUE"]);
-    for (label, key) in [
-        ("name", "name"),
-        ("state", "state"),
-        ("owner", "owner"),
-        ("description", "description"),
-        ("stability", "stability"),
-        ("introduced in", "introduced_in"),
-        ("depends on", "depends_on"),
-        ("provider", "provider"),
-        ("reversible", "reversible"),
-        ("per-node step", "node_step"),
-        ("known to this node", "known"),
-        ("blocked by", "lacking"),
-        ("note", "note"),
-        ("documentation", "doc_url"),
+    for (label, value) in [
+        ("name", f.name),
+        ("state", f.state.to_string()),
+        ("owner", or_dash(f.owner.as_deref())),
+        ("description", f.description),
+        ("stability", f.stability.to_string()),
+        ("introduced in", f.introduced_in),
+        ("depends on", show::list(&f.depends_on)),
+        ("provider", f.provider),
+        ("reversible", yes_no(f.reversible)),
+        ("per-node step", yes_no(f.node_step)),
+        ("known to this node", yes_no(f.known)),
+        ("blocked by", show::list(&f.lacking)),
+        ("note", or_dash(f.note.as_deref())),
+        ("documentation", or_dash(f.doc_url.as_deref())),
     ] {
-        t.add_row(vec![label.to_string(), s(&v[key])]);
+        t.add_row(vec![label.to_string(), value]);
     }
     print_table(&mut t);
     Ok(())
 }
 
+/// The request of `rollgate flags enable`.
+fn enable_request(a: &EnableArgs, dry_run: bool) -> EnableRequest {
+    EnableRequest { flags: a.names.clone(), all: a.all, experimental: a.experimental, dry_run }
+}
+
 /// `rollgate flags enable`: a note per irreversible flag first, then the
-/// request; a dry run prints the order, a real one what it enabled.
+/// request; a dry run prints the order, a real one what it enabled. Exit 2
+/// when the node says enabling would be refused.
 async fn enable(client: &Client, a: &EnableArgs) -> Outcome {
     if !a.json {
         warn_irreversible(client, a).await?;
     }
-    let body = json!({"flags": a.names, "all": a.all, "experimental": a.experimental, "dry_run": a.dry_run});
-    let v = client.send(Method::POST, "/admin/flags/enable", Some(body)).await?;
+    let answer = client.post("/admin/flags/enable", &enable_request(a, a.dry_run)).await?;
     if a.json {
-        print_json(&v)?;
-    } else if a.dry_run {
-        let order: Vec<String> = v["order"].as_array().into_iter().flatten().map(s).collect();
-        if order.is_empty() {
-            println!("nothing to enable");
-        } else {
-            println!("would enable, in this order:");
-            for (i, f) in order.iter().enumerate() {
-                println!("  {}. {f}", i + 1);
-            }
-        }
-        let already: Vec<String> = v["already_enabled"].as_array().into_iter().flatten().map(s).collect();
-        if !already.is_empty() {
-            println!("already enabled: {}", already.join(", "));
-        }
-    } else {
-        let enabled: Vec<String> = v["enabled"].as_array().into_iter().flatten().map(s).collect();
-        let already: Vec<String> = v["already_enabled"].as_array().into_iter().flatten().map(s).collect();
-        if enabled.is_empty() {
-            println!("nothing to enable");
-        } else {
-            println!("enabled: {}", enabled.join(", "));
-        }
-        if !already.is_empty() {
-            println!("already enabled: {}", already.join(", "));
-        }
+        answer.print_json()?;
     }
-    let blockers: Vec<String> = v["messages"].as_array().into_iter().flatten().map(s).collect();
-    if !blockers.is_empty() {
-        return Err(Failure::Refused(format!("enabling would be refused:\n  {}", blockers.join("\n  "))));
+    let report: EnableReport = answer.decode()?;
+    if !a.json {
+        print_enable_report(&report, a.dry_run);
+    }
+    if !report.messages.is_empty() {
+        return Err(Failure::Refused(format!("enabling would be refused:\n  {}", report.messages.join("\n  "))));
     }
     Ok(())
 }
 
+fn print_enable_report(report: &EnableReport, dry_run: bool) {
+    let done = if dry_run { &report.order } else { &report.enabled };
+    if done.is_empty() {
+        println!("nothing to enable");
+    } else if dry_run {
+        println!("would enable, in this order:");
+        for (i, f) in done.iter().enumerate() {
+            println!("  {}. {f}", i + 1);
+        }
+    } else {
+        println!("enabled: {}", done.join(", "));
+    }
+    if !report.already_enabled.is_empty() {
+        println!("already enabled: {}", report.already_enabled.join(", "));
+    }
+}
+
 /// `rollgate flags disable NAME`.
 async fn disable(client: &Client, name: &str) -> Outcome {
-    let v = client.send(Method::POST, "/admin/flags/disable", Some(json!({"flag": name}))).await?;
-    if v["changed"] == true {
+    let request = DisableRequest { flag: name.to_string() };
+    let report: DisableReport = client.post("/admin/flags/disable", &request).await?.decode_report()?;
+    if report.changed {
         println!("disabled {name}");
     } else {
         println!("{name} was not enabled; nothing changed");
@@ -209,26 +211,16 @@ async fn disable(client: &Client, name: &str) -> Outcome {
 /// disabled again (no reverse for their migrations), so the operator knows a
 /// rollback to an older release ends there.
 async fn warn_irreversible(client: &Client, a: &EnableArgs) -> Outcome {
-    let body = json!({"flags": a.names, "all": a.all, "experimental": a.experimental, "dry_run": true});
-    let plan = client.send(Method::POST, "/admin/flags/enable", Some(body)).await?;
-    let order: Vec<String> = plan["order"].as_array().into_iter().flatten().map(s).collect();
-    let refused = plan["messages"].as_array().is_some_and(|m| !m.is_empty());
-    if order.is_empty() || refused {
+    let plan: EnableReport = client.post("/admin/flags/enable", &enable_request(a, true)).await?.decode()?;
+    if plan.order.is_empty() || !plan.messages.is_empty() {
         // Nothing will be enabled (a refusal explains why on its own).
         return Ok(());
     }
-    let flags = client.get("/admin/flags").await?;
-    let irreversible: Vec<&Value> = flags["flags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| order.iter().any(|o| f["name"] == o.as_str()) && f["reversible"] != true)
-        .collect();
-    for f in irreversible {
+    let flags: FlagList = client.get("/admin/flags").await?.decode()?;
+    for f in flags.flags.iter().filter(|f| plan.order.contains(&f.name) && !f.reversible) {
         eprintln!(
             "note: `{}` is irreversible: once enabled it cannot be disabled, and nodes of releases that lack it (before {}) can no longer join",
-            s(&f["name"]),
-            s(&f["introduced_in"])
+            f.name, f.introduced_in
         );
     }
     Ok(())

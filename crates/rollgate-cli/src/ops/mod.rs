@@ -1,8 +1,10 @@
 //! The operator commands: `flags`, `features`, `nodes`, `capabilities` and
 //! `upgrade`, each a call to one node's admin HTTP API (`--node URL`, or
 //! `ROLLGATE_NODE`). Changes need the admin token (`--token-file FILE`, or
-//! `ROLLGATE_TOKEN_FILE`). Human output is an aligned table; `--json`
-//! prints the node's JSON for scripts.
+//! `ROLLGATE_TOKEN_FILE`). Human output is an aligned table printed from the
+//! answer decoded into its `rollgate-api` type (an answer of another API
+//! version exits 1 naming the endpoint); `--json` prints the node's JSON as
+//! it sent it, for scripts.
 
 mod args;
 mod capabilities;

@@ -1,11 +1,12 @@
 //! `rollgate features` and `rollgate nodes`.
 
 use clap::Subcommand;
-use reqwest::Method;
+use rollgate_api::features::FeatureList;
+use rollgate_api::nodes::{Forgotten, NodeList};
 
 use super::args::{Connection, JsonArg, parse_node_id};
 use super::client::{Client, block_on};
-use super::show::{print_json, print_table, s, table};
+use super::show::{self, print_table, table, wire_name, yes_no};
 use crate::failure::Outcome;
 
 /// Cluster features.
@@ -37,13 +38,14 @@ pub fn run_features(conn: &Connection, cmd: FeaturesCommand) -> Outcome {
     let client = Client::connect(conn)?;
     block_on(async move {
         let FeaturesCommand::List(a) = cmd;
-        let v = client.get("/admin/features").await?;
+        let answer = client.get("/admin/features").await?;
         if a.json {
-            return print_json(&v);
+            return answer.print_json();
         }
+        let features: FeatureList = answer.decode()?;
         let mut t = table(&["FEATURE", "CLUSTER HAS IT", "MISSING ON"]);
-        for f in v["features"].as_array().into_iter().flatten() {
-            t.add_row(vec![s(&f["name"]), s(&f["cluster_has"]), s(&f["members_without"])]);
+        for f in features.features {
+            t.add_row(vec![f.name, yes_no(f.cluster_has), show::list(&f.members_without)]);
         }
         print_table(&mut t);
         Ok(())
@@ -63,24 +65,25 @@ pub fn run_nodes(conn: &Connection, cmd: NodesCommand) -> Outcome {
 
 /// `rollgate nodes list`.
 async fn list(client: &Client, json: bool) -> Outcome {
-    let v = client.get("/admin/nodes").await?;
+    let answer = client.get("/admin/nodes").await?;
     if json {
-        return print_json(&v);
+        return answer.print_json();
     }
+    let nodes: NodeList = answer.decode()?;
     let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "ADMIN", "FLAGS"]);
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let mut id = s(&n["node_id"]);
-        if n["this_node"] == true {
+    for n in nodes.nodes {
+        let mut id = n.node_id;
+        if n.this_node {
             id.push_str(" *");
         }
         t.add_row(vec![
             id,
-            s(&n["release"]),
-            s(&n["state"]),
-            s(&n["protocol"]),
-            s(&n["transport"]),
-            s(&n["admin_addr"]),
-            n["supported_flags"].as_array().map_or(0, Vec::len).to_string(),
+            n.release,
+            wire_name(&n.state),
+            n.protocol,
+            n.transport.to_string(),
+            n.admin_addr,
+            n.supported_flags.len().to_string(),
         ]);
     }
     print_table(&mut t);
@@ -90,7 +93,7 @@ async fn list(client: &Client, json: bool) -> Outcome {
 
 /// `rollgate nodes forget ID`.
 async fn forget(client: &Client, id: &str) -> Outcome {
-    let v = client.send(Method::DELETE, &format!("/admin/nodes/{id}"), None).await?;
-    println!("forgot node {id} (cluster epoch {})", s(&v["epoch"]));
+    let forgotten: Forgotten = client.delete(&format!("/admin/nodes/{id}")).await?.decode_report()?;
+    println!("forgot node {id} (cluster epoch {})", forgotten.epoch);
     Ok(())
 }

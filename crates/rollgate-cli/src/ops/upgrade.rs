@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use rollgate_api::upgrade::{FlagSummary, UpgradePlan, UpgradeStatus};
 
 use super::args::{Connection, JsonArg, parse_release};
 use super::client::{Client, block_on};
 use super::migrations;
-use super::show::{print_json, print_table, s, table};
+use super::show::{list, or_dash, print_table, table};
 use crate::failure::{Failure, Outcome};
 
 /// `upgrade status` options.
@@ -60,57 +61,58 @@ pub fn run_upgrade(conn: &Connection, cmd: UpgradeCommand) -> Outcome {
 /// `rollgate upgrade status`: releases, flags, then the migrations (or
 /// their progress bars with `--watch`).
 async fn status(client: &Client, a: &StatusArgs) -> Outcome {
-    let v = client.get("/admin/upgrade/status").await?;
+    let answer = client.get("/admin/upgrade/status").await?;
     if a.json {
-        return print_json(&v);
+        return answer.print_json();
     }
-    println!("cluster {} at epoch {}", s(&v["cluster_id"]), s(&v["epoch"]));
+    let status: UpgradeStatus = answer.decode()?;
+    println!("cluster {} at epoch {}", status.cluster_id, status.epoch);
     let mut t = table(&["RELEASE", "NODES", "RUNNING", "STOPPED"]);
-    for r in v["releases"].as_array().into_iter().flatten() {
-        t.add_row(vec![s(&r["release"]), s(&r["nodes"]), s(&r["running"]), s(&r["stopped"])]);
+    for r in &status.releases {
+        t.add_row(vec![r.release.clone(), list(&r.nodes), r.running.to_string(), r.stopped.to_string()]);
     }
     print_table(&mut t);
-    let flags = &v["flags"];
-    let mut t = table(&["FLAGS", ""]);
-    t.add_row(vec!["enabled".to_string(), s(&flags["enabled"])]);
-    t.add_row(vec!["being enabled".to_string(), s(&flags["enabling"])]);
-    t.add_row(vec!["being disabled".to_string(), s(&flags["disabling"])]);
-    t.add_row(vec!["ready to enable".to_string(), s(&flags["ready_to_enable"])]);
-    let blocked: Vec<String> = flags["blocked"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| format!("{} (missing on {})", s(&b["flag"]), s(&b["lacking"])))
-        .collect();
-    t.add_row(vec!["blocked".to_string(), if blocked.is_empty() { "-".into() } else { blocked.join("; ") }]);
-    print_table(&mut t);
-    if v["store"]["reachable"] == false {
-        println!("warning: the node cannot reach the metadata store: {}", s(&v["store"]["last_error"]));
+    print_flags(&status.flags);
+    if !status.store.reachable {
+        println!("warning: the node cannot reach the metadata store: {}", or_dash(status.store.last_error.as_deref()));
     }
     if a.watch {
         return migrations::watch(client, Duration::from_secs(a.watch_timeout_s)).await;
     }
-    migrations::print(&v);
+    migrations::print(&status.migrations);
     Ok(())
+}
+
+/// The flags part of the status.
+fn print_flags(flags: &FlagSummary) {
+    let mut t = table(&["FLAGS", ""]);
+    t.add_row(vec!["enabled".to_string(), list(&flags.enabled)]);
+    t.add_row(vec!["being enabled".to_string(), list(&flags.enabling)]);
+    t.add_row(vec!["being disabled".to_string(), list(&flags.disabling)]);
+    t.add_row(vec!["ready to enable".to_string(), list(&flags.ready_to_enable)]);
+    let blocked: Vec<String> =
+        flags.blocked.iter().map(|b| format!("{} (missing on {})", b.flag, list(&b.lacking))).collect();
+    t.add_row(vec!["blocked".to_string(), if blocked.is_empty() { "-".into() } else { blocked.join("; ") }]);
+    print_table(&mut t);
 }
 
 /// `rollgate upgrade plan --to RELEASE`.
 async fn plan(client: &Client, to: &str, json: bool) -> Outcome {
     let mut url = reqwest::Url::parse("http://node/admin/upgrade/plan").map_err(|e| Failure::Internal(e.into()))?;
     url.query_pairs_mut().append_pair("to", to);
-    let v = client.get(&format!("/admin/upgrade/plan?{}", url.query().unwrap_or(""))).await?;
+    let answer = client.get(&format!("/admin/upgrade/plan?{}", url.query().unwrap_or(""))).await?;
     if json {
-        return print_json(&v);
+        return answer.print_json();
     }
-    let steps = v["steps"].as_array().cloned().unwrap_or_default();
-    if steps.is_empty() {
+    let plan: UpgradePlan = answer.decode()?;
+    if plan.steps.is_empty() {
         println!("every member runs {to} and every flag it adds is enabled: nothing to do");
         return Ok(());
     }
     println!("to bring every member to {to}:");
-    for (i, step) in steps.iter().enumerate() {
-        println!("  {}. {}", i + 1, s(&step["description"]));
-        if let Some(cmd) = step["command"].as_str() {
+    for (i, step) in plan.steps.iter().enumerate() {
+        println!("  {}. {}", i + 1, step.description);
+        if let Some(cmd) = &step.command {
             println!("     $ {cmd}");
         }
     }
