@@ -4,9 +4,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
+use rollgate_api::error::ErrorBody;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::failure::Failure;
+use super::args::Connection;
+use crate::failure::{Failure, Outcome};
 
 /// Largest response read from a node.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -53,7 +57,22 @@ fn shorten(s: &str) -> String {
     rollgate_util::shorten_to(s, 80)
 }
 
+/// Runs a command's requests on a current-thread runtime.
+pub fn block_on<F: std::future::Future<Output = Outcome>>(f: F) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("cannot start the runtime: {e}")))?;
+    rt.block_on(f)
+}
+
 impl Client {
+    /// The client of the top-level options: `--node`, `--token-file`,
+    /// `--timeout-s`.
+    pub fn connect(conn: &Connection) -> Result<Client, Failure> {
+        Client::new(conn.node.as_deref(), conn.token_file.as_deref(), Duration::from_secs(conn.timeout_s))
+    }
+
     /// A client of the node at `node` (from `--node` or `ROLLGATE_NODE`),
     /// with the token of `token_file` when given.
     pub fn new(node: Option<&str>, token_file: Option<&Path>, timeout: Duration) -> Result<Client, Failure> {
@@ -64,7 +83,7 @@ impl Client {
         })?;
         let base = parse_node_url(node)?;
         let token = match token_file {
-            Some(path) => Some(rollgate::admin::read_token_file(path).map_err(Failure::refused)?),
+            Some(path) => Some(rollgate_api::token::read_token_file(path).map_err(Failure::refused)?),
             None => None,
         };
         let http = reqwest::Client::builder()
@@ -75,14 +94,26 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
-    /// GET `path` (with its query).
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+    /// `GET path` (with its query).
+    pub async fn get(&self, path: &str) -> Result<Answer, Failure> {
         self.send(Method::GET, path, None).await
     }
 
-    /// Sends a request; a JSON body on 2xx, the node's message as a refusal
-    /// on 4xx, an internal failure otherwise.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    /// `POST path` with `body`, one of the API's request types.
+    pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Answer, Failure> {
+        let body = serde_json::to_value(body).map_err(|e| Failure::Internal(e.into()))?;
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<Answer, Failure> {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Sends a request; the node's JSON on 2xx, the node's message as a
+    /// refusal on 4xx, an internal failure otherwise.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Answer, Failure> {
+        let endpoint = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let url =
             self.base.join(path).map_err(|e| Failure::Internal(anyhow::anyhow!("bad request path {path}: {e}")))?;
         let mut req = self.http.request(method, url);
@@ -114,19 +145,57 @@ impl Client {
                 Err(e) => return Err(Failure::Internal(anyhow::anyhow!("reading the node's answer: {e}"))),
             }
         }
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            return json.ok_or_else(|| Failure::Internal(anyhow::anyhow!("the node answered {status} without JSON")));
+            let json = serde_json::from_slice(&bytes)
+                .map_err(|_| Failure::Internal(anyhow::anyhow!("the node answered {status} without JSON")))?;
+            return Ok(Answer { endpoint, json });
         }
-        let message = json
-            .as_ref()
-            .and_then(|j| j["error"]["message"].as_str().map(String::from))
-            .unwrap_or_else(|| format!("{status}: {}", shorten(&String::from_utf8_lossy(&bytes))));
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| format!("{status}: {}", shorten(&String::from_utf8_lossy(&bytes))));
         if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
             Err(Failure::Refused(message))
         } else {
             Err(Failure::Internal(anyhow::anyhow!("the node answered {status}: {message}")))
         }
+    }
+}
+
+/// A node's answer: its JSON as the node sent it, and the endpoint that
+/// gave it (for messages).
+pub struct Answer {
+    endpoint: String,
+    json: Value,
+}
+
+impl Answer {
+    /// Prints the answer as the node sent it (`--json`): fields this CLI
+    /// does not know stay in, for scripts.
+    pub fn print_json(&self) -> Outcome {
+        let text = serde_json::to_string_pretty(&self.json).map_err(|e| Failure::Internal(e.into()))?;
+        println!("{text}");
+        Ok(())
+    }
+
+    /// The answer as the API type `T`, for a command that also has `--json`.
+    /// An answer that does not decode (the node runs another API version)
+    /// fails naming the endpoint; fields `T` does not have are ignored.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        self.decode_or("add --json to print it as the node sent it, or use the rollgate CLI of the node's release")
+    }
+
+    /// [`Answer::decode`] for a command without `--json`.
+    pub fn decode_report<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        self.decode_or("use the rollgate CLI of the node's release")
+    }
+
+    fn decode_or<T: DeserializeOwned>(&self, fix: &str) -> Result<T, Failure> {
+        T::deserialize(&self.json).map_err(|e| {
+            Failure::Internal(anyhow::anyhow!(
+                "the node's answer to {} does not match this CLI's API version ({e}): {fix}",
+                self.endpoint
+            ))
+        })
     }
 }
 

@@ -5,19 +5,20 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rollgate_api::migrations::{Direction, Gate, MigrationState, MigrationStatus, ServiceStatus};
+use rollgate_api::upgrade::{MigrationsSection, UpgradeStatus};
 use rollgate_util::now_ms;
-use serde_json::Value;
 
 use super::client::Client;
-use super::{print_table, s, table};
+use super::show::{or_dash, print_table, table, wire_name};
 use crate::failure::{Failure, Outcome};
 
 /// How often `--watch` asks the node for progress.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// `3m12s ago`-style text for a past timestamp in ms.
-fn ago(ms: &Value) -> String {
-    let Some(ms) = ms.as_u64() else { return "-".into() };
+fn ago(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
     let secs = now_ms().saturating_sub(ms) / 1000;
     match secs {
         0..=59 => format!("{secs}s ago"),
@@ -26,96 +27,96 @@ fn ago(ms: &Value) -> String {
     }
 }
 
-fn duration(secs: &Value) -> String {
-    let Some(secs) = secs.as_u64() else { return "-".into() };
+fn duration(secs: Option<u64>) -> String {
+    let Some(secs) = secs else { return "-".into() };
     if secs < 60 { format!("{secs}s") } else { format!("{}m{:02}s", secs / 60, secs % 60) }
 }
 
-fn progress(m: &Value) -> String {
-    let done = m["done"].as_u64().unwrap_or(0);
-    let total = m["total"].as_u64().unwrap_or(0);
-    if total == 0 {
-        return format!("{done}");
+fn progress(m: &MigrationStatus) -> String {
+    if m.total == 0 {
+        return format!("{}", m.done);
     }
-    format!("{done}/{total} ({:.0}%)", 100.0 * done as f64 / total as f64)
+    format!("{}/{} ({:.0}%)", m.done, m.total, 100.0 * m.done as f64 / m.total as f64)
 }
 
-fn gate(g: &Value) -> String {
-    match (g["kind"].as_str(), g["name"].as_str()) {
-        (Some("flag"), Some(f)) => format!("flag {f}"),
-        (Some("cluster_feature"), Some(f)) => format!("feature {f}"),
-        _ => s(g),
+fn gate(g: &Gate) -> String {
+    match g {
+        Gate::Flag(f) => format!("flag {f}"),
+        Gate::ClusterFeature(f) => format!("feature {f}"),
     }
 }
 
-/// Node-local migrations of the status, flattened.
-fn migrations(status: &Value) -> Vec<&Value> {
-    status["migrations"]["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["migrations"].as_array())
-        .flatten()
-        .collect()
+/// Node-local migrations of the status, flattened (none when the node could
+/// not read them).
+fn migrations(section: &MigrationsSection) -> Vec<&MigrationStatus> {
+    match section {
+        MigrationsSection::Status(m) => m.all_migrations().collect(),
+        MigrationsSection::Unreadable { .. } => Vec::new(),
+    }
 }
 
-fn is_active(m: &Value) -> bool {
-    m["state"] == "running" || (m["state"] == "pending" && m["gate_open"] == true)
+fn is_active(m: &MigrationStatus) -> bool {
+    m.state == MigrationState::Running || (m.state == MigrationState::Pending && m.gate_open == Some(true))
 }
 
 /// Prints the services and node migrations tables (nothing when there are none).
-pub fn print(status: &Value) {
-    let m = &status["migrations"];
-    if let Some(err) = m["error"].as_str() {
-        println!("migrations: cannot read their status: {err}");
-        return;
-    }
-    let services: Vec<&Value> = m["services"].as_array().into_iter().flatten().collect();
-    if !services.is_empty() {
-        let mut t = table(&["SERVICE", "FORMAT", "STATE", "OWNER", "LAST STEP"]);
-        for svc in services {
-            let last = svc["history"].as_array().and_then(|h| h.last());
-            let last = match last {
-                Some(step) => {
-                    format!("{} -> {}, finished {}", s(&step["from"]), s(&step["to"]), ago(&step["finished_ms"]))
-                }
-                None => "-".into(),
-            };
-            t.add_row(vec![s(&svc["service"]), s(&svc["version"]), s(&svc["state"]), s(&svc["owner"]["node"]), last]);
+pub fn print(section: &MigrationsSection) {
+    let m = match section {
+        MigrationsSection::Unreadable { error } => {
+            println!("migrations: cannot read their status: {error}");
+            return;
         }
-        print_table(&mut t);
+        MigrationsSection::Status(m) => m,
+    };
+    if !m.services.is_empty() {
+        print_services(&m.services);
     }
-    let rows = migrations(status);
+    let rows = migrations(section);
     if !rows.is_empty() {
-        let mut t = table(&["NODE", "MIGRATION", "TARGET", "GATE", "STATE", "PROGRESS", "RATE/S", "ETA", "FINISHED"]);
-        for m in rows {
-            let state = match (m["direction"].as_str(), m["state"].as_str()) {
-                (Some("reverse"), Some(st)) => format!("{st} (reverse)"),
-                (_, Some(st)) => st.to_string(),
-                _ => "-".into(),
-            };
-            let state = match m["error"].as_str() {
-                Some(e) => format!("{state}: {e}"),
-                None => state,
-            };
-            t.add_row(vec![
-                s(&m["node"]),
-                s(&m["id"]),
-                s(&m["target"]),
-                gate(&m["gate"]),
-                state,
-                progress(m),
-                format!("{:.0}", m["rate_per_s"].as_f64().unwrap_or(0.0)),
-                if is_active(m) { duration(&m["eta_s"]) } else { "-".into() },
-                ago(&m["finished_ms"]),
-            ]);
-        }
-        print_table(&mut t);
+        print_migrations(&rows);
     }
-    let unreadable: Vec<&Value> = m["unreadable"].as_array().into_iter().flatten().collect();
-    for u in unreadable {
-        println!("warning: migration state at {} does not decode: {}", s(&u["key"]), s(&u["error"]));
+    for u in &m.unreadable {
+        println!("warning: migration state at {} does not decode: {}", u.key, u.error);
     }
+}
+
+fn print_services(services: &[ServiceStatus]) {
+    let mut t = table(&["SERVICE", "FORMAT", "STATE", "OWNER", "LAST STEP"]);
+    for svc in services {
+        let last = match svc.history.last() {
+            Some(step) => format!("{} -> {}, finished {}", step.from, step.to, ago(Some(step.finished_ms))),
+            None => "-".into(),
+        };
+        let owner = or_dash(svc.owner.as_ref().map(|o| o.node.as_str()));
+        t.add_row(vec![svc.service.clone(), svc.version.to_string(), wire_name(&svc.state), owner, last]);
+    }
+    print_table(&mut t);
+}
+
+fn print_migrations(rows: &[&MigrationStatus]) {
+    let mut t = table(&["NODE", "MIGRATION", "TARGET", "GATE", "STATE", "PROGRESS", "RATE/S", "ETA", "FINISHED"]);
+    for m in rows {
+        let state = match m.direction {
+            Direction::Reverse => format!("{} (reverse)", wire_name(&m.state)),
+            Direction::Forward => wire_name(&m.state),
+        };
+        let state = match &m.error {
+            Some(e) => format!("{state}: {e}"),
+            None => state,
+        };
+        t.add_row(vec![
+            m.node.clone(),
+            m.id.clone(),
+            m.target.clone(),
+            gate(&m.gate),
+            state,
+            progress(m),
+            format!("{:.0}", m.rate_per_s),
+            if is_active(m) { duration(m.eta_s) } else { "-".into() },
+            ago(m.finished_ms),
+        ]);
+    }
+    print_table(&mut t);
 }
 
 /// `--watch`: one progress bar per node-local migration that is running or
@@ -130,31 +131,31 @@ pub async fn watch(client: &Client, timeout: Duration) -> Outcome {
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     loop {
         ticker.tick().await;
-        let status = client.get("/admin/upgrade/status").await?;
-        let rows = migrations(&status);
+        let status: UpgradeStatus = client.get("/admin/upgrade/status").await?.decode_report()?;
+        let rows = migrations(&status.migrations);
         for m in &rows {
-            let key = format!("{}/{}", s(&m["node"]), s(&m["id"]));
+            let key = format!("{}/{}", m.node, m.id);
             let bar = bars.entry(key.clone()).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(0));
                 bar.set_style(style.clone());
                 bar.set_prefix(key.clone());
                 bar
             });
-            bar.set_length(m["total"].as_u64().unwrap_or(0));
-            bar.set_position(m["done"].as_u64().unwrap_or(0));
-            bar.set_message(s(&m["state"]));
+            bar.set_length(m.total);
+            bar.set_position(m.done);
+            bar.set_message(wire_name(&m.state));
             if !is_active(m) && !bar.is_finished() {
                 bar.finish();
             }
         }
         if !rows.iter().any(|m| is_active(m)) {
             let _ = multi.clear();
-            print(&status);
+            print(&status.migrations);
             return Ok(());
         }
         if started.elapsed() >= timeout {
             let _ = multi.clear();
-            print(&status);
+            print(&status.migrations);
             return Err(Failure::refused(format!(
                 "migrations still running after {}s; run `rollgate upgrade status --watch` again to keep following them",
                 timeout.as_secs()

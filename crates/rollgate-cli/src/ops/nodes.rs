@@ -1,0 +1,99 @@
+//! `rollgate features` and `rollgate nodes`.
+
+use clap::Subcommand;
+use rollgate_api::features::FeatureList;
+use rollgate_api::nodes::{Forgotten, NodeList};
+
+use super::args::{Connection, JsonArg, parse_node_id};
+use super::client::{Client, block_on};
+use super::show::{self, print_table, table, wire_name, yes_no};
+use crate::failure::Outcome;
+
+/// Cluster features.
+#[derive(Subcommand, Debug)]
+#[command(long_about = "Cluster features are published by each node for its release; the cluster has a feature \
+when every member (running or stopped) publishes it, and from then on a node without it cannot join.")]
+pub enum FeaturesCommand {
+    /// List the features and who publishes them.
+    List(JsonArg),
+}
+
+/// Members.
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List the members, running and stopped.
+    List(JsonArg),
+    /// Remove a stopped member for good (it no longer blocks flags and features).
+    #[command(long_about = "Remove a stopped member that will not come back: it then no longer counts when \
+flags are enabled or cluster features computed. Refused while it runs (stop it first).")]
+    Forget {
+        /// The node id.
+        #[arg(value_name = "ID", value_parser = parse_node_id)]
+        id: String,
+    },
+}
+
+/// `rollgate features ...`.
+pub fn run_features(conn: &Connection, cmd: FeaturesCommand) -> Outcome {
+    let client = Client::connect(conn)?;
+    block_on(async move {
+        let FeaturesCommand::List(a) = cmd;
+        let answer = client.get("/admin/features").await?;
+        if a.json {
+            return answer.print_json();
+        }
+        let features: FeatureList = answer.decode()?;
+        let mut t = table(&["FEATURE", "CLUSTER HAS IT", "MISSING ON"]);
+        for f in features.features {
+            t.add_row(vec![f.name, yes_no(f.cluster_has), show::list(&f.members_without)]);
+        }
+        print_table(&mut t);
+        Ok(())
+    })
+}
+
+/// `rollgate nodes ...`.
+pub fn run_nodes(conn: &Connection, cmd: NodesCommand) -> Outcome {
+    let client = Client::connect(conn)?;
+    block_on(async move {
+        match cmd {
+            NodesCommand::List(a) => list(&client, a.json).await,
+            NodesCommand::Forget { id } => forget(&client, &id).await,
+        }
+    })
+}
+
+/// `rollgate nodes list`.
+async fn list(client: &Client, json: bool) -> Outcome {
+    let answer = client.get("/admin/nodes").await?;
+    if json {
+        return answer.print_json();
+    }
+    let nodes: NodeList = answer.decode()?;
+    let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "ADMIN", "FLAGS"]);
+    for n in nodes.nodes {
+        let mut id = n.node_id;
+        if n.this_node {
+            id.push_str(" *");
+        }
+        t.add_row(vec![
+            id,
+            n.release,
+            wire_name(&n.state),
+            n.protocol,
+            n.transport.to_string(),
+            n.admin_addr,
+            n.supported_flags.len().to_string(),
+        ]);
+    }
+    print_table(&mut t);
+    println!("(* the node answering; FLAGS: how many flags its release supports)");
+    Ok(())
+}
+
+/// `rollgate nodes forget ID`.
+async fn forget(client: &Client, id: &str) -> Outcome {
+    let forgotten: Forgotten = client.delete(&format!("/admin/nodes/{id}")).await?.decode_report()?;
+    println!("forgot node {id} (cluster epoch {})", forgotten.epoch);
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `rollgate upgrade`: status (with the migrations) and plans.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use rollgate_api::upgrade::{FlagSummary, UpgradePlan, UpgradeStatus};
+
+use super::args::{Connection, JsonArg, parse_release};
+use super::client::{Client, block_on};
+use super::migrations;
+use super::show::{list, or_dash, print_table, table};
+use crate::failure::{Failure, Outcome};
+
+/// `upgrade status` options.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the node's JSON instead of tables.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Follow running migrations with progress bars (done/total, rate, ETA)
+    /// until they finish, then print the status.
+    #[arg(long)]
+    watch: bool,
+    /// Give up following after this many seconds (exit 2).
+    #[arg(long, value_name = "S", default_value_t = 3600, requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    watch_timeout_s: u64,
+}
+
+/// Upgrade status and plans.
+#[derive(Subcommand, Debug)]
+pub enum UpgradeCommand {
+    /// Releases, members, flags and migrations of the cluster.
+    #[command(after_help = "Examples:
+  rollgate --node http://127.0.0.1:9650 upgrade status
+  rollgate --node http://127.0.0.1:9650 upgrade status --watch     # progress bars until migrations finish")]
+    Status(StatusArgs),
+    /// What to do, in order, to bring every member to a release.
+    #[command(after_help = "Example:
+  rollgate --node http://127.0.0.1:9650 upgrade plan --to 2.0")]
+    Plan {
+        /// The target release.
+        #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
+        to: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+/// `rollgate upgrade ...`.
+pub fn run_upgrade(conn: &Connection, cmd: UpgradeCommand) -> Outcome {
+    let client = Client::connect(conn)?;
+    block_on(async move {
+        match cmd {
+            UpgradeCommand::Status(a) => status(&client, &a).await,
+            UpgradeCommand::Plan { to, json } => plan(&client, &to, json.json).await,
+        }
+    })
+}
+
+/// `rollgate upgrade status`: releases, flags, then the migrations (or
+/// their progress bars with `--watch`).
+async fn status(client: &Client, a: &StatusArgs) -> Outcome {
+    let answer = client.get("/admin/upgrade/status").await?;
+    if a.json {
+        return answer.print_json();
+    }
+    let status: UpgradeStatus = answer.decode()?;
+    println!("cluster {} at epoch {}", status.cluster_id, status.epoch);
+    let mut t = table(&["RELEASE", "NODES", "RUNNING", "STOPPED"]);
+    for r in &status.releases {
+        t.add_row(vec![r.release.clone(), list(&r.nodes), r.running.to_string(), r.stopped.to_string()]);
+    }
+    print_table(&mut t);
+    print_flags(&status.flags);
+    if !status.store.reachable {
+        println!("warning: the node cannot reach the metadata store: {}", or_dash(status.store.last_error.as_deref()));
+    }
+    if a.watch {
+        return migrations::watch(client, Duration::from_secs(a.watch_timeout_s)).await;
+    }
+    migrations::print(&status.migrations);
+    Ok(())
+}
+
+/// The flags part of the status.
+fn print_flags(flags: &FlagSummary) {
+    let mut t = table(&["FLAGS", ""]);
+    t.add_row(vec!["enabled".to_string(), list(&flags.enabled)]);
+    t.add_row(vec!["being enabled".to_string(), list(&flags.enabling)]);
+    t.add_row(vec!["being disabled".to_string(), list(&flags.disabling)]);
+    t.add_row(vec!["ready to enable".to_string(), list(&flags.ready_to_enable)]);
+    let blocked: Vec<String> =
+        flags.blocked.iter().map(|b| format!("{} (missing on {})", b.flag, list(&b.lacking))).collect();
+    t.add_row(vec!["blocked".to_string(), if blocked.is_empty() { "-".into() } else { blocked.join("; ") }]);
+    print_table(&mut t);
+}
+
+/// `rollgate upgrade plan --to RELEASE`.
+async fn plan(client: &Client, to: &str, json: bool) -> Outcome {
+    let mut url = reqwest::Url::parse("http://node/admin/upgrade/plan").map_err(|e| Failure::Internal(e.into()))?;
+    url.query_pairs_mut().append_pair("to", to);
+    let answer = client.get(&format!("/admin/upgrade/plan?{}", url.query().unwrap_or(""))).await?;
+    if json {
+        return answer.print_json();
+    }
+    let plan: UpgradePlan = answer.decode()?;
+    if plan.steps.is_empty() {
+        println!("every member runs {to} and every flag it adds is enabled: nothing to do");
+        return Ok(());
+    }
+    println!("to bring every member to {to}:");
+    for (i, step) in plan.steps.iter().enumerate() {
+        println!("  {}. {}", i + 1, step.description);
+        if let Some(cmd) = &step.command {
+            println!("     $ {cmd}");
+        }
+    }
+    Ok(())
+}
