@@ -1,9 +1,7 @@
 //! End-to-end developer workflows with the real `rollgate` binary in
 //! temporary git repositories: generate, backports, merge conflicts, reverts.
 
-mod common;
-
-use common::{Repo, initial_folder};
+use crate::common::{Repo, initial_folder};
 
 const UB: &str = "transport/upper_bounds/1.0.csv";
 
@@ -290,6 +288,7 @@ fn folders_and_sources_elsewhere_in_the_repository() {
     assert_eq!(repo.read("crates/svc/transport/definitions/referable/a_field.csv"), "1001000\n");
     // From another working directory, with absolute paths.
     let dir = repo.path().join("crates/svc/transport");
-    let out = common::rollgate(std::env::temp_dir().as_path(), &["tv", "validate", "--dir", dir.to_str().unwrap()]);
+    let out =
+        crate::common::rollgate(std::env::temp_dir().as_path(), &["tv", "validate", "--dir", dir.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
 }

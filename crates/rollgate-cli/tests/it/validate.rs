@@ -8,11 +8,9 @@
 //! `UPDATE_EXPECT=1 cargo test -p rollgate-cli --test validate` rewrites the
 //! `expected.txt` files from the actual output (review the diff!).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{copy_tree, git, rollgate, snapshot};
+use crate::common::{copy_tree, git, rollgate, snapshot};
 
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate");
 
@@ -96,7 +94,7 @@ fn check(case: &Path) -> Result<(), String> {
             copy_tree(&Path::new(CASES).join("_fixture"), root);
         }
         copy_tree(&case.join("base"), root);
-        common::write(&root.join("README"), "a service\n");
+        crate::common::write(&root.join("README"), "a service\n");
         let branch = std::fs::read_to_string(case.join("git")).unwrap_or_default();
         let branch = if branch.trim().is_empty() { "main" } else { branch.trim() };
         for args in [

@@ -1,8 +1,6 @@
 //! Test support: run the real `rollgate` binary and real `git` in temporary
 //! folders, isolated from the user's git configuration.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

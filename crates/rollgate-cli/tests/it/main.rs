@@ -1,0 +1,11 @@
+//! The `rollgate` CLI's integration tests, built as one test binary (each
+//! module was a `tests/*.rs` file): the binary is linked once, and the
+//! helpers in `common` are shared without hiding unused ones.
+
+mod common;
+
+mod cli_ops;
+mod node_answers;
+mod repo_folders;
+mod validate;
+mod workflow;
