@@ -6,7 +6,10 @@
 //! always (`rollgate-wire`: no async runtime), the handshake and connections
 //! (`net`), the metadata store (`store`, `etcd`), the node runtime
 //! (`runtime`) and the admin HTTP API (`admin`). `ARCHITECTURE.md` at the
-//! repository root is the map; `examples/` holds a minimal service.
+//! repository root is the map; `docs/adopting.md` takes a service from
+//! `cargo add rollgate` to a rolling upgrade, step by step on the example in
+//! `examples/counter` (releases, protocol and transport versions, a feature
+//! flag gating a new record format, the admin API, peers).
 //!
 //! | module | question it answers |
 //! |---|---|

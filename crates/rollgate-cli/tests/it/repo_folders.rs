@@ -1,6 +1,7 @@
 //! The repository's own transport folders stay valid: the reference service's
-//! (`transport/`, referenced from `crates/rollgate-kv/src`) and the sample
-//! protocol's, whose names appear only in `#[wire(since/until = ..)]`.
+//! (`transport/`, referenced from `crates/rollgate-kv/src`), the sample
+//! protocol's and the counter example's, whose names appear only in
+//! `#[wire(since/until = ..)]`.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,4 +27,9 @@ fn reference_service_transport_folder_is_valid() {
 #[test]
 fn sample_protocol_transport_folder_is_valid() {
     validate("crates/rollgate-sample/transport", "crates/rollgate-sample/src");
+}
+
+#[test]
+fn counter_example_transport_folder_is_valid() {
+    validate("examples/counter/transport", "examples/counter/src");
 }
