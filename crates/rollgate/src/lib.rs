@@ -25,15 +25,14 @@
 //! | [`capabilities`] | does every member support this REST endpoint / parameter |
 //! | [`admin`] | the admin HTTP API a service mounts |
 //! | [`node`] | the node runtime tying store, membership, flags, features and capabilities together |
-//! | [`format`] | what layout stored data has (format versions) |
+//! | [`format`](mod@format) | what layout stored data has (format versions) |
 //! | [`migrate`] | stepwise, resumable, idempotent upgrades of stored data |
 //! | [`record`] | extensible records that old code round-trips without loss |
 //! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
-
-#![warn(missing_docs)]
-
 //! | [`util`] | small shared helpers: text cut to a bound, wall-clock milliseconds |
 //! | [`api`] | the admin API's requests and answers (shared with the `rollgate` CLI) |
+
+#![warn(missing_docs)]
 
 pub use rollgate_util as util;
 pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
