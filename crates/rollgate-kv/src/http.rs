@@ -53,7 +53,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use rollgate::capabilities::{CapabilityError, Route, RouteTable};
 
 use crate::hlc::Version;
-use crate::node::{Api, NodeState, WriteError};
+use crate::node::{Api, ServingState, WriteError};
 use crate::plugins::PluginState;
 use crate::policy::PolicyError;
 use crate::record::MAX_VALUE_BYTES;
@@ -135,7 +135,9 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 fn write_error(e: WriteError) -> Response {
     let status_code = |e: &WriteError| match e {
-        WriteError::NotReady { state: NodeState::CatchingUp, .. } => (StatusCode::SERVICE_UNAVAILABLE, "catching_up"),
+        WriteError::NotReady { state: ServingState::CatchingUp, .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "catching_up")
+        }
         WriteError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
         WriteError::Policy(PolicyError::TtlUnsupported { .. }) => (StatusCode::BAD_REQUEST, "ttl_not_supported"),
         WriteError::Policy(PolicyError::TtlNotEnabled) => (StatusCode::CONFLICT, "flag_not_enabled"),

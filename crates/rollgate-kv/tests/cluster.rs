@@ -135,7 +135,7 @@ async fn a_catching_up_node_answers_503_until_it_is_ready() {
     n2.kill().await;
     // n3 waits (inbound_wait, 2 s) for the dead n2 to connect before it pulls.
     let n3 = rollgate_kv::Node::start(config("1.2", &data(tmp.path(), "n3")), store.clone()).await.unwrap();
-    assert_eq!(n3.state(), rollgate_kv::node::NodeState::CatchingUp);
+    assert_eq!(n3.state(), rollgate_kv::node::ServingState::CatchingUp);
     let admin = n3.addresses().admin;
     let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 503);

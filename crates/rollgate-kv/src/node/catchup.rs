@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{NodeState, Shared};
+use super::{ServingState, Shared};
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Request, Response};
 use crate::peer::link::{LinkError, Session};
@@ -124,8 +124,8 @@ pub(super) async fn initial(shared: Arc<Shared>) {
         }
     });
     futures::future::join_all(pulls).await;
-    if shared.state() == NodeState::CatchingUp {
-        shared.set_state(NodeState::Ready);
+    if shared.state() == ServingState::CatchingUp {
+        shared.set_state(ServingState::Ready);
     }
 }
 

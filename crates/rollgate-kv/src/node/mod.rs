@@ -234,10 +234,12 @@ pub struct Addresses {
     pub admin: SocketAddr,
 }
 
-/// A node's state.
+/// Where a node is in serving clients and peers: catching up after a start,
+/// ready, stopping, stopped. (Not its membership state in the cluster,
+/// which is rollgate's [`rollgate::cluster::NodeState`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NodeState {
+pub enum ServingState {
     /// Registered, pulling from peers; requests get 503.
     CatchingUp,
     /// Serving.
@@ -248,14 +250,14 @@ pub enum NodeState {
     Stopped,
 }
 
-impl NodeState {
+impl ServingState {
     /// The state as the `code` of a 503 answer and in `/health`.
     pub fn as_str(self) -> &'static str {
         match self {
-            NodeState::CatchingUp => "catching_up",
-            NodeState::Ready => "ready",
-            NodeState::Stopping => "stopping",
-            NodeState::Stopped => "stopped",
+            ServingState::CatchingUp => "catching_up",
+            ServingState::Ready => "ready",
+            ServingState::Stopping => "stopping",
+            ServingState::Stopped => "stopped",
         }
     }
 }
@@ -357,7 +359,7 @@ pub(crate) struct Shared {
     /// The table migrations' runner, while the node runs.
     runner: Mutex<Option<Arc<LocalRunner>>>,
     pub(crate) links: Links,
-    state: watch::Sender<NodeState>,
+    state: watch::Sender<ServingState>,
     /// Set by `kill`: HTTP connections fail from then on.
     pub(crate) killed: Arc<AtomicBool>,
     /// Peers that connected to us since the start.
@@ -373,14 +375,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn state(&self) -> NodeState {
+    pub(crate) fn state(&self) -> ServingState {
         *self.state.borrow()
     }
 
-    fn set_state(&self, to: NodeState) {
+    fn set_state(&self, to: ServingState) {
         self.state.send_if_modified(|s| {
             // Never back from stopping or stopped.
-            let allowed = !matches!(*s, NodeState::Stopping | NodeState::Stopped) || to == NodeState::Stopped;
+            let allowed = !matches!(*s, ServingState::Stopping | ServingState::Stopped) || to == ServingState::Stopped;
             let changed = allowed && *s != to;
             if changed {
                 tracing::info!(node = %self.node_id, from = s.as_str(), to = to.as_str(), "node state");
@@ -528,7 +530,7 @@ impl Api {
             node: s.node_id.clone(),
             release: s.release.name,
             state: state.as_str(),
-            ready: state == NodeState::Ready,
+            ready: state == ServingState::Ready,
             cluster_id: s.cluster_id.clone(),
             protocols: s.release.protocols.to_string(),
             transport: s.release.transport.id(),
@@ -891,7 +893,7 @@ async fn with_runtime(
         audit,
         runner: Mutex::new(runner),
         links,
-        state: watch::Sender::new(NodeState::CatchingUp),
+        state: watch::Sender::new(ServingState::CatchingUp),
         killed: Arc::new(AtomicBool::new(false)),
         inbound_seen: Mutex::default(),
         inbound_notify: Notify::new(),
@@ -1026,20 +1028,20 @@ impl NodeHandle {
     }
 
     /// Its state.
-    pub fn state(&self) -> NodeState {
+    pub fn state(&self) -> ServingState {
         self.shared.state()
     }
 
     /// Whether it serves requests.
     pub fn is_ready(&self) -> bool {
-        self.state() == NodeState::Ready
+        self.state() == ServingState::Ready
     }
 
     /// Waits until it serves (at most `timeout`); `false` on timeout or stop.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.state.subscribe();
-        let ready = rx.wait_for(|s| matches!(s, NodeState::Ready | NodeState::Stopping | NodeState::Stopped));
-        matches!(tokio::time::timeout(timeout, ready).await, Ok(Ok(s)) if *s == NodeState::Ready)
+        let ready = rx.wait_for(|s| matches!(s, ServingState::Ready | ServingState::Stopping | ServingState::Stopped));
+        matches!(tokio::time::timeout(timeout, ready).await, Ok(Ok(s)) if *s == ServingState::Ready)
     }
 
     /// The client API (what the HTTP routes call).
@@ -1099,7 +1101,7 @@ impl NodeHandle {
     /// releases the data dir.
     pub async fn stop(mut self) -> Result<(), NodeError> {
         let s = self.shared.clone();
-        s.set_state(NodeState::Stopping);
+        s.set_state(ServingState::Stopping);
         self.stop_http(Duration::from_secs(5)).await;
         if !s.links.flush(Duration::from_secs(5)).await {
             tracing::warn!(node = %s.node_id, "replication to peers still running after 5 s; stopping anyway");
@@ -1115,7 +1117,7 @@ impl NodeHandle {
         s.links.close_all().await;
         s.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
         s.storage.close().await;
-        s.set_state(NodeState::Stopped);
+        s.set_state(ServingState::Stopped);
         tracing::info!(node = %s.node_id, "node stopped");
         left.map_err(NodeError::Runtime)
     }
@@ -1127,7 +1129,7 @@ impl NodeHandle {
     pub async fn kill(mut self) {
         let s = self.shared.clone();
         s.killed.store(true, Ordering::Release);
-        s.set_state(NodeState::Stopped);
+        s.set_state(ServingState::Stopped);
         // Every HTTP connection fails now; closing them drops the admin
         // API's handle on the runtime, whose liveness must stop with it.
         self.stop_http(Duration::from_secs(2)).await;

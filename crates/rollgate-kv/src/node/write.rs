@@ -28,7 +28,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use super::{NodeState, Shared};
+use super::{ServingState, Shared};
 use crate::hlc::Version;
 use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
@@ -62,14 +62,14 @@ pub struct WriteOutcome {
 pub enum WriteError {
     /// The node does not serve yet (or any more).
     #[error("node {node} is {}: {}", state.as_str(), match state {
-        NodeState::CatchingUp => "it is catching up from its peers after a start; retry shortly or use another node",
+        ServingState::CatchingUp => "it is catching up from its peers after a start; retry shortly or use another node",
         _ => "it is stopping; use another node",
     })]
     NotReady {
         /// The node.
         node: String,
         /// Its state.
-        state: NodeState,
+        state: ServingState,
     },
     /// Refused by the write policy.
     #[error(transparent)]
@@ -118,7 +118,7 @@ pub enum WriteError {
 
 fn require_ready(shared: &Shared) -> Result<(), WriteError> {
     match shared.state() {
-        NodeState::Ready => Ok(()),
+        ServingState::Ready => Ok(()),
         state => Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
     }
 }
