@@ -10,7 +10,8 @@ use rollgate::version::ProtocolVersion;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{ServingState, Shared, catchup};
+use super::catchup;
+use super::shared::{ServingState, Shared};
 use crate::Msg;
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Incoming, Request, Response};

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use super::{ServingState, Shared};
+use super::shared::{ServingState, Shared};
 use crate::hlc::Version;
 use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
