@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::client::{ClientOptions, KvClient};
-use crate::node::{Node, NodeConfig, NodeHandle};
+use crate::node::{self, NodeConfig, NodeHandle};
 use crate::releases::Release;
 use admin::Admin;
 pub use load::PhaseReport as Phase;
@@ -530,7 +530,7 @@ async fn start(
     store: &Arc<dyn rollgate::store::MetaStore>,
     id: &str,
 ) -> Result<NodeHandle, DemoError> {
-    let node = Node::start(config, store.clone())
+    let node = node::start(config, store.clone())
         .await
         .map_err(|e| DemoError::Node { node: id.to_string(), reason: e.to_string() })?;
     if !node.wait_ready(WAIT).await {

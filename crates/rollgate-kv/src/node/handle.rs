@@ -19,7 +19,7 @@ use crate::record::Record;
 use crate::releases::Release;
 use crate::storage::StorageError;
 
-/// A running node (see [`Node::start`]).
+/// A running node (see [`start()`](super::start())).
 pub struct NodeHandle {
     pub(super) shared: Arc<Shared>,
     pub(super) tasks: JoinSet<()>,

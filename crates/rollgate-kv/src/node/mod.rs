@@ -1,6 +1,6 @@
 //! A rollgate-kv node: its data dir, its membership, its peer links, the
 //! replication and catch-up logic and its HTTP API, embeddable in any tokio
-//! program ([`Node::start`]) and run by `rollgate-kv serve`.
+//! program ([`start()`]) and run by `rollgate-kv serve`.
 //!
 //! # Life of a node
 //!
@@ -45,7 +45,7 @@ mod error;
 mod handle;
 mod serve;
 mod shared;
-mod start;
+mod startup;
 mod write;
 
 pub use api::{Api, Health, StorageStatus};
@@ -54,5 +54,5 @@ pub use config::{Addresses, NodeConfig, Tuning};
 pub use error::NodeError;
 pub use handle::NodeHandle;
 pub use shared::{ServingState, SyncStats};
-pub use start::{NODE_ID_FILE, Node};
+pub use startup::{NODE_ID_FILE, start};
 pub use write::{MAX_SCAN_LIMIT, MAX_SCANNED, WriteError, WriteOutcome};

@@ -35,40 +35,34 @@ use crate::storage::Storage;
 /// The file holding the node id in the data dir.
 pub const NODE_ID_FILE: &str = "node_id";
 
-/// Starts nodes.
-#[derive(Debug)]
-pub struct Node;
-
-impl Node {
-    /// Starts a node on `store` (the cluster's metadata store) and returns
-    /// once it is registered and listening; it then catches up in the
-    /// background ([`NodeHandle::wait_ready`]).
-    pub async fn start(config: NodeConfig, store: Arc<dyn MetaStore>) -> Result<NodeHandle, NodeError> {
-        let release = config.release;
-        if let Some(id) = &config.node_id {
-            rollgate::cluster::validate_node_id(id).map_err(|e| NodeError::Config(format!("--node-id: {e}")))?;
-        }
-        check_plugins(release, &config.plugins)?;
-        let dir = config.data_dir.clone();
-        let storage_options = config.tuning.storage.clone();
-        let explicit = config.node_id.clone();
-        let policy = release.format_policy();
-        let (storage, floor, node_id) = tokio::task::spawn_blocking(move || {
-            let (storage, floor) = Storage::open(&dir, storage_options, &policy)?;
-            let node_id = load_or_create_node_id(&dir, explicit.as_deref())?;
-            Ok::<_, NodeError>((storage, floor, node_id))
-        })
-        .await
-        .map_err(|e| NodeError::Config(format!("opening the data dir: {e}")))??;
-        match start_with(config, store, storage.clone(), floor, node_id).await {
-            Ok(handle) => Ok(handle),
-            Err(e) => {
-                storage.close().await;
-                Err(e)
-            }
-        }
-        .inspect(|h| tracing::info!(node = %h.node_id(), release = release.name, "node started"))
+/// Starts a node on `store` (the cluster's metadata store) and returns
+/// once it is registered and listening; it then catches up in the
+/// background ([`NodeHandle::wait_ready`]).
+pub async fn start(config: NodeConfig, store: Arc<dyn MetaStore>) -> Result<NodeHandle, NodeError> {
+    let release = config.release;
+    if let Some(id) = &config.node_id {
+        rollgate::cluster::validate_node_id(id).map_err(|e| NodeError::Config(format!("--node-id: {e}")))?;
     }
+    check_plugins(release, &config.plugins)?;
+    let dir = config.data_dir.clone();
+    let storage_options = config.tuning.storage.clone();
+    let explicit = config.node_id.clone();
+    let policy = release.format_policy();
+    let (storage, floor, node_id) = tokio::task::spawn_blocking(move || {
+        let (storage, floor) = Storage::open(&dir, storage_options, &policy)?;
+        let node_id = load_or_create_node_id(&dir, explicit.as_deref())?;
+        Ok::<_, NodeError>((storage, floor, node_id))
+    })
+    .await
+    .map_err(|e| NodeError::Config(format!("opening the data dir: {e}")))??;
+    match start_with(config, store, storage.clone(), floor, node_id).await {
+        Ok(handle) => Ok(handle),
+        Err(e) => {
+            storage.close().await;
+            Err(e)
+        }
+    }
+    .inspect(|h| tracing::info!(node = %h.node_id(), release = release.name, "node started"))
 }
 
 /// Checks `--plugins` against what the release ships.
