@@ -134,7 +134,7 @@ impl Api {
         })
     }
 
-    /// The live records whose key starts with `prefix` (see [`crate::http`]'s `GET /kv?prefix=`).
+    /// The live records whose key starts with `prefix` (the HTTP API's `GET /kv?prefix=`).
     pub async fn scan_prefix(
         &self,
         prefix: &str,

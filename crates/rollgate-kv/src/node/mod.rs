@@ -37,6 +37,22 @@
 //! Whenever a peer connects to a ready node, the node pulls from that peer
 //! in the background (anti-entropy), so writes a node missed while its link
 //! was down reach it without a restart.
+//!
+//! # Parts
+//!
+//! | file | holds |
+//! |---|---|
+//! | `config` | [`NodeConfig`], [`Tuning`], [`Addresses`] |
+//! | `error` | [`NodeError`] |
+//! | `shared` | what every part of a running node shares; its [`ServingState`] |
+//! | `write`, `catchup`, `serve` | the write and read paths, pulls from peers (step 3), inbound peer requests |
+//! | `api` | [`Api`], the client API: what the routes of [`crate::http`] call |
+//! | `startup` | [`start()`]: steps 1 and 2; it binds the HTTP listener and serves [`crate::http::app`] on it |
+//! | `handle` | [`NodeHandle`]: a running node, its stop and kill (step 5) |
+//!
+//! Imports point one way: [`crate::http`] uses the client API (`api`,
+//! `write`, `shared`), and of the node only `startup` uses [`crate::http`],
+//! so the HTTP layer stands between the node's core and its start-up.
 
 mod api;
 mod catchup;
