@@ -4,6 +4,7 @@
 //! see [`crate::node`]); catch-up then runs in the background.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::Api;
-use super::config::{Addresses, NodeConfig};
+use super::config::{Addresses, NodeConfig, Tuning};
 use super::error::NodeError;
 use super::handle::NodeHandle;
 use super::shared::{ServingState, Shared};
@@ -115,39 +116,9 @@ async fn start_with(
         probe_join(addr, net_config.clone()).await?;
     }
 
-    let listener = Listener::<Msg>::bind(config.listen.as_str(), net_config.clone()).await.map_err(|e| match e {
-        NetError::Io { message, .. } => {
-            NodeError::Bind { addr: config.listen.clone(), what: "--listen, peer connections", reason: message }
-        }
-        other => NodeError::Net(other),
-    })?;
+    let listener = bind_peers(&config.listen, &net_config).await?;
     let data_addr = listener.local_addr();
-    if data_addr.ip().is_unspecified() {
-        return Err(NodeError::Config(format!(
-            "--listen {}: peers connect to the address a node registers, so listen on a specific address, not {}",
-            config.listen,
-            data_addr.ip()
-        )));
-    }
-    // Loopback unless the address says otherwise (rollgate's admin listener rules).
-    let http = rollgate::admin::bind(Some(config.admin.as_str())).await.map_err(|e| NodeError::Bind {
-        addr: rollgate::util::shorten_to(&config.admin, 128),
-        what: "--admin, the HTTP API",
-        reason: e.to_string(),
-    })?;
-    let admin_addr = http.local_addr().map_err(|e| NodeError::Bind {
-        addr: config.admin.clone(),
-        what: "--admin",
-        reason: e.to_string(),
-    })?;
-    if admin_addr.ip().is_unspecified() {
-        return Err(NodeError::Config(format!(
-            "--admin {}: members call each other's admin API at the address a node registers (for \
-             _capabilities), so listen on a specific address, not {}",
-            config.admin,
-            admin_addr.ip()
-        )));
-    }
+    let (http, admin_addr) = bind_http(&config.admin).await?;
 
     // rollgate's node runtime: boot checks, the fenced join, liveness, the flag worker.
     let hook_slot: HookSlot = Arc::default();
@@ -199,6 +170,49 @@ async fn start_with(
     Ok(NodeHandle { shared, tasks, http_stop: Some(http_stop), http_task: Some(http_task) })
 }
 
+/// The listener of peer connections on `--listen`, at a specific address
+/// (the one the node registers).
+async fn bind_peers(listen: &str, net_config: &NetConfig) -> Result<Listener<Msg>, NodeError> {
+    let listener = Listener::<Msg>::bind(listen, net_config.clone()).await.map_err(|e| match e {
+        NetError::Io { message, .. } => {
+            NodeError::Bind { addr: listen.to_string(), what: "--listen, peer connections", reason: message }
+        }
+        other => NodeError::Net(other),
+    })?;
+    let data_addr = listener.local_addr();
+    if data_addr.ip().is_unspecified() {
+        return Err(NodeError::Config(format!(
+            "--listen {listen}: peers connect to the address a node registers, so listen on a specific address, not {}",
+            data_addr.ip()
+        )));
+    }
+    Ok(listener)
+}
+
+/// The HTTP listener on `--admin` and its address: loopback unless the
+/// address says otherwise (rollgate's admin listener rules), and a specific
+/// address (the one the node registers).
+async fn bind_http(admin: &str) -> Result<(tokio::net::TcpListener, SocketAddr), NodeError> {
+    let http = rollgate::admin::bind(Some(admin)).await.map_err(|e| NodeError::Bind {
+        addr: rollgate::util::shorten_to(admin, 128),
+        what: "--admin, the HTTP API",
+        reason: e.to_string(),
+    })?;
+    let admin_addr = http.local_addr().map_err(|e| NodeError::Bind {
+        addr: admin.to_string(),
+        what: "--admin",
+        reason: e.to_string(),
+    })?;
+    if admin_addr.ip().is_unspecified() {
+        return Err(NodeError::Config(format!(
+            "--admin {admin}: members call each other's admin API at the address a node registers (for \
+             _capabilities), so listen on a specific address, not {}",
+            admin_addr.ip()
+        )));
+    }
+    Ok((http, admin_addr))
+}
+
 /// What a started node is made of, before it serves.
 struct Parts {
     shared: Arc<Shared>,
@@ -233,43 +247,9 @@ async fn with_runtime(
     let mut tasks = JoinSet::new();
 
     // The table migrations of the records unit, following the flag bits.
-    let table_migrations = migrations::for_release(release, gates.clone())?;
-    let runner = if table_migrations.table_migrations().is_empty() {
-        None
-    } else {
-        let options = LocalOptions {
-            release: release.name.to_string(),
-            root: ClusterOptions::default().root,
-            batch_records: tuning.migration_batch_records.max(1),
-            publish_interval_ms: 500,
-            ..LocalOptions::default()
-        };
-        let runner = LocalRunner::new(Arc::new(table_migrations), storage.database()?, &node_id, options)?
-            .publish_to(store.clone());
-        Some(Arc::new(runner))
-    };
+    let runner = migration_runner(release, &tuning, &store, &storage, &node_id, &gates)?;
     if let Some(runner) = &runner {
-        let _ = hook_slot.set(HookTarget { runner: Arc::downgrade(runner), gates: gates.clone() });
-        // A unit below what this release reads (an empty one, see
-        // `Storage::open`) is brought up before anything is stored.
-        let stamp = storage.unit_stamp().await?;
-        if stamp.format < release.formats.min_readable {
-            runner.run_once(&*gates).await?;
-            let now = storage.unit_stamp().await?;
-            if now.format < release.formats.min_readable {
-                return Err(NodeError::Config(format!(
-                    "the records unit is at format {} but release {} reads formats {}..={}, and the flags that \
-                     migrate it are not enabled: enable them from a node of an older release first",
-                    now.format, release.name, release.formats.min_readable, release.formats.max
-                )));
-            }
-        }
-        let (changes, watchers) = flags.changes(&[RECORD_META_V2.name, TTL.name]);
-        let (runner, flags) = (runner.clone(), flags.clone());
-        tasks.spawn(async move {
-            let _watchers = watchers;
-            let _ = runner.run_on_changes(&flags, changes).await;
-        });
+        follow_flags(runner, release, &storage, &flags, &gates, &hook_slot, &mut tasks).await?;
     }
 
     // Plugins: each starts once the flags it requires are enabled.
@@ -278,39 +258,8 @@ async fn with_runtime(
         tasks.spawn(crate::plugins::run(audit.clone(), runtime.clone(), flags.clone()));
     }
 
-    // `GET /admin/upgrade/status` shows this node's records unit too.
-    let status_storage = storage.clone();
-    let status_node = node_id.clone();
-    runtime.set_status_section(
-        "storage",
-        Arc::new(move || {
-            let (storage, node) = (status_storage.clone(), status_node.clone());
-            Box::pin(async move {
-                match storage.unit_stamp().await {
-                    Ok(stamp) => serde_json::json!({
-                        "node": node,
-                        "unit": releases::RECORDS_UNIT,
-                        "format": stamp.format,
-                        "created_format": stamp.created_format,
-                        "written_by": stamp.written_by,
-                    }),
-                    Err(e) => serde_json::json!({"node": node, "error": e.to_string()}),
-                }
-            })
-        }),
-    );
-
-    let links = Links::new(LinkSettings {
-        net: net_config,
-        backoff_min: tuning.backoff_min,
-        backoff_max: tuning.backoff_max,
-        max_pending: 4096,
-        write_queue_len: 4096,
-        batch_max_entries: 256,
-        batch_max_bytes: 4 << 20,
-        max_inflight_batches: 4,
-        replicate_timeout: tuning.write_timeout,
-    });
+    publish_storage_status(runtime, &storage, &node_id);
+    let links = peer_links(net_config, &tuning);
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
         node_id,
@@ -335,8 +284,115 @@ async fn with_runtime(
         sync_stats: Mutex::default(),
     });
     tasks.spawn(manage_links(shared.clone()));
-    let api = Api { shared: shared.clone() };
-    let admin = match &config.admin_token {
+    let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), &tuning);
+    Ok((Parts { shared, tasks }, app))
+}
+
+/// The runner of the records unit's table migrations, publishing its
+/// progress to `store`; `None` when the release has no table migration.
+fn migration_runner(
+    release: &'static Release,
+    tuning: &Tuning,
+    store: &Arc<dyn MetaStore>,
+    storage: &Storage,
+    node_id: &str,
+    gates: &Arc<dyn Gates>,
+) -> Result<Option<Arc<LocalRunner>>, NodeError> {
+    let table_migrations = migrations::for_release(release, gates.clone())?;
+    if table_migrations.table_migrations().is_empty() {
+        return Ok(None);
+    }
+    let options = LocalOptions {
+        release: release.name.to_string(),
+        root: ClusterOptions::default().root,
+        batch_records: tuning.migration_batch_records.max(1),
+        publish_interval_ms: 500,
+        ..LocalOptions::default()
+    };
+    let runner =
+        LocalRunner::new(Arc::new(table_migrations), storage.database()?, node_id, options)?.publish_to(store.clone());
+    Ok(Some(Arc::new(runner)))
+}
+
+/// Ties `runner` to the flags: the disable hook of `record_meta_v2` reaches
+/// it, a unit below what this release reads is brought up now, and from
+/// then on the migrations follow the flag bits (a task in `tasks`).
+async fn follow_flags(
+    runner: &Arc<LocalRunner>,
+    release: &'static Release,
+    storage: &Storage,
+    flags: &KvFlags,
+    gates: &Arc<dyn Gates>,
+    hook_slot: &HookSlot,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), NodeError> {
+    let _ = hook_slot.set(HookTarget { runner: Arc::downgrade(runner), gates: gates.clone() });
+    // A unit below what this release reads (an empty one, see
+    // `Storage::open`) is brought up before anything is stored.
+    let stamp = storage.unit_stamp().await?;
+    if stamp.format < release.formats.min_readable {
+        runner.run_once(&**gates).await?;
+        let now = storage.unit_stamp().await?;
+        if now.format < release.formats.min_readable {
+            return Err(NodeError::Config(format!(
+                "the records unit is at format {} but release {} reads formats {}..={}, and the flags that \
+                 migrate it are not enabled: enable them from a node of an older release first",
+                now.format, release.name, release.formats.min_readable, release.formats.max
+            )));
+        }
+    }
+    let (changes, watchers) = flags.changes(&[RECORD_META_V2.name, TTL.name]);
+    let (runner, flags) = (runner.clone(), flags.clone());
+    tasks.spawn(async move {
+        let _watchers = watchers;
+        let _ = runner.run_on_changes(&flags, changes).await;
+    });
+    Ok(())
+}
+
+/// `GET /admin/upgrade/status` shows this node's records unit too.
+fn publish_storage_status(runtime: &rollgate::node::Node, storage: &Storage, node_id: &str) {
+    let status_storage = storage.clone();
+    let status_node = node_id.to_string();
+    runtime.set_status_section(
+        "storage",
+        Arc::new(move || {
+            let (storage, node) = (status_storage.clone(), status_node.clone());
+            Box::pin(async move {
+                match storage.unit_stamp().await {
+                    Ok(stamp) => serde_json::json!({
+                        "node": node,
+                        "unit": releases::RECORDS_UNIT,
+                        "format": stamp.format,
+                        "created_format": stamp.created_format,
+                        "written_by": stamp.written_by,
+                    }),
+                    Err(e) => serde_json::json!({"node": node, "error": e.to_string()}),
+                }
+            })
+        }),
+    );
+}
+
+/// The links to peers, with the node's handshake and write batching.
+fn peer_links(net: NetConfig, tuning: &Tuning) -> Links {
+    Links::new(LinkSettings {
+        net,
+        backoff_min: tuning.backoff_min,
+        backoff_max: tuning.backoff_max,
+        max_pending: 4096,
+        write_queue_len: 4096,
+        batch_max_entries: 256,
+        batch_max_bytes: 4 << 20,
+        max_inflight_batches: 4,
+        replicate_timeout: tuning.write_timeout,
+    })
+}
+
+/// The HTTP app: the client routes of `api` and rollgate's admin API of
+/// `runtime` (its mutations need `admin_token`), on one listener.
+fn http_app(api: Api, runtime: &rollgate::node::Node, admin_token: Option<&str>, tuning: &Tuning) -> axum::Router {
+    let admin = match admin_token {
         Some(token) => AdminConfig::with_token(token),
         None => AdminConfig::default(),
     };
@@ -346,9 +402,9 @@ async fn with_runtime(
             .into(),
         ..admin
     };
-    let app = crate::http::app(api, rollgate::admin::router(runtime.clone(), admin), tuning.http_request_timeout);
-    Ok((Parts { shared, tasks }, app))
+    crate::http::app(api, rollgate::admin::router(runtime.clone(), admin), tuning.http_request_timeout)
 }
+
 /// Connects to `addr` once to check that it accepts us.
 async fn probe_join(addr: &str, config: NetConfig) -> Result<(), NodeError> {
     match net::connect::<Msg>(addr, config).await {
