@@ -220,8 +220,9 @@ async fn a_clients_writes_are_ordered_as_it_made_them_whichever_node_takes_them(
     for bad in ["soon", "1.2", &format!("{}.0@n", "9".repeat(40)), "1.2@bad node"] {
         let resp = http.put(format!("http://{b_addr}/kv/g")).header("x-kv-seen", bad).body("v").send().await.unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
-        let body: serde_json::Value = resp.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains("x-kv-seen"), "{body}");
+        let body: rollgate::api::error::ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.error.code, "bad_request", "{body:?}");
+        assert!(body.error.message.contains("x-kv-seen"), "{body:?}");
     }
     assert_eq!(b.local_record("g").await.unwrap(), None);
     a.stop().await.unwrap();
