@@ -2,11 +2,9 @@
 //! TCP on loopback and real data dirs: replication, majority acknowledgement
 //! with nodes down, catch-up after a restart, client failover.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rollgate_kv::ClientError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,9 @@
 //! stored changes. Random bytes come from a printed seed
 //! (`ROLLGATE_KV_SEED` re-runs one).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use rollgate::api::error::ErrorBody;
 use rollgate::handshake::HandshakeConfig;

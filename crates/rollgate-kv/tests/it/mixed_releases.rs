@@ -6,11 +6,9 @@
 //! handshake, and because 2.0 requires `record_meta_v2`), and that 2.0 and
 //! 1.2 interoperate.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rollgate::flags::EnableRequest;
 use rollgate::handshake::HandshakeConfig;
 use rollgate::net::{self, NetConfig};
