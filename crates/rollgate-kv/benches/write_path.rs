@@ -21,7 +21,7 @@ use rollgate::store::StoreOptions;
 use rollgate_kv::hlc::Hlc;
 use rollgate_kv::record::Record;
 use rollgate_kv::storage::{Storage, StorageOptions, StoredEntry};
-use rollgate_kv::{Node, NodeConfig, NodeHandle, releases};
+use rollgate_kv::{NodeConfig, NodeHandle, node, releases};
 
 const WRITES: usize = 64;
 const VALUE: &[u8] = &[7u8; 128];
@@ -92,7 +92,7 @@ async fn cluster(dir: &std::path::Path, nodes: usize) -> Vec<NodeHandle> {
     for i in 0..nodes {
         let release = releases::find("1.2").expect("release");
         let config = NodeConfig::new(release, dir.join(format!("n{i}")), "127.0.0.1:0", "127.0.0.1:0");
-        let node = Node::start(config, store.clone()).await.expect("start");
+        let node = node::start(config, store.clone()).await.expect("start");
         assert!(node.wait_ready(Duration::from_secs(30)).await, "ready");
         out.push(node);
     }

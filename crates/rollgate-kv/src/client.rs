@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
+use rollgate::api::error::ErrorBody;
 
 use crate::hlc::Version;
 pub use crate::node::WriteOutcome;
@@ -142,12 +143,6 @@ pub fn parse_nodes<S: AsRef<str>>(values: &[S]) -> Result<Vec<Url>, ClientError>
         return Err(ClientError::NodeCount);
     }
     Ok(urls)
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    error: String,
-    code: String,
 }
 
 impl KvClient {
@@ -327,7 +322,7 @@ fn describe(e: &reqwest::Error) -> String {
 async fn error_body(node: &str, resp: reqwest::Response) -> (String, String) {
     match read_bounded(node, resp, 64 * 1024).await {
         Ok(bytes) => match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.code, b.error),
+            Ok(b) => (b.error.code, b.error.message),
             Err(_) => ("unknown".into(), String::from_utf8_lossy(&bytes).chars().take(512).collect()),
         },
         Err(e) => ("unknown".into(), e.to_string()),

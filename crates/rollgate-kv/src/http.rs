@@ -16,12 +16,14 @@
 //! later write to a key always wins over its earlier one, whichever nodes
 //! took them. [`crate::client::KvClient`] sends it.
 //!
-//! Errors of the client API are JSON `{"error": "...", "code": "..."}`: 400
+//! Errors are JSON `{"error": {"code": "...", "message": "..."}}`
+//! ([`ErrorBody`]), the shape of rollgate's admin API, so the listener
+//! answers every error in one shape. The client API's codes: 400
 //! (`bad_request`, `invalid_key`, `ttl_not_supported`), 404 (`not_found`),
-//! 405, 409 (`flag_not_enabled`, `feature_not_available`), 413
-//! (`key_too_long`, `value_too_large`), 503 (`catching_up`, `stopping`,
-//! `no_quorum`, `timeout`, `plugin_not_running`), 500 (`internal`,
-//! `corrupt_value`); the admin API's are rollgate's (`{"error": {"code", "message"}}`).
+//! 405 (`method_not_allowed`), 409 (`flag_not_enabled`,
+//! `feature_not_available`), 413 (`key_too_long`, `value_too_large`), 503
+//! (`catching_up`, `stopping`, `no_quorum`, `timeout`, `plugin_not_running`),
+//! 500 (`internal`, `corrupt_value`).
 //!
 //! Everything is bounded: body size ([`MAX_BODY_BYTES`]), request time,
 //! connections at once, query strings. [`route_table`] lists every route
@@ -50,10 +52,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use rollgate::api::error::ErrorBody;
 use rollgate::capabilities::{CapabilityError, Route, RouteTable};
 
 use crate::hlc::Version;
-use crate::node::{Api, NodeState, WriteError};
+use crate::node::{Api, ServingState, WriteError};
 use crate::plugins::PluginState;
 use crate::policy::PolicyError;
 use crate::record::MAX_VALUE_BYTES;
@@ -128,14 +131,16 @@ async fn bounded(req: Request, next: Next, limit: Duration) -> Response {
     }
 }
 
-/// A JSON error answer.
+/// A JSON error answer: an [`ErrorBody`], as rollgate's admin API answers.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into(), "code": code }))).into_response()
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn write_error(e: WriteError) -> Response {
     let status_code = |e: &WriteError| match e {
-        WriteError::NotReady { state: NodeState::CatchingUp, .. } => (StatusCode::SERVICE_UNAVAILABLE, "catching_up"),
+        WriteError::NotReady { state: ServingState::CatchingUp, .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "catching_up")
+        }
         WriteError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
         WriteError::Policy(PolicyError::TtlUnsupported { .. }) => (StatusCode::BAD_REQUEST, "ttl_not_supported"),
         WriteError::Policy(PolicyError::TtlNotEnabled) => (StatusCode::CONFLICT, "flag_not_enabled"),

@@ -2,7 +2,7 @@
 //! built only on rollgate's public API. Releases 1.0, 1.1, 1.2 and 2.0 are
 //! defined in code ([`releases`]), and one binary runs as any of them.
 //!
-//! Embedding: [`Node::start`] with a [`NodeConfig`] and the cluster's
+//! Embedding: [`node::start`] with a [`NodeConfig`] and the cluster's
 //! metadata store returns a [`NodeHandle`] (`stop`, `kill`, `addresses`,
 //! `wait_ready`, ...); [`KvClient`] talks to nodes over HTTP with failover.
 //!
@@ -45,6 +45,6 @@ pub mod samples;
 pub mod storage;
 
 pub use client::{ClientError, ClientOptions, KvClient};
-pub use node::{Node, NodeConfig, NodeError, NodeHandle, Tuning};
+pub use node::{NodeConfig, NodeError, NodeHandle, Tuning};
 pub use protocol::Msg;
 pub use releases::Release;

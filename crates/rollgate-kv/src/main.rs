@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use rollgate::handshake::ClusterSecret;
 use rollgate::store::{StoreError, StoreOptions};
 use rollgate_kv::releases::{self, Release};
-use rollgate_kv::{ClientError, ClientOptions, KvClient, Node, NodeConfig, NodeError};
+use rollgate_kv::{ClientError, ClientOptions, KvClient, NodeConfig, NodeError, node};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -431,7 +431,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     config.cluster_secret = secret;
     config.admin_token = admin_token;
     config.plugins = args.plugins;
-    let handle = Node::start(config, store).await.map_err(node_failure)?;
+    let handle = node::start(config, store).await.map_err(node_failure)?;
     let addrs = handle.addresses();
     let line = format!(
         "node={} release={} data={} admin={} cluster={}",

@@ -1,6 +1,6 @@
 //! One value per message of every protocol version: the golden wire samples
 //! (`testdata/wire/<name>/<transport_version>.bin`, checked by
-//! `tests/wire_golden.rs`) are these, encoded at each transport version.
+//! `tests/it/wire_golden.rs`) are these, encoded at each transport version.
 
 use rollgate::migrate::MemGates;
 use rollgate::record::FeatureMap;

@@ -779,48 +779,11 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
                 };
                 // Every stored record this job replaces must decode first: a
                 // job is all or nothing.
-                let mut refused = None;
-                for e in entries {
-                    if let Some(bytes) = kv.get(e.key.as_bytes()).map_err(|e| err(&e))?
-                        && let Err(r) = record::decode(&e.key, bytes.value())
-                    {
-                        refused = Some(r);
-                        break;
-                    }
-                }
-                if let Some(r) = refused {
+                if let Some(r) = undecodable(&kv, entries, &err)? {
                     results.push(Err(StorageError::Record(r)));
                     continue;
                 }
-                let mut applied = Vec::with_capacity(entries.len());
-                for e in entries {
-                    let old = match kv.get(e.key.as_bytes()).map_err(|e| err(&e))? {
-                        Some(bytes) => Some(record::decode(&e.key, bytes.value())?),
-                        None => None,
-                    };
-                    let newer = old.as_ref().is_none_or(|old| supersedes(&e.record, old));
-                    if newer {
-                        kv.insert(e.key.as_bytes(), record::encode(&e.record).as_slice()).map_err(|e| err(&e))?;
-                        if let Some(index) = &mut index {
-                            if let Some(old) = old.as_ref().filter(|o| o.expires_at_ms != 0) {
-                                index
-                                    .remove(expiry_key(old.expires_at_ms, e.key.as_bytes()).as_slice())
-                                    .map_err(|e| err(&e))?;
-                            }
-                            if e.record.expires_at_ms != 0 {
-                                let k = expiry_key(e.record.expires_at_ms, e.key.as_bytes());
-                                index.insert(k.as_slice(), [].as_slice()).map_err(|e| err(&e))?;
-                            }
-                        }
-                        if new_max.as_ref().is_none_or(|m| *m < e.record.version) {
-                            new_max = Some(e.record.version.clone());
-                        }
-                        applied.push(Applied::Stored);
-                    } else {
-                        applied.push(Applied::Superseded);
-                    }
-                }
-                results.push(Ok(applied));
+                results.push(Ok(apply(&mut kv, index.as_mut(), entries, &mut new_max, &err)?));
             }
             if new_max != *max
                 && let Some(v) = &new_max
@@ -834,37 +797,106 @@ fn commit(db: &Database, path: &Path, jobs: Vec<Job>, max: &mut Option<Version>)
     match outcome {
         Ok(()) => {
             *max = new_max;
-            for (job, result) in jobs.into_iter().zip(results) {
-                match job {
-                    Job::Apply { reply, .. } => {
-                        let _ = reply.send(result);
-                    }
-                    Job::Barrier(reply) => {
-                        let _ = reply.send(());
-                    }
-                    Job::Shutdown => {}
-                }
-            }
+            answer(jobs, results);
         }
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed; its writes were not stored");
-            let reason = e.to_string();
-            for job in jobs {
-                match job {
-                    Job::Apply { reply, .. } => {
-                        let _ = reply.send(Err(StorageError::Backend {
-                            path: path.to_path_buf(),
-                            what: "a commit",
-                            reason: reason.clone(),
-                        }));
-                    }
-                    // A barrier after a failed commit: nothing queued before it is pending any more.
-                    Job::Barrier(reply) => {
-                        let _ = reply.send(());
-                    }
-                    Job::Shutdown => {}
+        Err(e) => fail(jobs, path, &e),
+    }
+}
+
+/// A table of the data file in a write transaction.
+type WriteTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+/// How a commit turns a backend error into a [`StorageError`].
+type BackendError<'a> = dyn Fn(&dyn std::fmt::Display) -> StorageError + 'a;
+
+/// The first stored record that `entries` would replace and that does not
+/// decode, if any.
+fn undecodable(
+    kv: &WriteTable<'_>,
+    entries: &[StoredEntry],
+    err: &BackendError<'_>,
+) -> Result<Option<RecordError>, StorageError> {
+    for e in entries {
+        if let Some(bytes) = kv.get(e.key.as_bytes()).map_err(|e| err(&e))?
+            && let Err(r) = record::decode(&e.key, bytes.value())
+        {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// Stores each of `entries` that supersedes the stored record of its key
+/// (keeping the expiry index, when there is one, up to date) and raises
+/// `new_max` to the highest version stored.
+fn apply(
+    kv: &mut WriteTable<'_>,
+    mut index: Option<&mut WriteTable<'_>>,
+    entries: &[StoredEntry],
+    new_max: &mut Option<Version>,
+    err: &BackendError<'_>,
+) -> Result<Vec<Applied>, StorageError> {
+    let mut applied = Vec::with_capacity(entries.len());
+    for e in entries {
+        let old = match kv.get(e.key.as_bytes()).map_err(|e| err(&e))? {
+            Some(bytes) => Some(record::decode(&e.key, bytes.value())?),
+            None => None,
+        };
+        let newer = old.as_ref().is_none_or(|old| supersedes(&e.record, old));
+        if newer {
+            kv.insert(e.key.as_bytes(), record::encode(&e.record).as_slice()).map_err(|e| err(&e))?;
+            if let Some(index) = &mut index {
+                if let Some(old) = old.as_ref().filter(|o| o.expires_at_ms != 0) {
+                    index.remove(expiry_key(old.expires_at_ms, e.key.as_bytes()).as_slice()).map_err(|e| err(&e))?;
+                }
+                if e.record.expires_at_ms != 0 {
+                    let k = expiry_key(e.record.expires_at_ms, e.key.as_bytes());
+                    index.insert(k.as_slice(), [].as_slice()).map_err(|e| err(&e))?;
                 }
             }
+            if new_max.as_ref().is_none_or(|m| *m < e.record.version) {
+                *new_max = Some(e.record.version.clone());
+            }
+            applied.push(Applied::Stored);
+        } else {
+            applied.push(Applied::Superseded);
+        }
+    }
+    Ok(applied)
+}
+
+/// A commit is durable: each job gets its result.
+fn answer(jobs: Vec<Job>, results: Vec<Result<Vec<Applied>, StorageError>>) {
+    for (job, result) in jobs.into_iter().zip(results) {
+        match job {
+            Job::Apply { reply, .. } => {
+                let _ = reply.send(result);
+            }
+            Job::Barrier(reply) => {
+                let _ = reply.send(());
+            }
+            Job::Shutdown => {}
+        }
+    }
+}
+
+/// A commit failed: none of its writes was stored, and each job hears so.
+fn fail(jobs: Vec<Job>, path: &Path, e: &StorageError) {
+    tracing::error!(error = %e, "group commit failed; its writes were not stored");
+    let reason = e.to_string();
+    for job in jobs {
+        match job {
+            Job::Apply { reply, .. } => {
+                let _ = reply.send(Err(StorageError::Backend {
+                    path: path.to_path_buf(),
+                    what: "a commit",
+                    reason: reason.clone(),
+                }));
+            }
+            // A barrier after a failed commit: nothing queued before it is pending any more.
+            Job::Barrier(reply) => {
+                let _ = reply.send(());
+            }
+            Job::Shutdown => {}
         }
     }
 }

@@ -214,8 +214,8 @@ async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
     let scan_query = "method=GET&path=/kv&parameters=prefix,limit";
     assert_eq!(admin.capability(scan_query).await, json!(false));
     let (status, body) = admin.get("/kv?prefix=w0-&limit=5").await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("feature_not_available")), "{body}");
-    let message = body["error"].as_str().unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("feature_not_available")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("kv.prefix_scan") && message.contains("n2 (release 1.0)"), "{message}");
     // n2: upgraded, then killed with SIGKILL while it catches up, then back.
     assert!(procs[1].terminate().success(), "{}", procs[1].log());

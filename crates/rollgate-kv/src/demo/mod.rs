@@ -29,7 +29,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::client::{ClientOptions, KvClient};
-use crate::node::{Node, NodeConfig, NodeHandle};
+use rollgate::handshake::ClusterSecret;
+use rollgate::store::MetaStore;
+
+use crate::node::{self, NodeConfig, NodeHandle};
 use crate::releases::Release;
 use admin::Admin;
 pub use load::PhaseReport as Phase;
@@ -293,40 +296,134 @@ struct Slot {
     node: Option<NodeHandle>,
 }
 
+/// The demo's cluster: the embedded metadata store, the cluster secret and
+/// admin token every node starts with, and one slot per node.
+struct Cluster {
+    store: Arc<dyn MetaStore>,
+    secret: ClusterSecret,
+    token: String,
+    slots: Vec<Slot>,
+}
+
+impl Cluster {
+    /// A cluster of `nodes` slots with loopback addresses, its data under
+    /// `root`; no node runs yet.
+    async fn set_up(root: &Path, nodes: usize) -> Result<Cluster, DemoError> {
+        let store = rollgate::store::open(&format!("redb:{}", root.join("meta.redb").display()), Default::default())
+            .await
+            .map_err(|e| DemoError::Setup(format!("embedded metadata store: {e}")))?;
+        let secret = cluster_secret(root)?;
+        let token = format!("demo-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let mut slots = Vec::new();
+        for i in 1..=nodes {
+            slots.push(Slot {
+                id: format!("n{i}"),
+                data: root.join(format!("n{i}")),
+                listen: free_addr()?,
+                admin: free_addr()?,
+                node: None,
+            });
+        }
+        Ok(Cluster { store, secret, token, slots })
+    }
+
+    /// Starts the node of slot `i` as `release` and waits until it serves.
+    async fn start(&mut self, i: usize, release: &'static Release) -> Result<(), DemoError> {
+        let slot = &self.slots[i];
+        let mut config = NodeConfig::new(release, &slot.data, &slot.listen, &slot.admin);
+        config.node_id = Some(slot.id.clone());
+        config.cluster_secret = Some(self.secret.clone());
+        config.admin_token = Some(self.token.clone());
+        let node = start(config, &self.store, &slot.id).await?;
+        self.slots[i].node = Some(node);
+        Ok(())
+    }
+
+    /// The HTTP addresses of the nodes.
+    fn admins(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.admin.clone()).collect()
+    }
+
+    /// The rolling upgrade, one node at a time: stop it, leave it down for
+    /// `downtime` while the others serve, restart it on the same data dir as
+    /// `to`, and let every link come up before the next one goes down.
+    async fn upgrade(
+        &mut self,
+        opts: &DemoOptions,
+        load: &Load,
+        progress: &Progress,
+        negotiated: &mut Negotiated,
+    ) -> Result<(), DemoError> {
+        for i in 0..self.slots.len() {
+            let phase = format!("upgrade {} to {}", self.slots[i].id, opts.to.name);
+            load.begin(&phase);
+            progress.say(format!("phase: {phase}"));
+            progress.status(format!("{phase}: stopping"));
+            if let Some(node) = self.slots[i].node.take() {
+                node.stop()
+                    .await
+                    .map_err(|e| DemoError::Node { node: self.slots[i].id.clone(), reason: e.to_string() })?;
+            }
+            progress.status(format!("{phase}: down, the others serve"));
+            tokio::time::sleep(opts.downtime).await;
+            progress.status(format!("{phase}: starting on the same data dir, catching up"));
+            self.start(i, opts.to).await?;
+            // Let the restarted node's links come up before the next one goes down.
+            for slot in self.slots.iter() {
+                if let Some(n) = &slot.node {
+                    for other in self.slots.iter().filter(|o| o.id != slot.id) {
+                        let _ = n.wait_peer(&other.id, Duration::from_secs(10)).await;
+                    }
+                }
+            }
+            observe(&self.slots, &phase, negotiated);
+            progress.say(format!("  {} runs {} and serves", self.slots[i].id, opts.to.name));
+        }
+        Ok(())
+    }
+
+    /// Checks that every acknowledged write in `expected` is readable from
+    /// every node, once replication drained: the number of keys lost.
+    async fn verify(&self, expected: &Expected, progress: &Progress, problems: &mut Vec<String>) -> u64 {
+        progress.status("verifying every acknowledged write on every node");
+        for slot in &self.slots {
+            if let Some(n) = &slot.node
+                && !n.flush_replication(Duration::from_secs(30)).await
+            {
+                problems.push(format!("{}: replication did not drain within 30 s", slot.id));
+            }
+        }
+        let (lost, lost_examples) = verify(&self.slots, expected).await;
+        problems.extend(lost_examples);
+        progress.say(format!("verified {} keys on {} nodes: {lost} lost", expected.len(), self.slots.len()));
+        lost
+    }
+
+    /// The release each running node runs as.
+    fn releases(&self) -> Vec<String> {
+        self.slots.iter().filter_map(|s| s.node.as_ref().map(|n| n.release().name.to_string())).collect()
+    }
+
+    /// Stops every node gracefully.
+    async fn stop(&mut self, problems: &mut Vec<String>) {
+        for slot in &mut self.slots {
+            if let Some(node) = slot.node.take()
+                && let Err(e) = node.stop().await
+            {
+                problems.push(format!("stopping {}: {e}", slot.id));
+            }
+        }
+    }
+}
+
+/// The versions agreed between nodes, by (node, peer, release, peer release).
+type Negotiated = BTreeMap<(String, String, String, String), Negotiation>;
+
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
-    if !(MIN_NODES..=MAX_NODES).contains(&opts.nodes) {
-        return Err(DemoError::Options(format!(
-            "--nodes {} is out of range: use {MIN_NODES} to {MAX_NODES} (a majority must stay up while one node restarts)",
-            opts.nodes
-        )));
-    }
-    if opts.workers == 0 || opts.workers > 64 {
-        return Err(DemoError::Options("--workers must be between 1 and 64".into()));
-    }
-    if opts.from.protocols.highest_common(opts.to.protocols).is_none()
-        || opts.from.transport < opts.to.minimum_compatible
-    {
-        return Err(DemoError::Options(format!(
-            "release {} cannot run next to {} (no common protocol version or transport below the minimum compatible), so a rolling upgrade between them is impossible: upgrade through an intermediate release",
-            opts.from.name, opts.to.name
-        )));
-    }
+    check(&opts)?;
     let started = Instant::now();
-    let tmp;
-    let root: PathBuf = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| DemoError::Setup(format!("{}: {e}", d.display())))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("rollgate-kv-demo-")
-                .tempdir()
-                .map_err(|e| DemoError::Setup(format!("temporary dir: {e}")))?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (root, _tmp) = data_root(opts.dir.as_deref())?;
     let progress = Progress::new(opts.progress);
     progress.say(format!(
         "rollgate-kv demo: {} nodes, {} -> {}, data in {} (seed {})",
@@ -336,41 +433,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         root.display(),
         opts.seed
     ));
-
-    let store = rollgate::store::open(&format!("redb:{}", root.join("meta.redb").display()), Default::default())
-        .await
-        .map_err(|e| DemoError::Setup(format!("embedded metadata store: {e}")))?;
-    let secret = cluster_secret(&root)?;
-    let token = format!("demo-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-
-    let mut slots = Vec::new();
-    for i in 1..=opts.nodes {
-        slots.push(Slot {
-            id: format!("n{i}"),
-            data: root.join(format!("n{i}")),
-            listen: free_addr()?,
-            admin: free_addr()?,
-            node: None,
-        });
-    }
-    let config = |slot: &Slot, release: &'static Release| {
-        let mut c = NodeConfig::new(release, &slot.data, &slot.listen, &slot.admin);
-        c.node_id = Some(slot.id.clone());
-        c.cluster_secret = Some(secret.clone());
-        c.admin_token = Some(token.clone());
-        c
-    };
+    let mut cluster = Cluster::set_up(&root, opts.nodes).await?;
 
     // Phase 0: the cluster at the old release.
-    for slot in &mut slots {
-        progress.say(format!("starting {} as {}", slot.id, opts.from.name));
-        let node = start(config(slot, opts.from), &store, &slot.id).await?;
-        slot.node = Some(node);
+    for i in 0..cluster.slots.len() {
+        progress.say(format!("starting {} as {}", cluster.slots[i].id, opts.from.name));
+        cluster.start(i, opts.from).await?;
     }
-    let admins: Vec<String> = slots.iter().map(|s| s.admin.clone()).collect();
-    let client = Arc::new(KvClient::new(&admins, load_client_options()).map_err(|e| DemoError::Setup(e.to_string()))?);
-    let admin = Admin::new(&token);
-    let mut negotiated: BTreeMap<(String, String, String, String), Negotiation> = BTreeMap::new();
+    let client =
+        Arc::new(KvClient::new(&cluster.admins(), load_client_options()).map_err(|e| DemoError::Setup(e.to_string()))?);
+    let admin = Admin::new(&cluster.token);
+    let mut negotiated = Negotiated::new();
     let mut problems = Vec::new();
 
     let steady_from = format!("steady at {}", opts.from.name);
@@ -384,68 +457,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     progress.status(steady_from.clone());
     progress.say(format!("phase: {steady_from} ({} workers)", opts.workers));
     tokio::time::sleep(opts.steady).await;
-    observe(&slots, &steady_from, &mut negotiated);
+    observe(&cluster.slots, &steady_from, &mut negotiated);
 
-    // The rolling upgrade: one node at a time.
-    for i in 0..slots.len() {
-        let phase = format!("upgrade {} to {}", slots[i].id, opts.to.name);
-        load.begin(&phase);
-        progress.say(format!("phase: {phase}"));
-        progress.status(format!("{phase}: stopping"));
-        if let Some(node) = slots[i].node.take() {
-            node.stop().await.map_err(|e| DemoError::Node { node: slots[i].id.clone(), reason: e.to_string() })?;
-        }
-        progress.status(format!("{phase}: down, the others serve"));
-        tokio::time::sleep(opts.downtime).await;
-        progress.status(format!("{phase}: starting on the same data dir, catching up"));
-        let node = start(config(&slots[i], opts.to), &store, &slots[i].id).await?;
-        slots[i].node = Some(node);
-        // Let the restarted node's links come up before the next one goes down.
-        for slot in slots.iter() {
-            if let Some(n) = &slot.node {
-                for other in slots.iter().filter(|o| o.id != slot.id) {
-                    let _ = n.wait_peer(&other.id, Duration::from_secs(10)).await;
-                }
-            }
-        }
-        observe(&slots, &phase, &mut negotiated);
-        progress.say(format!("  {} runs {} and serves", slots[i].id, opts.to.name));
-    }
+    cluster.upgrade(&opts, &load, &progress, &mut negotiated).await?;
     let steady_to = format!("steady at {}", opts.to.name);
     load.begin(&steady_to);
     progress.status(steady_to.clone());
     progress.say(format!("phase: {steady_to}"));
     tokio::time::sleep(opts.steady / 2).await;
 
-    // The operator step: enable every stable flag, then let migrations run.
-    load.begin("enable stable flags");
-    progress.status("enable stable flags");
-    let first_admin = slots[0].admin.clone();
-    let mut enabled_by_demo = Vec::new();
-    match admin.enable_all(&first_admin).await {
-        Ok(enabled) => {
-            progress.say(format!(
-                "phase: enable stable flags: {}",
-                if enabled.is_empty() { "none to enable".to_string() } else { enabled.join(", ") }
-            ));
-            enabled_by_demo = enabled;
-        }
-        Err(e) => problems.push(format!("enabling flags: {e}")),
-    }
-    load.begin("migrations");
-    progress.say("phase: migrations");
-    let migrations_done = match admin.wait_migrations(&first_admin, WAIT, |p| progress.status(p)).await {
-        Ok(done) => {
-            for d in &done {
-                progress.say(format!("  migration {d} done"));
-            }
-            done
-        }
-        Err(e) => {
-            problems.push(format!("migrations: {e}"));
-            Vec::new()
-        }
-    };
+    let first_admin = cluster.slots[0].admin.clone();
+    let (enabled_by_demo, migrations_done) = operator_step(&admin, &first_admin, &load, &progress, &mut problems).await;
 
     // Use what the upgrade unlocked.
     load.begin("new features");
@@ -458,49 +480,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     tokio::time::sleep(opts.steady / 2).await;
     load.end();
 
-    // Stop the load, gather what each worker had acknowledged.
-    load.stop();
-    let mut expected = Expected::new();
-    for w in workers {
-        match w.await {
-            Ok(e) => expected.extend(e),
-            Err(e) => problems.push(format!("a load worker failed: {e}")),
-        }
-    }
-    expected.extend(admin.take_feature_writes());
-    if let Some(f) = follower {
-        f.abort();
-    }
-
-    // Verify: every acknowledged write is readable from every node.
-    progress.status("verifying every acknowledged write on every node");
-    for slot in &slots {
-        if let Some(n) = &slot.node
-            && !n.flush_replication(Duration::from_secs(30)).await
-        {
-            problems.push(format!("{}: replication did not drain within 30 s", slot.id));
-        }
-    }
-    let (lost, lost_examples) = verify(&slots, &expected).await;
-    problems.extend(lost_examples);
-    progress.say(format!("verified {} keys on {} nodes: {lost} lost", expected.len(), slots.len()));
-    observe(&slots, "end", &mut negotiated);
+    let expected = stop_load(&load, workers, follower, &admin, &mut problems).await;
+    let lost = cluster.verify(&expected, &progress, &mut problems).await;
+    observe(&cluster.slots, "end", &mut negotiated);
 
     let flags_enabled = admin.enabled_flags(&first_admin).await.unwrap_or_else(|e| {
         problems.push(format!("listing flags: {e}"));
         Vec::new()
     });
-    let final_releases = slots.iter().filter_map(|s| s.node.as_ref().map(|n| n.release().name.to_string())).collect();
+    let final_releases = cluster.releases();
     problems.extend(load.failures());
     progress.finish();
-
-    for slot in &mut slots {
-        if let Some(node) = slot.node.take()
-            && let Err(e) = node.stop().await
-        {
-            problems.push(format!("stopping {}: {e}", slot.id));
-        }
-    }
+    cluster.stop(&mut problems).await;
 
     Ok(DemoReport {
         ops_ok: load.ok(),
@@ -524,13 +515,112 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     })
 }
 
+/// Checks the options; the error says which one is wrong and why.
+fn check(opts: &DemoOptions) -> Result<(), DemoError> {
+    if !(MIN_NODES..=MAX_NODES).contains(&opts.nodes) {
+        return Err(DemoError::Options(format!(
+            "--nodes {} is out of range: use {MIN_NODES} to {MAX_NODES} (a majority must stay up while one node restarts)",
+            opts.nodes
+        )));
+    }
+    if opts.workers == 0 || opts.workers > 64 {
+        return Err(DemoError::Options("--workers must be between 1 and 64".into()));
+    }
+    if opts.from.protocols.highest_common(opts.to.protocols).is_none()
+        || opts.from.transport < opts.to.minimum_compatible
+    {
+        return Err(DemoError::Options(format!(
+            "release {} cannot run next to {} (no common protocol version or transport below the minimum compatible), so a rolling upgrade between them is impossible: upgrade through an intermediate release",
+            opts.from.name, opts.to.name
+        )));
+    }
+    Ok(())
+}
+
+/// Where the demo keeps its data: `dir` (created when missing), else a
+/// temporary dir, removed when the returned guard is dropped.
+fn data_root(dir: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>), DemoError> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| DemoError::Setup(format!("{}: {e}", d.display())))?;
+            Ok((d.to_path_buf(), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("rollgate-kv-demo-")
+                .tempdir()
+                .map_err(|e| DemoError::Setup(format!("temporary dir: {e}")))?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// The operator step: enable every stable flag, then let the migrations
+/// they unlock run. The flags it enabled and the migrations that finished.
+async fn operator_step(
+    admin: &Admin,
+    addr: &str,
+    load: &Load,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    load.begin("enable stable flags");
+    progress.status("enable stable flags");
+    let mut enabled_by_demo = Vec::new();
+    match admin.enable_all(addr).await {
+        Ok(enabled) => {
+            progress.say(format!(
+                "phase: enable stable flags: {}",
+                if enabled.is_empty() { "none to enable".to_string() } else { enabled.join(", ") }
+            ));
+            enabled_by_demo = enabled;
+        }
+        Err(e) => problems.push(format!("enabling flags: {e}")),
+    }
+    load.begin("migrations");
+    progress.say("phase: migrations");
+    let migrations_done = match admin.wait_migrations(addr, WAIT, |p| progress.status(p)).await {
+        Ok(done) => {
+            for d in &done {
+                progress.say(format!("  migration {d} done"));
+            }
+            done
+        }
+        Err(e) => {
+            problems.push(format!("migrations: {e}"));
+            Vec::new()
+        }
+    };
+    (enabled_by_demo, migrations_done)
+}
+
+/// Stops the load and gathers what the workers and the feature step had
+/// acknowledged.
+async fn stop_load(
+    load: &Load,
+    workers: Vec<tokio::task::JoinHandle<Expected>>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+    admin: &Admin,
+    problems: &mut Vec<String>,
+) -> Expected {
+    load.stop();
+    let mut expected = Expected::new();
+    for w in workers {
+        match w.await {
+            Ok(e) => expected.extend(e),
+            Err(e) => problems.push(format!("a load worker failed: {e}")),
+        }
+    }
+    expected.extend(admin.take_feature_writes());
+    if let Some(f) = follower {
+        f.abort();
+    }
+    expected
+}
+
 /// Starts a node and waits until it serves.
-async fn start(
-    config: NodeConfig,
-    store: &Arc<dyn rollgate::store::MetaStore>,
-    id: &str,
-) -> Result<NodeHandle, DemoError> {
-    let node = Node::start(config, store.clone())
+async fn start(config: NodeConfig, store: &Arc<dyn MetaStore>, id: &str) -> Result<NodeHandle, DemoError> {
+    let node = node::start(config, store.clone())
         .await
         .map_err(|e| DemoError::Node { node: id.to_string(), reason: e.to_string() })?;
     if !node.wait_ready(WAIT).await {
@@ -551,15 +641,15 @@ fn free_addr() -> Result<String, DemoError> {
 
 /// A generated cluster secret in the data dir (the handshakes are
 /// authenticated, as they should be in production).
-fn cluster_secret(root: &Path) -> Result<rollgate::handshake::ClusterSecret, DemoError> {
+fn cluster_secret(root: &Path) -> Result<ClusterSecret, DemoError> {
     let path = root.join("cluster.secret");
     let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
     std::fs::write(&path, secret).map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))?;
-    rollgate::handshake::ClusterSecret::from_file(&path).map_err(|e| DemoError::Setup(e.to_string()))
+    ClusterSecret::from_file(&path).map_err(|e| DemoError::Setup(e.to_string()))
 }
 
 /// Records the versions each connected pair agreed on.
-fn observe(slots: &[Slot], phase: &str, out: &mut BTreeMap<(String, String, String, String), Negotiation>) {
+fn observe(slots: &[Slot], phase: &str, out: &mut Negotiated) {
     for slot in slots {
         let Some(node) = &slot.node else { continue };
         for p in node.peers() {

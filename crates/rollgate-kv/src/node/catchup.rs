@@ -19,31 +19,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{NodeState, Shared};
+use super::shared::{ServingState, Shared, SyncStats};
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Request, Response};
 use crate::peer::link::{LinkError, Session};
 use crate::replication::{self, v1 as repl1};
 use crate::storage::{KeyRange, StorageError};
-
-/// What a pull from one peer did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SyncStats {
-    /// The peer.
-    pub peer: String,
-    /// The protocol version of the connection.
-    pub protocol: u16,
-    /// Whether digest ranges were compared (protocol v3).
-    pub digests: bool,
-    /// Ranges compared.
-    pub ranges: usize,
-    /// Ranges that matched and were not copied.
-    pub ranges_skipped: usize,
-    /// Entries received.
-    pub entries_received: u64,
-    /// Entries that were newer than ours and were stored.
-    pub entries_stored: u64,
-}
 
 /// A digest comparison (see [`crate::node::NodeHandle::compare_with`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -124,8 +105,8 @@ pub(super) async fn initial(shared: Arc<Shared>) {
         }
     });
     futures::future::join_all(pulls).await;
-    if shared.state() == NodeState::CatchingUp {
-        shared.set_state(NodeState::Ready);
+    if shared.state() == ServingState::CatchingUp {
+        shared.set_state(ServingState::Ready);
     }
 }
 

@@ -10,7 +10,8 @@ use rollgate::version::ProtocolVersion;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{NodeState, Shared, catchup};
+use super::catchup;
+use super::shared::{ServingState, Shared};
 use crate::Msg;
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Incoming, Request, Response};
@@ -49,7 +50,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: Listener<Msg>
                 let peer = conn.negotiated().peer_node_id.clone();
                 tracing::debug!(%peer, protocol = %conn.negotiated().protocol, "peer connected");
                 shared.note_inbound(&peer);
-                if shared.state() == NodeState::Ready {
+                if shared.state() == ServingState::Ready {
                     catchup::trigger_resync(&shared, peer);
                 }
                 connections.spawn(serve_connection(shared.clone(), conn));

@@ -28,12 +28,12 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use super::{NodeState, Shared};
+use super::shared::{ServingState, Shared};
 use crate::hlc::Version;
 use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
 use crate::record::{self, MAX_VALUE_BYTES, Record, RecordError, WriteContext};
-use crate::storage::{StorageError, StoredEntry};
+use crate::storage::{PendingApply, StorageError, StoredEntry};
 
 /// Most records a prefix scan looks at (tombstones and expired values
 /// included) before it answers with what it found.
@@ -62,14 +62,14 @@ pub struct WriteOutcome {
 pub enum WriteError {
     /// The node does not serve yet (or any more).
     #[error("node {node} is {}: {}", state.as_str(), match state {
-        NodeState::CatchingUp => "it is catching up from its peers after a start; retry shortly or use another node",
+        ServingState::CatchingUp => "it is catching up from its peers after a start; retry shortly or use another node",
         _ => "it is stopping; use another node",
     })]
     NotReady {
         /// The node.
         node: String,
         /// Its state.
-        state: NodeState,
+        state: ServingState,
     },
     /// Refused by the write policy.
     #[error(transparent)]
@@ -118,7 +118,7 @@ pub enum WriteError {
 
 fn require_ready(shared: &Shared) -> Result<(), WriteError> {
     match shared.state() {
-        NodeState::Ready => Ok(()),
+        ServingState::Ready => Ok(()),
         state => Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
     }
 }
@@ -163,41 +163,96 @@ pub(super) async fn write(
     ttl_s: Option<u64>,
     seen: Option<&Version>,
 ) -> Result<WriteOutcome, WriteError> {
+    check_write(shared, &key, value.as_deref(), ttl_s)?;
+    let members = Members::of(shared);
+    let up = members.connected();
+    if 1 + up.len() < members.quorum {
+        return Err(members.no_quorum(&up, 0, Vec::new()));
+    }
+    let entry = stamp(shared, key.clone(), value, ttl_s, seen);
+    // Queue locally first, then take the peers to send to (see the module docs).
+    let local = shared.storage.submit(vec![entry.clone()]).await?;
+    let mut errors = Vec::new();
+    let remote = replicate(shared, &members, &entry, &mut errors);
+    let acks = gather_acks(shared, members.quorum, local, remote, &mut errors).await?;
+    if !acks.majority {
+        let up = members.connected();
+        return Err(members.no_quorum(&up, acks.stored, errors));
+    }
+    if let Some(audit) = &shared.audit {
+        audit.note(&key, &entry.record, "client");
+    }
+    Ok(WriteOutcome {
+        key,
+        version: entry.record.version.to_string(),
+        acks: acks.stored,
+        members: members.all.len(),
+        quorum: members.quorum,
+    })
+}
+
+/// Step 1: the node serves, and the key, the value and the write policy
+/// accept the write.
+fn check_write(shared: &Shared, key: &str, value: Option<&[u8]>, ttl_s: Option<u64>) -> Result<(), WriteError> {
     require_ready(shared)?;
-    check_key(&key)?;
-    if let Some(v) = &value
+    check_key(key)?;
+    if let Some(v) = value
         && v.len() > MAX_VALUE_BYTES
     {
         return Err(WriteError::ValueTooLarge { len: v.len(), max: MAX_VALUE_BYTES });
     }
-    policy::check_write(shared.release, &shared.flags, &WriteRequest { key: &key, delete: value.is_none(), ttl_s })?;
+    policy::check_write(shared.release, &shared.flags, &WriteRequest { key, delete: value.is_none(), ttl_s })?;
+    Ok(())
+}
 
-    let view = shared.view();
-    let mut members: BTreeSet<String> = view.members.keys().cloned().collect();
-    members.insert(shared.node_id.clone());
-    let quorum = members.len() / 2 + 1;
-    let connected = |sessions: &[std::sync::Arc<crate::peer::link::Session>]| -> BTreeSet<String> {
-        sessions
-            .iter()
-            .map(|s| s.negotiated().peer_node_id.clone())
-            .filter(|n| members.contains(n) && *n != shared.node_id)
-            .collect()
-    };
-    let unreachable = |up: &BTreeSet<String>| -> Vec<String> {
-        members.iter().filter(|m| **m != shared.node_id && !up.contains(*m)).cloned().collect()
-    };
-    let up = connected(&shared.links.up());
-    if 1 + up.len() < quorum {
-        return Err(WriteError::NoQuorum {
-            stored: 0,
-            members: members.len(),
-            quorum,
-            unreachable: unreachable(&up),
-            errors: Vec::new(),
-        });
+/// The registered members (running or stopped, this node included) a write
+/// needs a majority of.
+struct Members<'a> {
+    shared: &'a Shared,
+    all: BTreeSet<String>,
+    quorum: usize,
+}
+
+impl<'a> Members<'a> {
+    fn of(shared: &'a Shared) -> Members<'a> {
+        let mut all: BTreeSet<String> = shared.view().members.keys().cloned().collect();
+        all.insert(shared.node_id.clone());
+        let quorum = all.len() / 2 + 1;
+        Members { shared, all, quorum }
     }
 
-    // Above everything the writer saw (bounded by the clock's drift limit).
+    /// Whether `peer` is another member (a write goes to it).
+    fn is_peer(&self, peer: &str) -> bool {
+        self.all.contains(peer) && peer != self.shared.node_id
+    }
+
+    /// The other members this node has a connection to now.
+    fn connected(&self) -> BTreeSet<String> {
+        self.shared.links.up().iter().map(|s| s.negotiated().peer_node_id.clone()).filter(|n| self.is_peer(n)).collect()
+    }
+
+    /// The write failed: `stored` members stored it, `up` were connected.
+    fn no_quorum(&self, up: &BTreeSet<String>, stored: usize, errors: Vec<String>) -> WriteError {
+        WriteError::NoQuorum {
+            stored,
+            members: self.all.len(),
+            quorum: self.quorum,
+            unreachable: self.all.iter().filter(|m| **m != self.shared.node_id && !up.contains(*m)).cloned().collect(),
+            errors,
+        }
+    }
+}
+
+/// Step 3: the stored entry of a write, with a version from this node's
+/// clock above everything the writer saw (bounded by the clock's drift
+/// limit), its expiry and its feature map.
+fn stamp(
+    shared: &Shared,
+    key: String,
+    value: Option<Vec<u8>>,
+    ttl_s: Option<u64>,
+    seen: Option<&Version>,
+) -> StoredEntry {
     if let Some(seen) = seen {
         shared.hlc.observe(seen);
     }
@@ -205,16 +260,22 @@ pub(super) async fn write(
     let expires_at_ms = ttl_s.map_or(0, |t| rollgate::cluster::now_ms().saturating_add(t.saturating_mul(1000)));
     let ctx = WriteContext { node: &shared.node_id, release: shared.release.name };
     let features = record::new_features(ctx, &version, value.as_deref(), &shared.flags);
-    let entry =
-        StoredEntry { key: key.clone(), record: Record { version: version.clone(), value, expires_at_ms, features } };
-    // Queue locally first, then take the peers to send to (see the module docs).
-    let local = shared.storage.submit(vec![entry.clone()]).await?;
-    let sessions = shared.links.up();
-    let mut errors = Vec::new();
-    let mut remote = FuturesUnordered::new();
-    for s in sessions {
+    StoredEntry { key, record: Record { version, value, expires_at_ms, features } }
+}
+
+/// Step 4: sends `entry` to every connected member; each future answers
+/// with the peer and whether it stored the entry. A peer whose queue
+/// refuses the entry goes to `errors`.
+fn replicate(
+    shared: &Shared,
+    members: &Members<'_>,
+    entry: &StoredEntry,
+    errors: &mut Vec<String>,
+) -> FuturesUnordered<impl Future<Output = (String, Result<(), String>)> + use<>> {
+    let remote = FuturesUnordered::new();
+    for s in shared.links.up() {
         let peer = s.negotiated().peer_node_id.clone();
-        if !members.contains(&peer) || peer == shared.node_id {
+        if !members.is_peer(&peer) {
             continue;
         }
         match s.replicate(codec::entry_to_wire(entry.clone())) {
@@ -225,19 +286,39 @@ pub(super) async fn write(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    remote
+}
+
+/// How many members stored a write, and whether they made a majority in time.
+struct Acks {
+    stored: usize,
+    majority: bool,
+}
+
+/// Step 5: counts the members that stored the write (this node once its
+/// group commit is durable) until they make a majority, a majority can no
+/// longer be reached, or `write_timeout` passes. What went wrong with the
+/// replicas goes to `errors`; a failed local commit is the write's error.
+async fn gather_acks(
+    shared: &Shared,
+    quorum: usize,
+    local: PendingApply,
+    mut remote: FuturesUnordered<impl Future<Output = (String, Result<(), String>)>>,
+    errors: &mut Vec<String>,
+) -> Result<Acks, WriteError> {
     let targets = remote.len();
     let deadline = tokio::time::Instant::now() + shared.tuning.write_timeout;
     let mut local = std::pin::pin!(local.wait());
     let mut local_done = false;
     let mut acks = 0usize;
     let mut answered = 0usize;
-    let result = loop {
+    loop {
         if local_done && acks >= quorum {
-            break Ok(());
+            return Ok(Acks { stored: acks, majority: true });
         }
         let outstanding = targets - answered + usize::from(!local_done);
         if acks + outstanding < quorum {
-            break Err(());
+            return Ok(Acks { stored: acks, majority: false });
         }
         tokio::select! {
             r = &mut local, if !local_done => {
@@ -261,26 +342,8 @@ pub(super) async fn write(
                     targets - answered,
                     duration_ms(shared.tuning.write_timeout)
                 ));
-                break Err(());
+                return Ok(Acks { stored: acks, majority: false });
             }
-        }
-    };
-    match result {
-        Ok(()) => {
-            if let Some(audit) = &shared.audit {
-                audit.note(&key, &entry.record, "client");
-            }
-            Ok(WriteOutcome { key, version: version.to_string(), acks, members: members.len(), quorum })
-        }
-        Err(()) => {
-            let up = connected(&shared.links.up());
-            Err(WriteError::NoQuorum {
-                stored: acks,
-                members: members.len(),
-                quorum,
-                unreachable: unreachable(&up),
-                errors,
-            })
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rollgate::store::{MetaStore, StoreOptions};
 use rollgate_kv::releases;
-use rollgate_kv::{ClientOptions, KvClient, Node, NodeConfig, NodeHandle, Tuning};
+use rollgate_kv::{ClientOptions, KvClient, NodeConfig, NodeHandle, Tuning, node};
 
 /// How long a node may take to become ready in a test.
 pub const READY: Duration = Duration::from_secs(30);
@@ -55,7 +55,7 @@ pub fn logs() {
 /// Starts a node and waits until it is ready.
 pub async fn start(store: &Arc<dyn MetaStore>, release: &str, data: &Path) -> NodeHandle {
     logs();
-    let node = Node::start(config(release, data), store.clone()).await.expect("start a node");
+    let node = node::start(config(release, data), store.clone()).await.expect("start a node");
     assert!(node.wait_ready(READY).await, "node {} did not become ready", node.node_id());
     node
 }

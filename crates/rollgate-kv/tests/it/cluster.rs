@@ -2,11 +2,9 @@
 //! TCP on loopback and real data dirs: replication, majority acknowledgement
 //! with nodes down, catch-up after a restart, client failover.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rollgate_kv::ClientError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,12 +128,12 @@ async fn a_catching_up_node_answers_503_until_it_is_ready() {
     // n2 crashes with a long lease: it still counts as running for 30 s.
     let mut cfg = config("1.2", &data(tmp.path(), "n2"));
     cfg.tuning.liveness_ttl_s = 30;
-    let n2 = rollgate_kv::Node::start(cfg, store.clone()).await.unwrap();
+    let n2 = rollgate_kv::node::start(cfg, store.clone()).await.unwrap();
     assert!(n2.wait_ready(READY).await);
     n2.kill().await;
     // n3 waits (inbound_wait, 2 s) for the dead n2 to connect before it pulls.
-    let n3 = rollgate_kv::Node::start(config("1.2", &data(tmp.path(), "n3")), store.clone()).await.unwrap();
-    assert_eq!(n3.state(), rollgate_kv::node::NodeState::CatchingUp);
+    let n3 = rollgate_kv::node::start(config("1.2", &data(tmp.path(), "n3")), store.clone()).await.unwrap();
+    assert_eq!(n3.state(), rollgate_kv::node::ServingState::CatchingUp);
     let admin = n3.addresses().admin;
     let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 503);
@@ -162,8 +160,8 @@ async fn a_cluster_secret_authenticates_links_and_keeps_out_a_node_without_it() 
         c.cluster_secret = Some(secret.clone());
         c
     };
-    let a = rollgate_kv::Node::start(with_secret("a"), store.clone()).await.unwrap();
-    let b = rollgate_kv::Node::start(with_secret("b"), store.clone()).await.unwrap();
+    let a = rollgate_kv::node::start(with_secret("a"), store.clone()).await.unwrap();
+    let b = rollgate_kv::node::start(with_secret("b"), store.clone()).await.unwrap();
     assert!(a.wait_ready(READY).await && b.wait_ready(READY).await);
     let st = a.wait_peer(b.node_id(), READY).await.unwrap();
     assert_eq!((st.state, st.authenticated), ("connected", Some(true)), "{st:?}");
@@ -220,8 +218,9 @@ async fn a_clients_writes_are_ordered_as_it_made_them_whichever_node_takes_them(
     for bad in ["soon", "1.2", &format!("{}.0@n", "9".repeat(40)), "1.2@bad node"] {
         let resp = http.put(format!("http://{b_addr}/kv/g")).header("x-kv-seen", bad).body("v").send().await.unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
-        let body: serde_json::Value = resp.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains("x-kv-seen"), "{body}");
+        let body: rollgate::api::error::ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.error.code, "bad_request", "{body:?}");
+        assert!(body.error.message.contains("x-kv-seen"), "{body:?}");
     }
     assert_eq!(b.local_record("g").await.unwrap(), None);
     a.stop().await.unwrap();

@@ -6,12 +6,11 @@
 //! stored changes. Random bytes come from a printed seed
 //! (`ROLLGATE_KV_SEED` re-runs one).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
+use rollgate::api::error::ErrorBody;
 use rollgate::handshake::HandshakeConfig;
 use rollgate::net::{self, NetConfig, frame_kind};
 use rollgate::version::ProtocolVersion;
@@ -239,9 +238,9 @@ async fn garbage_on_the_http_port_gets_clear_errors_and_changes_nothing() {
     for (what, method, url, body, status, code) in cases {
         let resp = http.request(method, &url).body(body).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{what}");
-        let json: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
-        assert_eq!(json["code"], code, "{what}: {json}");
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {json}");
+        let body: ErrorBody = resp.json().await.unwrap_or_else(|e| panic!("{what}: not an error body: {e}"));
+        assert_eq!(body.error.code, code, "{what}: {body:?}");
+        assert!(!body.error.message.is_empty(), "{what}: {body:?}");
     }
 
     // Still serving; nothing changed.
@@ -254,5 +253,54 @@ async fn garbage_on_the_http_port_gets_clear_errors_and_changes_nothing() {
     assert_eq!(health.status().as_u16(), 200);
     let h: serde_json::Value = health.json().await.unwrap();
     assert_eq!((h["state"].as_str(), h["release"].as_str()), (Some("ready"), Some("1.0")), "{h}");
+    node.stop().await.unwrap();
+}
+
+/// The client API and rollgate's admin API share the HTTP listener, and
+/// answer errors in one shape: rollgate's `ErrorBody`,
+/// `{"error": {"code", "message"}}`. The client reads its code and message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_admin_api_errors_on_one_listener_decode_into_one_error_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let node = start(&store, "1.0", &data(tmp.path(), "n1")).await;
+    let admin = node.addresses().admin;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{admin}{path}");
+    // (what, request, status, code)
+    let cases = [
+        ("client API, a missing key", http.get(url("/kv/absent")), 404, "not_found"),
+        ("client API, a bad ttl", http.put(url("/kv/k?ttl_s=soon")).body("v"), 400, "bad_request"),
+        ("client API, a wrong method", http.post(url("/kv/k")).body("v"), 405, "method_not_allowed"),
+        ("an unknown path", http.get(url("/nope")), 404, "not_found"),
+        ("admin API, an unknown flag", http.get(url("/admin/flags/no_such_flag")), 404, "unknown_flag"),
+        ("admin API, a plan without a target", http.get(url("/admin/upgrade/plan")), 400, "bad_query"),
+        (
+            "admin API, a mutation without a token configured",
+            http.post(url("/admin/flags/enable")).json(&serde_json::json!({"all": true})),
+            403,
+            "admin_token_not_configured",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{what}");
+        let bytes = resp.bytes().await.unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{what}: not an ErrorBody ({e}): {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(body.error.code, code, "{what}: {body:?}");
+        assert!(!body.error.message.is_empty(), "{what}: {body:?}");
+    }
+
+    let refused = single(&admin.to_string()).put("k", "v", Some(5)).await.unwrap_err();
+    match refused {
+        rollgate_kv::ClientError::Refused { status, code, message, .. } => {
+            assert_eq!((status, code.as_str()), (400, "ttl_not_supported"), "{message}");
+            assert!(message.contains("release 1.0"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
     node.stop().await.unwrap();
 }

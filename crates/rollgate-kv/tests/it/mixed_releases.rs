@@ -6,11 +6,9 @@
 //! handshake, and because 2.0 requires `record_meta_v2`), and that 2.0 and
 //! 1.2 interoperate.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rollgate::flags::EnableRequest;
 use rollgate::handshake::HandshakeConfig;
 use rollgate::net::{self, NetConfig};
@@ -152,7 +150,7 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     // --join through a 1.0 node: refused before registering, naming what to upgrade.
     let mut cfg = config("2.0", &data(tmp.path(), "joiner"));
     cfg.join = Some(old.addresses().data.to_string());
-    let e = rollgate_kv::Node::start(cfg, store.clone()).await.unwrap_err();
+    let e = rollgate_kv::node::start(cfg, store.clone()).await.unwrap_err();
     let msg = e.to_string();
     assert!(e.is_operator_error(), "{msg}");
     assert!(msg.contains("release 1.0") && msg.contains("protocol v1"), "{msg}");
@@ -162,7 +160,7 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     // Without --join: 2.0 requires record_meta_v2, which the 1.0 member lacks,
     // so it refuses to start with rollgate's actionable message, changing nothing.
     let before = store.list("rollgate/members/").await.unwrap().kvs.len();
-    let e = rollgate_kv::Node::start(config("2.0", &data(tmp.path(), "new")), store.clone()).await.unwrap_err();
+    let e = rollgate_kv::node::start(config("2.0", &data(tmp.path(), "new")), store.clone()).await.unwrap_err();
     let msg = e.to_string();
     assert!(e.is_operator_error(), "{msg}");
     assert!(msg.contains("requires feature flags") && msg.contains("`record_meta_v2`"), "{msg}");
@@ -184,7 +182,7 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     single(&mid.addresses().admin.to_string()).put("before-2.0", "x", None).await.unwrap();
     let old_id = old.node_id().to_string();
     old.stop().await.unwrap();
-    let e = rollgate_kv::Node::start(config("2.0", &data(tmp.path(), "new")), store.clone()).await.unwrap_err();
+    let e = rollgate_kv::node::start(config("2.0", &data(tmp.path(), "new")), store.clone()).await.unwrap_err();
     assert!(e.to_string().contains(&format!("{old_id} (release 1.0, stopped)")), "a stopped member still counts: {e}");
     mid.runtime().unwrap().forget(&old_id).await.unwrap();
     let new = start(&store, "2.0", &data(tmp.path(), "new")).await;

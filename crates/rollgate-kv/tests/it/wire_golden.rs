@@ -7,7 +7,7 @@
 //! here.
 //!
 //! Adding samples (a new message, or a new transport version): run
-//! `ROLLGATE_BLESS=1 cargo test -p rollgate-kv --test wire_golden`. It writes
+//! `ROLLGATE_BLESS=1 cargo test -p rollgate-kv --test it wire_golden`. It writes
 //! only missing files and never overwrites one; commit them.
 
 use std::path::PathBuf;
@@ -72,8 +72,13 @@ fn at_version(msg: &Msg, tv: TransportVersion) -> Msg {
 #[test]
 fn golden_wire_samples() {
     let msgs = samples::messages();
-    let report =
-        rollgate::golden::check(&dir(), &msgs, &versions(), at_version, "cargo test -p rollgate-kv --test wire_golden");
+    let report = rollgate::golden::check(
+        &dir(),
+        &msgs,
+        &versions(),
+        at_version,
+        "cargo test -p rollgate-kv --test it wire_golden",
+    );
     for f in &report.blessed {
         println!("blessed {f}");
     }

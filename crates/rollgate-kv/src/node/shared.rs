@@ -1,0 +1,169 @@
+//! What every part of a running node shares ([`Shared`]), where the node
+//! is in serving ([`ServingState`]), and what its last pull from each peer
+//! did ([`SyncStats`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use rollgate::cluster::ClusterView;
+use rollgate::migrate::LocalRunner;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::config::{Addresses, Tuning};
+use crate::gates::KvFlags;
+use crate::hlc::Hlc;
+use crate::peer::link::Links;
+use crate::plugins::Audit;
+use crate::releases::Release;
+use crate::storage::Storage;
+
+/// How many recent inbound handshake refusals a node remembers for `/health`.
+const MAX_RECENT_REFUSALS: usize = 16;
+
+/// Where a node is in serving clients and peers: catching up after a start,
+/// ready, stopping, stopped. (Not its membership state in the cluster,
+/// which is rollgate's [`rollgate::cluster::NodeState`].)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServingState {
+    /// Registered, pulling from peers; requests get 503.
+    CatchingUp,
+    /// Serving.
+    Ready,
+    /// Stopping gracefully; new requests get 503.
+    Stopping,
+    /// Stopped (or killed).
+    Stopped,
+}
+
+impl ServingState {
+    /// The state as the `code` of a 503 answer and in `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServingState::CatchingUp => "catching_up",
+            ServingState::Ready => "ready",
+            ServingState::Stopping => "stopping",
+            ServingState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The state every part of a running node shares.
+pub(crate) struct Shared {
+    pub(crate) node_id: String,
+    pub(crate) release: &'static Release,
+    pub(crate) tuning: Tuning,
+    pub(crate) cluster_id: String,
+    pub(crate) addresses: Addresses,
+    pub(crate) storage: Storage,
+    pub(crate) hlc: Hlc,
+    /// rollgate's node runtime: taken out when the node stops or is killed,
+    /// so that nothing keeps it (its liveness lease) alive after that.
+    pub(super) runtime: Mutex<Option<rollgate::node::Node>>,
+    /// The runtime's cluster view (the last one stays readable after a stop).
+    pub(super) views: watch::Receiver<Arc<ClusterView>>,
+    /// The flags kv checks, on the hot path.
+    pub(crate) flags: KvFlags,
+    /// The audit plugin, when configured.
+    pub(crate) audit: Option<Arc<Audit>>,
+    /// The table migrations' runner, while the node runs.
+    pub(super) runner: Mutex<Option<Arc<LocalRunner>>>,
+    pub(crate) links: Links,
+    pub(super) state: watch::Sender<ServingState>,
+    /// Set by `kill`: HTTP connections fail from then on.
+    pub(crate) killed: Arc<AtomicBool>,
+    /// Peers that connected to us since the start.
+    pub(super) inbound_seen: Mutex<BTreeSet<String>>,
+    pub(super) inbound_notify: Notify,
+    /// Recent inbound handshake failures (for `/health`).
+    pub(super) refusals: Mutex<VecDeque<String>>,
+    /// Background pulls running (peer -> run again when done).
+    pub(super) resyncs: Mutex<HashMap<String, bool>>,
+    pub(super) background: Mutex<JoinSet<()>>,
+    /// The last catch-up from each peer.
+    pub(super) sync_stats: Mutex<BTreeMap<String, SyncStats>>,
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> ServingState {
+        *self.state.borrow()
+    }
+
+    pub(super) fn set_state(&self, to: ServingState) {
+        self.state.send_if_modified(|s| {
+            // Never back from stopping or stopped.
+            let allowed = !matches!(*s, ServingState::Stopping | ServingState::Stopped) || to == ServingState::Stopped;
+            let changed = allowed && *s != to;
+            if changed {
+                tracing::info!(node = %self.node_id, from = s.as_str(), to = to.as_str(), "node state");
+                *s = to;
+            }
+            changed
+        });
+    }
+
+    pub(crate) fn view(&self) -> Arc<ClusterView> {
+        self.views.borrow().clone()
+    }
+
+    /// rollgate's node runtime, while the node runs.
+    pub(crate) fn runtime(&self) -> Option<rollgate::node::Node> {
+        self.runtime.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether every member publishes the cluster feature.
+    pub(crate) fn cluster_has_feature(&self, feature: &str) -> bool {
+        rollgate::features::cluster_has_feature(&self.view(), feature)
+    }
+
+    pub(super) fn note_inbound(&self, peer: &str) {
+        let new = self.inbound_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string());
+        if new {
+            self.inbound_notify.notify_waiters();
+        }
+    }
+
+    pub(super) fn has_inbound(&self, peer: &str) -> bool {
+        self.inbound_seen.lock().unwrap_or_else(|p| p.into_inner()).contains(peer)
+    }
+
+    pub(super) fn note_refusal(&self, message: String) {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == MAX_RECENT_REFUSALS {
+            r.pop_front();
+        }
+        r.push_back(message);
+    }
+
+    pub(crate) fn refusals(&self) -> Vec<String> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    pub(crate) fn spawn_background(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut bg = self.background.lock().unwrap_or_else(|p| p.into_inner());
+        while bg.try_join_next().is_some() {}
+        bg.spawn(f);
+    }
+}
+
+/// What a pull from one peer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncStats {
+    /// The peer.
+    pub peer: String,
+    /// The protocol version of the connection.
+    pub protocol: u16,
+    /// Whether digest ranges were compared (protocol v3).
+    pub digests: bool,
+    /// Ranges compared.
+    pub ranges: usize,
+    /// Ranges that matched and were not copied.
+    pub ranges_skipped: usize,
+    /// Entries received.
+    pub entries_received: u64,
+    /// Entries that were newer than ours and were stored.
+    pub entries_stored: u64,
+}
