@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::support::*;
 use rand::{Rng, SeedableRng};
 use rollgate::api::error::ErrorBody;
 use rollgate::handshake::HandshakeConfig;

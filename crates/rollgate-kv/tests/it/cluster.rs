@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::support::*;
 use rollgate_kv::ClientError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,15 +4,13 @@
 //!
 //! The heavy ones stay binaries of their own, so that cargo runs each alone
 //! rather than beside other tests on a small machine: `tests/demo.rs` (a
-//! whole rolling upgrade under load, in one process), `tests/multi_process.rs`
-//! and `tests/upgrade_flags.rs` (several `rollgate-kv serve` processes on a
-//! real etcd).
+//! whole rolling upgrade under load, in one process) and `tests/procs/`
+//! (`rollgate-kv` processes: several `serve` on a real etcd, and the
+//! command line).
 
-#[path = "../common/mod.rs"]
-mod common;
+mod support;
 
 mod bad_input;
-mod cli;
 mod cluster;
 mod mixed_releases;
 mod wire_golden;

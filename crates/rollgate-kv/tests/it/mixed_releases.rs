@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::support::*;
 use rollgate::flags::EnableRequest;
 use rollgate::handshake::HandshakeConfig;
 use rollgate::net::{self, NetConfig};

@@ -9,17 +9,15 @@
 
 #![cfg(feature = "etcd")]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::admin::{Admin, storage_format};
-use common::process::{Proc, free_addr, serve_args, serve_args_at, start_node};
-use common::quick;
+use crate::admin::{Admin, storage_format};
+use crate::process::{Proc, free_addr, serve_args, serve_args_at, start_node};
+use crate::quick;
 use rollgate_kv::KvClient;
 use rollgate_testkit::EtcdServer;
 use serde_json::json;
@@ -99,7 +97,7 @@ fn load(
 /// (paced, bounded) before it counts as lost.
 async fn verify(procs: &[Proc], acked: &BTreeMap<String, String>) {
     for p in procs {
-        let client = Arc::new(common::single(&p.admin));
+        let client = Arc::new(crate::single(&p.admin));
         let mut missing: Vec<(String, String)> = acked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         for _round in 0..50 {
@@ -301,7 +299,7 @@ struct LoadCmd {
 impl LoadCmd {
     fn spawn(args: &[&str]) -> LoadCmd {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(common::process::binary())
+        let mut child = std::process::Command::new(crate::process::binary())
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -331,7 +329,7 @@ impl LoadCmd {
     /// The next line for which `pick` gives a value (bounded wait).
     fn next<T>(&mut self, what: &str, pick: impl Fn(bool, &str) -> Option<T>) -> T {
         loop {
-            match self.lines.recv_timeout(common::process::LINE_TIMEOUT) {
+            match self.lines.recv_timeout(crate::process::LINE_TIMEOUT) {
                 Ok((is_out, line)) => {
                     if is_out {
                         self.stdout.push_str(&line);
@@ -361,7 +359,7 @@ impl LoadCmd {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         loop {
-            match self.lines.recv_timeout(common::process::LINE_TIMEOUT * 4) {
+            match self.lines.recv_timeout(crate::process::LINE_TIMEOUT * 4) {
                 Ok((true, line)) => {
                     self.stdout.push_str(&line);
                     self.stdout.push('\n');

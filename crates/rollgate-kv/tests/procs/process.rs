@@ -199,6 +199,7 @@ pub fn serve_args_at(release: &str, node: &str, dir: &Path, meta: &str, admin: &
     base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
+#[cfg(feature = "etcd")]
 /// A free loopback address (the OS picks the port; another process could
 /// take it before it is used, which the OS makes unlikely).
 pub fn free_addr() -> String {

@@ -1,10 +1,5 @@
-//! Shared helpers of rollgate-kv's tests: in-process nodes on a real redb
-//! metadata store, real TCP on loopback, real data dirs.
-
-#![allow(dead_code)]
-
-pub mod admin;
-pub mod process;
+//! The light tests' helpers: in-process nodes on a real redb metadata
+//! store, real TCP on loopback, real data dirs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,15 +18,13 @@
 
 #![cfg(feature = "etcd")]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::admin::{Admin, health, storage_format};
-use common::process::{Proc, serve_args, start_node};
-use common::{quick, single};
+use crate::admin::{Admin, health, storage_format};
+use crate::process::{Proc, serve_args, start_node};
+use crate::{quick, single};
 use rollgate::store::{MetaStore, StoreOptions};
 use rollgate_kv::{ClientError, KvClient};
 use rollgate_testkit::EtcdServer;

@@ -2,7 +2,7 @@
 //! the fix), and one real `serve` process on an embedded redb metadata
 //! store driven by `put`, `get` and `delete`, stopped with SIGTERM.
 
-use crate::common::process::{Proc, run};
+use crate::process::{Proc, run};
 
 #[test]
 fn releases_prints_a_table_and_json() {
@@ -180,7 +180,7 @@ async fn serve_put_get_delete_and_a_graceful_stop() {
 fn load_runs_a_bounded_load_and_checks_it_or_says_what_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let meta = format!("redb:{}", tmp.path().join("meta.redb").display());
-    let mut p = crate::common::process::start_node("1.0", "solo", tmp.path(), &meta, &[]);
+    let mut p = crate::process::start_node("1.0", "solo", tmp.path(), &meta, &[]);
     let (code, out, err) =
         run(&["load", "--node", &p.admin, "--ops", "60", "--rate", "2000", "--seed", "3", "--json", "--quiet"]);
     assert_eq!(code, 0, "{out}\n{err}");
