@@ -5,6 +5,15 @@
 //! answer decoded into its `rollgate-api` type (an answer of another API
 //! version exits 1 naming the endpoint); `--json` prints the node's JSON as
 //! it sent it, for scripts.
+//!
+//! One file per command group (`flags.rs`, `nodes.rs` for nodes and
+//! features, `capabilities.rs`, `upgrade.rs` with `migrations.rs` for the
+//! migrations tables and `--watch`); `args.rs` holds the shared options and
+//! the name checks, `show.rs` the table printing, `client.rs` the HTTP client
+//! of one node's admin API (`--node` checked up front; `ROLLGATE_NODE`,
+//! `ROLLGATE_TOKEN_FILE`; bounded answers and timeouts). Every decision is
+//! the node's: 4xx answers exit 2 with the node's message (which names the
+//! fix), transport failures and 5xx exit 1.
 
 mod args;
 mod capabilities;

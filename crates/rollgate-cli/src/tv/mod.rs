@@ -7,6 +7,16 @@
 //! validate, generate}`; this module only does the I/O: reading the folder,
 //! walking `--src`, asking git for the base revision, and writing the folder
 //! all-or-nothing.
+//!
+//! `git.rs` finds the base (`--base`, else `git merge-base HEAD main`; during
+//! a merge the newer merge-base of both sides) and reads the folder there
+//! with `git ls-tree` + `git cat-file --batch`, parsed by the same strict
+//! parser; `files.rs` walks `--src` (bounded: files, entries, bytes; hidden,
+//! `target` and symlinks skipped) and writes a folder all-or-nothing (new
+//! files staged under hidden names and renamed into place, a failure undoes
+//! what was done). Without a base, `generate` and `resolve-conflict` refuse
+//! (nothing is guessed deletable); `validate` warns and skips the base
+//! checks.
 
 mod files;
 mod git;

@@ -13,6 +13,13 @@
 //! connected to it, then pulls from all of them at once and only then
 //! serves. Later, every time a peer connects to a ready node, the node pulls
 //! from it in the background ([`trigger_resync`]).
+//!
+//! A peer serving a pull first waits until its own link to the puller is up
+//! and every write queued before is durable (the pull barrier in
+//! `node::serve`), so a write either is in what the puller reads or is sent
+//! to it. Known limit: a write still in flight between two other nodes while
+//! a third catches up, followed by the crash of its coordinator, reaches the
+//! third only at its next pull.
 
 use std::sync::Arc;
 use std::time::Duration;

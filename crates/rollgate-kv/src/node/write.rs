@@ -20,6 +20,18 @@
 //! A write that fails after step 3 may still be stored on some nodes (as
 //! with any replicated store without transactions); a retry writes it again
 //! with a newer version.
+//!
+//! The version comes from N's hybrid logical clock ([`crate::hlc`]: wall ms,
+//! logical counter, node id), first moved above the client's `x-kv-seen`
+//! (the highest version that client saw), so one client's consecutive writes
+//! to a key keep their order whichever nodes take them. Replicas store with
+//! last-writer-wins by version, so order and repetition do not matter; the
+//! same version with and without an expiry keeps the expiry, and a copy of
+//! the same version never replaces the stored one otherwise (so a
+//! migration's `meta@2`, or its removal, is not undone by a peer's older
+//! copy). Per peer, writes queue and the batcher sends what accumulated while
+//! at most 4 requests were in flight: one `ReplicateBatch` on v2 and v3, one
+//! `Replicate` each on v1.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
