@@ -3,6 +3,9 @@
 //! command line (`cli`). One binary, so that the process helpers are shared
 //! and every one of them is used.
 
+// Scenario tests read top to bottom, so a long one stays in one piece.
+#![allow(clippy::too_many_lines)]
+
 // The etcd-backed tests (and the admin client only they use) need `--features etcd`.
 #[cfg(feature = "etcd")]
 mod admin;
