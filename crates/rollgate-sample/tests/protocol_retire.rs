@@ -64,11 +64,15 @@ fn sample_workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
     for part in ["src", "transport"] {
         copy_dir(&crate_dir.join(part), &sample.join(part));
     }
-    for file in ["Cargo.toml", "build.rs"] {
-        std::fs::copy(crate_dir.join(file), sample.join(file)).unwrap();
-    }
+    std::fs::copy(crate_dir.join("build.rs"), sample.join("build.rs")).unwrap();
     std::fs::copy(repo.join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
     let path = |c: &str| repo.join("crates").join(c).display().to_string().replace('\\', "/");
+    // The crate names rollgate by a relative path (to turn its default
+    // features off); in the copy it must point back into this repository.
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("path = \"../rollgate\""), "the sample depends on rollgate by path");
+    let manifest = manifest.replace("path = \"../rollgate\"", &format!("path = \"{}\"", path("rollgate")));
+    std::fs::write(sample.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(
         ws.join("Cargo.toml"),
         format!(
