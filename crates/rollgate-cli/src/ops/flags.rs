@@ -54,6 +54,8 @@ on it.")]
         /// The flag.
         #[arg(value_name = "NAME", value_parser = parse_flag_name)]
         name: String,
+        #[command(flatten)]
+        json: JsonArg,
     },
 }
 
@@ -86,7 +88,7 @@ pub fn run_flags(conn: &Connection, cmd: FlagsCommand) -> Outcome {
             FlagsCommand::List(a) => list(&client, a.json).await,
             FlagsCommand::Info { name, json } => info(&client, &name, json.json).await,
             FlagsCommand::Enable(a) => enable(&client, &a).await,
-            FlagsCommand::Disable { name } => disable(&client, &name).await,
+            FlagsCommand::Disable { name, json } => disable(&client, &name, json.json).await,
         }
     })
 }
@@ -196,9 +198,13 @@ fn print_enable_report(report: &EnableReport, dry_run: bool) {
 }
 
 /// `rollgate flags disable NAME`.
-async fn disable(client: &Client, name: &str) -> Outcome {
+async fn disable(client: &Client, name: &str, json: bool) -> Outcome {
     let request = DisableRequest { flag: name.to_string() };
-    let report: DisableReport = client.post("/admin/flags/disable", &request).await?.decode_report()?;
+    let answer = client.post("/admin/flags/disable", &request).await?;
+    if json {
+        return answer.print_json();
+    }
+    let report: DisableReport = answer.decode()?;
     if report.changed {
         println!("disabled {name}");
     } else {

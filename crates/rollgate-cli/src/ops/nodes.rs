@@ -30,6 +30,8 @@ flags are enabled or cluster features computed. Refused while it runs (stop it f
         /// The node id.
         #[arg(value_name = "ID", value_parser = parse_node_id)]
         id: String,
+        #[command(flatten)]
+        json: JsonArg,
     },
 }
 
@@ -58,7 +60,7 @@ pub fn run_nodes(conn: &Connection, cmd: NodesCommand) -> Outcome {
     block_on(async move {
         match cmd {
             NodesCommand::List(a) => list(&client, a.json).await,
-            NodesCommand::Forget { id } => forget(&client, &id).await,
+            NodesCommand::Forget { id, json } => forget(&client, &id, json.json).await,
         }
     })
 }
@@ -92,8 +94,12 @@ async fn list(client: &Client, json: bool) -> Outcome {
 }
 
 /// `rollgate nodes forget ID`.
-async fn forget(client: &Client, id: &str) -> Outcome {
-    let forgotten: Forgotten = client.delete(&format!("/admin/nodes/{id}")).await?.decode_report()?;
+async fn forget(client: &Client, id: &str, json: bool) -> Outcome {
+    let answer = client.delete(&format!("/admin/nodes/{id}")).await?;
+    if json {
+        return answer.print_json();
+    }
+    let forgotten: Forgotten = answer.decode()?;
     println!("forgot node {id} (cluster epoch {})", forgotten.epoch);
     Ok(())
 }

@@ -183,6 +183,9 @@ async fn flags_list_info_enable_and_disable() {
     assert_eq!(c.run(&["flags", "disable", "compact"], 0).await.stdout, "disabled compact\n");
     assert_eq!(c.run(&["flags", "disable", "compact"], 0).await.stdout, "compact was not enabled; nothing changed\n");
     assert!(!c.n1.flag_enabled("compact"));
+    // Every command has --json: the node's report as it sent it.
+    let report = c.json(&["flags", "disable", "compact", "--json"]).await;
+    assert_eq!(report, serde_json::json!({"flag": "compact", "changed": false}));
     let _ = &c.store;
 }
 

@@ -219,3 +219,18 @@ fn garbage_answers_exit_1_and_error_answers_keep_their_message() {
     let r = rollgate(&url, &["upgrade", "plan", "--to", "2.0"], 2);
     assert_eq!(r.stderr, "error: not now\n");
 }
+
+#[test]
+fn changes_print_the_nodes_answer_with_json_too() {
+    let disabled = json!({"flag": "ttl", "changed": true, "added_later": 1});
+    let forgotten = json!({"forgotten": "n2", "epoch": 7});
+    let (url, _) = stand_in_node(answers(vec![
+        ("POST /admin/flags/disable", canned(200, disabled.to_string())),
+        ("DELETE /admin/nodes/n2", canned(200, forgotten.to_string())),
+    ]));
+    let out = rollgate(&url, &["flags", "disable", "ttl", "--json"], 0).stdout;
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), disabled, "as the node sent it: {out}");
+    let out = rollgate(&url, &["nodes", "forget", "n2", "--json"], 0).stdout;
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), forgotten, "{out}");
+    assert_eq!(rollgate(&url, &["nodes", "forget", "n2"], 0).stdout, "forgot node n2 (cluster epoch 7)\n");
+}
