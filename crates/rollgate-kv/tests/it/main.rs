@@ -11,6 +11,8 @@
 // Scenario tests read top to bottom, so a long one stays in one piece.
 #![allow(clippy::too_many_lines)]
 
+#[path = "../shared/clients.rs"]
+mod clients;
 mod support;
 
 mod bad_input;

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::clients::{quick, single};
 use rollgate::store::{MetaStore, StoreOptions};
 use rollgate_kv::releases;
-use rollgate_kv::{ClientOptions, KvClient, NodeConfig, NodeHandle, Tuning, node};
+use rollgate_kv::{KvClient, NodeConfig, NodeHandle, Tuning, node};
 
 /// How long a node may take to become ready in a test.
 pub const READY: Duration = Duration::from_secs(30);
@@ -64,19 +65,4 @@ pub fn data(root: &Path, name: &str) -> PathBuf {
 pub fn client(nodes: &[&NodeHandle]) -> KvClient {
     let addrs: Vec<String> = nodes.iter().map(|n| n.addresses().admin.to_string()).collect();
     KvClient::new(&addrs, quick()).unwrap()
-}
-
-/// A client of one HTTP address that does not retry.
-pub fn single(addr: &str) -> KvClient {
-    KvClient::new(&[addr], ClientOptions { rounds: 1, ..quick() }).unwrap()
-}
-
-/// Short client timeouts.
-pub fn quick() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        rounds: 3,
-        round_backoff: Duration::from_millis(50),
-    }
 }

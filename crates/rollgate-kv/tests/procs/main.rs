@@ -15,21 +15,7 @@ mod cli;
 mod multi_process;
 mod upgrade_flags;
 
-use std::time::Duration;
+#[path = "../shared/clients.rs"]
+mod clients;
 
-use rollgate_kv::{ClientOptions, KvClient};
-
-/// A client of one HTTP address that does not retry.
-pub fn single(addr: &str) -> KvClient {
-    KvClient::new(&[addr], ClientOptions { rounds: 1, ..quick() }).unwrap()
-}
-
-/// Short client timeouts.
-pub fn quick() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        rounds: 3,
-        round_backoff: Duration::from_millis(50),
-    }
-}
+pub use clients::{quick, single};
