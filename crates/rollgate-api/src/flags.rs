@@ -154,11 +154,16 @@ pub enum Blocker {
         /// `enabling` or `disabling`.
         state: String,
     },
+    /// A blocker of a newer API version this one does not know (the
+    /// report's `messages` still say what it is).
+    #[serde(other)]
+    Other,
 }
 
 impl fmt::Display for Blocker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Blocker::Other => f.write_str("a blocker this release does not know; see the node's message"),
             Blocker::NothingRequested => f.write_str("nothing to enable: name one or more flags, or use --all"),
             Blocker::UnknownFlag { flag, release } => write!(
                 f,
@@ -285,6 +290,9 @@ pub enum FlagPhase {
     Disabling,
     /// Disabled (or never enabled).
     Disabled,
+    /// A state of a newer API version this one does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 impl FlagPhase {
@@ -295,6 +303,7 @@ impl FlagPhase {
             FlagPhase::Enabling => "enabling",
             FlagPhase::Disabling => "disabling",
             FlagPhase::Disabled => "disabled",
+            FlagPhase::Unknown => "unknown",
         }
     }
 }
@@ -353,4 +362,22 @@ pub struct FlagList {
     pub epoch: u64,
     /// Every flag the answering node knows or the store has.
     pub flags: Vec<FlagStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_of_a_newer_api_decode_as_unknown_instead_of_failing() {
+        let phase: FlagPhase = serde_json::from_str("\"paused\"").unwrap();
+        assert_eq!((phase, phase.as_str()), (FlagPhase::Unknown, "unknown"));
+        let blocker: Blocker = serde_json::from_str(r#"{"kind": "quota_exceeded", "flag": "ttl"}"#).unwrap();
+        assert_eq!(blocker, Blocker::Other);
+        assert!(blocker.to_string().contains("see the node's message"));
+        // Known values still decode as themselves.
+        let known: Blocker = serde_json::from_str(r#"{"kind": "nothing_requested"}"#).unwrap();
+        assert_eq!(known, Blocker::NothingRequested);
+        assert_eq!(serde_json::from_str::<FlagPhase>("\"enabling\"").unwrap(), FlagPhase::Enabling);
+    }
 }

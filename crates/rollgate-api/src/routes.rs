@@ -364,6 +364,9 @@ pub enum AnswerSource {
     /// A stopped member, from the table it published in its node record.
     #[serde(rename = "published table")]
     PublishedTable,
+    /// A source of a newer API version this one does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The answer of `GET /_capabilities`.
