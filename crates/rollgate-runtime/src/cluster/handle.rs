@@ -11,6 +11,15 @@
 //! with `ClusterError::StoreUnavailable`, and reconnects with bounded backoff.
 //! Guarded by `tests/it/cluster_store_outage.rs` (a real etcd killed and
 //! restarted under a node).
+//!
+//! **Confirmations** ([`ClusterHandle::watch_confirmed`]): a watch can stall
+//! silently, so the handle also probes the store (every `probe_interval_ms`)
+//! for the epoch key's mod revision. When the published view has that epoch
+//! revision (or a later one), the view is known current as of the moment the
+//! probe was sent, and that moment (this node's monotonic clock) is
+//! published. A node serves only while its last confirmation is recent (I11);
+//! every membership and flag change moves the epoch, so a node that cannot
+//! confirm its view may miss a disable, and stops serving.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Cluster, ClusterError, ClusterView, Committed, LocalCopy, NodeRecord, UpdateError, ViewOp, ViewState};
 use rollgate_store::{Revision, StoreError, WatchBatch};
@@ -75,6 +85,7 @@ struct Shared {
     view: watch::Sender<Arc<ClusterView>>,
     status: watch::Sender<StoreStatus>,
     changes: broadcast::Sender<Arc<ClusterView>>,
+    confirmed: watch::Sender<Instant>,
 }
 
 /// A node's live view of the cluster (see the module docs).
@@ -94,6 +105,7 @@ impl std::fmt::Debug for Shared {
 impl ClusterHandle {
     /// Reads the view once (the store must be reachable now), then follows it.
     pub async fn start(cluster: Cluster, options: HandleOptions) -> Result<ClusterHandle, ClusterError> {
+        let sent = Instant::now();
         let listing = cluster.store().list(cluster.keys().root()).await?;
         let state = ViewState::from_kvs(cluster.keys().root(), &listing.kvs)?;
         let view = Arc::new(state.view(listing.revision));
@@ -108,9 +120,14 @@ impl ClusterHandle {
             relists: 0,
         };
         let (changes, _) = broadcast::channel(options.history.max(1));
-        let shared =
-            Arc::new(Shared { view: watch::Sender::new(view.clone()), status: watch::Sender::new(status), changes });
-        let follower = Follower { cluster: cluster.clone(), shared: shared.clone(), options, state, view };
+        let shared = Arc::new(Shared {
+            view: watch::Sender::new(view.clone()),
+            status: watch::Sender::new(status),
+            changes,
+            confirmed: watch::Sender::new(sent),
+        });
+        let follower =
+            Follower { cluster: cluster.clone(), shared: shared.clone(), options, state, view, pending: None };
         let task = tokio::spawn(follower.run());
         Ok(ClusterHandle { cluster, shared, task })
     }
@@ -129,6 +146,13 @@ impl ClusterHandle {
     /// order (a subscriber that falls `history` views behind sees a lag).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ClusterView>> {
         self.shared.changes.subscribe()
+    }
+
+    /// When the published view was last confirmed current (the send time
+    /// of the probe or listing that confirmed it, on this node's monotonic
+    /// clock), as a watch channel.
+    pub fn watch_confirmed(&self) -> watch::Receiver<Instant> {
+        self.shared.confirmed.subscribe()
     }
 
     /// The store status.
@@ -174,7 +198,7 @@ impl ClusterHandle {
         F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
     {
         self.refuse_if_unreachable()?;
-        self.cluster.update(f).await
+        self.cluster.update_from(Some(self.view()), f).await
     }
 
     /// [`Cluster::join`], refused while the store is unreachable.
@@ -227,6 +251,9 @@ struct Follower {
     options: HandleOptions,
     state: ViewState,
     view: Arc<ClusterView>,
+    /// A probe that found the store's epoch ahead of the view: (sent, epoch
+    /// revision); it confirms the view once the view reached that epoch.
+    pending: Option<(Instant, Revision)>,
 }
 
 impl Follower {
@@ -258,11 +285,13 @@ impl Follower {
     /// Re-reads the whole view (after a compaction or a lag).
     async fn relist(&mut self) -> Result<(), Break> {
         let root = self.cluster.keys().root().to_string();
+        let sent = Instant::now();
         let listing = self.cluster.store().list(&root).await.map_err(|e| Break::Down(e.to_string()))?;
         let state = ViewState::from_kvs(&root, &listing.kvs).map_err(|e| Break::Down(e.to_string()))?;
         tracing::info!(revision = listing.revision, "cluster view re-listed");
         self.state = state;
         self.shared.status.send_modify(|s| s.relists += 1);
+        self.pending = Some((sent, self.state.epoch_revision));
         self.publish(listing.revision).await;
         Ok(())
     }
@@ -291,8 +320,13 @@ impl Follower {
                     None => return Err(Break::Down("the watch ended".into())),
                 },
                 _ = probe.tick() => {
+                    let sent = Instant::now();
                     match tokio::time::timeout(probe_timeout, store.get(&epoch_key)).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(kv)) => {
+                            let epoch_revision = kv.map_or(0, |kv| kv.mod_revision);
+                            self.pending = Some((sent, epoch_revision));
+                            self.confirm();
+                        }
                         Ok(Err(e)) => return Err(Break::Down(e.to_string())),
                         Err(_) => return Err(Break::Down(format!("no answer within {} ms", probe_timeout.as_millis()))),
                     }
@@ -309,6 +343,23 @@ impl Follower {
             }
         }
         self.publish(batch.revision).await;
+    }
+
+    /// Publishes the pending confirmation once the published view reached
+    /// the epoch revision the probe saw.
+    fn confirm(&mut self) {
+        if let Some((sent, epoch_revision)) = self.pending
+            && self.view.epoch_revision >= epoch_revision
+        {
+            self.pending = None;
+            self.shared.confirmed.send_if_modified(|at| {
+                let newer = sent > *at;
+                if newer {
+                    *at = sent;
+                }
+                newer
+            });
+        }
     }
 
     /// Publishes the view at `revision`, writing the local copy first when
@@ -329,6 +380,7 @@ impl Follower {
         self.shared.status.send_modify(|s| s.revision = revision);
         self.shared.view.send_replace(view.clone());
         let _ = self.shared.changes.send(view);
+        self.confirm();
     }
 
     fn mark_down(&self, reason: String) {

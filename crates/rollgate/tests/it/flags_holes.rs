@@ -6,15 +6,12 @@
 //! that says what went wrong; the fix of the hole makes it pass unchanged
 //! (except where a comment says which hook the fix adds).
 //!
-//! Two test-side tools:
-//!
-//! - [`Cuttable`], a `MetaStore` wrapper that cuts one node off from the
-//!   shared store (every call answers `Unavailable`, open watches end with
-//!   it) and heals it again: what a network partition does to that node,
-//!   while the other nodes keep using the store (holes b and g). No product
-//!   hook is needed for that: `Node::start` takes any `Arc<dyn MetaStore>`.
-//! - [`ServingHook`], the one product hook that does not exist yet (holes b
-//!   and g): whether a node may serve (I11). See its docs.
+//! A test-side tool: [`Cuttable`], a `MetaStore` wrapper that cuts one node
+//! off from the shared store (every call answers `Unavailable`, open watches
+//! end with it) and heals it again: what a network partition does to that
+//! node, while the other nodes keep using the store (holes b and g). No
+//! product hook is needed for that: `Node::start` takes any
+//! `Arc<dyn MetaStore>`. Whether a node may serve is `Node::serving()` (I11).
 //!
 //! No sleeps synchronise anything: the tests wait on views, watch channels
 //! and explicit signals, each bounded by [`WAIT`]. The only timed waits are
@@ -41,36 +38,6 @@ use rollgate::version::{ProtocolRange, TransportVersion};
 use tokio::sync::{oneshot, watch};
 
 use crate::flags_support::{self as support, Counters, WAIT, redb, start, tmp, until};
-
-// ---------------------------------------------------------------------------
-// The hook the fix of b and g adds.
-// ---------------------------------------------------------------------------
-
-/// HOOK (to be added by the fix of holes b and g, invariant I11), as an
-/// inherent method of `rollgate::node::Node`:
-///
-/// ```ignore
-/// /// Whether this node may serve: true while it has confirmed, within its
-/// /// liveness lease, that it is a member and that its flag view is current;
-/// /// false from the moment it cannot (store cut off, lease lost, forgotten)
-/// /// until it has re-read both (fail closed).
-/// pub fn serving(&self) -> tokio::sync::watch::Receiver<bool>;
-/// ```
-///
-/// Today nothing can stop a running node from serving, so this stand-in
-/// says "serving" for good (its sender is dropped at once: nothing will
-/// ever change it). Once `Node::serving` exists, method resolution picks
-/// the inherent method over this trait's, the tests below use the real
-/// hook without a change, and this stand-in (then unused) is deleted.
-trait ServingHook {
-    fn serving(&self) -> watch::Receiver<bool>;
-}
-
-impl ServingHook for Node {
-    fn serving(&self) -> watch::Receiver<bool> {
-        watch::channel(true).1
-    }
-}
 
 /// Whether `node` says (now) that it may serve.
 fn may_serve(node: &Node) -> bool {

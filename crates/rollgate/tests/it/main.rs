@@ -20,7 +20,6 @@ mod flags_boot;
 mod flags_crash;
 mod flags_enable;
 mod flags_holes;
-mod flags_model;
 mod flags_planner;
 mod flags_race;
 mod flags_registry;
