@@ -4,7 +4,7 @@
 //!
 //! [`ClusterHandle`] publishes one view per applied revision
 //! ([`ClusterHandle::subscribe`], [`ClusterHandle::watch_view`]), after the
-//! local copy of the flags and epoch was written (I2). When the store is
+//! local copy of the flags was written when they changed (I2). When the store is
 //! unreachable (a watch error, or a failed periodic probe) it keeps serving
 //! the cached view, says so (`tracing::warn!` and [`StoreStatus`]: reachable,
 //! since, last error, revision, relists), refuses membership and flag changes
@@ -48,7 +48,9 @@ pub struct HandleOptions {
     /// How many views [`ClusterHandle::subscribe`] buffers per subscriber.
     pub history: usize,
     /// The node's data dir: when set, the [`LocalCopy`] is written there
-    /// before a change of the epoch or the flags is published.
+    /// before a change of the flags (or of the cluster) is published. A
+    /// membership change alone does not rewrite it: a join would make every
+    /// member write and fsync a file (the copy's epoch is informational).
     pub local_copy_dir: Option<PathBuf>,
 }
 
@@ -366,7 +368,7 @@ impl Follower {
     /// the epoch or the flags changed.
     async fn publish(&mut self, revision: Revision) {
         let view = Arc::new(self.state.view(revision));
-        let changed = view.epoch != self.view.epoch || view.flags != self.view.flags;
+        let changed = view.flags != self.view.flags || view.cluster_id != self.view.cluster_id;
         if changed && let Some(dir) = &self.options.local_copy_dir {
             // Not acting on a change before it is recorded: on failure the
             // previous view stays published; the next change retries.
