@@ -22,7 +22,8 @@
 //! (`bad_request`, `invalid_key`, `ttl_not_supported`), 404 (`not_found`),
 //! 405 (`method_not_allowed`), 409 (`flag_not_enabled`,
 //! `feature_not_available`), 413 (`key_too_long`, `value_too_large`), 503
-//! (`catching_up`, `stopping`, `no_quorum`, `timeout`, `plugin_not_running`),
+//! (`catching_up`, `stopping`, `not_serving`, `no_quorum`, `timeout`,
+//! `plugin_not_running`),
 //! 500 (`internal`, `corrupt_value`).
 //!
 //! Everything is bounded: body size ([`MAX_BODY_BYTES`]), request time,
@@ -142,6 +143,7 @@ fn write_error(e: WriteError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "catching_up")
         }
         WriteError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+        WriteError::NotServing { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_serving"),
         WriteError::Policy(PolicyError::TtlUnsupported { .. }) => (StatusCode::BAD_REQUEST, "ttl_not_supported"),
         WriteError::Policy(PolicyError::TtlNotEnabled) => (StatusCode::CONFLICT, "flag_not_enabled"),
         WriteError::Policy(_) => (StatusCode::BAD_REQUEST, "bad_request"),

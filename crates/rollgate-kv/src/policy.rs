@@ -91,6 +91,7 @@ mod tests {
             members: Default::default(),
             flags: Default::default(),
             flag_acks: Default::default(),
+            flag_revisions: Default::default(),
         };
         let view = tokio::sync::watch::channel(std::sync::Arc::new(view)).1;
         KvFlags::new(&reg, rollgate::flags::Flags::new(&reg), view)

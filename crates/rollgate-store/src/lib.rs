@@ -26,6 +26,7 @@
 mod engine;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod fenced;
 pub mod lock;
 mod redb_file;
 mod state;
@@ -41,6 +42,7 @@ use rollgate_util::shorten;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use fenced::FencedStore;
 pub use url::{MAX_ETCD_ENDPOINTS, StoreUrl};
 
 /// A store revision. Revisions start at 1 for an empty store and grow by one
@@ -471,6 +473,15 @@ pub enum StoreError {
         what: &'static str,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A write through a [`FencedStore`] whose fence no longer holds: the
+    /// writer lost what entitled it to write (an owner key, an attempt).
+    #[error(
+        "write refused: the fence on {key} no longer holds (this writer was superseded: its ownership or attempt ended); nothing was written"
+    )]
+    Fenced {
+        /// The key the fence guards.
+        key: String,
     },
     /// The store did not answer (network, server down, timeout).
     #[error("metadata store {endpoint} is unavailable: {reason}")]

@@ -2,12 +2,17 @@
 //! is handled in its own task (at most `max_inflight_per_connection` per
 //! connection, so a fast peer gets backpressure, not unbounded tasks) and
 //! answered on the same connection in the connection's protocol version.
+//! Only running members are served: a link from a peer the cluster view
+//! does not show running (forgotten, never joined) is closed, and so is a
+//! link whose peer leaves the membership (I11).
 
 use std::sync::Arc;
 
+use rollgate::cluster::ClusterView;
+use rollgate::flags::plan::peer_admitted;
 use rollgate::net::{self, Connection, Listener};
 use rollgate::version::ProtocolVersion;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::catchup;
@@ -64,14 +69,36 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, mut listener: Listener<Msg>
     }
 }
 
+/// Whether `peer` is a running member in this node's view, waiting (up to
+/// `inbound_wait`) for a view that shows a peer that just joined.
+async fn admitted(shared: &Shared, views: &mut watch::Receiver<Arc<ClusterView>>, peer: &str) -> bool {
+    let admitted = {
+        let wait = views.wait_for(|v| peer_admitted(v, peer).is_ok());
+        matches!(tokio::time::timeout(shared.tuning.inbound_wait, wait).await, Ok(Ok(_)))
+    };
+    if !admitted && let Err(refusal) = peer_admitted(&views.borrow(), peer) {
+        tracing::warn!(%peer, %refusal, "closing a link from a peer that is not a running member");
+    }
+    admitted
+}
+
 async fn serve_connection(shared: Arc<Shared>, conn: Connection<Msg>) {
     let (tx, mut rx) = conn.split();
     let peer = tx.negotiated().peer_node_id.clone();
     let protocol = tx.negotiated().protocol;
     let permits = Arc::new(Semaphore::new(shared.tuning.max_inflight_per_connection.max(1)));
     let mut requests = JoinSet::new();
-    loop {
-        let msg = match rx.recv().await {
+    let mut views = shared.views.clone();
+    let mut member = admitted(&shared, &mut views, &peer).await;
+    while member {
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            changed = views.changed() => {
+                member = changed.is_ok() && admitted(&shared, &mut views, &peer).await;
+                continue;
+            }
+        };
+        let msg = match received {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {

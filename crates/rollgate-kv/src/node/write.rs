@@ -83,6 +83,15 @@ pub enum WriteError {
         /// Its state.
         state: ServingState,
     },
+    /// The node may not serve (fail closed: it cannot confirm its
+    /// membership or its flag view).
+    #[error("node {node} does not serve now: {reason}; retry shortly or use another node")]
+    NotServing {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
     /// Refused by the write policy.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -130,8 +139,16 @@ pub enum WriteError {
 
 fn require_ready(shared: &Shared) -> Result<(), WriteError> {
     match shared.state() {
-        ServingState::Ready => Ok(()),
-        state => Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
+        ServingState::Ready => {}
+        state => return Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
+    }
+    // I11: a node that cannot confirm its membership and flag view refuses requests.
+    match shared.runtime() {
+        Some(node) if !*node.serving().borrow() => Err(WriteError::NotServing {
+            node: shared.node_id.clone(),
+            reason: node.fence_reason().map_or_else(|| "it is starting".to_string(), |r| r.to_string()),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -92,6 +92,14 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
         closed_by_node(&mut s, what).await;
     }
 
+    // A peer that is not a running member is not served (I11): its link is closed.
+    let conn = net::connect::<rollgate_kv::Msg>(addr, NetConfig::new(cfg.clone())).await.unwrap();
+    let (_tx, mut rx) = conn.split();
+    let end = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap();
+    assert!(matches!(end, Ok(None) | Err(_)), "a non-member's link stays open: {end:?}");
+    // The garbage peer joins (unreachable itself) for what follows; it leaves before the last write.
+    let peer_live = hand_made_member(&node, "garbage-peer").await;
+
     // Well-formed requests over every limit: each answered with an error, nothing stored.
     let conn = net::connect::<rollgate_kv::Msg>(addr, NetConfig::new(cfg.clone())).await.unwrap();
     let p = conn.negotiated().protocol;
@@ -165,6 +173,7 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
 
     // The node still serves, and nothing of the above was stored.
+    remove_hand_made_member(&node, "garbage-peer", peer_live).await;
     c.put("after", "ok", None).await.unwrap();
     assert_eq!(c.get("before").await.unwrap().as_deref(), Some(&b"kept"[..]));
     for key in ["nobody", "big", "batch-0"] {

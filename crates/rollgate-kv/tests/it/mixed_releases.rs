@@ -70,6 +70,7 @@ async fn one_zero_and_one_two_speak_v1_and_ttl_waits_for_its_flag() {
     };
     let r = find("1.2").unwrap();
     let peer = HandshakeConfig::new("future-peer", "1.2", old.cluster_id(), r.protocols, r.transport_set());
+    let peer_live = hand_made_member(&old, "future-peer").await;
     let conn = net::connect::<rollgate_kv::Msg>(old.addresses().data, NetConfig::new(peer)).await.unwrap();
     let p = conn.negotiated().protocol;
     let (tx, mut rx) = conn.split();
@@ -78,6 +79,7 @@ async fn one_zero_and_one_two_speak_v1_and_ttl_waits_for_its_flag() {
     let answer = codec::from_wire(rx.recv().await.unwrap().unwrap());
     assert_eq!(answer, Incoming::Response(Response::Ack(repl1::Ack { req_id: 7, error: None })));
     drop((tx, rx));
+    remove_hand_made_member(&old, "future-peer", peer_live).await;
     let on_old = old.local_record("from-the-future").await.unwrap().unwrap();
     assert_eq!(on_old.features.to_bytes(), features.to_bytes(), "1.0 kept every key");
 

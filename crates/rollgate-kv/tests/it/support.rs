@@ -66,3 +66,29 @@ pub fn client(nodes: &[&NodeHandle]) -> KvClient {
     let addrs: Vec<String> = nodes.iter().map(|n| n.addresses().admin.to_string()).collect();
     KvClient::new(&addrs, quick()).unwrap()
 }
+/// Registers `peer` as a running member that no node can reach: a test's
+/// hand-made peer (nodes serve links from running members only). Remove it
+/// with [`remove_hand_made_member`] before writes that count members.
+pub async fn hand_made_member(node: &NodeHandle, peer: &str) -> rollgate::cluster::Liveness {
+    let runtime = node.runtime().expect("the node runs");
+    let record = rollgate::cluster::NodeRecord {
+        node_id: peer.into(),
+        data_addr: "127.0.0.1:1".into(),
+        admin_addr: "127.0.0.1:1".into(),
+        ..runtime.record().clone()
+    };
+    runtime.cluster().join(record, |_| Ok::<(), String>(())).await.expect("the hand-made peer joins");
+    let live = runtime.cluster().start_liveness(peer, 30).await.expect("its liveness");
+    let mut views = runtime.handle().watch_view();
+    tokio::time::timeout(READY, views.wait_for(|v| v.member(peer).is_some_and(|m| m.is_running())))
+        .await
+        .expect("the node sees the hand-made peer")
+        .unwrap();
+    live
+}
+
+/// Stops and forgets a [`hand_made_member`].
+pub async fn remove_hand_made_member(node: &NodeHandle, peer: &str, live: rollgate::cluster::Liveness) {
+    live.stop().await.expect("stop its liveness");
+    node.runtime().expect("the node runs").forget(peer).await.expect("forget it");
+}

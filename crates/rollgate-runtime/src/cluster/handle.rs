@@ -4,13 +4,22 @@
 //!
 //! [`ClusterHandle`] publishes one view per applied revision
 //! ([`ClusterHandle::subscribe`], [`ClusterHandle::watch_view`]), after the
-//! local copy of the flags and epoch was written (I2). When the store is
+//! local copy of the flags was written when they changed (I2). When the store is
 //! unreachable (a watch error, or a failed periodic probe) it keeps serving
 //! the cached view, says so (`tracing::warn!` and [`StoreStatus`]: reachable,
 //! since, last error, revision, relists), refuses membership and flag changes
 //! with `ClusterError::StoreUnavailable`, and reconnects with bounded backoff.
 //! Guarded by `tests/it/cluster_store_outage.rs` (a real etcd killed and
 //! restarted under a node).
+//!
+//! **Confirmations** ([`ClusterHandle::watch_confirmed`]): a watch can stall
+//! silently, so the handle also probes the store (every `probe_interval_ms`)
+//! for the epoch key's mod revision. When the published view has that epoch
+//! revision (or a later one), the view is known current as of the moment the
+//! probe was sent, and that moment (this node's monotonic clock) is
+//! published. A node serves only while its last confirmation is recent (I11);
+//! every membership and flag change moves the epoch, so a node that cannot
+//! confirm its view may miss a disable, and stops serving.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Cluster, ClusterError, ClusterView, Committed, LocalCopy, NodeRecord, UpdateError, ViewOp, ViewState};
 use rollgate_store::{Revision, StoreError, WatchBatch};
@@ -38,7 +48,9 @@ pub struct HandleOptions {
     /// How many views [`ClusterHandle::subscribe`] buffers per subscriber.
     pub history: usize,
     /// The node's data dir: when set, the [`LocalCopy`] is written there
-    /// before a change of the epoch or the flags is published.
+    /// before a change of the flags (or of the cluster) is published. A
+    /// membership change alone does not rewrite it: a join would make every
+    /// member write and fsync a file (the copy's epoch is informational).
     pub local_copy_dir: Option<PathBuf>,
 }
 
@@ -75,6 +87,7 @@ struct Shared {
     view: watch::Sender<Arc<ClusterView>>,
     status: watch::Sender<StoreStatus>,
     changes: broadcast::Sender<Arc<ClusterView>>,
+    confirmed: watch::Sender<Instant>,
 }
 
 /// A node's live view of the cluster (see the module docs).
@@ -94,6 +107,7 @@ impl std::fmt::Debug for Shared {
 impl ClusterHandle {
     /// Reads the view once (the store must be reachable now), then follows it.
     pub async fn start(cluster: Cluster, options: HandleOptions) -> Result<ClusterHandle, ClusterError> {
+        let sent = Instant::now();
         let listing = cluster.store().list(cluster.keys().root()).await?;
         let state = ViewState::from_kvs(cluster.keys().root(), &listing.kvs)?;
         let view = Arc::new(state.view(listing.revision));
@@ -108,9 +122,14 @@ impl ClusterHandle {
             relists: 0,
         };
         let (changes, _) = broadcast::channel(options.history.max(1));
-        let shared =
-            Arc::new(Shared { view: watch::Sender::new(view.clone()), status: watch::Sender::new(status), changes });
-        let follower = Follower { cluster: cluster.clone(), shared: shared.clone(), options, state, view };
+        let shared = Arc::new(Shared {
+            view: watch::Sender::new(view.clone()),
+            status: watch::Sender::new(status),
+            changes,
+            confirmed: watch::Sender::new(sent),
+        });
+        let follower =
+            Follower { cluster: cluster.clone(), shared: shared.clone(), options, state, view, pending: None };
         let task = tokio::spawn(follower.run());
         Ok(ClusterHandle { cluster, shared, task })
     }
@@ -129,6 +148,13 @@ impl ClusterHandle {
     /// order (a subscriber that falls `history` views behind sees a lag).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ClusterView>> {
         self.shared.changes.subscribe()
+    }
+
+    /// When the published view was last confirmed current (the send time
+    /// of the probe or listing that confirmed it, on this node's monotonic
+    /// clock), as a watch channel.
+    pub fn watch_confirmed(&self) -> watch::Receiver<Instant> {
+        self.shared.confirmed.subscribe()
     }
 
     /// The store status.
@@ -174,7 +200,7 @@ impl ClusterHandle {
         F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
     {
         self.refuse_if_unreachable()?;
-        self.cluster.update(f).await
+        self.cluster.update_from(Some(self.view()), f).await
     }
 
     /// [`Cluster::join`], refused while the store is unreachable.
@@ -227,6 +253,9 @@ struct Follower {
     options: HandleOptions,
     state: ViewState,
     view: Arc<ClusterView>,
+    /// A probe that found the store's epoch ahead of the view: (sent, epoch
+    /// revision); it confirms the view once the view reached that epoch.
+    pending: Option<(Instant, Revision)>,
 }
 
 impl Follower {
@@ -258,11 +287,13 @@ impl Follower {
     /// Re-reads the whole view (after a compaction or a lag).
     async fn relist(&mut self) -> Result<(), Break> {
         let root = self.cluster.keys().root().to_string();
+        let sent = Instant::now();
         let listing = self.cluster.store().list(&root).await.map_err(|e| Break::Down(e.to_string()))?;
         let state = ViewState::from_kvs(&root, &listing.kvs).map_err(|e| Break::Down(e.to_string()))?;
         tracing::info!(revision = listing.revision, "cluster view re-listed");
         self.state = state;
         self.shared.status.send_modify(|s| s.relists += 1);
+        self.pending = Some((sent, self.state.epoch_revision));
         self.publish(listing.revision).await;
         Ok(())
     }
@@ -291,8 +322,13 @@ impl Follower {
                     None => return Err(Break::Down("the watch ended".into())),
                 },
                 _ = probe.tick() => {
+                    let sent = Instant::now();
                     match tokio::time::timeout(probe_timeout, store.get(&epoch_key)).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(kv)) => {
+                            let epoch_revision = kv.map_or(0, |kv| kv.mod_revision);
+                            self.pending = Some((sent, epoch_revision));
+                            self.confirm();
+                        }
                         Ok(Err(e)) => return Err(Break::Down(e.to_string())),
                         Err(_) => return Err(Break::Down(format!("no answer within {} ms", probe_timeout.as_millis()))),
                     }
@@ -311,11 +347,28 @@ impl Follower {
         self.publish(batch.revision).await;
     }
 
+    /// Publishes the pending confirmation once the published view reached
+    /// the epoch revision the probe saw.
+    fn confirm(&mut self) {
+        if let Some((sent, epoch_revision)) = self.pending
+            && self.view.epoch_revision >= epoch_revision
+        {
+            self.pending = None;
+            self.shared.confirmed.send_if_modified(|at| {
+                let newer = sent > *at;
+                if newer {
+                    *at = sent;
+                }
+                newer
+            });
+        }
+    }
+
     /// Publishes the view at `revision`, writing the local copy first when
     /// the epoch or the flags changed.
     async fn publish(&mut self, revision: Revision) {
         let view = Arc::new(self.state.view(revision));
-        let changed = view.epoch != self.view.epoch || view.flags != self.view.flags;
+        let changed = view.flags != self.view.flags || view.cluster_id != self.view.cluster_id;
         if changed && let Some(dir) = &self.options.local_copy_dir {
             // Not acting on a change before it is recorded: on failure the
             // previous view stays published; the next change retries.
@@ -329,6 +382,7 @@ impl Follower {
         self.shared.status.send_modify(|s| s.revision = revision);
         self.shared.view.send_replace(view.clone());
         let _ = self.shared.changes.send(view);
+        self.confirm();
     }
 
     fn mark_down(&self, reason: String) {

@@ -2,7 +2,7 @@
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory)
 //! into the node's data dir **before** the node acts on a change of the
-//! enabled flags or the epoch, so a binary that lacks an enabled flag can
+//! flags, so a binary that lacks an enabled flag can
 //! refuse to start even when the metadata store is unreachable. A copy that
 //! does not parse is an error naming the file, never silently ignored.
 

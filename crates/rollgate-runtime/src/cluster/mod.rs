@@ -10,7 +10,7 @@
 //! | `epoch` | JSON `u64`, +1 per membership or flag change | every [`Cluster::update`] |
 //! | `members/<node>` | JSON [`NodeRecord`] | join, update, leave, forget (epoch-fenced) |
 //! | `flags/<name>` | JSON [`FlagRecord`] | flag changes (epoch-fenced) |
-//! | `flag_acks/<name>/<node>` | JSON [`FlagAck`]: a node ran its per-node enable step | the node (not fenced) |
+//! | `flag_acks/<name>/<node>` | JSON [`FlagAck`]: a node ran its per-node enable step, or cleared its bit of a flag being disabled | the node, guarded on the flag record's mod revision (the attempt it answers) |
 //! | `live/<node>` | JSON [`LiveRecord`], attached to the node's lease | [`Liveness`] (not fenced) |
 //!
 //! # The epoch protocol (invariant I5)
@@ -38,14 +38,13 @@
 //! running and its live key exists.
 
 mod handle;
+mod liveness;
 mod local;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
 use rollgate_store::{
     Compare, EventKind, KeyValue, LeaseId, MetaStore, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
@@ -53,6 +52,7 @@ use rollgate_store::{
 use rollgate_version::{ProtocolRange, TransportVersion};
 
 pub use handle::{ClusterHandle, HandleOptions, StoreStatus};
+pub use liveness::{LeaseStatus, Liveness};
 pub use local::{LOCAL_COPY_FILE, LocalCopy, LocalCopyError, MAX_LOCAL_COPY_BYTES};
 pub use rollgate_util::now_ms;
 
@@ -107,6 +107,24 @@ pub struct NodeRecord {
     /// it is stopped (`None`: it published none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<rollgate_api::routes::RouteTable>,
+    /// The flags its release requires (stability `required`): they must
+    /// stay enabled while it is a member.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub required_flags: BTreeSet<String>,
+    /// The supported flags its release declares irreversible: it may have
+    /// written data only they can read, which no disable hook converts back.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub irreversible_flags: BTreeSet<String>,
+    /// This run of the node (new at every start, store-unique: the id of
+    /// the lease it joined on). Acknowledgements and in-progress records
+    /// name it, so that a restart counts as a new node (0: not published).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+    /// How long this node serves after it last confirmed that its view is
+    /// current (ms; 0: not published, an older release that does not fence
+    /// itself). A disabling waits at most this long for it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub view_lease_ms: u64,
     /// What it declared: running, or stopped after a clean leave.
     pub state: NodeState,
     /// When it started (ms since the Unix epoch).
@@ -129,6 +147,10 @@ impl NodeRecord {
             supported_flags: BTreeSet::new(),
             cluster_features: BTreeSet::new(),
             flag_node_steps: BTreeSet::new(),
+            required_flags: BTreeSet::new(),
+            irreversible_flags: BTreeSet::new(),
+            incarnation: 0,
+            view_lease_ms: 0,
             routes: None,
             state: NodeState::Running,
             started_ms: 0,
@@ -136,12 +158,17 @@ impl NodeRecord {
     }
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// The value of a node's `live/<node>` key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveRecord {
     /// The lease the key is attached to.
     pub lease: LeaseId,
-    /// The node's last heartbeat (ms since the Unix epoch).
+    /// When the key was written on this lease (ms since the Unix epoch);
+    /// keep-alives refresh the lease, not the key.
     pub heartbeat_ms: u64,
 }
 
@@ -225,15 +252,22 @@ pub struct FlagInfo {
     pub reversible: bool,
 }
 
-/// One attempt at enabling a flag (kept in its record while enabling).
+/// One attempt at enabling or disabling a flag (kept in its record while
+/// enabling or disabling).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnableAttempt {
     /// A random id; acknowledgements name it, so that an ack left by an
     /// earlier attempt never counts for a later one.
     pub id: String,
-    /// The nodes that must run their per-node enable step and acknowledge it.
+    /// The members with a per-node step when the attempt started (for
+    /// display: the owner waits for every *current* member with a step).
     #[serde(default)]
     pub node_steps: BTreeSet<String>,
+    /// The owner's incarnation ([`NodeRecord::incarnation`]): once the
+    /// owner's member record names another, the owner restarted and the
+    /// attempt is orphaned (0: written by an older release).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub owner_incarnation: u64,
 }
 
 /// The stored record of one feature flag. Unknown fields are ignored when
@@ -249,7 +283,7 @@ pub struct FlagRecord {
     /// The flag's description, first release and other declared facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<FlagInfo>,
-    /// The attempt in progress (while enabling).
+    /// The attempt in progress (while enabling or disabling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<EnableAttempt>,
     /// Why the last attempt was rolled back, if it was.
@@ -278,8 +312,9 @@ impl FlagRecord {
     }
 }
 
-/// A node's acknowledgement of its per-node enable step
-/// (`flag_acks/<flag>/<node>`).
+/// A node's acknowledgement (`flag_acks/<flag>/<node>`): of its per-node
+/// enable step (while enabling), or that its bit is cleared (while
+/// disabling).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagAck {
     /// The [`EnableAttempt::id`] it answers.
@@ -290,6 +325,11 @@ pub struct FlagAck {
     /// When (ms since the Unix epoch).
     #[serde(default)]
     pub at_ms: u64,
+    /// The incarnation of the node that wrote it: an ack counts only for
+    /// the incarnation its member record names (a restarted node runs its
+    /// step again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
 }
 
 /// A snapshot of the cluster read at one store revision.
@@ -309,6 +349,9 @@ pub struct ClusterView {
     pub flags: BTreeMap<String, FlagRecord>,
     /// Per-node enable step acknowledgements: flag -> node -> ack.
     pub flag_acks: BTreeMap<String, BTreeMap<String, FlagAck>>,
+    /// The mod revision of each flag record: the attempt an acknowledgement
+    /// and an owned step's writes are fenced on.
+    pub flag_revisions: BTreeMap<String, Revision>,
 }
 
 impl ClusterView {
@@ -462,6 +505,14 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys under `root` (a `/` is added when missing).
+    pub fn new(root: &str) -> Keys {
+        let mut root = root.to_string();
+        if !root.ends_with('/') {
+            root.push('/');
+        }
+        Keys { root }
+    }
     /// The root all keys start with.
     pub fn root(&self) -> &str {
         &self.root
@@ -501,6 +552,7 @@ struct ViewState {
     members: BTreeMap<String, NodeRecord>,
     live: BTreeMap<String, LiveRecord>,
     flags: BTreeMap<String, FlagRecord>,
+    flag_revisions: BTreeMap<String, Revision>,
     flag_acks: BTreeMap<String, BTreeMap<String, FlagAck>>,
 }
 
@@ -550,8 +602,10 @@ impl ViewState {
         } else if let Some(name) = rest.strip_prefix("flags/") {
             if put {
                 self.flags.insert(name.to_string(), decode_json(key, value)?);
+                self.flag_revisions.insert(name.to_string(), revision);
             } else {
                 self.flags.remove(name);
+                self.flag_revisions.remove(name);
             }
         } else if let Some((flag, node)) = rest.strip_prefix("flag_acks/").and_then(|r| r.split_once('/')) {
             if put {
@@ -589,6 +643,7 @@ impl ViewState {
             members,
             flags: self.flags.clone(),
             flag_acks: self.flag_acks.clone(),
+            flag_revisions: self.flag_revisions.clone(),
         }
     }
 }
@@ -639,6 +694,10 @@ impl Cluster {
     /// The store.
     pub fn store(&self) -> &Arc<dyn MetaStore> {
         &self.store
+    }
+    /// The same cluster through another store (e.g. a fenced one).
+    pub fn with_store(&self, store: Arc<dyn MetaStore>) -> Cluster {
+        Cluster { store, ..self.clone() }
     }
     /// The cluster id.
     pub fn cluster_id(&self) -> &str {
@@ -697,13 +756,32 @@ impl Cluster {
 
     /// Reads the view, asks `f` for the ops (or a refusal), and commits them
     /// fenced on the epoch; on a lost race, starts over on a fresh view.
-    pub async fn update<E, F>(&self, mut f: F) -> Result<Committed, UpdateError<E>>
+    pub async fn update<E, F>(&self, f: F) -> Result<Committed, UpdateError<E>>
+    where
+        F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
+    {
+        self.update_from(None, f).await
+    }
+
+    /// [`Cluster::update`], whose first attempt uses `cached` (e.g. a
+    /// handle's view) instead of listing the store: the epoch guard makes
+    /// that safe (a stale view fails the guard and the next attempt lists),
+    /// and it saves one read of every member when the view is current.
+    pub async fn update_from<E, F>(
+        &self,
+        cached: Option<Arc<ClusterView>>,
+        mut f: F,
+    ) -> Result<Committed, UpdateError<E>>
     where
         F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
     {
         let attempts = self.options.max_update_attempts.max(1);
+        let mut cached = cached;
         for attempt in 1..=attempts {
-            let view = self.view().await?;
+            let view = match cached.take() {
+                Some(v) => v,
+                None => Arc::new(self.view().await?),
+            };
             let ops = f(&view).map_err(UpdateError::Rejected)?;
             if let Some(committed) = self.try_commit(&view, ops).await? {
                 return Ok(Committed { attempts: attempt, ..committed });
@@ -774,112 +852,11 @@ impl Cluster {
         .await
         .map_err(flatten)
     }
-
-    /// Starts keeping `node`'s live key alive on a lease of `ttl_s` seconds
-    /// (refreshed every third of it). Dropping the returned [`Liveness`]
-    /// stops the refreshes (as a crash would: the key expires);
-    /// [`Liveness::stop`] revokes the lease at once.
-    pub async fn start_liveness(&self, node: &str, ttl_s: i64) -> Result<Liveness, ClusterError> {
-        validate_node_id(node)?;
-        let (lease, granted) = self.store.lease_grant(ttl_s).await?;
-        let beat = Heartbeat {
-            store: self.store.clone(),
-            live_key: self.keys.live(node),
-            member_key: self.keys.member(node),
-            node: node.to_string(),
-            ttl_s,
-        };
-        beat.write(lease).await?;
-        let interval = Duration::from_millis((granted.max(1) as u64 * 1000) / 3);
-        let task = tokio::spawn(beat.run(lease, interval));
-        Ok(Liveness { store: self.store.clone(), lease, task })
-    }
 }
 
 fn flatten(e: UpdateError<ClusterError>) -> ClusterError {
     match e {
         UpdateError::Rejected(e) | UpdateError::Cluster(e) => e,
-    }
-}
-
-struct Heartbeat {
-    store: Arc<dyn MetaStore>,
-    live_key: String,
-    member_key: String,
-    node: String,
-    ttl_s: i64,
-}
-
-impl Heartbeat {
-    /// Writes the live key on `lease`, only while the node is a member.
-    async fn write(&self, lease: LeaseId) -> Result<bool, StoreError> {
-        let value = encode_json(&self.live_key, &LiveRecord { lease, heartbeat_ms: now_ms() })?;
-        let txn = Txn::new().when([Compare::exists(&self.member_key)]).and_then([TxnOp::put_with_lease(
-            &self.live_key,
-            value,
-            lease,
-        )]);
-        Ok(self.store.txn(txn).await?.succeeded)
-    }
-
-    async fn run(self, mut lease: LeaseId, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let result = match self.store.lease_keep_alive(lease).await {
-                Ok(_) => self.write(lease).await,
-                Err(StoreError::LeaseNotFound { .. }) => {
-                    // Expired while the store was out of reach: a new lease.
-                    match self.store.lease_grant(self.ttl_s).await {
-                        Ok((fresh, _)) => {
-                            lease = fresh;
-                            self.write(lease).await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(node = %self.node, "not a member any more (forgotten?); liveness not written")
-                }
-                Err(e) => tracing::warn!(node = %self.node, error = %e, "liveness heartbeat failed; retrying"),
-            }
-        }
-    }
-}
-
-/// Keeps a node's live key alive (see [`Cluster::start_liveness`]).
-#[derive(Debug)]
-pub struct Liveness {
-    store: Arc<dyn MetaStore>,
-    lease: LeaseId,
-    task: JoinHandle<()>,
-}
-
-impl Liveness {
-    /// The lease the live key was first attached to.
-    pub fn lease(&self) -> LeaseId {
-        self.lease
-    }
-
-    /// Stops the heartbeats and revokes the lease: the live key goes at once.
-    pub async fn stop(self) -> Result<(), ClusterError> {
-        self.task.abort();
-        match self.store.lease_revoke(self.lease).await {
-            Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-impl Drop for Liveness {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -1,42 +1,39 @@
-//! The hot path: one bit per registered flag in a few atomic words.
+//! The hot path: one bit per registered flag in a fixed array of atomic words.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
-use super::registry::{FlagId, FlagRegistry};
-use crate::cluster::ClusterView;
+use super::registry::{FlagId, FlagRegistry, MAX_WORDS};
 
 /// The enabled flags of a node, as bits indexed by [`FlagId`].
 ///
-/// [`Flags::is_enabled`] is one atomic load and a bit test. The bits are set
-/// from the node's cluster view, which the node publishes only after writing
-/// its local copy; a flag's bit is set only once its record says
-/// **enabled** (not while it is being enabled), so data gated by a flag is
-/// never produced before the store says so (I1). Cheap to clone.
+/// [`Flags::is_enabled`] is one atomic load and a bit test: the id carries
+/// its word and mask, and the words are a fixed-size array behind a thin
+/// pointer, indexed with a mask that proves the index in range (no bounds
+/// check, no shift). The bits are set from the node's cluster view, which
+/// the node publishes only after writing its local copy; a flag's bit is set
+/// only once its record says **enabled** (not while it is being enabled),
+/// so data gated by a flag is never produced before the store says so (I1).
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Flags {
-    words: Arc<[AtomicU64]>,
+    words: Arc<[AtomicU64; MAX_WORDS]>,
     changes: Arc<watch::Sender<u64>>,
 }
 
 impl Flags {
     /// All flags of `registry` disabled.
-    pub fn new(registry: &FlagRegistry) -> Flags {
-        let n = registry.len().div_ceil(64).max(1);
-        let words: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-        Flags { words, changes: Arc::new(watch::Sender::new(0)) }
+    pub fn new(_registry: &FlagRegistry) -> Flags {
+        Flags { words: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))), changes: Arc::new(watch::Sender::new(0)) }
     }
 
-    /// Whether the flag is enabled (false for an id of another registry).
-    #[inline]
+    /// Whether the flag is enabled. `id` must come from this node's
+    /// registry (an id of another registry reads some other bit).
+    #[inline(always)]
     pub fn is_enabled(&self, id: FlagId) -> bool {
-        let i = id.index();
-        match self.words.get(i >> 6) {
-            Some(w) => w.load(Ordering::Acquire) & (1u64 << (i & 63)) != 0,
-            None => false,
-        }
+        self.words[id.word() & (MAX_WORDS - 1)].load(Ordering::Acquire) & id.mask() != 0
     }
 
     /// Waits until the flag is enabled.
@@ -63,22 +60,18 @@ impl Flags {
         }
     }
 
-    /// The bits a view implies.
-    pub(crate) fn words_for(registry: &FlagRegistry, view: &ClusterView) -> Vec<u64> {
-        let mut words = vec![0u64; registry.len().div_ceil(64).max(1)];
-        for (id, decl) in registry.iter() {
-            if view.flags.get(decl.name()).is_some_and(|r| r.is_enabled()) {
-                words[id.index() >> 6] |= 1u64 << (id.index() & 63);
+    /// Stores new bits (one per registry flag, in id order) and wakes waiters.
+    pub(crate) fn store_bits(&self, bits: &[bool]) {
+        let mut words = [0u64; MAX_WORDS];
+        for (i, on) in bits.iter().enumerate().take(MAX_WORDS * 64) {
+            if *on {
+                let id = FlagId::new(i);
+                words[id.word()] |= id.mask();
             }
         }
-        words
-    }
-
-    /// Stores new bits and wakes waiters.
-    pub(crate) fn store(&self, words: &[u64]) {
         let mut changed = false;
         for (w, new) in self.words.iter().zip(words) {
-            if w.swap(*new, Ordering::AcqRel) != *new {
+            if w.swap(new, Ordering::AcqRel) != new {
                 changed = true;
             }
         }
@@ -94,7 +87,7 @@ impl Flags {
             let bits = w.load(Ordering::Acquire);
             for b in 0..64 {
                 if bits & (1u64 << b) != 0 {
-                    out.push(FlagId((wi * 64 + b) as u32));
+                    out.push(FlagId::new(wi * 64 + b));
                 }
             }
         }

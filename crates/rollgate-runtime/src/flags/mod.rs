@@ -39,11 +39,13 @@
 //!   member supports it, otherwise the node refuses to start, naming the
 //!   nodes to upgrade ([`plan::required_to_enable`]);
 //! - enable: [`plan::plan_enable`] orders the flags (dependencies first) and
-//!   lists what blocks; the enable protocol (see `ARCHITECTURE.md`) persists
+//!   lists what blocks; the enable protocol ([`plan`] describes it) persists
 //!   an `enabling` state with its owner so that a crash at any step is
 //!   resumed or rolled back by the next node that looks
 //!   ([`plan::recovery_for`], I4);
-//! - disable: reversible flags only ([`plan::begin_disable`]).
+//! - disable: reversible flags that no member's release requires or cannot
+//!   reverse ([`plan::begin_disable`]); it completes only once no member
+//!   that may still serve holds the bit ([`plan::drive_disable`]).
 
 mod bits;
 mod decl;
@@ -174,6 +176,18 @@ pub enum FlagError {
         flag: String,
         /// The node that took over.
         by: String,
+    },
+    /// This node stopped driving the flag because it may not serve (its
+    /// lease or view could not be confirmed, or it is stopping); the next
+    /// node that looks resumes or finishes it.
+    #[error("node {node} stopped driving flag `{flag}`: {reason}; the next node that looks resumes or finishes it")]
+    NotServing {
+        /// The node.
+        node: String,
+        /// The flag.
+        flag: String,
+        /// Why it does not serve.
+        reason: String,
     },
     /// A cluster-layer failure (store unreachable, contention, ...).
     #[error(transparent)]

@@ -15,14 +15,37 @@ pub const MAX_FLAGS: usize = 100;
 /// Longest description, release, URL or plugin name in a declaration.
 pub const MAX_TEXT_BYTES: usize = 1024;
 
-/// A flag's dense index in its registry, given in declaration order.
+/// How many 64-bit words hold the bits of [`MAX_FLAGS`] flags: a power of
+/// two, so that masking a word index with `MAX_WORDS - 1` proves it in
+/// range and the hot path needs no bounds check.
+pub const MAX_WORDS: usize = MAX_FLAGS.div_ceil(64).next_power_of_two();
+
+/// A flag's dense index in its registry, given in declaration order, with
+/// its bit's word and mask precomputed for the hot path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FlagId(pub(crate) u32);
+pub struct FlagId {
+    index: u32,
+    word: u32,
+    mask: u64,
+}
 
 impl FlagId {
+    pub(crate) const fn new(index: usize) -> FlagId {
+        FlagId { index: index as u32, word: (index / 64) as u32, mask: 1u64 << (index % 64) }
+    }
     /// The index.
     pub fn index(self) -> usize {
-        self.0 as usize
+        self.index as usize
+    }
+    /// The word of the flag's bit (below [`MAX_WORDS`]).
+    #[inline(always)]
+    pub(crate) fn word(self) -> usize {
+        self.word as usize
+    }
+    /// The flag's bit in its word.
+    #[inline(always)]
+    pub(crate) fn mask(self) -> u64 {
+        self.mask
     }
 }
 
@@ -119,7 +142,7 @@ impl RegistryBuilder {
     /// Declares a flag; its [`FlagId`] is its position in declaration order.
     pub fn declare(&mut self, decl: FlagDecl) -> FlagId {
         self.decls.push(decl);
-        FlagId((self.decls.len() - 1) as u32)
+        FlagId::new(self.decls.len() - 1)
     }
 
     /// Declares a flag (builder style).
@@ -141,7 +164,7 @@ impl RegistryBuilder {
                 problems.push(RegistryProblem::BadName { name: rollgate_util::shorten(&d.name) });
                 continue;
             }
-            if by_name.insert(d.name.clone(), FlagId(i as u32)).is_some() {
+            if by_name.insert(d.name.clone(), FlagId::new(i)).is_some() {
                 problems.push(RegistryProblem::Duplicate { name: d.name.clone() });
             }
             if d.introduced_in.is_empty() {
@@ -209,7 +232,7 @@ fn topological_order(decls: &[FlagDecl], by_name: &HashMap<String, FlagId>) -> R
     let mut order = Vec::with_capacity(decls.len());
     // Iterative depth-first search (no recursion on declared data).
     for start in 0..decls.len() {
-        if marks[start] != Mark::New || by_name.get(&decls[start].name) != Some(&FlagId(start as u32)) {
+        if marks[start] != Mark::New || by_name.get(&decls[start].name) != Some(&FlagId::new(start)) {
             continue;
         }
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
@@ -220,8 +243,7 @@ fn topological_order(decls: &[FlagDecl], by_name: &HashMap<String, FlagId>) -> R
             if next < deps.len() {
                 top.1 += 1;
                 let dep = &deps[next];
-                let Some(&FlagId(d)) = by_name.get(dep) else { continue };
-                let d = d as usize;
+                let Some(d) = by_name.get(dep).map(|id| id.index()) else { continue };
                 match marks[d] {
                     Mark::New => {
                         marks[d] = Mark::Active;
@@ -238,7 +260,7 @@ fn topological_order(decls: &[FlagDecl], by_name: &HashMap<String, FlagId>) -> R
                 }
             } else {
                 marks[node] = Mark::Done;
-                order.push(FlagId(node as u32));
+                order.push(FlagId::new(node));
                 stack.pop();
             }
         }
@@ -302,7 +324,7 @@ impl FlagRegistry {
     }
     /// The declarations, in declaration (id) order.
     pub fn iter(&self) -> impl Iterator<Item = (FlagId, &FlagDecl)> {
-        self.decls.iter().enumerate().map(|(i, d)| (FlagId(i as u32), d))
+        self.decls.iter().enumerate().map(|(i, d)| (FlagId::new(i), d))
     }
     /// The declarations, dependencies first.
     pub fn topological(&self) -> impl Iterator<Item = &FlagDecl> {

@@ -19,7 +19,8 @@ use super::{
     store_err, validate_gate, validate_name, validate_node,
 };
 use rollgate_store::{
-    Compare, EventKind, LeaseId, MetaStore, OpResponse, Revision, StoreError, Txn, TxnOp, decode_json, encode_json,
+    Compare, EventKind, FencedStore, LeaseId, MetaStore, OpResponse, Revision, StoreError, Txn, TxnOp, decode_json,
+    encode_json,
 };
 use rollgate_util::now_ms;
 
@@ -60,7 +61,9 @@ impl From<&str> for StepError {
 /// What a running step gets.
 #[derive(Clone)]
 pub struct StepContext {
-    /// The metadata store.
+    /// The metadata store. Its writes are fenced on this node's ownership:
+    /// once another node took the migrations over, they fail with
+    /// `StoreError::Fenced` and change nothing.
     pub store: Arc<dyn MetaStore>,
     /// The service.
     pub service: String,
@@ -587,8 +590,11 @@ impl ServiceRunner {
                 }
             },
         };
+        // Every write the step makes is fenced on the owner key (h): once
+        // another node took the ownership over, a late write is refused.
+        let fence = Compare::create_revision(&own.key, own.create_revision);
         let ctx = StepContext {
-            store: self.store.clone(),
+            store: Arc::new(FencedStore::new(self.store.clone(), fence)),
             service: service.to_string(),
             from,
             to,
@@ -599,6 +605,10 @@ impl ServiceRunner {
         let started_ms = now_ms();
         tracing::info!(service, from, to, step = step.name(), %direction, node = %self.node, "running service step");
         if let Err(e) = action(ctx).await {
+            if !self.still_owns(own).await? {
+                tracing::warn!(service, from, to, step = step.name(), error = %e, "service step ended after the ownership moved");
+                return Err(MigrateError::LostOwnership { service: service.to_string(), node: self.node.clone() });
+            }
             let failure = StepFailure {
                 from,
                 to,
@@ -641,8 +651,7 @@ impl ServiceRunner {
         let excess = format.history.len().saturating_sub(self.options.max_history);
         format.history.drain(..excess);
         if !self.commit(service, &format, revision, own).await? {
-            let owner = self.store.get(&own.key).await.map_err(store_err("reading the migration owner key"))?;
-            if owner.is_none_or(|kv| kv.create_revision != own.create_revision) {
+            if !self.still_owns(own).await? {
                 return Err(MigrateError::LostOwnership { service: service.to_string(), node: self.node.clone() });
             }
             return Err(MigrateError::FormatConflict {
@@ -653,6 +662,12 @@ impl ServiceRunner {
         }
         tracing::info!(service, from, to, step = step.name(), node = %self.node, "service step committed");
         Ok(record)
+    }
+
+    /// Whether the owner key is still the one this runner took.
+    async fn still_owns(&self, own: &Ownership) -> Result<bool, MigrateError> {
+        let owner = self.store.get(&own.key).await.map_err(store_err("reading the migration owner key"))?;
+        Ok(owner.is_some_and(|kv| kv.create_revision == own.create_revision))
     }
 
     /// Writes the format record guarded on its mod revision and on the owner

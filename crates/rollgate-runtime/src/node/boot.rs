@@ -21,27 +21,38 @@
 //!    upgrade, the bridge release (from the release table) and
 //!    `nodes forget`, changing nothing; the transaction also writes the live
 //!    key, so the new member is never taken for dead;
-//! 4. liveness and the flag worker; the flags the join wrote are driven to
-//!    enabled; recovery of any enabling this node owned before a crash or
-//!    whose owner is gone; required flags must end enabled;
-//! 5. the per-node steps of the flags that were enabled before this boot;
-//! 6. the bits follow the view.
+//!    (all of it decided by [`plan::plan_join`] on the view the join commits
+//!    against, which also names the per-node steps due before serving);
+//! 4. liveness and the flag worker (bits, serving, per-node steps of
+//!    attempts in progress, recovery: see `worker.rs`); the flags the join
+//!    wrote are driven to enabled; recovery of any enabling this node owned
+//!    before a crash or whose owner is gone; required flags must end enabled
+//!    ([`plan::required_at_boot`]);
+//! 5. the per-node steps of the flags enabled in the view the join
+//!    committed against (a flag enabled between the boot check and the join
+//!    is not missed);
+//! 6. the node serves ([`Node::serving`]) from here on, while the worker
+//!    confirms its membership, lease and view (I11).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
 use crate::capabilities::RouteTable;
 use crate::cluster::{
-    Cluster, ClusterError, ClusterHandle, ClusterView, Committed, FlagRecord, FlagState, HandleOptions, LocalCopy,
-    Member, NodeRecord, NodeState, UpdateError, ViewOp, now_ms, validate_node_id,
+    Cluster, ClusterError, ClusterHandle, Committed, HandleOptions, LocalCopy, Member, NodeRecord, NodeState,
+    UpdateError, ViewOp, now_ms, validate_node_id,
 };
-use crate::flags::plan::{self, Begin, PlanContext, RequiredBlock};
-use crate::flags::{FlagError, FlagSource, Flags, ReleaseTable, StepContext};
+use crate::flags::plan::{self, Bounds, JoinPlan, JoinStop, Me, RequiredState, Rules};
+use crate::flags::{FlagError, FlagSource, Flags, ReleaseTable};
 use rollgate_store::{MetaStore, StoreOptions, TxnOp};
 
-use super::driver::{Driving, Shared, attempt_id, flag_worker, follow_bits, is_unavailable};
+use super::driver::{Shared, attempt_id, is_unavailable};
+use super::worker::flag_worker;
 use super::{Core, Node, NodeConfig, NodeError};
 
 impl Node {
@@ -58,6 +69,7 @@ impl Node {
 
     /// Starts a node on `store` (see the module docs for the steps).
     pub async fn start(config: NodeConfig, store: Arc<dyn MetaStore>) -> Result<Node, NodeError> {
+        let epoch = Instant::now();
         check_config(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Config {
             reason: format!("cannot create the data dir {}: {e}", config.data_dir.display()),
@@ -84,7 +96,13 @@ impl Node {
                 .into());
             }
         }
-        let handle_options = HandleOptions { local_copy_dir: Some(config.data_dir.clone()), ..config.handle.clone() };
+        let bounds = bounds(&config);
+        // Probe often enough that a quiet, healthy node confirms its view well within its lease.
+        let handle_options = HandleOptions {
+            local_copy_dir: Some(config.data_dir.clone()),
+            probe_interval_ms: config.handle.probe_interval_ms.min((bounds.view_lease_ms / 4).max(1)),
+            ..config.handle.clone()
+        };
         let handle = ClusterHandle::start(cluster.clone(), handle_options).await.map_err(|e| offline(&config, e))?;
 
         // Boot check (I2): the store has nothing enabled this release lacks.
@@ -101,28 +119,14 @@ impl Node {
             .into());
         }
 
-        let mut routes = config.routes.clone();
-        routes.merge(&RouteTable::admin_routes());
-        let record = NodeRecord {
-            node_id: config.node_id.clone(),
-            data_addr: config.data_addr.clone(),
-            admin_addr: config.admin_addr.clone(),
-            release: config.release.clone(),
-            protocol: config.protocol,
-            transport: config.transport,
-            supported_flags: names,
-            cluster_features: config.features.published(config.test_mode),
-            flag_node_steps: config.flags.node_step_flags(),
-            routes: Some(routes),
-            state: NodeState::Running,
-            started_ms: now_ms(),
-        };
+        // The join lease: its id is this run's incarnation (store-unique).
+        let (join_lease, _) = cluster.store().lease_grant(config.liveness_ttl_s).await?;
+        let record = node_record(&config, &bounds, join_lease as u64);
 
         // The epoch-fenced join (I5). It writes the live key too (on a lease
         // of its own), so that the node is running from the moment it is a
         // member: nobody takes its first enablings for orphans.
-        let (join_lease, _) = cluster.store().lease_grant(config.liveness_ttl_s).await?;
-        let (joined, written) = join(&handle, &config, &record, join_lease).await?;
+        let (joined, plan) = join(&handle, &config, &record, join_lease).await?;
         let liveness = cluster.start_liveness(&config.node_id, config.liveness_ttl_s).await?;
         if let Err(e) = cluster.store().lease_revoke(join_lease).await {
             tracing::debug!(error = %e, "revoking the join lease");
@@ -133,18 +137,23 @@ impl Node {
             cluster,
             handle,
             record,
+            epoch,
+            bounds,
             driving: Mutex::new(BTreeSet::new()),
-            steps: Mutex::new(BTreeSet::new()),
             recovering: Mutex::new(BTreeSet::new()),
             op_lock: tokio::sync::Mutex::new(()),
-            bits_revision: Mutex::new(0),
+            bits_revision: Mutex::new(None),
+            lease: liveness.watch(),
             liveness: tokio::sync::Mutex::new(Some(liveness)),
+            fenced: watch::Sender::new(None),
+            serving: watch::Sender::new(false),
+            booted: AtomicBool::new(false),
             sections: Mutex::new(BTreeMap::new()),
             spawned: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
         let node = Node { core: Arc::new(Core { shared: shared.clone(), tasks: Mutex::new(Vec::new()) }) };
-        match node.boot(joined, written, &initial).await {
+        match node.boot(joined, plan).await {
             Ok(()) => Ok(node),
             Err(e) => {
                 tracing::error!(node = %shared.config.node_id, error = %e, "boot failed; leaving the cluster");
@@ -154,12 +163,7 @@ impl Node {
         }
     }
 
-    async fn boot(
-        &self,
-        joined: Committed,
-        written: Vec<(String, String)>,
-        initial: &ClusterView,
-    ) -> Result<(), NodeError> {
+    async fn boot(&self, joined: Committed, plan: JoinPlan) -> Result<(), NodeError> {
         let shared = &self.core.shared;
         let me = shared.config.node_id.clone();
         let wait = Duration::from_millis(shared.config.timeouts.boot_wait_ms.max(1));
@@ -176,80 +180,119 @@ impl Node {
             .into());
         }
         // The flags the join wrote as enabling (fresh cluster, required
-        // flags): driven here, dependencies first, with their attempts.
-        let guards: Vec<Driving<'_>> = written.iter().map(|(flag, _)| shared.drive(flag)).collect();
+        // flags): driven here, dependencies first, with their attempts (the
+        // worker must not take them for orphans meanwhile).
+        let guards: Vec<_> = plan.drive.iter().map(|(flag, _)| shared.drive_guard(flag)).collect();
         self.spawn_task(flag_worker(shared.clone()));
-        for (flag, attempt) in &written {
-            if let Err(e) = shared.drive_enable(flag, attempt).await {
+        for (flag, attempt) in &plan.drive {
+            if let Err(e) = shared.drive_enable(flag, attempt, joined.revision).await {
                 tracing::warn!(node = %me, flag = %flag, error = %e, "enabling at boot failed");
             }
         }
         drop(guards);
-
         // Recovery (I4): enablings this node owned before a crash, and any
-        // whose driver is gone.
+        // whose owner is gone.
         let order: Vec<String> = shared.config.flags.topological().map(|d| d.name().to_string()).collect();
         for flag in &order {
             if let Err(e) = shared.clone().recover(flag).await {
                 tracing::warn!(node = %me, flag = %flag, error = %e, "recovery at boot failed");
             }
         }
+        self.required_flags(&mut rx, wait).await?;
+        // Per-node steps of the flags enabled in the view the join committed against.
+        for flag in &plan.boot_steps {
+            let Some(step) = shared.config.flags.get(flag).and_then(|d| d.on_enable_node.clone()) else { continue };
+            let revision = shared.handle.view().flag_revisions.get(flag).copied().unwrap_or(0);
+            let limit = Duration::from_millis(shared.config.timeouts.step_ms.max(1));
+            let result = match tokio::time::timeout(limit, step(shared.step_context(flag, revision))).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
+            };
+            result.map_err(|reason| NodeError::NodeStep { node: me.clone(), flag: flag.clone(), reason })?;
+        }
+        shared.refresh_bits(&shared.handle.view());
+        shared.booted.store(true, Ordering::SeqCst);
+        shared.serving.send_replace(shared.fenced.borrow().is_none());
+        tracing::info!(node = %me, release = %shared.config.release, "node started");
+        Ok(())
+    }
 
-        // Required flags must be enabled before this release serves.
-        for d in shared.config.flags.topological().filter(|d| d.get_stability() == crate::flags::Stability::Required) {
-            let flag = d.name();
-            let got = tokio::time::timeout(
-                wait,
-                rx.wait_for(|v| v.flags.get(flag).is_none_or(|r| !matches!(r.state, FlagState::Enabling { .. }))),
-            )
-            .await
-            .map(|r| r.is_ok());
-            let view = shared.handle.view();
-            if !view.is_enabled(flag) {
-                let reason = match (got, view.flags.get(flag)) {
-                    (Err(_), _) => format!("it is still being enabled after {} ms", wait.as_millis()),
-                    (_, Some(r)) if r.note.is_some() => r.note.clone().unwrap_or_default(),
-                    _ => "it could not be enabled; see `rollgate flags info` for why".into(),
-                };
+    /// Required flags must be enabled before this release serves.
+    async fn required_flags(
+        &self,
+        rx: &mut watch::Receiver<Arc<crate::cluster::ClusterView>>,
+        wait: Duration,
+    ) -> Result<(), NodeError> {
+        let shared = &self.core.shared;
+        let deadline = Instant::now() + wait;
+        loop {
+            let view = rx.borrow_and_update().clone();
+            let flag = match plan::required_at_boot(&view, &shared.config.flags) {
+                RequiredState::Ready => return Ok(()),
+                RequiredState::Refuse { flag, reason } => {
+                    return Err(FlagError::RequiredNotEnabled {
+                        node: shared.config.node_id.clone(),
+                        release: shared.config.release.clone(),
+                        flag,
+                        reason,
+                    }
+                    .into());
+                }
+                RequiredState::Wait { flag } => flag,
+            };
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
                 return Err(FlagError::RequiredNotEnabled {
-                    node: me.clone(),
+                    node: shared.config.node_id.clone(),
                     release: shared.config.release.clone(),
-                    flag: flag.to_string(),
-                    reason,
+                    flag,
+                    reason: format!("it is still being enabled after {} ms", wait.as_millis()),
                 }
                 .into());
             }
         }
-
-        // Per-node steps of flags that were enabled before this boot.
-        for d in shared.config.flags.topological() {
-            let Some(step) = &d.on_enable_node else { continue };
-            if !initial.is_enabled(d.name()) {
-                continue;
-            }
-            let ctx = StepContext { flag: d.name().to_string(), node_id: me.clone(), cluster: shared.cluster.clone() };
-            let limit = Duration::from_millis(shared.config.timeouts.step_ms.max(1));
-            let result = match tokio::time::timeout(limit, step(ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
-            };
-            result.map_err(|reason| NodeError::NodeStep { node: me.clone(), flag: d.name().to_string(), reason })?;
-        }
-
-        // The hot path follows the view from now on (the handle writes the
-        // local copy before it publishes a view).
-        shared.refresh_bits(&shared.handle.view());
-        self.spawn_task(follow_bits(shared.clone()));
-        tracing::info!(node = %me, release = %shared.config.release, "node started");
-        Ok(())
     }
 }
 
-/// Why a join closure stopped.
-enum JoinStop {
-    Refused(plan::JoinRefusal),
-    Required(Vec<RequiredBlock>),
-    Store(String),
+/// The member record a node joins with: what its release supports,
+/// requires and cannot reverse, its per-node steps, its incarnation.
+fn node_record(config: &NodeConfig, bounds: &Bounds, incarnation: u64) -> NodeRecord {
+    let mut routes = config.routes.clone();
+    routes.merge(&RouteTable::admin_routes());
+    NodeRecord {
+        node_id: config.node_id.clone(),
+        data_addr: config.data_addr.clone(),
+        admin_addr: config.admin_addr.clone(),
+        release: config.release.clone(),
+        protocol: config.protocol,
+        transport: config.transport,
+        supported_flags: config.flags.names(),
+        cluster_features: config.features.published(config.test_mode),
+        flag_node_steps: config.flags.node_step_flags(),
+        required_flags: config.flags.release_flags().required,
+        irreversible_flags: config
+            .flags
+            .iter()
+            .filter(|(_, d)| !d.is_reversible())
+            .map(|(_, d)| d.name().to_string())
+            .collect(),
+        incarnation,
+        view_lease_ms: bounds.view_lease_ms,
+        routes: Some(routes),
+        state: NodeState::Running,
+        started_ms: now_ms(),
+    }
+}
+
+/// The protocol bounds of a node's config.
+fn bounds(config: &NodeConfig) -> Bounds {
+    let ttl_ms = config.liveness_ttl_s.max(1) as u64 * 1000;
+    let view_lease_ms = if config.timeouts.view_lease_ms > 0 { config.timeouts.view_lease_ms } else { ttl_ms };
+    Bounds {
+        node_steps_ms: config.timeouts.node_steps_ms,
+        ttl_ms,
+        view_lease_ms,
+        margin_ppm: config.timeouts.clock_margin_ppm,
+    }
 }
 
 fn check_config(config: &NodeConfig) -> Result<(), NodeError> {
@@ -311,78 +354,43 @@ fn offline_refusal(config: &NodeConfig, e: ClusterError) -> NodeError {
     }
 }
 
-/// The join: checks flags and features on the view it commits against;
-/// on a fresh cluster writes every stable and required flag as enabling,
-/// else the disabled required flags every member supports.
+/// The join ([`plan::plan_join`] on the view it commits against), with
+/// the live key on the join lease.
 async fn join(
     handle: &ClusterHandle,
     config: &NodeConfig,
     record: &NodeRecord,
     lease: rollgate_store::LeaseId,
-) -> Result<(Committed, Vec<(String, String)>), NodeError> {
-    let registry = &config.flags;
-    let me = config.node_id.as_str();
-    let driving = BTreeSet::new();
+) -> Result<(Committed, JoinPlan), NodeError> {
+    let me_id = config.node_id.as_str();
     let keys = handle.cluster().keys().clone();
-    let mut written = Vec::new();
+    let live = crate::cluster::LiveRecord { lease, heartbeat_ms: now_ms() };
+    let live_value = rollgate_store::encode_json(&keys.live(me_id), &live)?;
+    let driving = BTreeSet::new();
+    let mut planned = None;
     let result = handle
         .update(|view| {
-            written.clear();
-            plan::join_check(view, record).map_err(JoinStop::Refused)?;
-            let mut with_me = view.clone();
-            with_me.members.insert(
-                me.to_string(),
-                Member {
-                    record: record.clone(),
-                    live: Some(crate::cluster::LiveRecord { lease: 0, heartbeat_ms: now_ms() }),
-                    effective: NodeState::Running,
-                },
-            );
-            let fresh = view.members.is_empty() && view.flags.is_empty();
-            let to_enable: Vec<String> = if fresh {
-                registry
-                    .topological()
-                    .filter(|d| d.get_stability() != crate::flags::Stability::Experimental)
-                    .map(|d| d.name().to_string())
-                    .collect()
-            } else {
-                plan::required_to_enable(&with_me, registry).map_err(JoinStop::Required)?
+            let me = Me {
+                id: me_id,
+                incarnation: record.incarnation,
+                driving: &driving,
+                bits_revision: 0,
+                wall_ms: now_ms(),
+                rules: Rules::strict(),
             };
-            let ctx = PlanContext { me, now_ms: now_ms(), stale_ms: config.timeouts.stale_ms, driving: &driving };
-            let live = crate::cluster::LiveRecord { lease, heartbeat_ms: now_ms() };
-            let live_value =
-                rollgate_store::encode_json(&keys.live(me), &live).map_err(|e| JoinStop::Store(e.to_string()))?;
-            let mut ops = vec![
-                ViewOp::PutMember(record.clone()),
-                ViewOp::Raw(TxnOp::put_with_lease(keys.live(me), live_value, lease)),
-            ];
-            for flag in to_enable {
-                // Dependencies are in the same batch (dependency order): count them enabled for the check.
-                let attempt = attempt_id();
-                match plan::begin_enable(&with_me, registry, &flag, &attempt, &ctx) {
-                    Ok(Begin::Write(rec)) => {
-                        with_me.flags.insert(flag.clone(), FlagRecord::enabled());
-                        written.push((flag.clone(), attempt));
-                        ops.push(ViewOp::PutFlag(flag, *rec));
-                    }
-                    Ok(Begin::AlreadyEnabled) => {}
-                    Err(blockers) => {
-                        tracing::warn!(flag = %flag, "not enabling at join: {}", blockers[0]);
-                    }
-                }
-            }
+            let plan = plan::plan_join(view, &config.flags, record, &me, &mut attempt_id)?;
+            let mut ops = plan.ops.clone();
+            ops.push(ViewOp::Raw(TxnOp::put_with_lease(keys.live(me_id), live_value.clone(), lease)));
+            planned = Some(plan);
             Ok(ops)
         })
         .await;
     match result {
-        Ok(c) => Ok((c, written)),
-        Err(UpdateError::Rejected(JoinStop::Store(reason))) => {
-            Err(ClusterError::Metadata { root: keys.root().to_string(), reason }.into())
-        }
+        Ok(c) => Ok((c, planned.expect("a committed join has a plan"))),
         Err(UpdateError::Rejected(JoinStop::Refused(r))) => Err(FlagError::JoinRefused(r).into()),
         Err(UpdateError::Rejected(JoinStop::Required(blocks))) => {
             let bridge = config.releases.as_ref().and_then(|t| bridge_release(t, &config.release, &blocks));
-            let message = plan::required_blocked_message(me, &config.release, &blocks, bridge.as_deref());
+            let message = plan::required_blocked_message(me_id, &config.release, &blocks, bridge.as_deref());
             Err(FlagError::RequiredBlocked { blocks, message }.into())
         }
         Err(UpdateError::Cluster(e)) => Err(e.into()),
@@ -391,7 +399,7 @@ async fn join(
 
 /// The latest release before `release` that supports the blocked flags
 /// without requiring them.
-fn bridge_release(table: &ReleaseTable, release: &str, blocks: &[RequiredBlock]) -> Option<String> {
+fn bridge_release(table: &ReleaseTable, release: &str, blocks: &[plan::RequiredBlock]) -> Option<String> {
     let (index, _) = table.get(release)?;
     table.releases[..index]
         .iter()

@@ -12,10 +12,15 @@
 //! per-node steps of enabled flags, and finally the hot-path bits.
 //!
 //! A running node keeps a flag worker that runs its per-node enable steps when a
-//! flag it must prepare is being enabled, and resumes or rolls back any
-//! enabling whose driver is gone (I4). [`Node::enable`] and
-//! [`Node::disable`] run the protocols on this node (in a task of their own:
-//! a caller that goes away does not cut a protocol in the middle).
+//! flag it must prepare is being enabled, acknowledges disablings, resumes or
+//! rolls back any enabling whose owner is gone (I4), and decides whether the
+//! node serves: [`Node::serving`] turns false as soon as the node cannot
+//! confirm, within its leases, that it is a member and that its flag view is
+//! current (I11, fail closed); services refuse requests meanwhile.
+//! [`Node::enable`] and [`Node::disable`] run the protocols on this node (in
+//! a task of their own: a caller that goes away does not cut a protocol in
+//! the middle). The decisions are the planner's ([`crate::flags::plan`]);
+//! `driver.rs` and `worker.rs` execute them.
 //!
 //! ```no_run
 //! use rollgate::admin::{self, AdminConfig};
@@ -49,6 +54,7 @@
 
 mod boot;
 mod driver;
+mod worker;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -56,6 +62,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::capabilities::{self, RouteTable};
@@ -64,7 +71,7 @@ use crate::cluster::{
     TransportRange,
 };
 use crate::features::{self, FeatureSet};
-use crate::flags::plan::{self, EnablePlan, EnableRequest};
+use crate::flags::plan::{self, EnablePlan, EnableRequest, FenceReason};
 use crate::flags::{FlagError, FlagId, FlagRegistry, Flags, PluginSpec, ReleaseTable};
 use rollgate_store::StoreError;
 use rollgate_version::{ProtocolRange, TransportVersion};
@@ -80,15 +87,23 @@ pub struct NodeTimeouts {
     pub node_steps_ms: u64,
     /// How long one enable step or disable hook may run.
     pub step_ms: u64,
-    /// An enabling or disabling record not refreshed for this long is taken
-    /// over even when its owner looks alive (the owner refreshes it while a
-    /// long step runs).
+    /// Ignored (kept for configurations that set it): an in-progress record
+    /// is taken over only when its owner's lease is gone or it restarted,
+    /// never after a time.
     pub stale_ms: u64,
     /// How long a member may take to answer a `_capabilities` question.
     pub capabilities_ms: u64,
     /// How long boot waits for its own view (join, liveness) and for
     /// required flags another node is enabling.
     pub boot_wait_ms: u64,
+    /// How long the node serves after it last confirmed its view current
+    /// (0: the liveness TTL). A disabling waits at most this long (the
+    /// longest of the members') for members that do not acknowledge it.
+    pub view_lease_ms: u64,
+    /// The clock margin in millionths: how far a node's clock rate may be
+    /// off, plus scheduling slack. A node serves `(1 − margin)` of its
+    /// leases; a disabling waits `(1 + margin)` of a view lease.
+    pub clock_margin_ppm: u32,
 }
 
 impl Default for NodeTimeouts {
@@ -99,6 +114,8 @@ impl Default for NodeTimeouts {
             stale_ms: 120_000,
             capabilities_ms: capabilities::DEFAULT_TIMEOUT_MS,
             boot_wait_ms: 60_000,
+            view_lease_ms: 0,
+            clock_margin_ppm: 50_000,
         }
     }
 }
@@ -291,6 +308,19 @@ impl Node {
     pub async fn wait_enabled(&self, id: FlagId) {
         self.shared().flags.wait_enabled(id).await
     }
+    /// Whether this node may serve, as a watch channel: true once it booted
+    /// and while it confirms, within its leases, that it is a running member
+    /// of the cluster and that its flag view is current; false from the
+    /// moment it cannot (store cut off, lease lost, forgotten, a flag its
+    /// release does not know) until it has confirmed both again (I11, fail
+    /// closed). A forgotten node stays fenced until it is restarted.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.shared().serving.subscribe()
+    }
+    /// Why the node does not serve now (`None`: it serves, or it is still booting).
+    pub fn fence_reason(&self) -> Option<FenceReason> {
+        self.shared().fenced.borrow().clone()
+    }
     /// The cached cluster view.
     pub fn view(&self) -> Arc<ClusterView> {
         self.shared().handle.view()
@@ -317,7 +347,7 @@ impl Node {
         let shared = self.shared();
         let view = shared.cluster.view().await?;
         let driving = shared.driving_now();
-        Ok(plan::plan_enable(&view, &shared.config.flags, request, &shared.ctx(&driving)))
+        Ok(plan::plan_enable(&view, &shared.config.flags, request, &shared.me(&driving)))
     }
 
     /// Enables flags (dependencies first), or plans it as a dry run. A
@@ -404,6 +434,8 @@ impl Node {
         for t in shared.spawned.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             t.abort();
         }
+        shared.fenced.send_replace(Some(FenceReason::Stopping));
+        shared.serving.send_replace(false);
         let left = shared.cluster.leave(&shared.config.node_id).await;
         if let Some(l) = shared.liveness.lock().await.take() {
             l.stop().await?;

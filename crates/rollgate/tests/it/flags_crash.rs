@@ -26,7 +26,9 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn log(dir: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("steps.log")).unwrap();
-    writeln!(f, "{line}").unwrap();
+    // One write per line: steps run concurrently, and `writeln!` may write a
+    // line and its newline apart, interleaving with another step's line.
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
     f.sync_all().unwrap();
 }
 

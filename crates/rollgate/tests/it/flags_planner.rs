@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use rollgate::cluster::{ClusterView, EnableAttempt, FlagRecord, FlagState, LiveRecord, Member, NodeRecord, NodeState};
-use rollgate::flags::plan::{self, Blocker, PlanContext, Recovery};
+use rollgate::flags::plan::{self, Blocker, Me, Recovery, Rules};
 use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry, Stability};
 
 const FLAGS: [&str; 5] = ["a", "b", "c", "x", "s"];
@@ -49,8 +49,11 @@ fn flag_state(kind: u8, owner: usize) -> Option<FlagRecord> {
         3 => FlagState::Enabling { owner: format!("n{owner}"), started_ms: 1, step: None },
         _ => FlagState::Disabling { owner: format!("n{owner}"), started_ms: 1 },
     };
-    let attempt = matches!(state, FlagState::Enabling { .. })
-        .then(|| EnableAttempt { id: "att".into(), node_steps: BTreeSet::new() });
+    let attempt = matches!(state, FlagState::Enabling { .. }).then(|| EnableAttempt {
+        id: "att".into(),
+        node_steps: BTreeSet::new(),
+        owner_incarnation: 0,
+    });
     Some(FlagRecord { state, updated_ms: 1_000, info: None, attempt, note: None })
 }
 
@@ -81,6 +84,7 @@ prop_compose! {
             members,
             flags,
             flag_acks: BTreeMap::new(),
+            flag_revisions: BTreeMap::new(),
         }
     }
 }
@@ -91,8 +95,8 @@ prop_compose! {
     }
 }
 
-fn ctx<'a>(me: &'a str, driving: &'a BTreeSet<String>) -> PlanContext<'a> {
-    PlanContext { me, now_ms: 2_000, stale_ms: 60_000, driving }
+fn ctx<'a>(me: &'a str, driving: &'a BTreeSet<String>) -> Me<'a> {
+    Me { id: me, incarnation: 0, driving, bits_revision: 0, wall_ms: 2_000, rules: Rules::strict() }
 }
 
 proptest! {

@@ -19,7 +19,7 @@ mod features_join;
 mod flags_boot;
 mod flags_crash;
 mod flags_enable;
-mod flags_model;
+mod flags_holes;
 mod flags_planner;
 mod flags_race;
 mod flags_registry;

@@ -135,6 +135,7 @@ pub fn config(node: &str, release: &str, root: &Path, counters: &Counters) -> No
         stale_ms: 60_000,
         capabilities_ms: 1_000,
         boot_wait_ms: 20_000,
+        ..NodeTimeouts::default()
     };
     c
 }
