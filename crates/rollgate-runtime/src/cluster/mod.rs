@@ -766,7 +766,8 @@ impl Cluster {
     /// [`Cluster::update`], whose first attempt uses `cached` (e.g. a
     /// handle's view) instead of listing the store: the epoch guard makes
     /// that safe (a stale view fails the guard and the next attempt lists),
-    /// and it saves one read of every member when the view is current.
+    /// and it saves one read of every member when the view is current. A
+    /// refusal on the cached view is checked again on a fresh one.
     pub async fn update_from<E, F>(
         &self,
         cached: Option<Arc<ClusterView>>,
@@ -775,14 +776,22 @@ impl Cluster {
     where
         F: FnMut(&ClusterView) -> Result<Vec<ViewOp>, E>,
     {
-        let attempts = self.options.max_update_attempts.max(1);
+        // One more attempt when the first is on the cached view.
+        let attempts = self.options.max_update_attempts.max(1) + usize::from(cached.is_some());
         let mut cached = cached;
         for attempt in 1..=attempts {
-            let view = match cached.take() {
-                Some(v) => v,
-                None => Arc::new(self.view().await?),
+            let (view, from_cache) = match cached.take() {
+                Some(v) => (v, true),
+                None => (Arc::new(self.view().await?), false),
             };
-            let ops = f(&view).map_err(UpdateError::Rejected)?;
+            let ops = match f(&view) {
+                Ok(ops) => ops,
+                // A refusal holds only on a fresh view: a cached one may lag
+                // behind a change that lifted it (the commit of an accepted
+                // change is fenced on the epoch; a refusal commits nothing).
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(UpdateError::Rejected(e)),
+            };
             if let Some(committed) = self.try_commit(&view, ops).await? {
                 return Ok(Committed { attempts: attempt, ..committed });
             }
@@ -888,5 +897,27 @@ mod tests {
         let back: FlagRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(serde_json::from_str::<FlagRecord>(r#"{"state":"exploded"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_on_a_stale_cached_view_is_checked_again_on_a_fresh_one() {
+        let store = rollgate_store::open("mem:", rollgate_store::StoreOptions::default()).await.unwrap();
+        let cluster = Cluster::open(store, ClusterOptions::default()).await.unwrap();
+        let stale = Arc::new(cluster.view().await.unwrap());
+        cluster.join(NodeRecord::new("n1", "1.0"), |_| Ok::<_, ()>(())).await.unwrap();
+        // The caller refuses while n1 is not a member: true of the cached view
+        // only, so the refusal must not stand.
+        let mut seen = Vec::new();
+        let committed = cluster
+            .update_from(Some(stale), |view| {
+                seen.push(view.member("n1").is_some());
+                if view.member("n1").is_none() { Err("n1 is not a member") } else { Ok(Vec::new()) }
+            })
+            .await;
+        assert!(committed.is_ok(), "refused on a stale view: {:?} (views seen: {seen:?})", committed.err());
+        assert_eq!(seen, [false, true], "the cached view first, then a fresh one");
+        // A refusal on a fresh view stands.
+        let refused = cluster.update_from(None, |_| Err::<Vec<ViewOp>, _>("no")).await;
+        assert!(matches!(refused, Err(UpdateError::Rejected("no"))));
     }
 }
