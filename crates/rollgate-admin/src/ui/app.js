@@ -39,6 +39,12 @@ function duration(secs) {
   return secs < 60 ? secs + "s" : Math.floor(secs / 60) + "m" + String(secs % 60).padStart(2, "0") + "s";
 }
 
+// A transport version id as the project writes it: M_NNN_S_PP (1002000 is 1_002_0_00).
+function tv(id) {
+  if (typeof id !== "number") return "-";
+  return `${Math.floor(id / 1000000)}_${String(Math.floor(id / 1000) % 1000).padStart(3, "0")}_${Math.floor(id / 100) % 10}_${String(id % 100).padStart(2, "0")}`;
+}
+
 function fill(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
@@ -66,7 +72,7 @@ function renderMembers(s) {
     else linkCell = m.links.map((l) => h("span", { class: "link" },
       "\u2192 " + l.peer + ": ",
       l.state === "connected"
-        ? h("span", { class: "mono" }, `v${l.protocol} / ${l.transport}`, l.authenticated ? " \u{1F512}" : "")
+        ? h("span", { class: "mono", title: "transport id " + l.transport }, `v${l.protocol} / ${tv(l.transport)}`, l.authenticated ? " \u{1F512}" : "")
         : pill(l.state),
       l.error && l.state !== "connected" ? h("span", { class: "muted" }, " " + l.error) : null));
     return h("tr", { "data-node": n.node_id },
@@ -74,7 +80,7 @@ function renderMembers(s) {
       h("td", {}, n.release),
       h("td", { class: "state" }, pill(n.state)),
       h("td", { class: "mono" }, n.protocol),
-      h("td", { class: "mono" }, String(n.transport)),
+      h("td", { class: "mono", title: "transport id " + n.transport }, tv(n.transport)),
       h("td", { class: "mono", title: n.release_manifest || "" }, n.release_manifest ? n.release_manifest.slice(7, 19) : "-"),
       h("td", {}, linkCell));
   });

@@ -13,9 +13,11 @@
 
 #[path = "../shared/clients.rs"]
 mod clients;
+mod cdp;
 mod support;
 
 mod bad_input;
 mod cluster;
+mod dashboard_browser;
 mod mixed_releases;
 mod wire_golden;
