@@ -114,20 +114,44 @@ impl Metrics {
         {
             let mut r = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
             let i = &inner;
-            r.register("rollgate_peer_protocol_version", "Protocol version agreed with a connected peer", i.peer_protocol.clone());
-            r.register("rollgate_peer_transport_version", "Transport version agreed with a connected peer", i.peer_transport.clone());
+            r.register(
+                "rollgate_peer_protocol_version",
+                "Protocol version agreed with a connected peer",
+                i.peer_protocol.clone(),
+            );
+            r.register(
+                "rollgate_peer_transport_version",
+                "Transport version agreed with a connected peer",
+                i.peer_transport.clone(),
+            );
             r.register("rollgate_peer_connected", "1 while the link to the peer is up", i.peer_connected.clone());
-            r.register("rollgate_handshakes", "Version handshakes accepted, and rejected by reject code", i.handshakes.clone());
+            r.register(
+                "rollgate_handshakes",
+                "Version handshakes accepted, and rejected by reject code",
+                i.handshakes.clone(),
+            );
             r.register("rollgate_flag_state", "1 for the flag's state, 0 for the others", i.flag_state.clone());
-            r.register("rollgate_flag_operations", "Flag enables and disables through the admin API", i.flag_ops.clone());
+            r.register(
+                "rollgate_flag_operations",
+                "Flag enables and disables through the admin API",
+                i.flag_ops.clone(),
+            );
             r.register_with_unit(
                 "rollgate_flag_operation_duration",
                 "How long flag enables and disables took",
                 Unit::Seconds,
                 i.flag_op_seconds.clone(),
             );
-            r.register("rollgate_migration_records_done", "Records processed in the current pass", i.migration_done.clone());
-            r.register("rollgate_migration_records", "Records in the table when the pass started", i.migration_total.clone());
+            r.register(
+                "rollgate_migration_records_done",
+                "Records processed in the current pass",
+                i.migration_done.clone(),
+            );
+            r.register(
+                "rollgate_migration_records",
+                "Records in the table when the pass started",
+                i.migration_total.clone(),
+            );
             r.register(
                 "rollgate_migration_rate_records_per_second",
                 "Records migrated per second while running",
@@ -135,7 +159,11 @@ impl Metrics {
             );
             r.register("rollgate_cluster_epoch", "The cluster epoch of this node's view", i.epoch.clone());
             r.register("rollgate_members", "Members by effective state", i.members.clone());
-            r.register("rollgate_store_reachable", "1 while the node reaches the metadata store", i.store_reachable.clone());
+            r.register(
+                "rollgate_store_reachable",
+                "1 while the node reaches the metadata store",
+                i.store_reachable.clone(),
+            );
         }
         Metrics { inner: Arc::new(inner) }
     }

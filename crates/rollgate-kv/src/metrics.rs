@@ -129,7 +129,9 @@ mod tests {
         assert_eq!(operation(&Method::PUT, "/kv/a"), Some("put"));
         assert_eq!(operation(&Method::DELETE, "/kv/a"), Some("delete"));
         assert_eq!(operation(&Method::GET, "/kv"), Some("scan"));
-        for (m, p) in [(Method::GET, "/admin/flags"), (Method::POST, "/kv/a"), (Method::GET, "/metrics"), (Method::GET, "/kvx")] {
+        for (m, p) in
+            [(Method::GET, "/admin/flags"), (Method::POST, "/kv/a"), (Method::GET, "/metrics"), (Method::GET, "/kvx")]
+        {
             assert_eq!(operation(&m, p), None, "{m} {p}");
         }
     }

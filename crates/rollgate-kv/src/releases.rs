@@ -439,10 +439,8 @@ pub fn release_table() -> ReleaseTable {
 /// `rollgate-kv releases --manifest` is the one a node checks.
 pub fn apply_to(release: &Release, c: &mut rollgate::node::NodeConfig) -> Result<(), FeatureError> {
     c.protocol = release.protocols;
-    c.transport = rollgate::cluster::TransportRange {
-        min_compatible: release.minimum_compatible,
-        current: release.transport,
-    };
+    c.transport =
+        rollgate::cluster::TransportRange { min_compatible: release.minimum_compatible, current: release.transport };
     c.features = release.feature_set()?;
     c.formats = vec![rollgate::release::ManifestFormat {
         unit: RECORDS_UNIT.into(),

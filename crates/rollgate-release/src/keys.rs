@@ -94,11 +94,10 @@ impl ReleaseKey {
                 "this is a private key: give nodes the public key file (`rollgate release keygen` writes it next to the private one, ending in .pub)".into(),
             ));
         }
-        let bytes = text
-            .strip_prefix(PUBLIC_PREFIX)
-            .and_then(unhex)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| fail(format!("not a release public key (one line `{PUBLIC_PREFIX}` and 64 hex digits)")))?;
+        let bytes =
+            text.strip_prefix(PUBLIC_PREFIX).and_then(unhex).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(
+                || fail(format!("not a release public key (one line `{PUBLIC_PREFIX}` and 64 hex digits)")),
+            )?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map(ReleaseKey)
             .map_err(|_| fail("the bytes are not an ed25519 public key".into()))
@@ -160,7 +159,8 @@ pub fn generate_key_files(private: &Path, public: &Path) -> Result<ReleaseKey, R
         .create_new(true)
         .open(public)
         .map_err(|e| fail("release public key", public, e))?;
-    p.write_all(format!("{}\n", key.public().to_line()).as_bytes()).map_err(|e| fail("release public key", public, e))?;
+    p.write_all(format!("{}\n", key.public().to_line()).as_bytes())
+        .map_err(|e| fail("release public key", public, e))?;
     Ok(key.public())
 }
 

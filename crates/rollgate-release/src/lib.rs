@@ -275,7 +275,8 @@ impl Manifest {
     /// naming the first field that differs.
     pub fn check_describes(&self, actual: &Manifest) -> Result<(), ReleaseError> {
         let (a, b) = (self.clone().canonical(), actual.clone().canonical());
-        let differ = |field: &'static str, s: String, t: String| Err(ReleaseError::Mismatch { field, signed: s, actual: t });
+        let differ =
+            |field: &'static str, s: String, t: String| Err(ReleaseError::Mismatch { field, signed: s, actual: t });
         if a.release != b.release {
             return differ("release", a.release, b.release);
         }

@@ -108,10 +108,10 @@ pub async fn append(
             None => (0, 0),
             Some(kv) => {
                 let text = String::from_utf8_lossy(&kv.value).to_string();
-                let seq = text.trim().parse::<u64>().map_err(|_| AuditError::BadSequence {
-                    key: key.clone(),
-                    value: rollgate_util::shorten(&text),
-                })?;
+                let seq = text
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| AuditError::BadSequence { key: key.clone(), value: rollgate_util::shorten(&text) })?;
                 (seq, kv.mod_revision)
             }
         };
@@ -156,7 +156,8 @@ pub async fn takeover(
         Err(e) => (AuditOutcome::Failed, format!("{what} of `{flag}`, whose driver was gone, failed: {e}")),
     };
     let request = serde_json::json!({ "flag": flag });
-    record(store, root, capacity, entry(node, AuditAction::Takeover, &Caller::node(), request, outcome, &message)).await;
+    record(store, root, capacity, entry(node, AuditAction::Takeover, &Caller::node(), request, outcome, &message))
+        .await;
 }
 
 /// The newest `limit` entries (at most `capacity`), newest first. An entry

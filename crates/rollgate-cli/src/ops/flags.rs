@@ -5,8 +5,8 @@ use rollgate_api::flags::{DisableReport, DisableRequest, EnableReport, EnableReq
 
 use super::args::{Connection, JsonArg, parse_flag_name};
 use super::client::{Client, block_on};
-use super::wait;
 use super::show::{self, or_dash, print_table, table, yes_no};
+use super::wait;
 use crate::failure::{Failure, Outcome};
 
 /// Feature flags: list, inspect, enable, disable.
@@ -193,7 +193,12 @@ async fn enable(client: &Client, a: &EnableArgs) -> Outcome {
 
 /// `--wait`: the enable went through; follow what it started. With
 /// `--json`, one object: `{"enable": <the node's report>, "wait": <wait result>}`.
-async fn enable_and_wait(client: &Client, a: &EnableArgs, answer: &super::client::Answer, report: &EnableReport) -> Outcome {
+async fn enable_and_wait(
+    client: &Client,
+    a: &EnableArgs,
+    answer: &super::client::Answer,
+    report: &EnableReport,
+) -> Outcome {
     if !a.json {
         print_enable_report(report, false);
     }

@@ -31,8 +31,8 @@ mod wait;
 
 pub use args::Connection;
 pub use audit::{AuditArgs, run_audit};
-pub use release::{ReleaseCommand, run_release};
 pub use capabilities::{CapabilitiesArgs, run_capabilities};
 pub use flags::{FlagsCommand, run_flags};
 pub use nodes::{FeaturesCommand, NodesCommand, run_features, run_nodes};
+pub use release::{ReleaseCommand, run_release};
 pub use upgrade::{UpgradeCommand, run_upgrade};

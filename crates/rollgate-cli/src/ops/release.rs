@@ -80,7 +80,12 @@ pub fn run_release(cmd: ReleaseCommand) -> Outcome {
             public.push(".pub");
             let public = PathBuf::from(public);
             let key = rollgate_release::generate_key_files(&out, &public).map_err(refused)?;
-            println!("wrote {} (private, mode 600) and {} (public), key id {}", out.display(), public.display(), key.id());
+            println!(
+                "wrote {} (private, mode 600) and {} (public), key id {}",
+                out.display(),
+                public.display(),
+                key.id()
+            );
             Ok(())
         }
         ReleaseCommand::Sign(a) => {

@@ -7,8 +7,8 @@ use rollgate_api::upgrade::{FlagSummary, UpgradePlan, UpgradeStatus};
 
 use super::args::{Connection, JsonArg, parse_release};
 use super::client::{Client, block_on};
-use super::{migrations, wait};
 use super::show::{list, or_dash, print_table, table};
+use super::{migrations, wait};
 use crate::failure::{Failure, Outcome};
 
 /// `upgrade status` options.

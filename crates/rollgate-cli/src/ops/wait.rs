@@ -78,12 +78,9 @@ fn blockers(s: &Snapshot, goal: &Goal) -> Vec<String> {
     }
     for f in &s.flags.flags {
         match f.state {
-            FlagPhase::Enabling | FlagPhase::Disabling => out.push(format!(
-                "flag {} is {} (by node {})",
-                f.name,
-                f.state,
-                f.owner.as_deref().unwrap_or("?")
-            )),
+            FlagPhase::Enabling | FlagPhase::Disabling => {
+                out.push(format!("flag {} is {} (by node {})", f.name, f.state, f.owner.as_deref().unwrap_or("?")))
+            }
             _ if goal.flags.contains(&f.name) && f.state != FlagPhase::Enabled => {
                 out.push(format!("flag {} is {}: enable it (`rollgate flags enable {}`)", f.name, f.state, f.name));
             }
@@ -102,7 +99,7 @@ fn blockers(s: &Snapshot, goal: &Goal) -> Vec<String> {
                 m.error.as_deref().unwrap_or("no error given")
             ));
         } else if is_active(m) {
-            let pct = if m.total > 0 { 100 * m.done / m.total } else { 0 };
+            let pct = (100 * m.done).checked_div(m.total).unwrap_or(0);
             let eta = m.eta_s.map(|s| format!(", about {s}s left")).unwrap_or_default();
             out.push(format!("migration {} on node {} is at {pct}% ({}/{}){eta}", m.id, m.node, m.done, m.total));
         }
@@ -252,7 +249,11 @@ mod tests {
             nodes: NodeList {
                 cluster_id: "c".into(),
                 epoch: 1,
-                nodes: vec![node("n1", "1.2", NodeState::Running), node("n2", "1.0", NodeState::Stopped), node("n3", "1.0", NodeState::Running)],
+                nodes: vec![
+                    node("n1", "1.2", NodeState::Running),
+                    node("n2", "1.0", NodeState::Stopped),
+                    node("n3", "1.0", NodeState::Running),
+                ],
             },
             flags: FlagList { epoch: 1, flags: vec![] },
             status: UpgradeStatus {

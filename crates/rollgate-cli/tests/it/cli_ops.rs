@@ -340,14 +340,22 @@ async fn audit_and_waiting_follow_the_cluster() {
     assert_eq!((reached["reached"].as_bool(), reached["blockers"].as_array().map(Vec::len)), (Some(true), Some(0)));
 
     let r = c.run(&["upgrade", "wait", "--to", "1.1", "--timeout-s", "1"], 2).await;
-    assert!(r.stderr.contains("timed out after 1s") && r.stderr.contains("node n2 runs release 1.0: restart it as release 1.1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("timed out after 1s")
+            && r.stderr.contains("node n2 runs release 1.0: restart it as release 1.1"),
+        "{}",
+        r.stderr
+    );
     let r = c.run(&["upgrade", "wait", "--to", "1.1", "--timeout-s", "1", "--json"], 2).await;
     let j: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["reached"], false);
     assert_eq!(j["goal"]["release"], "1.1");
 
     let both = c.json(&["flags", "enable", "base", "--wait", "--json", "--wait-timeout-s", "30"]).await;
-    assert_eq!((both["enable"]["already_enabled"][0].as_str(), both["wait"]["reached"].as_bool()), (Some("base"), Some(true)));
+    assert_eq!(
+        (both["enable"]["already_enabled"][0].as_str(), both["wait"]["reached"].as_bool()),
+        (Some("base"), Some(true))
+    );
     let r = c.run(&["flags", "enable", "base", "--wait"], 0).await;
     assert!(r.stdout.contains("reached the state asked for"), "{}", r.stdout);
 
@@ -355,7 +363,11 @@ async fn audit_and_waiting_follow_the_cluster() {
     assert!(r.stderr.contains("n2"), "{}", r.stderr);
     let r = c.run(&["audit"], 0).await;
     let first = r.stdout.lines().nth(1).unwrap_or_default().to_string();
-    assert!(first.contains("forget") && first.contains("refused") && first.contains("admin_api sha256:"), "{}", r.stdout);
+    assert!(
+        first.contains("forget") && first.contains("refused") && first.contains("admin_api sha256:"),
+        "{}",
+        r.stdout
+    );
     let log = c.json(&["audit", "--json", "--limit", "2"]).await;
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
@@ -394,7 +406,10 @@ async fn release_manifests_are_signed_and_verified_and_bad_ones_refused() {
     run(s(&["release", "sign", "--key", &p("release.key"), &p("m.json"), "--out", &p("signed.json")]), 0).await;
     let r = run(s(&["release", "verify", "--key", &p("release.key.pub"), &p("signed.json"), "--json"]), 0).await;
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!((v["release"].as_str(), v["digest"].as_str()), (Some("1.1"), Some(manifest.digest().to_text().as_str())));
+    assert_eq!(
+        (v["release"].as_str(), v["digest"].as_str()),
+        (Some("1.1"), Some(manifest.digest().to_text().as_str()))
+    );
 
     // Tampered: the release's flags edited after signing.
     let mut signed: Value = serde_json::from_str(&std::fs::read_to_string(p("signed.json")).unwrap()).unwrap();

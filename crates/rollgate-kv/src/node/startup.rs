@@ -108,7 +108,8 @@ async fn start_with(
         HandshakeConfig::new(&node_id, release.name, &cluster_id, release.protocols, release.transport_set());
     handshake.secret = config.cluster_secret.clone();
     if let Some(signed) = &config.release_manifest {
-        handshake.release_proof = Some(signed.proof().map_err(|e| NodeError::Config(format!("--release-manifest: {e}")))?);
+        handshake.release_proof =
+            Some(signed.proof().map_err(|e| NodeError::Config(format!("--release-manifest: {e}")))?);
     }
     handshake.trusted_release_key = config.release_key.clone();
     let mut net_config = NetConfig::new(handshake);

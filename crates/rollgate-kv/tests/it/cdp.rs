@@ -138,10 +138,8 @@ impl Browser {
     /// Evaluates `expression` (awaiting a promise) and returns its value;
     /// a thrown error fails the test with its message.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
-        );
+        let r = self
+            .call("Runtime.evaluate", json!({"expression": expression, "awaitPromise": true, "returnByValue": true}));
         if let Some(e) = r.get("exceptionDetails") {
             panic!("script failed: {}\n{expression}", e["exception"]["description"].as_str().unwrap_or(&e.to_string()));
         }

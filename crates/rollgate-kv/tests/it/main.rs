@@ -11,9 +11,9 @@
 // Scenario tests read top to bottom, so a long one stays in one piece.
 #![allow(clippy::too_many_lines)]
 
+mod cdp;
 #[path = "../shared/clients.rs"]
 mod clients;
-mod cdp;
 mod support;
 
 mod bad_input;

@@ -435,8 +435,16 @@ impl Shared {
         let result = self.clone().recover_with(flag, recovery).await;
         let (root, capacity) = (self.cluster.keys().root(), self.config.audit_capacity);
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        crate::audit::takeover(self.cluster.store().as_ref(), root, capacity, &self.config.node_id, flag, what, outcome)
-            .await;
+        crate::audit::takeover(
+            self.cluster.store().as_ref(),
+            root,
+            capacity,
+            &self.config.node_id,
+            flag,
+            what,
+            outcome,
+        )
+        .await;
         result
     }
 

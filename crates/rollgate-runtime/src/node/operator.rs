@@ -41,8 +41,13 @@ impl Node {
     ) {
         let shared = self.shared();
         let entry = audit::entry(&shared.config.node_id, action, caller, request, outcome, message);
-        audit::record(shared.cluster.store().as_ref(), shared.cluster.keys().root(), shared.config.audit_capacity, entry)
-            .await;
+        audit::record(
+            shared.cluster.store().as_ref(),
+            shared.cluster.keys().root(),
+            shared.config.audit_capacity,
+            entry,
+        )
+        .await;
     }
 
     /// The newest `limit` audit entries, newest first.

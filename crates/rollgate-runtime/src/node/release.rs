@@ -156,13 +156,9 @@ pub(super) async fn check(config: &NodeConfig, cluster: &Cluster) -> Result<Opti
     if let Some(stored) = stored {
         match &config.release_key {
             None => {
-                return Err(ReleaseRefusal::Unsigned {
-                    node,
-                    release,
-                    key_id: stored.key_id,
-                    set_by: stored.set_by,
-                }
-                .into());
+                return Err(
+                    ReleaseRefusal::Unsigned { node, release, key_id: stored.key_id, set_by: stored.set_by }.into()
+                );
             }
             Some(k) if k.id() != stored.key_id => {
                 return Err(ReleaseRefusal::OtherKey {

@@ -15,14 +15,14 @@ use crate::flags_support::*;
 
 const TOKEN: &str = "test-admin-token-0123";
 
-async fn post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let resp = client
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+async fn post(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
+    let resp = client.post(format!("http://{addr}{path}")).bearer_auth(token).json(&body).send().await.unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
@@ -52,7 +52,8 @@ async fn audit_entries_read_the_same_from_every_node_and_survive_a_restart() {
     }
     let addr = |i: usize| nodes[i].1;
 
-    let (s, _) = post(&client, addr(0), "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
+    let (s, _) =
+        post(&client, addr(0), "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
     assert_eq!(s, 200);
     let (s, _) = post(&client, addr(1), "/admin/flags/disable", TOKEN, json!({"flag": "compact"})).await;
     assert_eq!(s, 200);
@@ -70,17 +71,19 @@ async fn audit_entries_read_the_same_from_every_node_and_survive_a_restart() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["node"].as_str().unwrap().into(), e["action"].as_str().unwrap().into(), e["outcome"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["node"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    let expected: Vec<(String, String, String)> = [
-        ("n1", "forget", "refused"),
-        ("n3", "enable", "refused"),
-        ("n2", "disable", "ok"),
-        ("n1", "enable", "ok"),
-    ]
-    .iter()
-    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-    .collect();
+    let expected: Vec<(String, String, String)> =
+        [("n1", "forget", "refused"), ("n3", "enable", "refused"), ("n2", "disable", "ok"), ("n1", "enable", "ok")]
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
     assert_eq!(summary, expected, "newest first; the wrong token and the dry run are not recorded");
     let fingerprint = rollgate::audit::token_fingerprint(TOKEN);
     for e in log["entries"].as_array().unwrap() {
@@ -192,7 +195,8 @@ async fn metrics_parse_as_the_text_format_and_follow_the_cluster() {
         ],
         ..LinkReport::default()
     }));
-    let (s, _) = post(&client, a1, "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
+    let (s, _) =
+        post(&client, a1, "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
     assert_eq!(s, 200);
 
     let resp = client.get(format!("http://{a1}/metrics")).send().await.unwrap();
@@ -208,12 +212,17 @@ async fn metrics_parse_as_the_text_format_and_follow_the_cluster() {
         Some(1.0)
     );
     assert_eq!(value(&samples, "rollgate_peer_protocol_version", "peer=\"n2\""), Some(2.0));
-    assert_eq!(value(&samples, "rollgate_peer_transport_version", "peer=\"n2\""), Some(1_002_0_00 as f64));
-    assert_eq!(value(&samples, "rollgate_handshakes_total", "outcome=\"rejected\",code=\"no_common_protocol\""), Some(2.0));
+    assert_eq!(value(&samples, "rollgate_peer_transport_version", "peer=\"n2\""), Some(1_002_000.0));
+    assert_eq!(
+        value(&samples, "rollgate_handshakes_total", "outcome=\"rejected\",code=\"no_common_protocol\""),
+        Some(2.0)
+    );
     assert_eq!(value(&samples, "rollgate_members", "state=\"running\""), Some(2.0));
     assert_eq!(value(&samples, "rollgate_store_reachable", ""), Some(1.0));
     // Counters stay counters across scrapes (the node reports totals).
-    let again = check_exposition(&client.get(format!("http://{a1}/metrics")).send().await.unwrap().text().await.unwrap()).unwrap();
+    let again =
+        check_exposition(&client.get(format!("http://{a1}/metrics")).send().await.unwrap().text().await.unwrap())
+            .unwrap();
     assert_eq!(value(&again, "rollgate_handshakes_total", "outcome=\"accepted\",code=\"\""), Some(5.0));
 
     let (_, links) = get(&client, a1, "/admin/links").await;
@@ -275,7 +284,8 @@ async fn the_dashboard_serves_its_page_and_bounded_live_updates() {
 
     let initial = sse_states(&mut first, 1).await;
     assert_eq!(initial[0]["node"]["node_id"], "n1");
-    let (s, _) = post(&client, a1, "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
+    let (s, _) =
+        post(&client, a1, "/admin/flags/enable", TOKEN, json!({"flags": ["fancy"], "experimental": true})).await;
     assert_eq!(s, 200);
     let next = sse_states(&mut first, 1).await;
     let gap_ms = next[0]["generated_ms"].as_u64().unwrap() - initial[0]["generated_ms"].as_u64().unwrap();

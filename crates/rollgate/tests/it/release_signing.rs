@@ -141,7 +141,12 @@ fn a_signing_node_refuses_unsigned_peers_and_other_keys_both_ways() {
     let (i, r) = run(&unsigned, &signed, false);
     let (i, r) = (i.unwrap_err(), r.unwrap_err());
     assert_eq!((i.code, r.code), (RejectCode::UnsignedRelease, RejectCode::UnsignedRelease));
-    assert!(i.by_peer && i.message.contains("presented no signed release manifest") && i.message.contains(&key.public().id()), "{i}");
+    assert!(
+        i.by_peer
+            && i.message.contains("presented no signed release manifest")
+            && i.message.contains(&key.public().id()),
+        "{i}"
+    );
 
     // Signed initiator, unsigned responder: the initiator aborts.
     let (i, r) = run(&signed, &unsigned, false);
