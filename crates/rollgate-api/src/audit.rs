@@ -18,6 +18,9 @@ pub enum AuditAction {
     Finalize,
     /// A node took over an enabling or disabling whose driver was gone.
     Takeover,
+    /// An action of a newer API version this one does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 impl AuditAction {
@@ -29,6 +32,7 @@ impl AuditAction {
             AuditAction::Forget => "forget",
             AuditAction::Finalize => "finalize",
             AuditAction::Takeover => "takeover",
+            AuditAction::Unknown => "unknown",
         }
     }
 }
@@ -43,6 +47,9 @@ pub enum AuditOutcome {
     Refused,
     /// Started and failed (rolled back, taken over, or the store failed).
     Failed,
+    /// An outcome of a newer API version this one does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 impl AuditOutcome {
@@ -52,6 +59,7 @@ impl AuditOutcome {
             AuditOutcome::Ok => "ok",
             AuditOutcome::Refused => "refused",
             AuditOutcome::Failed => "failed",
+            AuditOutcome::Unknown => "unknown",
         }
     }
 }
@@ -112,4 +120,16 @@ pub struct AuditLog {
     pub capacity: usize,
     /// The entries, newest first.
     pub entries: Vec<AuditEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_outcomes_of_a_newer_api_decode_as_unknown() {
+        assert_eq!(serde_json::from_str::<AuditAction>("\"rename\"").unwrap(), AuditAction::Unknown);
+        assert_eq!(serde_json::from_str::<AuditOutcome>("\"partial\"").unwrap(), AuditOutcome::Unknown);
+        assert_eq!(serde_json::from_str::<AuditAction>("\"takeover\"").unwrap(), AuditAction::Takeover);
+    }
 }
