@@ -20,4 +20,5 @@ mod bad_input;
 mod cluster;
 mod dashboard_browser;
 mod mixed_releases;
+mod signed_releases;
 mod wire_golden;
