@@ -40,6 +40,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 pub const LINKS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Audit entries the page shows.
 pub const AUDIT_ENTRIES: usize = 20;
+/// Largest `GET /admin/links` answer read from a member.
+pub const MAX_LINKS_ANSWER_BYTES: usize = 1024 * 1024;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -164,11 +166,18 @@ async fn ask_links(http: &reqwest::Client, addr: &str) -> Result<LinkReport, Str
         return Err("it published no admin address".into());
     }
     let url = format!("http://{addr}/admin/links");
-    let resp = http.get(&url).timeout(LINKS_TIMEOUT).send().await.map_err(|e| format!("cannot ask it: {e}"))?;
+    let mut resp = http.get(&url).timeout(LINKS_TIMEOUT).send().await.map_err(|e| format!("cannot ask it: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("it answered {}", resp.status()));
     }
-    resp.json::<LinkReport>().await.map_err(|e| format!("its answer does not decode: {e}"))
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("cannot read its answer: {e}"))? {
+        if body.len() + chunk.len() > MAX_LINKS_ANSWER_BYTES {
+            return Err(format!("its answer is larger than {MAX_LINKS_ANSWER_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice::<LinkReport>(&body).map_err(|e| format!("its answer does not decode: {e}"))
 }
 
 /// The dashboard's state, from `node`'s view, the store and the members.

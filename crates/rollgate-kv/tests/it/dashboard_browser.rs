@@ -41,6 +41,8 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
     let admins: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addresses().admin).collect();
     let url = format!("http://{}/ui/", admins[0]);
     let rt = tokio::runtime::Handle::current();
+    let first = admins[0];
+    let meta = store.clone();
     let png = tokio::task::spawn_blocking(move || {
         let client = reqwest::Client::new();
         let mut b = Browser::start(1280, 1000);
@@ -62,6 +64,20 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
         let checksums = text(&mut b, "#flags tr[data-flag='value_checksums']");
         assert!(checksums.contains("disabled") && checksums.contains("experimental") && checksums.contains("ready to enable"), "{checksums}");
 
+        // An irreversible flag asks for an explicit confirmation before the button works.
+        b.eval("openDialog('enable', {name: 'forever', reversible: false, introduced_in: '9.9', stability: 'stable', description: 'a test flag'})");
+        assert!(text(&mut b, "#dialog-warning").contains("cannot be undone"));
+        assert_eq!(b.eval("document.getElementById('dialog-ok').disabled"), json!(true));
+        b.eval("const c = document.getElementById('dialog-confirm'); c.checked = true; c.dispatchEvent(new Event('change'))");
+        assert_eq!(b.eval("document.getElementById('dialog-ok').disabled"), json!(false));
+        b.eval("document.getElementById('dialog-cancel').click()");
+        b.wait_for("!document.getElementById('dialog').open");
+
+        // The plan to a chosen release.
+        b.eval("document.getElementById('plan-release').value = '2.0'; document.querySelector('#plan-form button').click()");
+        let plan = b.wait_for("(t => t.includes('2.0') && t)(document.getElementById('plan').textContent)");
+        assert!(plan.as_str().unwrap().contains("n1"), "{plan}");
+
         // A wrong token: the node's message in the dialog, nothing changed.
         b.eval("document.querySelector(\"tr[data-flag='value_checksums'] button.action\").click()");
         b.wait_for("document.getElementById('dialog').open");
@@ -75,9 +91,10 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
         b.eval(&format!("document.getElementById('dialog-token').value = {}; document.getElementById('dialog-ok').click()", json!(TOKEN)));
         b.wait_for("!document.getElementById('dialog').open");
         b.wait_for("document.querySelector(\"#flags tr[data-flag='value_checksums'] .state\").textContent === 'enabled'");
-        for admin in &admins {
-            assert_eq!(rt.block_on(flag_state(&client, *admin, "value_checksums")), "enabled", "on {admin}");
-        }
+        // The cluster changed: the metadata store says enabled.
+        let record = rt.block_on(meta.get("rollgate/flags/value_checksums")).unwrap().expect("the flag's record");
+        let record: rollgate::cluster::FlagRecord = serde_json::from_slice(&record.value).unwrap();
+        assert!(record.is_enabled(), "{record:?}");
         b.wait_for("document.querySelector('#audit tbody').textContent.includes('enabled value_checksums')");
         let png = b.screenshot();
 
@@ -99,6 +116,24 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
     .await
     .unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG of the page");
+
+    // The node's /metrics: its links at the agreed versions, its handshakes, and its requests by operation.
+    let client = reqwest::Client::new();
+    let kv = rollgate_kv::KvClient::new(&[first.to_string()], quick()).unwrap();
+    kv.put("metrics-key", b"v".to_vec(), None).await.unwrap();
+    let metrics = client.get(format!("http://{first}/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "rollgate_peer_protocol_version{peer=\"n2\"} 3",
+        "kv_requests_total{operation=\"put\",code=\"200\"} 1",
+        "kv_request_duration_seconds_count{operation=\"put\"} 1",
+        "rollgate_flag_state{flag=\"value_checksums\",state=\"disabled\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with("rollgate_handshakes_total{outcome=\"accepted\",code=\"\"}")),
+        "{metrics}"
+    );
     if let Some(path) = std::env::var_os("ROLLGATE_DASHBOARD_PNG") {
         std::fs::write(path, &png).unwrap();
     }

@@ -167,3 +167,42 @@ fn a_signing_node_refuses_unsigned_peers_and_other_keys_both_ways() {
     let (i, r) = run(&proof_only, &unsigned, false);
     assert!(i.is_ok() && r.is_ok(), "a node that sends a proof but trusts no key still talks to an old peer");
 }
+
+#[test]
+fn garbage_in_the_release_extension_is_a_typed_error() {
+    let key = SigningKey::generate();
+    let (a, b) = (signed_hs("a", &key, &key), signed_hs("b", &key, &key));
+    let (_, hello) = Initiator::start(&a, [1; 32]);
+    let (_, reply) = Responder::on_hello(&b, [2; 32], &hello).unwrap();
+    let (init, _) = Initiator::start(&a, [1; 32]);
+    let (_, confirm) = init.on_reply(&reply).unwrap();
+    // Every truncation of a reply or a confirm carrying a proof is refused, never a panic.
+    for frame in [&reply, &confirm] {
+        for len in 0..frame.len() {
+            let cut = &frame[..len];
+            let (i, _) = Initiator::start(&a, [1; 32]);
+            assert!(i.on_reply(cut).is_err(), "a reply cut at {len}");
+            let (r, _) = Responder::on_hello(&b, [2; 32], &hello).unwrap();
+            assert!(r.on_confirm(cut).is_err(), "a confirm cut at {len}");
+        }
+    }
+    // Every flipped byte: an error or a verified proof, never a panic or an unverified one.
+    for (n, frame) in [&reply, &confirm].into_iter().enumerate() {
+        for pos in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[pos] ^= 0x55;
+            let (i, _) = Initiator::start(&a, [1; 32]);
+            let (r, _) = Responder::on_hello(&b, [2; 32], &hello).unwrap();
+            let accepted = if n == 0 { i.on_reply(&bad).ok().map(|(x, _)| x) } else { r.on_confirm(&bad).ok() };
+            if let Some(neg) = accepted {
+                let digest = neg.peer_release_manifest.expect("a signing peer's proof");
+                let sender = if n == 0 { &b } else { &a };
+                assert_eq!(
+                    digest,
+                    sender.release_proof.unwrap().digest,
+                    "byte {pos}: only a verified proof is accepted"
+                );
+            }
+        }
+    }
+}
