@@ -14,6 +14,10 @@
 //! | DELETE | `/admin/nodes/{id}` | forget a stopped member |
 //! | GET | `/admin/upgrade/status` | releases, members and flags (an extensible object) |
 //! | GET | `/admin/upgrade/plan?to=RELEASE` | what to do to reach a release |
+//! | GET | `/admin/links` | this node's peer links (as the service reports them) and handshake counts |
+//! | GET | `/admin/audit?limit=N` | the audit log, newest first |
+//! | GET | `/metrics` | Prometheus metrics ([`metrics`]) |
+//! | GET | `/ui/` | the dashboard ([`dashboard`]; `/ui/state`, `/ui/events` for live updates) |
 //!
 //! Mutations (POST, DELETE) need `Authorization: Bearer <token>`, compared
 //! in constant time; without a configured token they are refused with a
@@ -34,6 +38,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use rollgate_api::audit::{AuditLog, Caller};
 use rollgate_api::error::ErrorBody;
 use rollgate_api::flags::DisableRequest;
 use rollgate_api::nodes::Forgotten;
@@ -47,8 +52,12 @@ use rollgate_runtime::flags::plan::{Blocker, DisableRefusal, EnableRequest};
 use rollgate_runtime::flags::{FlagError, UpgradePlanError};
 use rollgate_runtime::node::{Node, UpgradePlanRefusal};
 
+pub mod dashboard;
 pub mod fanout;
+pub mod metrics;
 pub mod view;
+
+pub use metrics::Metrics;
 
 pub use rollgate_api::token::{TokenFileError, read_token_file};
 
@@ -60,6 +69,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// Most flags one enable request may name.
 pub const MAX_REQUEST_FLAGS: usize = 1000;
+/// Most audit entries one request returns.
+pub const MAX_AUDIT_LIMIT: usize = 1000;
 
 /// Errors of `bind` and `parse_addr`.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +104,12 @@ pub struct AdminConfig {
     /// How to configure a token, for the refusal when none is set (the
     /// service's own option, e.g. `start the node with --admin-token-file FILE`).
     pub token_hint: String,
+    /// The metrics `GET /metrics` serves (the service may register its own).
+    pub metrics: Metrics,
+    /// Dashboard event streams (`GET /ui/events`) open at once; more are refused.
+    pub max_event_streams: usize,
+    /// Shortest time between two events of one stream.
+    pub event_min_interval: std::time::Duration,
 }
 
 impl Default for AdminConfig {
@@ -103,6 +120,9 @@ impl Default for AdminConfig {
             token_hint: "start the node with an admin token file (e.g. --admin-token-file FILE, one line with a \
                          secret of at least 8 characters) and give rollgate the same file with --token-file FILE"
                 .into(),
+            metrics: Metrics::new(),
+            max_event_streams: dashboard::DEFAULT_MAX_EVENT_STREAMS,
+            event_min_interval: dashboard::DEFAULT_EVENT_MIN_INTERVAL,
         }
     }
 }
@@ -149,8 +169,13 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     node: Node,
+    metrics: Metrics,
+    /// Permits for dashboard event streams.
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
+    event_min_interval: std::time::Duration,
     /// Asks the other members during a `_capabilities` fan-out (each request
     /// is bounded by the node's `capabilities_ms`).
     http: reqwest::Client,
@@ -162,6 +187,10 @@ struct AppState {
 pub fn router(node: Node, config: AdminConfig) -> Router {
     let state = AppState {
         node,
+        metrics: config.metrics.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1))),
+        max_streams: config.max_event_streams.max(1),
+        event_min_interval: config.event_min_interval,
         http: reqwest::Client::new(),
         token_digest: config.token.as_deref().map(digest),
         token_hint: config.token_hint.as_str().into(),
@@ -177,6 +206,10 @@ pub fn router(node: Node, config: AdminConfig) -> Router {
         .route("/admin/nodes/{id}", delete(forget))
         .route("/admin/upgrade/status", get(upgrade_status))
         .route("/admin/upgrade/plan", get(upgrade_plan))
+        .route("/admin/links", get(links))
+        .route("/admin/audit", get(audit))
+        .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -221,7 +254,8 @@ fn error(status: StatusCode, code: &'static str, message: impl Display) -> ApiEr
 
 type Reply = Result<Response, ApiError>;
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the bearer token; the caller (the token's fingerprint) for the audit log.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(expected) = &state.token_digest else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -244,9 +278,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("malformed Authorization header: expected `Bearer <token>`"))?;
     if !same(&digest(token.trim()), expected) {
+        tracing::warn!("an admin API change was refused: wrong admin token");
         return Err(unauthorized("wrong admin token: use the token the node was started with"));
     }
-    Ok(())
+    Ok(Caller::admin_api(rollgate_runtime::audit::token_fingerprint(token.trim())))
 }
 
 fn check_query(uri: &Uri) -> Result<(), ApiError> {
@@ -380,7 +415,7 @@ async fn flag_info(State(state): State<AppState>, name: Result<Path<String>, Pat
 }
 
 async fn enable(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers)?;
     let body = body.map_err(body_error)?;
     let request: EnableRequest = parse_json(&headers, &body)?;
     if request.flags.len() > MAX_REQUEST_FLAGS {
@@ -393,16 +428,25 @@ async fn enable(State(state): State<AppState>, headers: HeaderMap, body: Result<
     for name in &request.flags {
         validate_flag_name(name).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_flag_name", e))?;
     }
-    let report = state.node.enable(request).await.map_err(flag_error)?;
+    let dry_run = request.dry_run;
+    let started = std::time::Instant::now();
+    let result = state.node.enable_as(request, &caller).await;
+    if !dry_run {
+        state.metrics.observe_flag_operation("enable", outcome_name(&result), started.elapsed());
+    }
+    let report = result.map_err(flag_error)?;
     Ok(axum::Json(report).into_response())
 }
 
 async fn disable(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers)?;
     let body = body.map_err(body_error)?;
     let request: DisableRequest = parse_json(&headers, &body)?;
     validate_flag_name(&request.flag).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_flag_name", e))?;
-    let report = state.node.disable(&request.flag).await.map_err(flag_error)?;
+    let started = std::time::Instant::now();
+    let result = state.node.disable_as(&request.flag, &caller).await;
+    state.metrics.observe_flag_operation("disable", outcome_name(&result), started.elapsed());
+    let report = result.map_err(flag_error)?;
     Ok(axum::Json(report).into_response())
 }
 
@@ -415,11 +459,53 @@ async fn nodes(State(state): State<AppState>) -> Response {
 }
 
 async fn forget(State(state): State<AppState>, headers: HeaderMap, id: Result<Path<String>, PathRejection>) -> Reply {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers)?;
     let Path(id) = id.map_err(path_error)?;
     validate_node_id(&id).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_node_id", e))?;
-    let committed = state.node.forget(&id).await.map_err(|e| cluster_error(&e))?;
+    let committed = state.node.forget_as(&id, &caller).await.map_err(|e| cluster_error(&e))?;
     Ok(axum::Json(Forgotten { forgotten: id, epoch: committed.epoch }).into_response())
+}
+
+/// `ok`, `refused` or `failed`, for the metrics.
+fn outcome_name<T>(result: &Result<T, FlagError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(FlagError::EnableRefused { .. } | FlagError::DisableRefused(_) | FlagError::PluginRefused(_)) => "refused",
+        Err(_) => "failed",
+    }
+}
+
+async fn links(State(state): State<AppState>) -> Response {
+    axum::Json(state.node.links()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    limit: Option<usize>,
+}
+
+async fn audit(State(state): State<AppState>, uri: Uri, query: Result<Query<AuditParams>, QueryRejection>) -> Reply {
+    check_query(&uri)?;
+    let Query(p) = query.map_err(query_error)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be 1 to {MAX_AUDIT_LIMIT}, not {limit}"),
+        ));
+    }
+    let entries = state.node.audit_log(limit).await.map_err(|e| match e {
+        rollgate_runtime::audit::AuditError::Store(s) => cluster_error(&ClusterError::from(s)),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
+    })?;
+    Ok(axum::Json(AuditLog { capacity: state.node.config().audit_capacity, entries }).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state.node).await;
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))], body).into_response()
 }
 
 async fn upgrade_status(State(state): State<AppState>) -> Response {
@@ -461,7 +547,7 @@ async fn not_found(uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no admin endpoint at {}; see GET /admin/flags, /admin/nodes, /admin/features, /admin/upgrade/status, /_capabilities",
+            "no admin endpoint at {}; see GET /admin/flags, /admin/nodes, /admin/features, /admin/upgrade/status, /admin/audit, /_capabilities, /metrics, and the dashboard at /ui/",
             rollgate_util::shorten(uri.path())
         ),
     )

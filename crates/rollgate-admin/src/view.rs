@@ -73,7 +73,7 @@ pub async fn capabilities(
 }
 
 /// Every flag the node knows or the store has, with its state, in `view`.
-fn flag_statuses_in(node: &Node, view: &ClusterView) -> Vec<FlagStatus> {
+pub(crate) fn flag_statuses_in(node: &Node, view: &ClusterView) -> Vec<FlagStatus> {
     let registry = node.registry();
     let mut names: BTreeSet<String> = registry.names();
     names.extend(view.flags.keys().cloned());
@@ -103,7 +103,7 @@ pub fn node_statuses(node: &Node) -> Vec<NodeStatus> {
     node_statuses_in(node, &node.view())
 }
 
-fn node_statuses_in(node: &Node, view: &ClusterView) -> Vec<NodeStatus> {
+pub(crate) fn node_statuses_in(node: &Node, view: &ClusterView) -> Vec<NodeStatus> {
     view.members
         .values()
         .map(|m| NodeStatus {
@@ -120,6 +120,7 @@ fn node_statuses_in(node: &Node, view: &ClusterView) -> Vec<NodeStatus> {
             started_ms: m.record.started_ms,
             heartbeat_ms: m.live.as_ref().map(|l| l.heartbeat_ms),
             this_node: m.record.node_id == node.id(),
+            release_manifest: m.record.release_manifest.clone(),
         })
         .collect()
 }

@@ -16,13 +16,19 @@
 //! | `DELETE /admin/nodes/{id}` | | [`nodes::Forgotten`] |
 //! | `GET /admin/upgrade/status` | | [`upgrade::UpgradeStatus`] |
 //! | `GET /admin/upgrade/plan?to=R` | | [`upgrade::UpgradePlan`] |
+//! | `GET /admin/links` | | [`links::LinkReport`] |
+//! | `GET /admin/audit?limit=N` | | [`audit::AuditLog`] |
+//! | `GET /ui/state` (and each `GET /ui/events` event) | | [`dashboard::DashboardState`] |
 //! | any, on failure | | [`error::ErrorBody`] |
 
 #![warn(missing_docs)]
 
+pub mod audit;
+pub mod dashboard;
 pub mod error;
 pub mod features;
 pub mod flags;
+pub mod links;
 pub mod migrations;
 pub mod names;
 pub mod nodes;

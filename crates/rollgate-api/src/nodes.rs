@@ -43,6 +43,10 @@ pub struct NodeStatus {
     pub heartbeat_ms: Option<u64>,
     /// Whether it is the node answering.
     pub this_node: bool,
+    /// The digest of its signed release manifest (`sha256:...`), when it
+    /// was started with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_manifest: Option<String>,
 }
 
 /// `GET /admin/nodes`.

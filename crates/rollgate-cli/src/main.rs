@@ -48,9 +48,14 @@ enum Command {
     Nodes(ops::NodesCommand),
     /// Does every member support a REST endpoint?
     Capabilities(ops::CapabilitiesArgs),
-    /// Upgrade status and plans.
+    /// Upgrade status, plans and waiting.
     #[command(subcommand)]
     Upgrade(ops::UpgradeCommand),
+    /// The audit log: who changed what, when, from which node.
+    Audit(ops::AuditArgs),
+    /// Release keys and signed release manifests (local files, no node).
+    #[command(subcommand)]
+    Release(ops::ReleaseCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,8 @@ fn main() -> ExitCode {
         Command::Nodes(cmd) => ops::run_nodes(conn, cmd),
         Command::Capabilities(args) => ops::run_capabilities(conn, args),
         Command::Upgrade(cmd) => ops::run_upgrade(conn, cmd),
+        Command::Audit(args) => ops::run_audit(conn, args),
+        Command::Release(cmd) => ops::run_release(cmd),
     };
     failure::exit(result)
 }

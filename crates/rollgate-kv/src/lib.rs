@@ -59,6 +59,7 @@ pub mod digest;
 pub mod gates;
 pub mod hlc;
 pub mod http;
+pub mod metrics;
 pub mod migrations;
 pub mod node;
 pub mod peer;

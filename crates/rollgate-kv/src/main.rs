@@ -56,11 +56,14 @@ Ctrl-C, then reads every key from every node on its own; a key that is wrong som
     Load(LoadArgs),
     /// Run a node.
     Serve(ServeArgs),
-    /// List the releases this binary can run as.
+    /// List the releases this binary can run as, or print one's manifest.
     Releases {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print the release manifest of release R (what `rollgate release sign` signs).
+        #[arg(long, value_name = "R", value_parser = ReleaseParser, conflicts_with = "json")]
+        manifest: Option<&'static Release>,
     },
     /// Store a value.
     Put(PutArgs),
@@ -124,6 +127,12 @@ struct ServeArgs {
     /// Plugins to run (comma-separated or repeated; see `rollgate-kv releases`).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     plugins: Vec<String>,
+    /// The release's manifest signed with the release key (`rollgate release sign`); needs --release-key.
+    #[arg(long, value_name = "F", requires = "release_key")]
+    release_manifest: Option<PathBuf>,
+    /// The trusted release public key: run only a release it signed, accept only peers whose release it signed.
+    #[arg(long, value_name = "F", requires = "release_manifest")]
+    release_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -239,7 +248,7 @@ impl Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Releases { json } => releases_cmd(json),
+        Command::Releases { json, manifest } => releases_cmd(json, manifest),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(run(command)),
             Err(e) => Err(Failure::internal(anyhow::anyhow!("cannot start the runtime: {e}"))),
@@ -254,8 +263,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn releases_cmd(json: bool) -> Result<ExitCode, Failure> {
-    let text = if json {
+fn releases_cmd(json: bool, manifest: Option<&'static Release>) -> Result<ExitCode, Failure> {
+    let text = if let Some(release) = manifest {
+        let m = releases::manifest(release).map_err(|e| Failure::internal(anyhow::anyhow!(e)))?;
+        serde_json::to_string_pretty(&m).map_err(Failure::internal)?
+    } else if json {
         let all: Vec<_> = releases::RELEASES.iter().map(Release::to_json).collect();
         serde_json::to_string_pretty(&all).map_err(Failure::internal)?
     } else {
@@ -296,7 +308,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             println!("deleted {:?}: version {}, acknowledged by {} of {} members", o.key, o.version, o.acks, o.members);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Releases { json } => releases_cmd(json),
+        Command::Releases { json, manifest } => releases_cmd(json, manifest),
     }
 }
 
@@ -431,6 +443,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     config.cluster_secret = secret;
     config.admin_token = admin_token;
     config.plugins = args.plugins;
+    if let (Some(manifest), Some(key)) = (&args.release_manifest, &args.release_key) {
+        let refused = |e: rollgate::release::ReleaseError| Failure::refused(anyhow::anyhow!("{e}"));
+        config.release_manifest = Some(rollgate::release::SignedManifest::read(manifest).map_err(refused)?);
+        config.release_key = Some(rollgate::release::ReleaseKey::read(key).map_err(refused)?);
+    }
     let handle = node::start(config, store).await.map_err(node_failure)?;
     let addrs = handle.addresses();
     let line = format!(

@@ -433,6 +433,32 @@ pub fn release_table() -> ReleaseTable {
     ReleaseTable::from_registries(registries.iter())
 }
 
+/// Sets what `release` speaks on a node runtime config: protocols,
+/// transport ids, cluster features and storage formats (the parts its
+/// release manifest lists). One place, so that the manifest printed by
+/// `rollgate-kv releases --manifest` is the one a node checks.
+pub fn apply_to(release: &Release, c: &mut rollgate::node::NodeConfig) -> Result<(), FeatureError> {
+    c.protocol = release.protocols;
+    c.transport =
+        rollgate::cluster::TransportRange { min_compatible: release.minimum_compatible, current: release.transport };
+    c.features = release.feature_set()?;
+    c.formats = vec![rollgate::release::ManifestFormat {
+        unit: RECORDS_UNIT.into(),
+        min_readable: release.formats.min_readable,
+        max: release.formats.max,
+    }];
+    Ok(())
+}
+
+/// The release manifest of `release`: what `rollgate release sign` signs
+/// and `rollgate-kv serve --release-manifest` checks.
+pub fn manifest(release: &Release) -> Result<rollgate::release::Manifest, String> {
+    let registry = release.registry(&FlagHooks::default()).map_err(|e| e.to_string())?;
+    let mut c = rollgate::node::NodeConfig::new("manifest", release.name, "", registry);
+    apply_to(release, &mut c).map_err(|e| e.to_string())?;
+    Ok(rollgate::node::release_manifest(&c))
+}
+
 /// Checks rollgate's flag rules ([`rollgate::flags::check_release_table`])
 /// over kv's release table.
 pub fn check_release_table() -> Result<(), rollgate::flags::ReleaseTableError> {

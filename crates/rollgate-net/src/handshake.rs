@@ -41,6 +41,20 @@
 //! range (to force a lower version) makes the MAC check fail on both ends.
 //! MACs are compared in constant time. Without a secret the node logs a
 //! warning when it starts and the handshake is unauthenticated.
+//!
+//! # Signed releases (an extension old peers never see)
+//!
+//! A node started with a signed release manifest or a trusted release key
+//! ([`HandshakeConfig::release_proof`], [`HandshakeConfig::trusted_release_key`])
+//! begins its nonce with [`EXT_MARK`] (old peers treat the nonce as random
+//! bytes). A responder that sees the mark and signs too marks its own nonce
+//! and adds its release proof (`present u8 | digest 32 | signature 64`)
+//! between the outcome and `mac_r`; an initiator that sees a marked reply
+//! appends its proof after `mac_i` in the Confirm, and `mac_i` then covers
+//! it as a third part. A node with a trusted key refuses a peer that sends
+//! no proof, or one that key did not sign ([`RejectCode::UnsignedRelease`]).
+//! Without manifests and keys the frames are byte for byte the format above,
+//! so old and new nodes keep talking.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -49,6 +63,7 @@ use std::sync::Arc;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use rollgate_release::{Digest, ReleaseKey, ReleaseProof};
 use rollgate_wire::version::{ProtocolRange, ProtocolVersion, TransportVersion, TransportVersionSet};
 use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
 
@@ -68,6 +83,18 @@ pub const MAC_LEN: usize = 32;
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest rejection message.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// The nonce prefix of a node that reads the signed-release extension.
+pub const EXT_MARK: [u8; 8] = *b"RGHSrel1";
+
+/// Whether a nonce carries [`EXT_MARK`].
+pub fn marked(nonce: &[u8; NONCE_LEN]) -> bool {
+    nonce[..EXT_MARK.len()] == EXT_MARK
+}
+
+fn mark(mut nonce: [u8; NONCE_LEN]) -> [u8; NONCE_LEN] {
+    nonce[..EXT_MARK.len()].copy_from_slice(&EXT_MARK);
+    nonce
+}
 
 const LABEL_RESPONDER: &[u8] = b"rollgate-handshake-1 responder";
 const LABEL_INITIATOR: &[u8] = b"rollgate-handshake-1 initiator";
@@ -99,6 +126,8 @@ pub enum RejectCode {
     AuthFailed,
     /// A frame did not parse or broke a rule.
     Malformed,
+    /// The peer runs a release without a manifest signed by the trusted release key.
+    UnsignedRelease,
     /// A code this build does not know (sent by a newer peer).
     Other(u8),
 }
@@ -112,7 +141,21 @@ impl RejectCode {
             RejectCode::ClusterMismatch => 3,
             RejectCode::AuthFailed => 4,
             RejectCode::Malformed => 5,
+            RejectCode::UnsignedRelease => 6,
             RejectCode::Other(c) => c,
+        }
+    }
+
+    /// A name for counters and logs: `no_common_protocol`, ... (`other_<code>`).
+    pub fn name(self) -> String {
+        match self {
+            RejectCode::NoCommonProtocol => "no_common_protocol".into(),
+            RejectCode::TransportTooOld => "transport_too_old".into(),
+            RejectCode::ClusterMismatch => "cluster_mismatch".into(),
+            RejectCode::AuthFailed => "auth_failed".into(),
+            RejectCode::Malformed => "malformed".into(),
+            RejectCode::UnsignedRelease => "unsigned_release".into(),
+            RejectCode::Other(c) => format!("other_{c}"),
         }
     }
 
@@ -124,6 +167,7 @@ impl RejectCode {
             3 => RejectCode::ClusterMismatch,
             4 => RejectCode::AuthFailed,
             5 => RejectCode::Malformed,
+            6 => RejectCode::UnsignedRelease,
             c => RejectCode::Other(c),
         }
     }
@@ -349,6 +393,9 @@ pub struct Reply {
     pub nonce: [u8; NONCE_LEN],
     /// Accept or reject.
     pub outcome: Outcome,
+    /// The responder's release proof (on the wire only when `nonce` is
+    /// [`marked`]).
+    pub release: Option<ReleaseProof>,
     /// Empty, or the 32-byte MAC over the hello frame and this body up to here.
     pub mac: Vec<u8>,
 }
@@ -356,8 +403,11 @@ pub struct Reply {
 /// The initiator's proof that it knows the secret (an empty MAC without one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confirm {
-    /// Empty, or the 32-byte MAC over the hello and reply frames.
+    /// Empty, or the 32-byte MAC over the hello and reply frames (and the
+    /// release proof, when there is one).
     pub mac: Vec<u8>,
+    /// The initiator's release proof (sent only to a marked reply).
+    pub release: Option<ReleaseProof>,
 }
 
 /// Either side gives up.
@@ -431,6 +481,37 @@ fn get_mac(r: &mut Reader<'_>) -> Result<Vec<u8>, HandshakeError> {
     Ok(mac.to_vec())
 }
 
+fn put_proof(w: &mut Writer, proof: Option<&ReleaseProof>) {
+    match proof {
+        None => {
+            w.put_u8(0);
+        }
+        Some(p) => {
+            w.put_u8(1);
+            w.write(&p.digest.0).write(&p.signature);
+        }
+    }
+}
+
+fn get_proof(r: &mut Reader<'_>) -> Result<Option<ReleaseProof>, HandshakeError> {
+    match r.get_u8().map_err(wire("release proof"))? {
+        0 => Ok(None),
+        1 => {
+            let digest: [u8; 32] = r.read().map_err(wire("release digest"))?;
+            let signature: [u8; 64] = r.read().map_err(wire("release signature"))?;
+            Ok(Some(ReleaseProof { digest: Digest(digest), signature }))
+        }
+        t => Err(HandshakeError::malformed(format_args!("unknown release proof tag {t}"))),
+    }
+}
+
+/// The bytes of a proof as the Confirm carries them (the third MAC part).
+fn proof_bytes(proof: &ReleaseProof) -> Vec<u8> {
+    let mut w = body_writer();
+    put_proof(&mut w, Some(proof));
+    w.as_bytes().to_vec()
+}
+
 fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&MAGIC);
@@ -461,6 +542,9 @@ fn reply_unsigned_body(reply: &Reply) -> Writer {
             w.write(truncate(message).as_str());
         }
     }
+    if marked(&reply.nonce) {
+        put_proof(&mut w, reply.release.as_ref());
+    }
     w
 }
 
@@ -484,6 +568,9 @@ pub fn encode_frame(f: &Frame) -> Vec<u8> {
         }
         Frame::Confirm(c) => {
             w.write(c.mac.as_slice());
+            if let Some(p) = &c.release {
+                put_proof(&mut w, Some(p));
+            }
             kind::CONFIRM
         }
         Frame::Abort(a) => {
@@ -558,11 +645,16 @@ fn decode_frame_parts(bytes: &[u8]) -> Result<(Frame, usize), HandshakeError> {
                 },
                 o => return Err(HandshakeError::malformed(format_args!("unknown outcome {o}"))),
             };
+            let release = if marked(&nonce) { get_proof(&mut r)? } else { None };
             signed = r.position();
             let mac = get_mac(&mut r)?;
-            Frame::Reply(Reply { advert, nonce, outcome, mac })
+            Frame::Reply(Reply { advert, nonce, outcome, release, mac })
         }
-        kind::CONFIRM => Frame::Confirm(Confirm { mac: get_mac(&mut r)? }),
+        kind::CONFIRM => {
+            let mac = get_mac(&mut r)?;
+            let release = if r.remaining() > 0 { get_proof(&mut r)? } else { None };
+            Frame::Confirm(Confirm { mac, release })
+        }
         _ => Frame::Abort(Abort {
             code: RejectCode::from_code(r.get_u8().map_err(wire("abort code"))?),
             message: get_text_lossy(&mut r)?,
@@ -605,6 +697,10 @@ pub struct HandshakeConfig {
     pub secret: Option<ClusterSecret>,
     /// Limits for data frames after the handshake.
     pub limits: Limits,
+    /// This node's signed release manifest's digest and signature.
+    pub release_proof: Option<ReleaseProof>,
+    /// Accept only peers whose release this key signed.
+    pub trusted_release_key: Option<ReleaseKey>,
 }
 
 /// A configuration that cannot work.
@@ -656,6 +752,42 @@ impl HandshakeConfig {
             transport,
             secret: None,
             limits: Limits::DEFAULT,
+            release_proof: None,
+            trusted_release_key: None,
+        }
+    }
+
+    /// Sets the release proof this node sends and the key peers' releases
+    /// must be signed by.
+    pub fn with_release(mut self, proof: ReleaseProof, trusted: ReleaseKey) -> Self {
+        self.release_proof = Some(proof);
+        self.trusted_release_key = Some(trusted);
+        self
+    }
+
+    /// Whether this node takes part in the signed-release extension.
+    fn signs(&self) -> bool {
+        self.release_proof.is_some() || self.trusted_release_key.is_some()
+    }
+
+    /// Why a peer's proof is refused by the trusted key, if it is.
+    fn refuse_proof(&self, peer: &Advertisement, proof: Option<&ReleaseProof>) -> Option<String> {
+        let key = self.trusted_release_key.as_ref()?;
+        let them = format!("node {} (release {})", peer.node_id, peer.release);
+        match proof {
+            None => Some(format!(
+                "{them} presented no signed release manifest, and node {} runs only releases signed by release key {}: start {} with a manifest signed by that key (`rollgate release sign`) and the release public key",
+                self.node_id,
+                key.id(),
+                peer.node_id
+            )),
+            Some(p) if !key.verify_digest(&p.digest, &p.signature) => Some(format!(
+                "{them} runs a release whose manifest ({}) is not signed by release key {}, the one node {} trusts: sign it with that key",
+                p.digest.short(),
+                key.id(),
+                self.node_id
+            )),
+            Some(_) => None,
         }
     }
 
@@ -721,11 +853,14 @@ pub struct Negotiated {
     pub peer_transport: TransportVersion,
     /// Whether the transcript was authenticated with the cluster secret.
     pub authenticated: bool,
+    /// The digest of the peer's signed release manifest, when it sent one.
+    pub peer_release_manifest: Option<Digest>,
 }
 
 impl Negotiated {
     fn new(protocol: ProtocolVersion, transport: TransportVersion, peer: &Advertisement, authenticated: bool) -> Self {
         Negotiated {
+            peer_release_manifest: None,
             protocol,
             transport,
             peer_node_id: peer.node_id.clone(),
@@ -775,6 +910,9 @@ pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) ->
         RejectCode::AuthFailed => format!(
             "authentication with {them} failed: the nodes do not share the cluster secret, only one has one, or the negotiation was altered in transit; give both the same cluster secret file"
         ),
+        RejectCode::UnsignedRelease => format!(
+            "{them} and {us} disagree on signed releases: one runs only releases signed by a release key the other's release is not signed by; give both manifests signed by the cluster's release key"
+        ),
         RejectCode::Malformed | RejectCode::Other(_) => format!("{them} sent an invalid handshake"),
     }
 }
@@ -818,6 +956,7 @@ impl Initiator {
     /// Starts a handshake: returns the state and the Hello frame to send.
     /// `nonce` must be fresh random bytes.
     pub fn start(config: &HandshakeConfig, nonce: [u8; NONCE_LEN]) -> (Initiator, Vec<u8>) {
+        let nonce = if config.signs() { mark(nonce) } else { nonce };
         let hello = encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
         (Initiator { config: config.clone(), hello: hello.clone() }, hello)
     }
@@ -901,12 +1040,21 @@ impl Initiator {
                     let code = RejectCode::ClusterMismatch;
                     return Err(Failure::local(HandshakeError::new(code, explain(code, &me, peer)).with_peer(peer)));
                 }
-                let mac = match &self.config.secret {
-                    Some(secret) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes]),
-                    None => Vec::new(),
+                if let Some(message) = self.config.refuse_proof(peer, reply.release.as_ref()) {
+                    let e = HandshakeError::new(RejectCode::UnsignedRelease, message).with_peer(peer);
+                    return Err(Failure::local(e));
+                }
+                // A marked reply reads our proof after the MAC, which then covers it.
+                let proof = if marked(&reply.nonce) { self.config.release_proof } else { None };
+                let mac = match (&self.config.secret, &proof) {
+                    (Some(secret), Some(p)) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes, &proof_bytes(p)]),
+                    (Some(secret), None) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes]),
+                    (None, _) => Vec::new(),
                 };
-                let confirm = encode_frame(&Frame::Confirm(Confirm { mac }));
-                Ok((Negotiated::new(protocol, transport, peer, authenticated), confirm))
+                let confirm = encode_frame(&Frame::Confirm(Confirm { mac, release: proof }));
+                let mut negotiated = Negotiated::new(protocol, transport, peer, authenticated);
+                negotiated.peer_release_manifest = reply.release.map(|p| p.digest);
+                Ok((negotiated, confirm))
             }
         }
     }
@@ -915,6 +1063,8 @@ impl Initiator {
 /// The responder, waiting for the initiator's Confirm.
 #[derive(Debug)]
 pub struct Responder {
+    /// The node's configuration (for the release check of the Confirm).
+    config: HandshakeConfig,
     secret: Option<ClusterSecret>,
     hello: Vec<u8>,
     reply: Vec<u8>,
@@ -937,8 +1087,15 @@ impl Responder {
             Err(e) => return Err(Failure::local(e)),
         };
         let me = config.advertisement();
+        let peer_marked = marked(&hello.nonce);
         let peer = hello.advert;
         let mut outcome = decide(config, &peer);
+        if outcome_is_accept(&outcome)
+            && !peer_marked
+            && let Some(message) = config.refuse_proof(&peer, None)
+        {
+            outcome = Outcome::Reject { code: RejectCode::UnsignedRelease, message };
+        }
         if outcome_is_accept(&outcome) {
             match (&config.secret, hello.auth) {
                 (Some(_), AuthMode::None) => {
@@ -962,7 +1119,11 @@ impl Responder {
                 _ => {}
             }
         }
-        let mut reply = Reply { advert: me.clone(), nonce, outcome: outcome.clone(), mac: Vec::new() };
+        // The extension only towards a peer that marked its nonce (it reads it).
+        let ext = peer_marked && config.signs();
+        let nonce = if ext { mark(nonce) } else { nonce };
+        let release = if ext { config.release_proof } else { None };
+        let mut reply = Reply { advert: me.clone(), nonce, outcome: outcome.clone(), release, mac: Vec::new() };
         if let Some(secret) = &config.secret {
             let unsigned = reply_unsigned_body(&reply);
             reply.mac = secret.sign(LABEL_RESPONDER, &[bytes, unsigned.as_bytes()]);
@@ -973,6 +1134,7 @@ impl Responder {
                 let negotiated = Negotiated::new(protocol, transport, &peer, config.secret.is_some());
                 Ok((
                     Responder {
+                        config: config.clone(),
                         secret: config.secret.clone(),
                         hello: bytes.to_vec(),
                         reply: reply_frame.clone(),
@@ -985,7 +1147,7 @@ impl Responder {
             }
             Outcome::Reject { code, message } => {
                 let message = match code {
-                    RejectCode::AuthFailed => message,
+                    RejectCode::AuthFailed | RejectCode::UnsignedRelease => message,
                     _ => explain(code, &me, &peer),
                 };
                 Err(Failure { error: HandshakeError::new(code, message).with_peer(&peer), send: Some(reply_frame) })
@@ -1020,15 +1182,25 @@ impl Responder {
                 ));
             }
         };
-        if let Some(secret) = &self.secret
-            && (confirm.mac.is_empty() || !secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply], &confirm.mac))
-        {
-            let code = RejectCode::AuthFailed;
-            return Err(Failure::local(
-                HandshakeError::new(code, explain(code, &self.local, &self.peer)).with_peer(&self.peer),
-            ));
+        if let Some(secret) = &self.secret {
+            let verified = match &confirm.release {
+                Some(p) => secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply, &proof_bytes(p)], &confirm.mac),
+                None => secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply], &confirm.mac),
+            };
+            if confirm.mac.is_empty() || !verified {
+                let code = RejectCode::AuthFailed;
+                return Err(Failure::local(
+                    HandshakeError::new(code, explain(code, &self.local, &self.peer)).with_peer(&self.peer),
+                ));
+            }
         }
-        Ok(self.negotiated)
+        if let Some(message) = self.config.refuse_proof(&self.peer, confirm.release.as_ref()) {
+            let e = HandshakeError::new(RejectCode::UnsignedRelease, message).with_peer(&self.peer);
+            return Err(Failure::local(e));
+        }
+        let mut negotiated = self.negotiated;
+        negotiated.peer_release_manifest = confirm.release.map(|p| p.digest);
+        Ok(negotiated)
     }
 }
 

@@ -41,6 +41,7 @@
 //! at once (further connections are closed at once and counted), so a slow
 //! or silent peer never blocks other peers.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +91,37 @@ pub struct NetConfig {
     pub max_pending_handshakes: usize,
     /// Handshaken connections a listener holds before `accept` takes them.
     pub accept_queue_len: usize,
+    /// Handshakes accepted and rejected (shared by every clone of the config).
+    pub counters: HandshakeCounters,
+}
+
+/// How many handshakes (inbound and outbound) ended which way: accepted, or
+/// rejected by [`RejectCode::name`] (`timeout` for one that did not finish
+/// in time). Cheap to clone: clones count together.
+#[derive(Clone, Debug, Default)]
+pub struct HandshakeCounters(Arc<std::sync::Mutex<BTreeMap<(bool, String), u64>>>);
+
+impl HandshakeCounters {
+    fn count(&self, accepted: bool, code: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry((accepted, code)).or_default() += 1;
+    }
+
+    fn record<T>(&self, result: &Result<T, NetError>) {
+        match result {
+            Ok(_) => self.count(true, String::new()),
+            Err(NetError::Handshake(e)) => self.count(false, e.code.name()),
+            Err(NetError::HandshakeTimeout { .. }) => self.count(false, "timeout".into()),
+            Err(_) => {}
+        }
+    }
+
+    /// `(accepted, code, count)` for every outcome seen, accepted first.
+    pub fn snapshot(&self) -> Vec<(bool, String, u64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(bool, String, u64)> = map.iter().map(|((a, c), n)| (*a, c.clone(), *n)).collect();
+        out.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+        out
+    }
 }
 
 impl NetConfig {
@@ -103,6 +135,7 @@ impl NetConfig {
             send_queue_len: 1024,
             max_pending_handshakes: 64,
             accept_queue_len: 64,
+            counters: HandshakeCounters::default(),
         }
     }
 
@@ -841,12 +874,12 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
         let negotiated = initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
         Ok::<_, NetError>((stream, negotiated))
     };
-    let (stream, negotiated) = match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(NetError::HandshakeTimeout { peer: target.to_string(), after_ms: timeout.as_millis() as u64 });
-        }
+    let result = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(NetError::HandshakeTimeout { peer: target.to_string(), after_ms: timeout.as_millis() as u64 }),
     };
+    config.counters.record(&result);
+    let (stream, negotiated) = result?;
     tracing::debug!(peer = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "connected");
     Ok(Connection::start(stream, negotiated, &config))
 }
@@ -993,12 +1026,13 @@ async fn handshake_inbound<P: Protocol>(
 ) -> Result<Connection<P>, NetError> {
     let _ = stream.set_nodelay(true);
     let timeout = config.handshake_timeout;
-    match tokio::time::timeout(timeout, respond(&mut stream, &config.handshake)).await {
-        Ok(Ok(negotiated)) => {
-            tracing::debug!(%peer, node = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "accepted");
-            Ok(Connection::start(stream, negotiated, config))
-        }
+    let result = match tokio::time::timeout(timeout, respond(&mut stream, &config.handshake)).await {
+        Ok(Ok(negotiated)) => Ok(negotiated),
         Ok(Err(e)) => Err(with_peer(e, Some(peer))),
         Err(_) => Err(NetError::HandshakeTimeout { peer: peer.to_string(), after_ms: timeout.as_millis() as u64 }),
-    }
+    };
+    config.counters.record(&result);
+    let negotiated = result?;
+    tracing::debug!(%peer, node = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "accepted");
+    Ok(Connection::start(stream, negotiated, config))
 }

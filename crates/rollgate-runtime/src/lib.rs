@@ -12,12 +12,14 @@
 //! | [`format`] | what layout stored data has (format versions) |
 //! | [`migrate`] | stepwise, resumable, idempotent upgrades of stored data |
 //! | [`record`] | extensible records that old code round-trips without loss |
+//! | [`audit`] | who changed the cluster: the audit log in the metadata store |
 //!
 //! Architecture invariant: the runtime speaks no HTTP. The admin API and the
 //! `_capabilities` fan-out live in `rollgate-admin`, above it.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod capabilities;
 pub mod cluster;
 pub mod features;

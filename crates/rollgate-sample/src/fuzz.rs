@@ -35,6 +35,7 @@ pub fn negotiated(protocol: u16, transport: TransportVersion) -> Negotiated {
         peer_protocols: ProtocolRange::new(1, 2).expect("non-empty"),
         peer_transport: transport_versions::CURRENT,
         authenticated: false,
+        peer_release_manifest: None,
     }
 }
 

@@ -31,6 +31,8 @@
 //! | [`golden`] | golden wire samples for a service's tests: pin every version's encoding |
 //! | [`util`] | small shared helpers: text cut to a bound, wall-clock milliseconds |
 //! | [`api`] | the admin API's requests and answers (shared with the `rollgate` CLI) |
+//! | [`release`] | signed release manifests and release keys |
+//! | [`audit`] | the audit log in the metadata store |
 
 #![warn(missing_docs)]
 
@@ -40,13 +42,16 @@ pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_v
 #[cfg(feature = "net")]
 pub use rollgate_net::{handshake, net};
 
+#[cfg(any(feature = "net", feature = "runtime"))]
+pub use rollgate_release as release;
+
 #[cfg(feature = "store")]
 pub use rollgate_store as store;
 
 #[cfg(feature = "runtime")]
 pub use rollgate_api as api;
 #[cfg(feature = "runtime")]
-pub use rollgate_runtime::{capabilities, cluster, features, flags, format, migrate, node, record};
+pub use rollgate_runtime::{audit, capabilities, cluster, features, flags, format, migrate, node, record};
 
 #[cfg(feature = "admin")]
 pub use rollgate_admin as admin;

@@ -177,6 +177,11 @@ impl Answer {
         Ok(())
     }
 
+    /// The node's JSON as it sent it.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
     /// The answer as the API type `T`, for a command that also has `--json`.
     /// An answer that does not decode (the node runs another API version)
     /// fails naming the endpoint; fields `T` does not have are ignored.

@@ -6,6 +6,7 @@ use rollgate_api::flags::{DisableReport, DisableRequest, EnableReport, EnableReq
 use super::args::{Connection, JsonArg, parse_flag_name};
 use super::client::{Client, block_on};
 use super::show::{self, or_dash, print_table, table, yes_no};
+use super::wait;
 use crate::failure::{Failure, Outcome};
 
 /// Feature flags: list, inspect, enable, disable.
@@ -78,6 +79,13 @@ pub struct EnableArgs {
     /// Print the node's JSON report.
     #[arg(long)]
     json: bool,
+    /// Then follow the migrations the flags start, with a progress bar, until they are done.
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// Give up waiting after this many seconds (exit 2, naming what blocks).
+    #[arg(long, value_name = "S", default_value_t = 600, requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    wait_timeout_s: u64,
 }
 
 /// `rollgate flags ...`.
@@ -167,10 +175,13 @@ async fn enable(client: &Client, a: &EnableArgs) -> Outcome {
         warn_irreversible(client, a).await?;
     }
     let answer = client.post("/admin/flags/enable", &enable_request(a, a.dry_run)).await?;
+    let report: EnableReport = answer.decode()?;
+    if a.wait {
+        return enable_and_wait(client, a, &answer, &report).await;
+    }
     if a.json {
         answer.print_json()?;
     }
-    let report: EnableReport = answer.decode()?;
     if !a.json {
         print_enable_report(&report, a.dry_run);
     }
@@ -178,6 +189,28 @@ async fn enable(client: &Client, a: &EnableArgs) -> Outcome {
         return Err(Failure::Refused(format!("enabling would be refused:\n  {}", report.messages.join("\n  "))));
     }
     Ok(())
+}
+
+/// `--wait`: the enable went through; follow what it started. With
+/// `--json`, one object: `{"enable": <the node's report>, "wait": <wait result>}`.
+async fn enable_and_wait(
+    client: &Client,
+    a: &EnableArgs,
+    answer: &super::client::Answer,
+    report: &EnableReport,
+) -> Outcome {
+    if !a.json {
+        print_enable_report(report, false);
+    }
+    let timeout = std::time::Duration::from_secs(a.wait_timeout_s);
+    let mut flags = report.enabled.clone();
+    flags.extend(report.already_enabled.iter().cloned());
+    let result = wait::wait(client, wait::Goal { release: None, flags }, timeout, a.json).await?;
+    if a.json {
+        let both = serde_json::json!({ "enable": answer.json(), "wait": result });
+        println!("{}", serde_json::to_string_pretty(&both).map_err(|e| Failure::Internal(e.into()))?);
+    }
+    wait::finish(&result, if a.json { wait::Print::Nothing } else { wait::Print::Text }, timeout)
 }
 
 fn print_enable_report(report: &EnableReport, dry_run: bool) {

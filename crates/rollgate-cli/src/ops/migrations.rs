@@ -55,7 +55,7 @@ fn migrations(section: &MigrationsSection) -> Vec<&MigrationStatus> {
     }
 }
 
-fn is_active(m: &MigrationStatus) -> bool {
+pub(super) fn is_active(m: &MigrationStatus) -> bool {
     m.state == MigrationState::Running || (m.state == MigrationState::Pending && m.gate_open == Some(true))
 }
 

@@ -8,7 +8,9 @@
 //!
 //! One file per command group (`flags.rs`, `nodes.rs` for nodes and
 //! features, `capabilities.rs`, `upgrade.rs` with `migrations.rs` for the
-//! migrations tables and `--watch`); `args.rs` holds the shared options and
+//! migrations tables and `--watch`, `wait.rs` for `upgrade wait` and
+//! `flags enable --wait`, `audit.rs`, and `release.rs`, which signs and
+//! verifies release manifests locally without a node); `args.rs` holds the shared options and
 //! the name checks, `show.rs` the table printing, `client.rs` the HTTP client
 //! of one node's admin API (`--node` checked up front; `ROLLGATE_NODE`,
 //! `ROLLGATE_TOKEN_FILE`; bounded answers and timeouts). Every decision is
@@ -16,16 +18,21 @@
 //! fix), transport failures and 5xx exit 1.
 
 mod args;
+mod audit;
 mod capabilities;
 mod client;
 mod flags;
 mod migrations;
 mod nodes;
+mod release;
 mod show;
 mod upgrade;
+mod wait;
 
 pub use args::Connection;
+pub use audit::{AuditArgs, run_audit};
 pub use capabilities::{CapabilitiesArgs, run_capabilities};
 pub use flags::{FlagsCommand, run_flags};
 pub use nodes::{FeaturesCommand, NodesCommand, run_features, run_nodes};
+pub use release::{ReleaseCommand, run_release};
 pub use upgrade::{UpgradeCommand, run_upgrade};

@@ -72,7 +72,7 @@ async fn list(client: &Client, json: bool) -> Outcome {
         return answer.print_json();
     }
     let nodes: NodeList = answer.decode()?;
-    let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "ADMIN", "FLAGS"]);
+    let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS"]);
     for n in nodes.nodes {
         let mut id = n.node_id;
         if n.this_node {
@@ -84,13 +84,24 @@ async fn list(client: &Client, json: bool) -> Outcome {
             wire_name(&n.state),
             n.protocol,
             n.transport.to_string(),
+            manifest(n.release_manifest.as_deref()),
             n.admin_addr,
             n.supported_flags.len().to_string(),
         ]);
     }
     print_table(&mut t);
-    println!("(* the node answering; FLAGS: how many flags its release supports)");
+    println!(
+        "(* the node answering; MANIFEST: the first 12 hex digits of its signed release manifest's digest, - when unsigned; FLAGS: how many flags its release supports)"
+    );
     Ok(())
+}
+
+/// A manifest digest as the table shows it.
+fn manifest(digest: Option<&str>) -> String {
+    match digest.and_then(|d| d.strip_prefix("sha256:")) {
+        Some(hex) => hex.chars().take(12).collect(),
+        None => "-".into(),
+    }
 }
 
 /// `rollgate nodes forget ID`.

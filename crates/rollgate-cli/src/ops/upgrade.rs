@@ -7,8 +7,8 @@ use rollgate_api::upgrade::{FlagSummary, UpgradePlan, UpgradeStatus};
 
 use super::args::{Connection, JsonArg, parse_release};
 use super::client::{Client, block_on};
-use super::migrations;
 use super::show::{list, or_dash, print_table, table};
+use super::{migrations, wait};
 use crate::failure::{Failure, Outcome};
 
 /// `upgrade status` options.
@@ -27,6 +27,20 @@ pub struct StatusArgs {
     watch_timeout_s: u64,
 }
 
+/// `upgrade wait` options.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Also wait until every member runs this release.
+    #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
+    to: Option<String>,
+    /// Give up after this many seconds (exit 2, naming what blocks).
+    #[arg(long, value_name = "S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout_s: u64,
+    /// Print one JSON object ({reached, goal, elapsed_s, blockers}) and no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Upgrade status and plans.
 #[derive(Subcommand, Debug)]
 pub enum UpgradeCommand {
@@ -35,6 +49,16 @@ pub enum UpgradeCommand {
   rollgate --node http://127.0.0.1:9650 upgrade status
   rollgate --node http://127.0.0.1:9650 upgrade status --watch     # progress bars until migrations finish")]
     Status(StatusArgs),
+    /// Wait until every member runs and migrations are done (and, with --to, every member runs a release).
+    #[command(
+        long_about = "Follow the cluster with a progress bar on stderr until every member is running, no flag is \
+being enabled or disabled and no migration is left to run (with --to, also until every member runs that \
+release). On timeout, exit 2 naming what still blocks.",
+        after_help = "Examples:
+  rollgate --node http://127.0.0.1:9650 upgrade wait --to 1.2 --timeout-s 600
+  rollgate --node http://127.0.0.1:9650 upgrade wait --json    # for scripts"
+    )]
+    Wait(WaitArgs),
     /// What to do, in order, to bring every member to a release.
     #[command(after_help = "Example:
   rollgate --node http://127.0.0.1:9650 upgrade plan --to 2.0")]
@@ -54,6 +78,12 @@ pub fn run_upgrade(conn: &Connection, cmd: UpgradeCommand) -> Outcome {
         match cmd {
             UpgradeCommand::Status(a) => status(&client, &a).await,
             UpgradeCommand::Plan { to, json } => plan(&client, &to, json.json).await,
+            UpgradeCommand::Wait(a) => {
+                let timeout = Duration::from_secs(a.timeout_s);
+                let goal = wait::Goal { release: a.to, flags: Vec::new() };
+                let result = wait::wait(&client, goal, timeout, a.json).await?;
+                wait::finish(&result, if a.json { wait::Print::Json } else { wait::Print::Text }, timeout)
+            }
         }
     })
 }

@@ -195,7 +195,8 @@ async fn features_nodes_capabilities_and_upgrade() {
     let out = c.run(&["nodes", "list"], 0).await.stdout;
     assert_eq!(row(&out, "n1")[..4], ["n1", "*", "1.1", "running"]);
     assert_eq!(row(&out, "n2")[..3], ["n2", "1.0", "running"]);
-    assert_eq!(row(&out, "NODE"), ["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "ADMIN", "FLAGS"]);
+    assert_eq!(row(&out, "NODE"), ["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS"]);
+    assert_eq!(row(&out, "n2")[5], "-", "n2 runs an unsigned release");
     let nodes = c.json(&["nodes", "list", "--json"]).await;
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
 
@@ -330,4 +331,106 @@ async fn upgrade_status_shows_migrations() {
     assert_eq!(row(&out, "n1")[5], "done", "{out}");
     let r = c.run(&["upgrade", "status", "--watch", "--json"], 2).await;
     assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_waiting_follow_the_cluster() {
+    let c = cluster().await;
+    let reached = c.json(&["upgrade", "wait", "--json", "--timeout-s", "30"]).await;
+    assert_eq!((reached["reached"].as_bool(), reached["blockers"].as_array().map(Vec::len)), (Some(true), Some(0)));
+
+    let r = c.run(&["upgrade", "wait", "--to", "1.1", "--timeout-s", "1"], 2).await;
+    assert!(
+        r.stderr.contains("timed out after 1s")
+            && r.stderr.contains("node n2 runs release 1.0: restart it as release 1.1"),
+        "{}",
+        r.stderr
+    );
+    let r = c.run(&["upgrade", "wait", "--to", "1.1", "--timeout-s", "1", "--json"], 2).await;
+    let j: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["reached"], false);
+    assert_eq!(j["goal"]["release"], "1.1");
+
+    let both = c.json(&["flags", "enable", "base", "--wait", "--json", "--wait-timeout-s", "30"]).await;
+    assert_eq!(
+        (both["enable"]["already_enabled"][0].as_str(), both["wait"]["reached"].as_bool()),
+        (Some("base"), Some(true))
+    );
+    let r = c.run(&["flags", "enable", "base", "--wait"], 0).await;
+    assert!(r.stdout.contains("reached the state asked for"), "{}", r.stdout);
+
+    let r = c.run(&["nodes", "forget", "n2"], 2).await;
+    assert!(r.stderr.contains("n2"), "{}", r.stderr);
+    let r = c.run(&["audit"], 0).await;
+    let first = r.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        first.contains("forget") && first.contains("refused") && first.contains("admin_api sha256:"),
+        "{}",
+        r.stdout
+    );
+    let log = c.json(&["audit", "--json", "--limit", "2"]).await;
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0]["action"].as_str(), entries[1]["action"].as_str()), (Some("forget"), Some("enable")));
+    assert!(!log.to_string().contains(TOKEN));
+    let r = c.run(&["audit", "--limit", "0"], 2).await;
+    assert!(r.stderr.contains("limit"), "{}", r.stderr);
+
+    let r = c.run(&["nodes", "list"], 0).await;
+    assert!(r.stdout.contains("MANIFEST") && r.stdout.contains("MANIFEST:"), "{}", r.stdout);
+    drop(c.n2);
+}
+
+#[tokio::test]
+async fn release_manifests_are_signed_and_verified_and_bad_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = |args: Vec<String>, code: i32| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = rollgate(&refs, &[]).await;
+        assert_eq!(r.code, code, "rollgate {args:?}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        r
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let manifest = rollgate::node::release_manifest(&config("n1", "1.1", dir.path()));
+    std::fs::write(p("m.json"), serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+
+    run(s(&["release", "keygen", "--out", &p("release.key")]), 0).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(p("release.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let r = run(s(&["release", "keygen", "--out", &p("release.key")]), 2).await;
+    assert!(r.stderr.contains("exists already"), "{}", r.stderr);
+    run(s(&["release", "sign", "--key", &p("release.key"), &p("m.json"), "--out", &p("signed.json")]), 0).await;
+    let r = run(s(&["release", "verify", "--key", &p("release.key.pub"), &p("signed.json"), "--json"]), 0).await;
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["release"].as_str(), v["digest"].as_str()),
+        (Some("1.1"), Some(manifest.digest().to_text().as_str()))
+    );
+
+    // Tampered: the release's flags edited after signing.
+    let mut signed: Value = serde_json::from_str(&std::fs::read_to_string(p("signed.json")).unwrap()).unwrap();
+    assert_eq!(signed["manifest"]["flags"][2]["name"], "fancy");
+    signed["manifest"]["flags"][2]["stability"] = "stable".into();
+    std::fs::write(p("tampered.json"), signed.to_string()).unwrap();
+    let r = run(s(&["release", "verify", "--key", &p("release.key.pub"), &p("tampered.json")]), 2).await;
+    assert!(r.stderr.contains("changed after it was signed"), "{}", r.stderr);
+
+    run(s(&["release", "keygen", "--out", &p("other.key")]), 0).await;
+    let r = run(s(&["release", "verify", "--key", &p("other.key.pub"), &p("signed.json")]), 2).await;
+    assert!(r.stderr.contains("not the trusted release key"), "{}", r.stderr);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p("release.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let r = run(s(&["release", "sign", "--key", &p("release.key"), &p("m.json")]), 2).await;
+        assert!(r.stderr.contains("group or others may read it") && r.stderr.contains("chmod 600"), "{}", r.stderr);
+    }
+    std::fs::write(p("garbage.json"), "{not json").unwrap();
+    let r = run(s(&["release", "verify", "--key", &p("release.key.pub"), &p("garbage.json")]), 2).await;
+    assert!(r.stderr.contains("rollgate release sign"), "{}", r.stderr);
 }

@@ -119,6 +119,11 @@ pub struct NodeConfig {
     pub plugins: Vec<String>,
     /// Timeouts and limits.
     pub tuning: Tuning,
+    /// The release's signed manifest (`--release-manifest`), with `release_key`.
+    pub release_manifest: Option<rollgate::release::SignedManifest>,
+    /// The trusted release public key (`--release-key`): the node runs only
+    /// a release it signed, and accepts only peers whose release it signed.
+    pub release_key: Option<rollgate::release::ReleaseKey>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -133,6 +138,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("cluster_secret", &self.cluster_secret.is_some())
             .field("admin_token", &self.admin_token.is_some())
             .field("plugins", &self.plugins)
+            .field("release_key", &self.release_key)
             .finish()
     }
 }
@@ -156,6 +162,8 @@ impl NodeConfig {
             admin_token: None,
             plugins: Vec::new(),
             tuning: Tuning::default(),
+            release_manifest: None,
+            release_key: None,
         }
     }
 }

@@ -74,7 +74,7 @@ impl NodeError {
             NodeError::Cluster(e) => matches!(e, ClusterError::InvalidNodeId { .. }),
             NodeError::Runtime(e) => match e {
                 rollgate::node::NodeError::Flag(f) => f.is_refusal(),
-                rollgate::node::NodeError::Config { .. } => true,
+                rollgate::node::NodeError::Config { .. } | rollgate::node::NodeError::Release(_) => true,
                 rollgate::node::NodeError::Cluster(c) => matches!(c, ClusterError::InvalidNodeId { .. }),
                 _ => false,
             },

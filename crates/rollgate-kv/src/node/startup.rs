@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use rollgate::admin::AdminConfig;
-use rollgate::cluster::{Cluster, ClusterOptions, TransportRange};
+use rollgate::cluster::{Cluster, ClusterOptions};
 use rollgate::handshake::HandshakeConfig;
 use rollgate::migrate::{Gates, LocalOptions, LocalRunner};
 use rollgate::net::{self, Listener, NetConfig, NetError};
@@ -107,6 +107,11 @@ async fn start_with(
     let mut handshake =
         HandshakeConfig::new(&node_id, release.name, &cluster_id, release.protocols, release.transport_set());
     handshake.secret = config.cluster_secret.clone();
+    if let Some(signed) = &config.release_manifest {
+        handshake.release_proof =
+            Some(signed.proof().map_err(|e| NodeError::Config(format!("--release-manifest: {e}")))?);
+    }
+    handshake.trusted_release_key = config.release_key.clone();
     let mut net_config = NetConfig::new(handshake);
     net_config.handshake_timeout = tuning.handshake_timeout;
     net_config.idle_timeout = Some(tuning.idle_timeout);
@@ -132,9 +137,9 @@ async fn start_with(
     let mut rc = rollgate::node::NodeConfig::new(&node_id, release.name, &config.data_dir, registry);
     rc.data_addr = data_addr.to_string();
     rc.admin_addr = admin_addr.to_string();
-    rc.protocol = release.protocols;
-    rc.transport = TransportRange { min_compatible: release.minimum_compatible, current: release.transport };
-    rc.features = release.feature_set().map_err(|e| NodeError::Config(e.to_string()))?;
+    releases::apply_to(release, &mut rc).map_err(|e| NodeError::Config(e.to_string()))?;
+    rc.release_manifest = config.release_manifest.clone();
+    rc.release_key = config.release_key.clone();
     rc.routes = crate::http::route_table(release, &config.plugins).map_err(|e| NodeError::Config(e.to_string()))?;
     rc.test_mode = false;
     rc.releases = Some(releases::release_table());
@@ -259,7 +264,9 @@ async fn with_runtime(
     }
 
     publish_storage_status(runtime, &storage, &node_id);
+    let handshakes = net_config.counters.clone();
     let links = peer_links(net_config, &tuning);
+    runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
         node_id,
@@ -402,7 +409,9 @@ fn http_app(api: Api, runtime: &rollgate::node::Node, admin_token: Option<&str>,
             .into(),
         ..admin
     };
+    let requests = crate::metrics::KvMetrics::register(&admin.metrics);
     crate::http::app(api, rollgate::admin::router(runtime.clone(), admin), tuning.http_request_timeout)
+        .layer(axum::middleware::from_fn(move |req, next| crate::metrics::measured(req, next, requests.clone())))
 }
 
 /// Connects to `addr` once to check that it accepts us.

@@ -289,6 +289,8 @@ pub struct PeerStatus {
     pub release: Option<String>,
     /// Whether the handshake was authenticated with the cluster secret.
     pub authenticated: Option<bool>,
+    /// The digest of the peer's signed release manifest, when it sent one.
+    pub manifest: Option<String>,
     /// Writes queued to the peer on the current connection.
     pub writes: Option<u64>,
     /// `ReplicateBatch` messages sent on the current connection.
@@ -427,6 +429,7 @@ impl Links {
                     transport: None,
                     release: None,
                     authenticated: None,
+                    manifest: None,
                     writes: None,
                     batches: None,
                     error: None,
@@ -440,6 +443,7 @@ impl Links {
                         st.transport = Some(n.transport.id());
                         st.release = Some(n.peer_release.clone());
                         st.authenticated = Some(n.authenticated);
+                        st.manifest = n.peer_release_manifest.map(|d| d.to_text());
                         st.writes = Some(s.writes_queued());
                         st.batches = Some(s.batches_sent());
                     }

@@ -11,11 +11,14 @@
 // Scenario tests read top to bottom, so a long one stays in one piece.
 #![allow(clippy::too_many_lines)]
 
+mod cdp;
 #[path = "../shared/clients.rs"]
 mod clients;
 mod support;
 
 mod bad_input;
 mod cluster;
+mod dashboard_browser;
 mod mixed_releases;
+mod signed_releases;
 mod wire_golden;

@@ -129,6 +129,10 @@ pub struct NodeRecord {
     pub state: NodeState,
     /// When it started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// The digest of its signed release manifest (`sha256:...`), when it
+    /// was started with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_manifest: Option<String>,
 }
 
 impl NodeRecord {
@@ -154,6 +158,7 @@ impl NodeRecord {
             routes: None,
             state: NodeState::Running,
             started_ms: 0,
+            release_manifest: None,
         }
     }
 }

@@ -96,6 +96,8 @@ impl Node {
                 .into());
             }
         }
+        // The release manifest and key, and the cluster's release key.
+        let release = super::release::check(&config, &cluster).await?;
         let bounds = bounds(&config);
         // Probe often enough that a quiet, healthy node confirms its view well within its lease.
         let handle_options = HandleOptions {
@@ -121,7 +123,8 @@ impl Node {
 
         // The join lease: its id is this run's incarnation (store-unique).
         let (join_lease, _) = cluster.store().lease_grant(config.liveness_ttl_s).await?;
-        let record = node_record(&config, &bounds, join_lease as u64);
+        let mut record = node_record(&config, &bounds, join_lease as u64);
+        record.release_manifest = release.map(|d| d.to_text());
 
         // The epoch-fenced join (I5). It writes the live key too (on a lease
         // of its own), so that the node is running from the moment it is a
@@ -152,7 +155,9 @@ impl Node {
             spawned: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
-        let node = Node { core: Arc::new(Core { shared: shared.clone(), tasks: Mutex::new(Vec::new()) }) };
+        let node = Node {
+            core: Arc::new(Core { shared: shared.clone(), tasks: Mutex::new(Vec::new()), links: Mutex::new(None) }),
+        };
         match node.boot(joined, plan).await {
             Ok(()) => Ok(node),
             Err(e) => {
@@ -280,6 +285,7 @@ fn node_record(config: &NodeConfig, bounds: &Bounds, incarnation: u64) -> NodeRe
         routes: Some(routes),
         state: NodeState::Running,
         started_ms: now_ms(),
+        release_manifest: None,
     }
 }
 

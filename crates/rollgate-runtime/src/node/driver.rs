@@ -425,7 +425,31 @@ impl Shared {
         let _op = self.op_lock.lock().await;
         let view = self.handle.view();
         let driving = self.driving_now();
-        match plan::recovery_for(&view, &self.config.flags, flag, &self.me(&driving)) {
+        let recovery = plan::recovery_for(&view, &self.config.flags, flag, &self.me(&driving));
+        let what = match &recovery {
+            Recovery::Nothing => return Ok(()),
+            Recovery::ResumeEnable => "resumed the enabling",
+            Recovery::RollBackEnable { .. } => "rolled back the enabling",
+            Recovery::FinishDisable => "finished the disabling",
+        };
+        let result = self.clone().recover_with(flag, recovery).await;
+        let (root, capacity) = (self.cluster.keys().root(), self.config.audit_capacity);
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        crate::audit::takeover(
+            self.cluster.store().as_ref(),
+            root,
+            capacity,
+            &self.config.node_id,
+            flag,
+            what,
+            outcome,
+        )
+        .await;
+        result
+    }
+
+    async fn recover_with(self: Arc<Self>, flag: &str, recovery: Recovery) -> Result<(), FlagError> {
+        match recovery {
             Recovery::Nothing => Ok(()),
             Recovery::ResumeEnable => {
                 tracing::info!(node = %self.config.node_id, flag, "resuming an enabling whose owner is gone");

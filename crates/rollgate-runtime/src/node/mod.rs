@@ -55,6 +55,8 @@
 mod boot;
 mod driver;
 mod worker;
+mod operator;
+mod release;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -73,9 +75,12 @@ use crate::cluster::{
 use crate::features::{self, FeatureSet};
 use crate::flags::plan::{self, EnablePlan, EnableRequest, FenceReason};
 use crate::flags::{FlagError, FlagId, FlagRegistry, Flags, PluginSpec, ReleaseTable};
+use rollgate_release::{ManifestFormat, ReleaseKey, SignedManifest};
 use rollgate_store::StoreError;
 use rollgate_version::{ProtocolRange, TransportVersion};
 
+pub use operator::LinkSource;
+pub use release::{ReleaseRefusal, release_manifest};
 pub use rollgate_api::flags::{DisableReport, EnableReport};
 
 use driver::Shared;
@@ -156,6 +161,17 @@ pub struct NodeConfig {
     pub liveness_ttl_s: i64,
     /// Protocol bounds.
     pub timeouts: NodeTimeouts,
+    /// The storage formats the release reads and writes, for its release
+    /// manifest.
+    pub formats: Vec<ManifestFormat>,
+    /// The release's signed manifest (with [`NodeConfig::release_key`]).
+    pub release_manifest: Option<SignedManifest>,
+    /// The trusted release key: the node refuses to start unless
+    /// `release_manifest` is signed by it and describes this binary, and
+    /// the cluster then accepts only releases signed by it.
+    pub release_key: Option<ReleaseKey>,
+    /// How many audit log entries the store keeps.
+    pub audit_capacity: usize,
 }
 
 impl NodeConfig {
@@ -179,6 +195,10 @@ impl NodeConfig {
             handle: HandleOptions::default(),
             liveness_ttl_s: 10,
             timeouts: NodeTimeouts::default(),
+            formats: Vec::new(),
+            release_manifest: None,
+            release_key: None,
+            audit_capacity: crate::audit::DEFAULT_CAPACITY,
         }
     }
 }
@@ -213,6 +233,9 @@ pub enum NodeError {
         /// What the store said.
         store_error: String,
     },
+    /// The release manifest or key refuses the boot.
+    #[error(transparent)]
+    Release(#[from] ReleaseRefusal),
     /// A per-node enable step of an enabled flag failed at boot.
     #[error("node {node} cannot start: the per-node step of enabled flag `{flag}` failed: {reason}")]
     NodeStep {
@@ -248,6 +271,8 @@ impl std::fmt::Debug for Node {
 struct Core {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Where the service reports its peer links (`None`: it does not).
+    links: Mutex<Option<LinkSource>>,
 }
 
 impl Drop for Core {
@@ -350,16 +375,34 @@ impl Node {
         Ok(plan::plan_enable(&view, &shared.config.flags, request, &shared.me(&driving)))
     }
 
+    /// Plans an enable request on `view` (e.g. the cached one), without
+    /// reading the store or changing anything.
+    pub fn plan_enable_in(&self, view: &ClusterView, request: &EnableRequest) -> EnablePlan {
+        let shared = self.shared();
+        let driving = shared.driving_now();
+        plan::plan_enable(view, &shared.config.flags, request, &shared.me(&driving))
+    }
+
     /// Enables flags (dependencies first), or plans it as a dry run. A
-    /// refusal lists everything that blocks; see the enable protocol.
+    /// refusal lists everything that blocks; see the enable protocol. Audited
+    /// as done by the service itself ([`Node::enable_as`] names the caller).
     pub async fn enable(&self, request: EnableRequest) -> Result<EnableReport, FlagError> {
+        self.enable_as(request, &rollgate_api::audit::Caller::library()).await
+    }
+
+    async fn enable_unaudited(&self, request: EnableRequest) -> Result<EnableReport, FlagError> {
         let shared = self.shared().clone();
         self.run_protocol(async move { shared.enable(request).await }).await
     }
 
     /// Disables a reversible flag: nodes stop producing data that needs it,
-    /// its disable hook runs, then it is disabled.
+    /// its disable hook runs, then it is disabled. Audited as done by the
+    /// service itself ([`Node::disable_as`] names the caller).
     pub async fn disable(&self, flag: &str) -> Result<DisableReport, FlagError> {
+        self.disable_as(flag, &rollgate_api::audit::Caller::library()).await
+    }
+
+    async fn disable_unaudited(&self, flag: &str) -> Result<DisableReport, FlagError> {
         let shared = self.shared().clone();
         let flag = flag.to_string();
         self.run_protocol(async move { shared.disable(&flag).await }).await
@@ -384,8 +427,13 @@ impl Node {
     }
 
     /// Forgets a stopped member for good; returns once this node's view
-    /// shows it (bounded by `boot_wait_ms`).
+    /// shows it (bounded by `boot_wait_ms`). Audited as done by the service
+    /// itself ([`Node::forget_as`] names the caller).
     pub async fn forget(&self, node: &str) -> Result<Committed, ClusterError> {
+        self.forget_as(node, &rollgate_api::audit::Caller::library()).await
+    }
+
+    async fn forget_unaudited(&self, node: &str) -> Result<Committed, ClusterError> {
         let committed = self.shared().handle.forget(node).await?;
         self.shared().settle(committed.revision).await;
         Ok(committed)

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::flags_support::{redb, tmp, until};
+use rollgate::api::audit::AuditAction;
 use rollgate::cluster::FlagState;
 use rollgate::flags::failpoint::{DISABLE_POINTS, ENABLE_POINTS, FAILPOINT_ENV};
 use rollgate::flags::{EnableRequest, FlagDecl, FlagRegistry};
@@ -214,8 +215,18 @@ fn a_crash_at_any_step_of_enabling_is_resumed_by_the_restarted_node() {
                     assert_eq!(after, None, "{point}: never started, stays disabled");
                     n1.enable(EnableRequest::flags(["ttl"])).await.unwrap();
                 }
+                "enable.after_enabled_committed" => assert!(matches!(after, Some(FlagState::Enabled { .. }))),
                 _ => {
-                    assert!(matches!(after, Some(FlagState::Enabled { .. })), "{point}: resumed to enabled: {after:?}")
+                    assert!(matches!(after, Some(FlagState::Enabled { .. })), "{point}: resumed to enabled: {after:?}");
+                    // The takeover is in the audit log, as done by the node itself.
+                    let log = n1.audit_log(10).await.unwrap();
+                    let takeover = log.iter().find(|e| e.action == AuditAction::Takeover).expect("a takeover entry");
+                    assert_eq!((takeover.node.as_str(), takeover.caller.via.as_str()), ("n1", "node"), "{point}");
+                    assert!(
+                        takeover.message.contains("resumed the enabling of `ttl`"),
+                        "{point}: {}",
+                        takeover.message
+                    );
                 }
             }
             assert!(n1.flag_enabled("ttl"));
@@ -245,6 +256,13 @@ fn a_crash_while_disabling_is_finished_by_the_restarted_node() {
             let n1 = Node::start(config("n1", "1.1", dir.path(), 2), store.clone()).await.unwrap();
             let after = state(&store, "rollgate/", "compact").await;
             assert_eq!(after, Some(FlagState::Disabled), "{point}: finished");
+            let log = n1.audit_log(10).await.unwrap();
+            assert!(
+                log.iter()
+                    .any(|e| e.action == AuditAction::Takeover
+                        && e.message.contains("finished the disabling of `compact`")),
+                "{point}: {log:?}"
+            );
             assert!(!n1.flag_enabled("compact"));
             assert!(count(dir.path(), "hook") >= 1, "{point}: the hook ran");
         });

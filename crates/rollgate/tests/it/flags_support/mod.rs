@@ -217,7 +217,8 @@ pub async fn bit(node: &Node, flag: &str, enabled: bool) {
         .unwrap_or_else(|_| panic!("{}: bit of {flag} never became {enabled}", node.id()));
 }
 
-/// The store's keys and values except liveness (heartbeats rewrite those).
+/// The store's keys and values except liveness (heartbeats rewrite those)
+/// and the audit log (it records refused requests too: who tried what).
 pub async fn snapshot(store: &Arc<dyn MetaStore>) -> Vec<(String, Vec<u8>)> {
     store
         .list("")
@@ -225,7 +226,7 @@ pub async fn snapshot(store: &Arc<dyn MetaStore>) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .kvs
         .into_iter()
-        .filter(|kv| !kv.key.contains("/live/"))
+        .filter(|kv| !kv.key.contains("/live/") && !kv.key.contains("/audit/"))
         .map(|kv| (kv.key, kv.value))
         .collect()
 }
