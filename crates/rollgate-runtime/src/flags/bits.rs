@@ -9,10 +9,10 @@ use super::registry::{FlagId, FlagRegistry, MAX_WORDS};
 
 /// The enabled flags of a node, as bits indexed by [`FlagId`].
 ///
-/// [`Flags::is_enabled`] is one atomic load and a bit test: the id carries
-/// its word and mask, and the words are a fixed-size array behind a thin
-/// pointer, indexed with a mask that proves the index in range (no bounds
-/// check, no shift). The bits are set from the node's cluster view, which
+/// [`Flags::is_enabled`] is one atomic load and a bit test: the id is a
+/// 4-byte index whose word and bit are a shift and a mask away, and the
+/// words are a fixed-size array behind a thin pointer, indexed with a mask
+/// that proves the index in range (no bounds check). The bits are set from the node's cluster view, which
 /// the node publishes only after writing its local copy; a flag's bit is set
 /// only once its record says **enabled** (not while it is being enabled),
 /// so data gated by a flag is never produced before the store says so (I1).
@@ -33,7 +33,7 @@ impl Flags {
     /// registry (an id of another registry reads some other bit).
     #[inline(always)]
     pub fn is_enabled(&self, id: FlagId) -> bool {
-        self.words[id.word() & (MAX_WORDS - 1)].load(Ordering::Acquire) & id.mask() != 0
+        (self.words[id.word() & (MAX_WORDS - 1)].load(Ordering::Acquire) >> id.bit()) & 1 != 0
     }
 
     /// Waits until the flag is enabled.
@@ -92,5 +92,28 @@ impl Flags {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::registry::MAX_FLAGS;
+
+    /// Every id reads its own bit and no other, in both words.
+    #[test]
+    fn each_flag_id_reads_its_own_bit_only() {
+        let flags = Flags {
+            words: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            changes: Arc::new(watch::Sender::new(0)),
+        };
+        for on in 0..MAX_FLAGS {
+            let bits: Vec<bool> = (0..MAX_FLAGS).map(|i| i == on).collect();
+            flags.store_bits(&bits);
+            for i in 0..MAX_FLAGS {
+                assert_eq!(flags.is_enabled(FlagId::new(i)), i == on, "flag {i} with only {on} set");
+            }
+            assert_eq!(flags.enabled_ids(), vec![FlagId::new(on)]);
+        }
     }
 }

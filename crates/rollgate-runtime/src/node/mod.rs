@@ -54,9 +54,9 @@
 
 mod boot;
 mod driver;
-mod worker;
 mod operator;
 mod release;
+mod worker;
 
 use std::future::Future;
 use std::path::PathBuf;
