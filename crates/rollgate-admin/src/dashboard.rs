@@ -209,7 +209,7 @@ pub async fn build(node: &Node, http: &reqwest::Client) -> DashboardState {
         migrations,
         releases: node.config().releases.as_ref().map(|t| t.names()).unwrap_or_default(),
         audit,
-        release_floor: None,
+        release_floor: view.floor.clone(),
         generated_ms: rollgate_util::now_ms(),
     }
 }

@@ -41,6 +41,7 @@ use axum::routing::{delete, get, post};
 use rollgate_api::audit::{AuditLog, Caller};
 use rollgate_api::error::ErrorBody;
 use rollgate_api::flags::DisableRequest;
+use rollgate_api::floor::FinalizeRequest;
 use rollgate_api::nodes::Forgotten;
 use rollgate_api::routes::CapabilitiesAnswer;
 use serde::Deserialize;
@@ -50,7 +51,7 @@ use rollgate_runtime::capabilities::CapabilityQuery;
 use rollgate_runtime::cluster::{ClusterError, validate_flag_name, validate_node_id};
 use rollgate_runtime::flags::plan::{Blocker, DisableRefusal, EnableRequest};
 use rollgate_runtime::flags::{FlagError, UpgradePlanError};
-use rollgate_runtime::node::{Node, UpgradePlanRefusal};
+use rollgate_runtime::node::{FinalizeError, Node, UpgradePlanRefusal};
 
 pub mod dashboard;
 pub mod fanout;
@@ -206,6 +207,7 @@ pub fn router(node: Node, config: AdminConfig) -> Router {
         .route("/admin/nodes/{id}", delete(forget))
         .route("/admin/upgrade/status", get(upgrade_status))
         .route("/admin/upgrade/plan", get(upgrade_plan))
+        .route("/admin/upgrade/finalize", post(finalize))
         .route("/admin/links", get(links))
         .route("/admin/audit", get(audit))
         .route("/metrics", get(metrics))
@@ -539,6 +541,28 @@ async fn upgrade_plan(
         }
         Err(e @ UpgradePlanRefusal::NoReleaseTable { .. }) => Err(error(StatusCode::CONFLICT, "no_release_table", e)),
         Err(e) => Err(error(StatusCode::CONFLICT, "refused", e)),
+    }
+}
+
+/// Longest release name a finalize request may carry.
+const MAX_RELEASE_BYTES: usize = 64;
+
+async fn finalize(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+    let caller = authorize(&state, &headers)?;
+    let body = body.map_err(body_error)?;
+    let request: FinalizeRequest = parse_json(&headers, &body)?;
+    if request.release.as_deref().is_some_and(|r| r.is_empty() || r.len() > MAX_RELEASE_BYTES) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("release must be 1 to {MAX_RELEASE_BYTES} bytes (or left out: the oldest release the members run)"),
+        ));
+    }
+    match state.node.finalize_as(request, &caller).await {
+        Ok(report) => Ok(axum::Json(report).into_response()),
+        Err(e @ FinalizeError::Refused { .. }) => Err(error(StatusCode::CONFLICT, "refused", e)),
+        Err(FinalizeError::Cluster(c)) => Err(cluster_error(&c)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)),
     }
 }
 

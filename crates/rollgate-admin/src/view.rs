@@ -224,6 +224,7 @@ pub async fn upgrade_status(node: &Node) -> UpgradeStatus {
         releases: releases.into_values().collect(),
         flags: flag_summary(&flag_statuses_in(node, &view)),
         migrations,
+        floor: view.floor.clone(),
         sections,
     }
 }

@@ -55,9 +55,9 @@ pub struct DashboardState {
     pub releases: Vec<String>,
     /// The newest audit entries, newest first.
     pub audit: Vec<AuditEntry>,
-    /// The release floor, once the cluster has one (`None`: not available).
+    /// The release floor, once finalized (`rollgate upgrade finalize`).
     #[serde(default)]
-    pub release_floor: Option<serde_json::Value>,
+    pub release_floor: Option<crate::floor::ReleaseFloor>,
     /// When this state was taken (ms since the Unix epoch).
     pub generated_ms: u64,
 }

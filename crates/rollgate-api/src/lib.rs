@@ -16,6 +16,7 @@
 //! | `DELETE /admin/nodes/{id}` | | [`nodes::Forgotten`] |
 //! | `GET /admin/upgrade/status` | | [`upgrade::UpgradeStatus`] |
 //! | `GET /admin/upgrade/plan?to=R` | | [`upgrade::UpgradePlan`] |
+//! | `POST /admin/upgrade/finalize` | [`floor::FinalizeRequest`] | [`floor::FinalizeReport`] |
 //! | `GET /admin/links` | | [`links::LinkReport`] |
 //! | `GET /admin/audit?limit=N` | | [`audit::AuditLog`] |
 //! | `GET /ui/state` (and each `GET /ui/events` event) | | [`dashboard::DashboardState`] |
@@ -28,6 +29,7 @@ pub mod dashboard;
 pub mod error;
 pub mod features;
 pub mod flags;
+pub mod floor;
 pub mod links;
 pub mod migrations;
 pub mod names;

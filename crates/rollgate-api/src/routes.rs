@@ -253,6 +253,7 @@ impl RouteTable {
             Route::new("DELETE", "/admin/nodes/{id}"),
             Route::new("GET", "/admin/upgrade/status"),
             Route::new("GET", "/admin/upgrade/plan").parameters(["to"]),
+            Route::new("POST", "/admin/upgrade/finalize").capabilities(["dry_run"]),
         ];
         RouteTable { routes: routes.into() }
     }

@@ -30,6 +30,9 @@ pub struct UpgradeStatus {
     pub flags: FlagSummary,
     /// Service formats and node-local migrations, cluster-wide.
     pub migrations: MigrationsSection,
+    /// The release floor, once finalized.
+    #[serde(default)]
+    pub floor: Option<crate::floor::ReleaseFloor>,
     /// Sections the service added (by name).
     #[serde(default)]
     pub sections: BTreeMap<String, serde_json::Value>,
@@ -134,4 +137,7 @@ pub struct UpgradePlan {
     pub to: String,
     /// The steps, in order (empty: nothing to do).
     pub steps: Vec<PlanStep>,
+    /// The release floor, once finalized.
+    #[serde(default)]
+    pub floor: Option<crate::floor::ReleaseFloor>,
 }

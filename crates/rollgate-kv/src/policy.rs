@@ -92,6 +92,7 @@ mod tests {
             flags: Default::default(),
             flag_acks: Default::default(),
             flag_revisions: Default::default(),
+            floor: None,
         };
         let view = tokio::sync::watch::channel(std::sync::Arc::new(view)).1;
         KvFlags::new(&reg, rollgate::flags::Flags::new(&reg), view)

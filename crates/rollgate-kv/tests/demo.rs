@@ -35,6 +35,8 @@ fn demo_json_satisfies_the_contract() {
     // Every stable flag of 1.2 enabled, every node's migrations finished, and
     // what they unlock used: TTL writes and the prefix scan.
     assert_eq!(report["flags_enabled"], serde_json::json!(["record_meta_v2", "ttl"]), "{report}");
+    // Then the floor goes up to 1.2: no 1.0 node may come back.
+    assert_eq!(report["release_floor"], "1.2", "{report}");
     let done: Vec<&str> = report["migrations_done"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     for node in ["n1", "n2", "n3"] {
         for m in ["records_meta_v2", "records_expiry_index"] {

@@ -164,9 +164,11 @@ function renderPlanChoices(s) {
 
 function renderFloor(s) {
   const box = document.getElementById("floor");
-  box.replaceChildren(s.release_floor
-    ? h("pre", { class: "mono" }, JSON.stringify(s.release_floor, null, 2))
-    : h("p", { class: "muted" }, "This cluster does not track a release floor yet."));
+  const f = s.release_floor;
+  box.replaceChildren(f
+    ? h("p", {}, `Release floor: ${f.release}, raised by ${f.by_node} ${ago(f.finalized_at_ms)}. ` +
+        "No node below it may boot or join; the floor never goes down.")
+    : h("p", { class: "muted" }, "No release floor yet: `rollgate upgrade finalize RELEASE` raises it once every member runs RELEASE or later."));
 }
 
 function renderAudit(s) {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use rollgate_api::floor::{FinalizeReport, FinalizeRequest, ReleaseFloor};
 use rollgate_api::upgrade::{FlagSummary, UpgradePlan, UpgradeStatus};
 
 use super::args::{Connection, JsonArg, parse_release};
@@ -69,6 +70,28 @@ release). On timeout, exit 2 naming what still blocks.",
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Raise the cluster's release floor: no node below it may boot or join again.
+    #[command(
+        long_about = "Record RELEASE as the cluster's release floor (Ceph's require-osd-release, CockroachDB's \
+finalized cluster version). Accepted once every member, running or stopped, runs RELEASE or a later one and \
+every flag that is stable in RELEASE is enabled; otherwise refused, naming each blocker and its fix. From then \
+on a node of an older release is refused at boot and at join, so the cluster may rely on everything RELEASE \
+brought: it is the end of the road back. The floor never goes down. Without RELEASE: the oldest release the \
+members run. Try it with --dry-run first.",
+        after_help = "Examples:
+  rollgate --node http://127.0.0.1:9650 --token-file admin.token upgrade finalize 1.2 --dry-run
+  rollgate --node http://127.0.0.1:9650 --token-file admin.token upgrade finalize 1.2"
+    )]
+    Finalize {
+        /// The release (default: the oldest release the members run).
+        #[arg(value_name = "RELEASE", value_parser = parse_release)]
+        release: Option<String>,
+        /// Check only: say whether it would be accepted, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 /// `rollgate upgrade ...`.
@@ -78,6 +101,7 @@ pub fn run_upgrade(conn: &Connection, cmd: UpgradeCommand) -> Outcome {
         match cmd {
             UpgradeCommand::Status(a) => status(&client, &a).await,
             UpgradeCommand::Plan { to, json } => plan(&client, &to, json.json).await,
+            UpgradeCommand::Finalize { release, dry_run, json } => finalize(&client, release, dry_run, json.json).await,
             UpgradeCommand::Wait(a) => {
                 let timeout = Duration::from_secs(a.timeout_s);
                 let goal = wait::Goal { release: a.to, flags: Vec::new() };
@@ -102,6 +126,7 @@ async fn status(client: &Client, a: &StatusArgs) -> Outcome {
         t.add_row(vec![r.release.clone(), list(&r.nodes), r.running.to_string(), r.stopped.to_string()]);
     }
     print_table(&mut t);
+    println!("{}", floor_line(status.floor.as_ref()));
     print_flags(&status.flags);
     if !status.store.reachable {
         println!("warning: the node cannot reach the metadata store: {}", or_dash(status.store.last_error.as_deref()));
@@ -135,6 +160,9 @@ async fn plan(client: &Client, to: &str, json: bool) -> Outcome {
         return answer.print_json();
     }
     let plan: UpgradePlan = answer.decode()?;
+    if plan.floor.is_some() {
+        println!("{}", floor_line(plan.floor.as_ref()));
+    }
     if plan.steps.is_empty() {
         println!("every member runs {to} and every flag it adds is enabled: nothing to do");
         return Ok(());
@@ -145,6 +173,33 @@ async fn plan(client: &Client, to: &str, json: bool) -> Outcome {
         if let Some(cmd) = &step.command {
             println!("     $ {cmd}");
         }
+    }
+    Ok(())
+}
+
+/// The floor, in words.
+fn floor_line(floor: Option<&ReleaseFloor>) -> String {
+    match floor {
+        Some(f) => format!("release floor: {} (no node below it may boot or join)", f.release),
+        None => "release floor: none yet (`rollgate upgrade finalize` raises it)".to_string(),
+    }
+}
+
+/// `rollgate upgrade finalize [RELEASE] [--dry-run]`.
+async fn finalize(client: &Client, release: Option<String>, dry_run: bool, json: bool) -> Outcome {
+    let answer = client.post("/admin/upgrade/finalize", &FinalizeRequest { release, dry_run }).await?;
+    if json {
+        return answer.print_json();
+    }
+    let report: FinalizeReport = answer.decode()?;
+    let before = report.previous.as_deref().unwrap_or("none");
+    match (report.dry_run, report.changed) {
+        (true, _) => println!("release {} can be finalized (the floor is {before}); nothing changed", report.release),
+        (false, true) => println!(
+            "release floor raised from {before} to {}: nodes below it are refused at boot and at join",
+            report.release
+        ),
+        (false, false) => println!("the release floor already is {}; nothing changed", report.release),
     }
     Ok(())
 }

@@ -273,6 +273,7 @@ mod tests {
                     blocked: vec![],
                 },
                 migrations: MigrationsSection::Unreadable { error: "down".into() },
+                floor: None,
                 sections: Default::default(),
             },
         };

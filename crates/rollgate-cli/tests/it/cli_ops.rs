@@ -381,6 +381,63 @@ async fn audit_and_waiting_follow_the_cluster() {
     drop(c.n2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_finalize_names_each_blocker_then_raises_a_floor_that_refuses_older_nodes() {
+    let mut c = cluster().await;
+    let r = c.run(&["upgrade", "finalize", "1.1"], 2).await;
+    assert!(
+        r.stderr.contains("release 1.1 cannot be finalized as the cluster's floor")
+            && r.stderr
+                .contains("member n2 (release 1.0, running) runs a release older than 1.1: upgrade n2 to 1.1 or later")
+            && r.stderr.contains("flag `ttl`, stable in release 1.1, is not enabled: run `rollgate flags enable ttl`"),
+        "{}",
+        r.stderr
+    );
+    let r = c.run(&["upgrade", "finalize", "1.x"], 2).await;
+    assert!(r.stderr.contains("is not dotted numbers"), "{}", r.stderr);
+    let r = c.run(&["upgrade", "finalize", "bad release"], 2).await;
+    assert!(r.stderr.contains("is not a release"), "{}", r.stderr);
+
+    // n2 goes for good; the stable flags of 1.1 get enabled.
+    let n2 = c.n2.take().unwrap();
+    n2.stop().await.unwrap();
+    drop(n2);
+    c.run(&["nodes", "forget", "n2"], 0).await;
+    c.run(&["flags", "enable", "--all"], 0).await;
+
+    let before = c.store.list("").await.unwrap().revision;
+    let dry = c.json(&["upgrade", "finalize", "--dry-run", "--json"]).await;
+    assert_eq!(dry, serde_json::json!({"release": "1.1", "previous": null, "dry_run": true, "changed": false}));
+    assert_eq!(c.store.list("").await.unwrap().revision, before, "a dry run writes nothing");
+    let out = c.run(&["upgrade", "finalize"], 0).await.stdout;
+    assert!(out.contains("release floor raised from none to 1.1"), "{out}");
+    let out = c.run(&["upgrade", "finalize", "1.1"], 0).await.stdout;
+    assert!(out.contains("the release floor already is 1.1; nothing changed"), "{out}");
+    let r = c.run(&["upgrade", "finalize", "1.0"], 2).await;
+    assert!(r.stderr.contains("the release floor is already 1.1, above 1.0, and it never goes down"), "{}", r.stderr);
+
+    let out = c.run(&["upgrade", "status"], 0).await.stdout;
+    assert!(out.contains("release floor: 1.1 (no node below it may boot or join)"), "{out}");
+    let status = c.json(&["upgrade", "status", "--json"]).await;
+    assert_eq!((status["floor"]["release"].as_str(), status["floor"]["by_node"].as_str()), (Some("1.1"), Some("n1")));
+    let log = c.json(&["audit", "--json", "--limit", "5"]).await;
+    let finalizes: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "finalize")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(finalizes, ["refused", "ok", "ok"], "newest first: the refusal of 1.0, the no-op, the raise");
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = Node::start(config("n3", "1.0", dir.path()), c.store.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("the cluster's release floor is 1.1") && err.contains("run release 1.1 or later on n3"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn release_manifests_are_signed_and_verified_and_bad_ones_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,6 +55,15 @@ impl Admin {
         Ok(strings(&v["enabled"]))
     }
 
+    /// `rollgate upgrade finalize RELEASE`: the release floor it raised.
+    pub(super) async fn finalize(&self, addr: &str, release: &str) -> Result<String, String> {
+        let body = json!({ "release": release });
+        let v = self.call(reqwest::Method::POST, addr, "/admin/upgrade/finalize", Some(body)).await?;
+        let report: rollgate::api::floor::FinalizeReport =
+            serde_json::from_value(v).map_err(|e| format!("/admin/upgrade/finalize on {addr}: {e}"))?;
+        Ok(report.release)
+    }
+
     /// The names of the enabled flags.
     pub(super) async fn enabled_flags(&self, addr: &str) -> Result<Vec<String>, String> {
         let v = self.call(reqwest::Method::GET, addr, "/admin/flags", None).await?;

@@ -193,6 +193,8 @@ pub struct DemoReport {
     pub features_used: Vec<String>,
     /// Node-local migrations that finished, as `node/migration`.
     pub migrations_done: Vec<String>,
+    /// The release floor raised after the upgrade (`rollgate upgrade finalize`).
+    pub release_floor: Option<String>,
     /// The first failures and losses, to start an investigation.
     pub problems: Vec<String>,
     /// Nodes, releases and seed.
@@ -468,6 +470,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     let first_admin = cluster.slots[0].admin.clone();
     let (enabled_by_demo, migrations_done) = operator_step(&admin, &first_admin, &load, &progress, &mut problems).await;
+    // Every member runs the target and its stable flags are on: no way back
+    // is needed any more, so the floor goes up (older nodes are refused).
+    let release_floor = match admin.finalize(&first_admin, opts.to.name).await {
+        Ok(floor) => {
+            progress.say(format!("phase: finalize: release floor {floor}"));
+            Some(floor)
+        }
+        Err(e) => {
+            problems.push(format!("finalize: {e}"));
+            None
+        }
+    };
 
     // Use what the upgrade unlocked.
     load.begin("new features");
@@ -506,6 +520,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         negotiated: negotiated.into_values().collect(),
         features_used,
         migrations_done,
+        release_floor,
         problems,
         nodes: opts.nodes,
         from: opts.from.name.to_string(),

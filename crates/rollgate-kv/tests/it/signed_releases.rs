@@ -45,7 +45,8 @@ async fn signed_nodes_show_their_digests_and_unsigned_ones_are_refused() {
 
     let mut unsigned = config("1.2", &data(dir.path(), "n3"));
     unsigned.node_id = Some("n3".into());
-    let e = node::start(unsigned, store.clone()).await.err().expect("an unsigned release is refused").to_string();
+    let e =
+        node::start(unsigned, store.clone()).await.map(|_| ()).expect_err("an unsigned release is refused").to_string();
     assert!(e.contains("has no signed release manifest") && e.contains(&key.public().id()), "{e}");
 
     let stranger = SigningKey::generate();
@@ -53,7 +54,7 @@ async fn signed_nodes_show_their_digests_and_unsigned_ones_are_refused() {
     other.node_id = Some("n4".into());
     other.release_manifest = Some(signed("1.2", &stranger));
     other.release_key = Some(stranger.public());
-    let e = node::start(other, store.clone()).await.err().expect("another key is refused").to_string();
+    let e = node::start(other, store.clone()).await.map(|_| ()).expect_err("another key is refused").to_string();
     assert!(e.contains("runs releases signed by key") && e.contains(&key.public().id()), "{e}");
 
     // A 1.1 manifest does not describe a 1.2 binary.
@@ -61,8 +62,11 @@ async fn signed_nodes_show_their_digests_and_unsigned_ones_are_refused() {
     wrong.node_id = Some("n5".into());
     wrong.release_manifest = Some(signed("1.1", &key));
     wrong.release_key = Some(key.public());
-    let e =
-        node::start(wrong, store.clone()).await.err().expect("a manifest of another release is refused").to_string();
+    let e = node::start(wrong, store.clone())
+        .await
+        .map(|_| ())
+        .expect_err("a manifest of another release is refused")
+        .to_string();
     assert!(e.contains("does not describe this binary"), "{e}");
     for n in nodes {
         n.stop().await.unwrap();

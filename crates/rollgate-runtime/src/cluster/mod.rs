@@ -37,6 +37,7 @@
 //! A member's effective state is running only when it declared itself
 //! running and its live key exists.
 
+pub mod floor;
 mod handle;
 mod liveness;
 mod local;
@@ -357,6 +358,8 @@ pub struct ClusterView {
     /// The mod revision of each flag record: the attempt an acknowledgement
     /// and an owned step's writes are fenced on.
     pub flag_revisions: BTreeMap<String, Revision>,
+    /// The release floor, once finalized.
+    pub floor: Option<floor::ReleaseFloor>,
 }
 
 impl ClusterView {
@@ -389,6 +392,8 @@ pub enum ViewOp {
     PutFlag(String, FlagRecord),
     /// Removes a flag record.
     DeleteFlag(String),
+    /// Raises the release floor.
+    PutFloor(floor::ReleaseFloor),
     /// Any other store op to commit under the same fence.
     Raw(TxnOp),
 }
@@ -542,6 +547,10 @@ impl Keys {
     pub fn flag(&self, name: &str) -> String {
         format!("{}flags/{name}", self.root)
     }
+    /// `floor`: the release floor.
+    pub fn floor(&self) -> String {
+        format!("{}floor", self.root)
+    }
     /// `flag_acks/<name>/<node>`.
     pub fn flag_ack(&self, name: &str, node: &str) -> String {
         format!("{}flag_acks/{name}/{node}", self.root)
@@ -559,6 +568,7 @@ struct ViewState {
     flags: BTreeMap<String, FlagRecord>,
     flag_revisions: BTreeMap<String, Revision>,
     flag_acks: BTreeMap<String, BTreeMap<String, FlagAck>>,
+    floor: Option<floor::ReleaseFloor>,
 }
 
 impl ViewState {
@@ -583,6 +593,8 @@ impl ViewState {
         let put = kind == EventKind::Put;
         if rest == "cluster_id" {
             self.cluster_id = if put { Some(decode_json(key, value)?) } else { None };
+        } else if rest == "floor" {
+            self.floor = if put { Some(decode_json(key, value)?) } else { None };
         } else if rest == "epoch" {
             (self.epoch, self.epoch_revision) = if put { (decode_json(key, value)?, revision) } else { (0, 0) };
         } else if let Some(node) = rest.strip_prefix("members/") {
@@ -649,6 +661,7 @@ impl ViewState {
             flags: self.flags.clone(),
             flag_acks: self.flag_acks.clone(),
             flag_revisions: self.flag_revisions.clone(),
+            floor: self.floor.clone(),
         }
     }
 }
@@ -750,6 +763,7 @@ impl Cluster {
                     validate_flag_name(&name)?;
                     txn_ops.push(TxnOp::delete(self.keys.flag(&name)));
                 }
+                ViewOp::PutFloor(floor) => txn_ops.push(TxnOp::put_json(self.keys.floor(), &floor)?),
                 ViewOp::Raw(op) => txn_ops.push(op),
             }
         }

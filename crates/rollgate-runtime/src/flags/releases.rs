@@ -214,7 +214,7 @@ pub fn plan_upgrade(view: &ClusterView, table: &ReleaseTable, to: &str) -> Resul
     check_target_supports_enabled(view, target, to)?;
     let mut steps = required_flag_steps(view, table, to_index, target, to)?;
     steps.extend(member_steps(view, target, to));
-    Ok(UpgradePlan { to: to.to_string(), steps })
+    Ok(UpgradePlan { to: to.to_string(), steps, floor: view.floor.clone() })
 }
 
 /// Refuses a target release that lacks a flag the cluster has enabled (its

@@ -107,9 +107,11 @@ impl Node {
         };
         let handle = ClusterHandle::start(cluster.clone(), handle_options).await.map_err(|e| offline(&config, e))?;
 
-        // Boot check (I2): the store has nothing enabled this release lacks.
+        // Boot checks: the release floor, then (I2) the store has nothing
+        // enabled this release lacks.
         let names = config.flags.names();
         let initial = handle.view();
+        plan::release_floor_check(&initial, &config.node_id, &config.release).map_err(FlagError::JoinRefused)?;
         let unknown = plan::unknown_present(&initial.flags, &names);
         if !unknown.is_empty() {
             return Err(FlagError::UnknownFlagsAtBoot {

@@ -54,6 +54,7 @@
 
 mod boot;
 mod driver;
+mod floor;
 mod operator;
 mod release;
 mod worker;
@@ -79,9 +80,11 @@ use rollgate_release::{ManifestFormat, ReleaseKey, SignedManifest};
 use rollgate_store::StoreError;
 use rollgate_version::{ProtocolRange, TransportVersion};
 
+pub use floor::FinalizeError;
 pub use operator::LinkSource;
 pub use release::{ReleaseRefusal, release_manifest};
 pub use rollgate_api::flags::{DisableReport, EnableReport};
+pub use rollgate_api::floor::{FinalizeReport, FinalizeRequest};
 
 use driver::Shared;
 
@@ -233,9 +236,10 @@ pub enum NodeError {
         /// What the store said.
         store_error: String,
     },
-    /// The release manifest or key refuses the boot.
+    /// The release manifest or key refuses the boot (boxed: it is by far
+    /// the largest variant).
     #[error(transparent)]
-    Release(#[from] ReleaseRefusal),
+    Release(Box<ReleaseRefusal>),
     /// A per-node enable step of an enabled flag failed at boot.
     #[error("node {node} cannot start: the per-node step of enabled flag `{flag}` failed: {reason}")]
     NodeStep {
@@ -246,6 +250,12 @@ pub enum NodeError {
         /// What failed.
         reason: String,
     },
+}
+
+impl From<ReleaseRefusal> for NodeError {
+    fn from(r: ReleaseRefusal) -> NodeError {
+        NodeError::Release(Box::new(r))
+    }
 }
 
 /// A named section of `GET /admin/upgrade/status` that another part of the

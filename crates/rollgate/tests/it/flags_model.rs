@@ -330,6 +330,7 @@ impl FlagModel {
             flags,
             flag_acks,
             flag_revisions,
+            floor: None,
         });
         VIEWS.with(|m| m.borrow_mut().insert(s.clone(), view.clone()));
         view
@@ -373,7 +374,9 @@ impl FlagModel {
                     s.members[node_index(n)] = None;
                     s.live[node_index(n)] = false;
                 }
-                ViewOp::DeleteFlag(_) | ViewOp::Raw(_) => unreachable!("the planner writes no such op"),
+                ViewOp::DeleteFlag(_) | ViewOp::PutFloor(_) | ViewOp::Raw(_) => {
+                    unreachable!("the flag planner writes no such op")
+                }
             }
         }
     }

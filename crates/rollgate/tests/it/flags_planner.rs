@@ -85,6 +85,7 @@ prop_compose! {
             flags,
             flag_acks: BTreeMap::new(),
             flag_revisions: BTreeMap::new(),
+            floor: None,
         }
     }
 }

@@ -33,6 +33,7 @@ mod migrate_service;
 mod net_connection;
 mod operator_view;
 mod record_roundtrip;
+mod release_floor;
 mod release_signing;
 mod store_bad_input;
 mod store_conformance;

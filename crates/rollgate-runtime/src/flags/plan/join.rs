@@ -130,6 +130,16 @@ pub enum JoinRefusal {
         /// The member's.
         theirs: TransportRange,
     },
+    /// The node's release is below the cluster's release floor (or cannot
+    /// be ordered against it).
+    BelowFloor {
+        /// The node.
+        node: String,
+        /// Its release.
+        release: String,
+        /// The floor.
+        floor: String,
+    },
     /// The node's release requires a flag that is being disabled.
     RequiredBeingDisabled {
         /// The node.
@@ -162,6 +172,10 @@ impl fmt::Display for JoinRefusal {
                 f,
                 "node {node} (release {release}) cannot join: its transport version {} (reading {} and later) and running member {member}'s transport version {} (reading {} and later) cannot talk to each other; run a release on {node} whose transport {} reads",
                 ours.current, ours.min_compatible, theirs.current, theirs.min_compatible, member.node_id
+            ),
+            JoinRefusal::BelowFloor { node, release, floor } => write!(
+                f,
+                "node {node} (release {release}) cannot join: the cluster's release floor is {floor} (finalized with `rollgate upgrade finalize`), and release {release} is below it; run release {floor} or later on {node}"
             ),
             JoinRefusal::RequiredBeingDisabled { node, release, flag } => write!(
                 f,
@@ -203,15 +217,36 @@ fn version_check(view: &ClusterView, record: &NodeRecord) -> Result<(), JoinRefu
     Ok(())
 }
 
-/// The join check (I2, I5, the feature ratchet), run on the view the join
-/// commits against: the node's release must know every flag that is
+/// The join check (I2, I5, the feature ratchet, the release floor), run on
+/// the view the join commits against: the node's release must be at or
+/// above the release floor, know every flag that is
 /// enabled, being enabled or being disabled, publish every cluster feature
 /// all current members publish, share a protocol version and be
 /// transport-compatible with every running member, and not require a flag
 /// that is being disabled.
 pub fn join_check(view: &ClusterView, record: &NodeRecord) -> Result<(), JoinRefusal> {
+    floor_check(view, record)?;
     knowledge_check(view, record)?;
     compatibility_check(view, record)
+}
+
+/// The joiner's release is at or above the release floor, if there is one.
+fn floor_check(view: &ClusterView, record: &NodeRecord) -> Result<(), JoinRefusal> {
+    release_floor_check(view, &record.node_id, &record.release)
+}
+
+/// Whether `node` of `release` may boot or join under the view's release
+/// floor (checked first at boot, for the clearest refusal, and again in
+/// the fenced join).
+pub fn release_floor_check(view: &ClusterView, node: &str, release: &str) -> Result<(), JoinRefusal> {
+    match &view.floor {
+        Some(floor) if !crate::cluster::floor::at_or_above(release, &floor.release) => Err(JoinRefusal::BelowFloor {
+            node: node.to_string(),
+            release: release.to_string(),
+            floor: floor.release.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The joiner knows every present flag and publishes every common feature.

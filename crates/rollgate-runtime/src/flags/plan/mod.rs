@@ -88,6 +88,7 @@
 
 mod disable;
 mod enable;
+mod finalize;
 mod join;
 mod recovery;
 mod serving;
@@ -109,9 +110,14 @@ pub use enable::{
     Begin, DriveAction, EnableDriver, EnablePlan, Outcome, StepState, begin_enable, drive_enable, plan_enable,
     rolled_back,
 };
+pub use finalize::{
+    Finalize, FinalizeBlocker, FinalizeReport, FinalizeRequest, ReleaseFloor, default_release, plan_finalize,
+    stable_flags_of,
+};
 pub use join::{
     JoinPlan, JoinRefusal, JoinStop, RequiredBlock, RequiredState, UnknownPresentFlag, join_check, plan_join,
-    required_at_boot, required_blocked_message, required_to_enable, unknown_flags_fix, unknown_present,
+    release_floor_check, required_at_boot, required_blocked_message, required_to_enable, unknown_flags_fix,
+    unknown_present,
 };
 pub use recovery::{Recovery, owner_gone, recovery_for};
 pub use serving::{Confirmations, FenceReason, PeerRefusal, Serving, apply_view, peer_admitted, serving};
