@@ -119,6 +119,12 @@ pub enum RegistryProblem {
         /// Which field.
         what: &'static str,
     },
+    /// A flag both declared and removed.
+    #[error("flag `{flag}` is both declared and removed: a release either keeps a flag's code or removes it")]
+    DeclaredAndRemoved {
+        /// The flag.
+        flag: String,
+    },
     /// Too many flags.
     #[error("{count} flags declared; a registry holds at most {MAX_FLAGS}")]
     TooMany {
@@ -142,9 +148,30 @@ pub struct RegistryError {
 pub struct RegistryBuilder {
     release: String,
     decls: Vec<FlagDecl>,
+    removed: BTreeSet<String>,
+    upgrades_from: Option<String>,
 }
 
 impl RegistryBuilder {
+    /// Declares that this release removed flag `name`: it no longer carries
+    /// the flag's code and assumes it enabled, as every release that may
+    /// upgrade to this one requires it ([`check_release_table`] checks
+    /// that). Later releases keep it removed: nodes still meet its enabled
+    /// record, and a release must know every enabled flag.
+    ///
+    /// [`check_release_table`]: super::check_release_table
+    pub fn removed(mut self, name: &str) -> RegistryBuilder {
+        self.removed.insert(name.to_string());
+        self
+    }
+
+    /// The oldest release that may upgrade straight to this one (default:
+    /// the release before it in the release table).
+    pub fn upgrades_from(mut self, release: &str) -> RegistryBuilder {
+        self.upgrades_from = Some(release.to_string());
+        self
+    }
+
     /// Declares a flag; its [`FlagId`] is its position in declaration order.
     pub fn declare(&mut self, decl: FlagDecl) -> FlagId {
         self.decls.push(decl);
@@ -191,9 +218,18 @@ impl RegistryBuilder {
                 }
             }
         }
+        for name in &self.removed {
+            if validate_flag_name(name).is_err() {
+                problems.push(RegistryProblem::BadName { name: rollgate_util::shorten(name) });
+            } else if by_name.contains_key(name) {
+                problems.push(RegistryProblem::DeclaredAndRemoved { flag: name.clone() });
+            }
+        }
         for d in &self.decls {
             for dep in &d.depends_on {
                 match by_name.get(dep) {
+                    // A removed flag is enabled on every cluster this release runs in.
+                    None if self.removed.contains(dep) => {}
                     None => problems
                         .push(RegistryProblem::UnknownDependency { flag: d.name.clone(), dependency: dep.clone() }),
                     Some(id) => {
@@ -220,7 +256,14 @@ impl RegistryBuilder {
         if !problems.is_empty() {
             return Err(RegistryError { release: self.release, problems });
         }
-        Ok(FlagRegistry { release: self.release, decls: self.decls, by_name, topo })
+        Ok(FlagRegistry {
+            release: self.release,
+            decls: self.decls,
+            by_name,
+            topo,
+            removed: self.removed,
+            upgrades_from: self.upgrades_from,
+        })
     }
 }
 
@@ -281,6 +324,8 @@ pub struct FlagRegistry {
     decls: Vec<FlagDecl>,
     by_name: HashMap<String, FlagId>,
     topo: Vec<FlagId>,
+    removed: BTreeSet<String>,
+    upgrades_from: Option<String>,
 }
 
 impl fmt::Debug for FlagRegistry {
@@ -292,12 +337,24 @@ impl fmt::Debug for FlagRegistry {
 impl FlagRegistry {
     /// Starts the declarations of `release`.
     pub fn builder(release: &str) -> RegistryBuilder {
-        RegistryBuilder { release: release.to_string(), decls: Vec::new() }
+        RegistryBuilder {
+            release: release.to_string(),
+            decls: Vec::new(),
+            removed: BTreeSet::new(),
+            upgrades_from: None,
+        }
     }
 
     /// A registry without flags.
     pub fn empty(release: &str) -> FlagRegistry {
-        FlagRegistry { release: release.to_string(), decls: Vec::new(), by_name: HashMap::new(), topo: Vec::new() }
+        FlagRegistry {
+            release: release.to_string(),
+            decls: Vec::new(),
+            by_name: HashMap::new(),
+            topo: Vec::new(),
+            removed: BTreeSet::new(),
+            upgrades_from: None,
+        }
     }
 
     /// The release these declarations belong to.
@@ -340,9 +397,18 @@ impl FlagRegistry {
     pub(crate) fn topo_rank(&self) -> HashMap<&str, usize> {
         self.topo.iter().enumerate().map(|(rank, id)| (self.decls[id.index()].name.as_str(), rank)).collect()
     }
-    /// The names of the supported flags.
+    /// The names of the supported (declared) flags.
     pub fn names(&self) -> BTreeSet<String> {
         self.decls.iter().map(|d| d.name.clone()).collect()
+    }
+    /// The flags this release removed (assumed enabled, no code left).
+    pub fn removed(&self) -> &BTreeSet<String> {
+        &self.removed
+    }
+    /// The flags this release knows: declared or removed. An enabled flag
+    /// outside this set refuses the boot (I2).
+    pub fn known(&self) -> BTreeSet<String> {
+        self.names().into_iter().chain(self.removed.iter().cloned()).collect()
     }
     /// The flags for which this release runs a per-node enable step.
     pub fn node_step_flags(&self) -> BTreeSet<String> {
@@ -378,6 +444,8 @@ impl FlagRegistry {
                 .iter()
                 .map(|d| (d.name.clone(), d.introduced_in.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            removed: self.removed.clone(),
+            upgrades_from: self.upgrades_from.clone(),
         }
     }
 }
@@ -394,4 +462,17 @@ pub struct ReleaseFlags {
     /// The release each flag says introduced it.
     #[serde(default)]
     pub introduced_in: BTreeMap<String, String>,
+    /// The flags it removed (assumed enabled; no code left).
+    #[serde(default)]
+    pub removed: BTreeSet<String>,
+    /// The oldest release that may upgrade straight to it (none: the one before it).
+    #[serde(default)]
+    pub upgrades_from: Option<String>,
+}
+
+impl ReleaseFlags {
+    /// The flags it knows: supported or removed.
+    pub fn known(&self) -> BTreeSet<String> {
+        self.supported.union(&self.removed).cloned().collect()
+    }
 }

@@ -4,9 +4,14 @@
 //! The rules ([`check_release_table`], meant to be called from a test of the
 //! service over its own table):
 //!
-//! 1. A release never drops a flag: every flag an older release supports,
-//!    every newer one supports too. An enabled flag must stay known, or the
-//!    nodes of the newer release could not boot on that cluster.
+//! 1. A release never drops a flag: every flag an older release knows,
+//!    every newer one knows too (declared, or removed). An enabled flag must
+//!    stay known, or the nodes of the newer release could not boot on that
+//!    cluster. A release may *remove* a flag (drop its code, assume it
+//!    enabled) only when every release that may upgrade straight to it
+//!    (its `upgrades_from` up to the one before it) requires the flag: a
+//!    required flag is enabled before any node of that release serves, so
+//!    no cluster reaches the removing release with it off.
 //! 2. A flag required by a release is supported by the release before it.
 //!    Otherwise no rolling path exists: the new nodes would need the flag
 //!    enabled while the old ones cannot have it (the trap RabbitMQ fell into).
@@ -71,9 +76,9 @@ pub enum ReleaseTableProblem {
         /// The release.
         release: String,
     },
-    /// A newer release does not support a flag an older one does.
+    /// A newer release does not know a flag an older one does.
     #[error(
-        "release {newer} drops flag `{flag}` that release {older} supports: a release never drops a flag (keep declaring it, even when its old code path is gone)"
+        "release {newer} drops flag `{flag}` that release {older} knows: keep declaring it, or, once every release that may upgrade to {newer} requires it, remove it with `.removed(\"{flag}\")` (and keep it removed in every later release)"
     )]
     Dropped {
         /// The flag.
@@ -94,6 +99,39 @@ pub enum ReleaseTableProblem {
         release: String,
         /// The release before it.
         previous: String,
+    },
+    /// A removed flag that a release which may upgrade to the removing one
+    /// does not require: a cluster coming from it may have the flag off.
+    #[error(
+        "release {release} removes flag `{flag}`, but release {from}, which may upgrade straight to {release}, does not require it, so a cluster coming from {from} may have it disabled: require it in every release that may upgrade to {release} first, and remove it a release later"
+    )]
+    RemovedNotRequired {
+        /// The flag.
+        flag: String,
+        /// The removing release.
+        release: String,
+        /// The release that does not require it.
+        from: String,
+    },
+    /// A removed flag the release before never had.
+    #[error(
+        "release {release} removes flag `{flag}`, which release {previous} does not declare: only a declared flag can be removed"
+    )]
+    RemovedUnknown {
+        /// The flag.
+        flag: String,
+        /// The removing release.
+        release: String,
+        /// The release before it.
+        previous: String,
+    },
+    /// `upgrades_from` names a release that is not older in the table.
+    #[error("release {release} may be upgraded to from {from}, which is not a release before it in the table")]
+    BadUpgradeSource {
+        /// The release.
+        release: String,
+        /// Its `upgrades_from`.
+        from: String,
     },
     /// `introduced_in` disagrees with the table.
     #[error("flag `{flag}` says it was introduced in {says}, but {reason}")]
@@ -124,9 +162,9 @@ pub fn check_release_table(table: &ReleaseTable) -> Result<(), ReleaseTableError
             problems.push(ReleaseTableProblem::Duplicate { release: r.release.clone() });
         }
     }
-    for pair in table.releases.windows(2) {
+    for (i, pair) in table.releases.windows(2).enumerate() {
         let (older, newer) = (&pair[0], &pair[1]);
-        for flag in older.supported.difference(&newer.supported) {
+        for flag in older.known().difference(&newer.known()) {
             problems.push(ReleaseTableProblem::Dropped {
                 flag: flag.clone(),
                 older: older.release.clone(),
@@ -140,6 +178,7 @@ pub fn check_release_table(table: &ReleaseTable) -> Result<(), ReleaseTableError
                 previous: older.release.clone(),
             });
         }
+        problems.extend(removal_problems(table, i + 1));
     }
     let mut reported = BTreeSet::new();
     for r in &table.releases {
@@ -166,6 +205,55 @@ pub fn check_release_table(table: &ReleaseTable) -> Result<(), ReleaseTableError
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(ReleaseTableError { problems }) }
+}
+
+/// The releases that may upgrade straight to the one at `index`: from its
+/// `upgrades_from` (default: the one before it) up to the one before it.
+fn upgrade_sources(table: &ReleaseTable, index: usize) -> Result<&[ReleaseFlags], ReleaseTableProblem> {
+    let release = &table.releases[index];
+    let start = match &release.upgrades_from {
+        None => index.saturating_sub(1),
+        Some(from) => match table.releases[..index].iter().position(|r| &r.release == from) {
+            Some(p) => p,
+            None => {
+                return Err(ReleaseTableProblem::BadUpgradeSource {
+                    release: release.release.clone(),
+                    from: from.clone(),
+                });
+            }
+        },
+    };
+    Ok(&table.releases[start..index])
+}
+
+/// The flags the release at `index` (not the first) newly removes must be
+/// declared by the release before it and required by every release that
+/// may upgrade straight to it.
+fn removal_problems(table: &ReleaseTable, index: usize) -> Vec<ReleaseTableProblem> {
+    let (older, newer) = (&table.releases[index - 1], &table.releases[index]);
+    let sources = match upgrade_sources(table, index) {
+        Ok(s) => s,
+        Err(p) => return vec![p],
+    };
+    let mut problems = Vec::new();
+    for flag in newer.removed.difference(&older.removed) {
+        if !older.supported.contains(flag) {
+            problems.push(ReleaseTableProblem::RemovedUnknown {
+                flag: flag.clone(),
+                release: newer.release.clone(),
+                previous: older.release.clone(),
+            });
+            continue;
+        }
+        for from in sources.iter().filter(|r| !r.required.contains(flag)) {
+            problems.push(ReleaseTableProblem::RemovedNotRequired {
+                flag: flag.clone(),
+                release: newer.release.clone(),
+                from: from.release.clone(),
+            });
+        }
+    }
+    problems
 }
 
 /// Why no plan can reach a release.

@@ -81,7 +81,7 @@ impl Node {
         // The same cluster: the store is newer and decides. Another cluster:
         // the data dir was written under its flags, which this release must know (I2).
         if let Some(copy) = copy.filter(|c| c.cluster_id != cluster.cluster_id()) {
-            let unknown = plan::unknown_present(&copy.flags, &config.flags.names());
+            let unknown = plan::unknown_present(&copy.flags, &config.flags.known());
             if !unknown.is_empty() {
                 return Err(FlagError::UnknownFlagsAtBoot {
                     node: config.node_id.clone(),
@@ -109,7 +109,7 @@ impl Node {
 
         // Boot checks: the release floor, then (I2) the store has nothing
         // enabled this release lacks.
-        let names = config.flags.names();
+        let names = config.flags.known();
         let initial = handle.view();
         plan::release_floor_check(&initial, &config.node_id, &config.release).map_err(FlagError::JoinRefused)?;
         let unknown = plan::unknown_present(&initial.flags, &names);
@@ -272,15 +272,24 @@ fn node_record(config: &NodeConfig, bounds: &Bounds, incarnation: u64) -> NodeRe
         release: config.release.clone(),
         protocol: config.protocol,
         transport: config.transport,
-        supported_flags: config.flags.names(),
+        // A removed flag counts as supported, required and irreversible: its
+        // record stays enabled, and no member may disable it.
+        supported_flags: config.flags.known(),
         cluster_features: config.features.published(config.test_mode),
         flag_node_steps: config.flags.node_step_flags(),
-        required_flags: config.flags.release_flags().required,
+        required_flags: config
+            .flags
+            .release_flags()
+            .required
+            .into_iter()
+            .chain(config.flags.removed().iter().cloned())
+            .collect(),
         irreversible_flags: config
             .flags
             .iter()
             .filter(|(_, d)| !d.is_reversible())
             .map(|(_, d)| d.name().to_string())
+            .chain(config.flags.removed().iter().cloned())
             .collect(),
         incarnation,
         view_lease_ms: bounds.view_lease_ms,
@@ -336,7 +345,7 @@ fn offline_refusal(config: &NodeConfig, e: ClusterError) -> NodeError {
         Err(le) => NodeError::Cluster(ClusterError::LocalCopy(le)),
         Ok(copy) => {
             let unknown =
-                copy.as_ref().map(|c| plan::unknown_present(&c.flags, &config.flags.names())).unwrap_or_default();
+                copy.as_ref().map(|c| plan::unknown_present(&c.flags, &config.flags.known())).unwrap_or_default();
             if unknown.is_empty() {
                 let store_error = match e {
                     ClusterError::StoreUnavailable { endpoint, reason } => {

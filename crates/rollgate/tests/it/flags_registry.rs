@@ -86,6 +86,8 @@ fn row(release: &str, supported: &[&str], required: &[&str], introduced: &[(&str
         supported: supported.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         required: required.iter().map(|s| s.to_string()).collect(),
         introduced_in: introduced.iter().map(|(f, r)| (f.to_string(), r.to_string())).collect(),
+        removed: BTreeSet::new(),
+        upgrades_from: None,
     }
 }
 
@@ -124,7 +126,7 @@ fn a_release_table_never_drops_a_flag_and_always_leaves_a_rolling_path() {
             },
         ]
     );
-    assert!(err.to_string().contains("release 1.1 drops flag `old` that release 1.0 supports"), "{err}");
+    assert!(err.to_string().contains("release 1.1 drops flag `old` that release 1.0 knows"), "{err}");
 }
 
 /// What a service writes in its own tests, over its real registries.
@@ -143,4 +145,77 @@ fn the_rules_run_over_registries() {
     check_release_table(&ReleaseTable::from_registries(regs.iter())).unwrap();
     let dropped = ReleaseTable::from_registries([&regs[1], &regs[0]]);
     assert!(check_release_table(&dropped).is_err(), "1.0 after 1.1 drops b");
+}
+
+/// `f` in three releases: stable in 1.0, `mid` in 1.1, removed in 1.2.
+fn life(mid: &str, upgrades_from: Option<&str>) -> Vec<FlagRegistry> {
+    let decl = || FlagDecl::new("f", "a flag that comes and goes").introduced_in("1.0");
+    let r10 = FlagRegistry::builder("1.0").with(decl()).build().unwrap();
+    let r11 = FlagRegistry::builder("1.1").with(if mid == "required" { decl().required() } else { decl() });
+    let mut r12 = FlagRegistry::builder("1.2").removed("f");
+    if let Some(from) = upgrades_from {
+        r12 = r12.upgrades_from(from);
+    }
+    vec![r10, r11.build().unwrap(), r12.build().unwrap()]
+}
+
+#[test]
+fn a_flag_is_removed_only_once_every_release_that_upgrades_to_the_remover_requires_it() {
+    let ok = life("required", None);
+    check_release_table(&ReleaseTable::from_registries(ok.iter())).unwrap();
+    assert_eq!(ok[2].known(), BTreeSet::from(["f".to_string()]), "a removed flag stays known");
+    assert!(ok[2].names().is_empty() && ok[2].id("f").is_none(), "but has no code, no id");
+
+    let err = check_release_table(&ReleaseTable::from_registries(life("stable", None).iter())).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [ReleaseTableProblem::RemovedNotRequired { flag: "f".into(), release: "1.2".into(), from: "1.1".into() }]
+    );
+    assert!(
+        err.to_string().contains(
+            "release 1.2 removes flag `f`, but release 1.1, which may upgrade straight to 1.2, does not require it"
+        ),
+        "{err}"
+    );
+    // Skipping a release widens what must require it.
+    let err = check_release_table(&ReleaseTable::from_registries(life("required", Some("1.0")).iter())).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [ReleaseTableProblem::RemovedNotRequired { flag: "f".into(), release: "1.2".into(), from: "1.0".into() }]
+    );
+    let err = check_release_table(&ReleaseTable::from_registries(life("required", Some("0.9")).iter())).unwrap_err();
+    assert_eq!(err.problems, [ReleaseTableProblem::BadUpgradeSource { release: "1.2".into(), from: "0.9".into() }]);
+
+    // A later release keeps it removed; forgetting it is a drop.
+    let mut regs = life("required", None);
+    regs.push(FlagRegistry::builder("1.3").build().unwrap());
+    let err = check_release_table(&ReleaseTable::from_registries(regs.iter())).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [ReleaseTableProblem::Dropped { flag: "f".into(), older: "1.2".into(), newer: "1.3".into() }]
+    );
+    assert!(err.to_string().contains("remove it with `.removed(\"f\")`"), "{err}");
+    regs[3] = FlagRegistry::builder("1.3").removed("f").build().unwrap();
+    check_release_table(&ReleaseTable::from_registries(regs.iter())).unwrap();
+
+    // Only a declared flag can be removed, and not declared and removed at once.
+    let never =
+        [FlagRegistry::builder("1.0").build().unwrap(), FlagRegistry::builder("1.1").removed("ghost").build().unwrap()];
+    let err = check_release_table(&ReleaseTable::from_registries(never.iter())).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [ReleaseTableProblem::RemovedUnknown { flag: "ghost".into(), release: "1.1".into(), previous: "1.0".into() }]
+    );
+    let both = FlagRegistry::builder("1.2").with(FlagDecl::new("f", "x").introduced_in("1.0")).removed("f");
+    assert_eq!(problems(both), [RegistryProblem::DeclaredAndRemoved { flag: "f".into() }]);
+    assert_eq!(
+        problems(FlagRegistry::builder("1.2").removed("Bad Name")),
+        [RegistryProblem::BadName { name: "Bad Name".into() }]
+    );
+    // A declared flag may still depend on a removed one (it is enabled wherever this release runs).
+    FlagRegistry::builder("1.2")
+        .removed("f")
+        .with(FlagDecl::new("g", "needs f").introduced_in("1.2").depends_on(["f"]))
+        .build()
+        .unwrap();
 }

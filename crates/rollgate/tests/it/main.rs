@@ -23,6 +23,7 @@ mod flags_holes;
 mod flags_planner;
 mod flags_race;
 mod flags_registry;
+mod flags_removed;
 mod format_bad_input;
 mod handshake_negotiation;
 mod migrate_bad_input;

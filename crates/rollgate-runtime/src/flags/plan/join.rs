@@ -140,6 +140,16 @@ pub enum JoinRefusal {
         /// The floor.
         floor: String,
     },
+    /// The node's release removed a flag (assumes it enabled) that the
+    /// cluster does not have enabled.
+    RemovedNotEnabled {
+        /// The node.
+        node: String,
+        /// Its release.
+        release: String,
+        /// The flag.
+        flag: String,
+    },
     /// The node's release requires a flag that is being disabled.
     RequiredBeingDisabled {
         /// The node.
@@ -176,6 +186,10 @@ impl fmt::Display for JoinRefusal {
             JoinRefusal::BelowFloor { node, release, floor } => write!(
                 f,
                 "node {node} (release {release}) cannot join: the cluster's release floor is {floor} (finalized with `rollgate upgrade finalize`), and release {release} is below it; run release {floor} or later on {node}"
+            ),
+            JoinRefusal::RemovedNotEnabled { node, release, flag } => write!(
+                f,
+                "node {node} (release {release}) cannot join: release {release} removed flag `{flag}` and assumes it enabled, but this cluster does not have it enabled; upgrade the cluster through a release that requires `{flag}` first (it enables it), then to {release}"
             ),
             JoinRefusal::RequiredBeingDisabled { node, release, flag } => write!(
                 f,
@@ -395,9 +409,10 @@ pub enum JoinStop {
     Required(Vec<RequiredBlock>),
 }
 
-/// The join, decided on the view it commits against: [`join_check`]; on a
-/// fresh cluster (no members, no flags) every stable and required flag is
-/// written as enabling, otherwise the disabled required flags every member
+/// The join, decided on the view it commits against: [`join_check`]; a
+/// release that removed a flag joins only a cluster that has it enabled; on
+/// a fresh cluster (no members, no flags) the removed flags are written
+/// enabled and every stable and required flag as enabling, otherwise the disabled required flags every member
 /// supports (or the blocks); and the per-node steps due before serving.
 /// `me` is the joining incarnation (`me.driving` empty); `attempt_id` gives
 /// a fresh attempt id per call.
@@ -421,6 +436,13 @@ pub fn plan_join(
         },
     );
     let fresh = view.members.is_empty() && view.flags.is_empty();
+    if let Some(flag) = registry.removed().iter().find(|f| !fresh && !view.is_enabled(f)) {
+        return Err(JoinStop::Refused(JoinRefusal::RemovedNotEnabled {
+            node: record.node_id.clone(),
+            release: record.release.clone(),
+            flag: flag.clone(),
+        }));
+    }
     let to_enable: Vec<String> = if fresh {
         registry
             .topological()
@@ -432,6 +454,14 @@ pub fn plan_join(
     };
     compatibility_check(view, record).map_err(JoinStop::Refused)?;
     let mut plan = JoinPlan { ops: vec![ViewOp::PutMember(record.clone())], drive: Vec::new(), boot_steps: Vec::new() };
+    if fresh {
+        // A fresh cluster of a release that removed flags has them enabled
+        // from the start: older releases that know them meet them enabled.
+        for flag in registry.removed() {
+            plan.ops.push(ViewOp::PutFlag(flag.clone(), FlagRecord::enabled()));
+            with_me.flags.insert(flag.clone(), FlagRecord::enabled());
+        }
+    }
     for flag in to_enable {
         let attempt = attempt_id();
         match begin_enable(&with_me, registry, &flag, &attempt, me) {
