@@ -9,6 +9,13 @@
 //! like every join, so the answer never goes back to false while the
 //! members stay.
 //!
+//! Features are never removed, but a major release may declare the previous
+//! major's features **assumed** (Elasticsearch): it no longer lists them
+//! among its published features, only in its record's compact
+//! `assumed_features`, and every check here counts an assumed feature as
+//! published. A node of that release therefore joins a cluster whose
+//! members publish them, and the cluster keeps having them.
+//!
 //! A [`FeatureSet`] is what a release declares: production features, test
 //! features (published only when the node runs in test mode), and synthetic
 //! `gte_v<release>` features for tests, derived from a service's ordered
@@ -64,6 +71,7 @@ pub struct FeatureSet {
     features: BTreeSet<String>,
     test_features: BTreeSet<String>,
     synthetic: BTreeSet<String>,
+    assumed: BTreeSet<String>,
 }
 
 impl FeatureSet {
@@ -88,6 +96,21 @@ impl FeatureSet {
     pub fn feature(mut self, name: &str) -> Result<FeatureSet, FeatureError> {
         Self::insert(&mut self.features, [&self.test_features, &self.synthetic], name)?;
         Ok(self)
+    }
+
+    /// Declares a feature of the previous major assumed: not published as a
+    /// feature of this release, but present wherever it runs.
+    pub fn assumed(mut self, name: &str) -> Result<FeatureSet, FeatureError> {
+        validate_feature_name(name)?;
+        if self.features.contains(name) || self.test_features.contains(name) || !self.assumed.insert(name.to_string()) {
+            return Err(FeatureError::Duplicate { name: name.to_string() });
+        }
+        Ok(self)
+    }
+
+    /// The assumed features.
+    pub fn assumed_features(&self) -> &BTreeSet<String> {
+        &self.assumed
     }
 
     /// Declares a test feature (published in test mode only).
@@ -136,16 +159,22 @@ pub fn gte_feature(release: &str) -> String {
 /// Whether every current member (running or stopped) publishes `feature`.
 /// False for a cluster without members.
 pub fn cluster_has_feature(view: &ClusterView, feature: &str) -> bool {
-    !view.members.is_empty() && view.members.values().all(|m| m.record.cluster_features.contains(feature))
+    !view.members.is_empty() && view.members.values().all(|m| has(&m.record, feature))
+}
+
+/// Whether a member publishes `feature` or assumes it.
+fn has(record: &NodeRecord, feature: &str) -> bool {
+    record.cluster_features.contains(feature) || record.assumed_features.contains(feature)
 }
 
 /// The features every current member publishes.
 pub fn cluster_features(view: &ClusterView) -> BTreeSet<String> {
     let mut members = view.members.values();
     let Some(first) = members.next() else { return BTreeSet::new() };
-    let mut common = first.record.cluster_features.clone();
+    let mut common: BTreeSet<String> =
+        first.record.cluster_features.union(&first.record.assumed_features).cloned().collect();
     for m in members {
-        common.retain(|f| m.record.cluster_features.contains(f));
+        common.retain(|f| has(&m.record, f));
     }
     common
 }
@@ -155,7 +184,7 @@ pub fn cluster_features(view: &ClusterView) -> BTreeSet<String> {
 /// previous record included: a node that comes back with an older binary is
 /// held to what the cluster already relies on.
 pub fn missing_features(view: &ClusterView, record: &NodeRecord) -> Vec<String> {
-    cluster_features(view).into_iter().filter(|f| !record.cluster_features.contains(f)).collect()
+    cluster_features(view).into_iter().filter(|f| !has(record, f)).collect()
 }
 
 /// The join refusal message for missing features.

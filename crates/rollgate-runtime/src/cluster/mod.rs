@@ -100,6 +100,10 @@ pub struct NodeRecord {
     /// The cluster features it publishes.
     #[serde(default)]
     pub cluster_features: BTreeSet<String>,
+    /// Features of an older major its release assumes present without
+    /// publishing them (see [`crate::features`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub assumed_features: BTreeSet<String>,
     /// The supported flags for which this node runs a per-node enable step
     /// (it must be reachable while such a flag is enabled).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -151,6 +155,7 @@ impl NodeRecord {
             transport: TransportRange { min_compatible: TransportVersion::ZERO, current: TransportVersion::ZERO },
             supported_flags: BTreeSet::new(),
             cluster_features: BTreeSet::new(),
+            assumed_features: BTreeSet::new(),
             flag_node_steps: BTreeSet::new(),
             required_flags: BTreeSet::new(),
             irreversible_flags: BTreeSet::new(),

@@ -94,3 +94,35 @@ async fn the_feature_ratchet_is_fenced_by_the_epoch() {
     assert!(err.rejected().is_some());
     assert!(cluster.view().await.unwrap().member("late").is_none());
 }
+
+/// A 2.0 node that assumes 1.x's `kv_ttl` instead of publishing it: it
+/// joins a cluster whose members publish it, the cluster keeps the feature,
+/// and its record no longer lists it among its features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_major_release_assumes_the_previous_majors_features_without_publishing_them() {
+    use rollgate::features::FeatureSet;
+    let dir = tmp();
+    let store = redb(dir.path()).await;
+    let counters = Counters::default();
+    let n1 = start(&store, config("n1", "1.1", dir.path(), &counters)).await;
+    assert!(n1.cluster_has_feature("kv_ttl"));
+    let mut cfg = config("n2", "2.0", dir.path(), &counters);
+    cfg.features = FeatureSet::new().feature("kv_v1").unwrap().assumed("kv_ttl").unwrap();
+    let n2 = start(&store, cfg).await;
+    let record = n2.view().member("n2").unwrap().record.clone();
+    assert!(!record.cluster_features.contains("kv_ttl"), "not published: {record:?}");
+    assert_eq!(record.assumed_features.iter().collect::<Vec<_>>(), ["kv_ttl"]);
+    let view = until(&n1, "n2 joined", |v| v.member("n2").is_some()).await;
+    assert!(rollgate::features::cluster_has_feature(&view, "kv_ttl"), "still a cluster feature");
+    assert!(n2.cluster_has_feature("kv_ttl"));
+    // A node that neither publishes nor assumes it is still refused.
+    let mut other = view.member("n1").unwrap().record.clone();
+    other.node_id = "n9".into();
+    other.cluster_features.remove("kv_ttl");
+    let refusal = join_check(&view, &other).unwrap_err();
+    assert!(matches!(&refusal, JoinRefusal::MissingFeatures { missing, .. } if missing == &["kv_ttl"]), "{refusal}");
+    // A feature is either published or assumed, never both.
+    let both = FeatureSet::new().feature("kv_ttl").unwrap().assumed("kv_ttl").unwrap_err();
+    assert_eq!(both.to_string(), "cluster feature \"kv_ttl\" is declared twice");
+    assert!(FeatureSet::new().assumed("Bad!").is_err());
+}
