@@ -20,13 +20,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use rollgate_api::dashboard::{DashboardFlag, DashboardState, MemberLinks};
+use rollgate_api::dashboard::{DashboardFlag, DashboardState};
 use rollgate_api::flags::{EnableRequest, FlagPhase};
-use rollgate_api::links::LinkReport;
 use rollgate_api::upgrade::{MigrationsSection, NodeIdentity, StoreReachability};
 use rollgate_runtime::cluster::ClusterView;
 use rollgate_runtime::node::Node;
 
+use crate::links::links;
+pub use crate::links::{LINKS_TIMEOUT, MAX_LINKS_ANSWER_BYTES};
 use crate::{AppState, error};
 
 /// Event streams open at once by default.
@@ -36,12 +37,8 @@ pub const DEFAULT_EVENT_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// A stream sends the state at least this often (links and migration
 /// progress change without a view change).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a member may take to answer `GET /admin/links`.
-pub const LINKS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Audit entries the page shows.
 pub const AUDIT_ENTRIES: usize = 20;
-/// Largest `GET /admin/links` answer read from a member.
-pub const MAX_LINKS_ANSWER_BYTES: usize = 1024 * 1024;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -145,41 +142,6 @@ fn flags(node: &Node, view: &ClusterView) -> Vec<DashboardFlag> {
 
 /// Every running member's links: this node's from the service, the others'
 /// from their admin API (bounded by [`LINKS_TIMEOUT`]).
-async fn links(node: &Node, http: &reqwest::Client, view: &ClusterView) -> Vec<MemberLinks> {
-    let asks = view.running().map(|m| {
-        let (id, addr) = (m.record.node_id.clone(), m.record.admin_addr.clone());
-        async move {
-            if id == node.id() {
-                return MemberLinks { node_id: id, links: node.links().links, error: None };
-            }
-            match ask_links(http, &addr).await {
-                Ok(r) => MemberLinks { node_id: id, links: r.links, error: None },
-                Err(e) => MemberLinks { node_id: id, links: Vec::new(), error: Some(e) },
-            }
-        }
-    });
-    futures::future::join_all(asks).await
-}
-
-async fn ask_links(http: &reqwest::Client, addr: &str) -> Result<LinkReport, String> {
-    if addr.is_empty() {
-        return Err("it published no admin address".into());
-    }
-    let url = format!("http://{addr}/admin/links");
-    let mut resp = http.get(&url).timeout(LINKS_TIMEOUT).send().await.map_err(|e| format!("cannot ask it: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("it answered {}", resp.status()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("cannot read its answer: {e}"))? {
-        if body.len() + chunk.len() > MAX_LINKS_ANSWER_BYTES {
-            return Err(format!("its answer is larger than {MAX_LINKS_ANSWER_BYTES} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice::<LinkReport>(&body).map_err(|e| format!("its answer does not decode: {e}"))
-}
-
 /// The dashboard's state, from `node`'s view, the store and the members.
 pub async fn build(node: &Node, http: &reqwest::Client) -> DashboardState {
     let view = node.view();

@@ -55,6 +55,7 @@ use rollgate_runtime::node::{FinalizeError, Node, UpgradePlanRefusal};
 
 pub mod dashboard;
 pub mod fanout;
+pub mod links;
 pub mod metrics;
 pub mod view;
 
@@ -511,7 +512,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn upgrade_status(State(state): State<AppState>) -> Response {
-    axum::Json(view::upgrade_status(&state.node).await).into_response()
+    axum::Json(view::upgrade_status(&state.node, &state.http).await).into_response()
 }
 
 #[derive(Deserialize)]

@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use rollgate_api::dashboard::MemberLinks;
 use rollgate_api::features::{FeatureList, FeatureStatus};
 use rollgate_api::flags::{FlagList, FlagPhase, FlagStatus, Stability};
 use rollgate_api::nodes::{NodeList, NodeStatus};
 use rollgate_api::routes::{AnswerSource, CapabilityQuery, MemberAnswer};
 use rollgate_api::upgrade::{
-    BlockedFlag, FlagSummary, MigrationsSection, NodeIdentity, ReleaseCount, StoreReachability, UpgradeStatus,
+    BlockedFlag, DeprecatedLink, FlagSummary, MigrationsSection, NodeIdentity, ReleaseCount, StoreReachability,
+    UpgradeStatus,
 };
 
 use rollgate_runtime::capabilities;
@@ -137,12 +139,13 @@ pub fn feature_statuses(node: &Node) -> FeatureList {
     let mut all: BTreeSet<String> = BTreeSet::new();
     for m in view.members.values() {
         all.extend(m.record.cluster_features.iter().cloned());
+        all.extend(m.record.assumed_features.iter().cloned());
     }
     let features = all
         .iter()
         .map(|f| {
             let (with, without): (Vec<&Member>, Vec<&Member>) =
-                view.members.values().partition(|m| m.record.cluster_features.contains(f));
+                view.members.values().partition(|m| features::member_has(&m.record, f));
             FeatureStatus {
                 name: f.clone(),
                 cluster_has: features::cluster_has_feature(&view, f),
@@ -183,7 +186,7 @@ fn flag_summary(statuses: &[FlagStatus]) -> FlagSummary {
 /// The cluster's upgrade status: releases, members, flags, migrations and
 /// the sections other parts of the service added (an extensible object:
 /// clients ignore what they do not know).
-pub async fn upgrade_status(node: &Node) -> UpgradeStatus {
+pub async fn upgrade_status(node: &Node, http: &reqwest::Client) -> UpgradeStatus {
     let view = node.view();
     let status = node.handle().status();
     let mut releases: BTreeMap<String, ReleaseCount> = BTreeMap::new();
@@ -225,6 +228,33 @@ pub async fn upgrade_status(node: &Node) -> UpgradeStatus {
         flags: flag_summary(&flag_statuses_in(node, &view)),
         migrations,
         floor: view.floor.clone(),
+        deprecated_links: deprecated_links(&view, &crate::links::links(node, http, &view).await),
         sections,
     }
+}
+
+/// The links of `links` whose protocol version the release of either end
+/// marks deprecated (from the members' records).
+pub fn deprecated_links(view: &ClusterView, links: &[MemberLinks]) -> Vec<DeprecatedLink> {
+    let deprecating = |id: &str, v: u16| view.member(id).is_some_and(|m| m.record.deprecated_protocols.contains(&v));
+    let mut out = Vec::new();
+    for member in links {
+        for link in &member.links {
+            let Some(v) = link.protocol else { continue };
+            let by: Vec<String> = [member.node_id.as_str(), link.peer.as_str()]
+                .into_iter()
+                .filter(|id| deprecating(id, v))
+                .map(str::to_string)
+                .collect();
+            if !by.is_empty() {
+                out.push(DeprecatedLink {
+                    node: member.node_id.clone(),
+                    peer: link.peer.clone(),
+                    protocol: v,
+                    deprecated_by: by,
+                });
+            }
+        }
+    }
+    out
 }

@@ -33,9 +33,26 @@ pub struct UpgradeStatus {
     /// The release floor, once finalized.
     #[serde(default)]
     pub floor: Option<crate::floor::ReleaseFloor>,
+    /// Links between running members that negotiated a protocol version
+    /// the release of one of their ends marks deprecated.
+    #[serde(default)]
+    pub deprecated_links: Vec<DeprecatedLink>,
     /// Sections the service added (by name).
     #[serde(default)]
     pub sections: BTreeMap<String, serde_json::Value>,
+}
+
+/// A link that negotiated a deprecated protocol version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecatedLink {
+    /// The node that reported the link.
+    pub node: String,
+    /// The peer.
+    pub peer: String,
+    /// The negotiated protocol version.
+    pub protocol: u16,
+    /// The members whose release marks it deprecated.
+    pub deprecated_by: Vec<String>,
 }
 
 /// Which node answered.

@@ -8,8 +8,8 @@
 //! |---|---|---|---|---|---|---|
 //! | 1.0 | v1 | 1.0's id (1.0's) | - | - | 1..=1 | - |
 //! | 1.1 | v1..=v2 | 1.1's id (1.0's) | `record_meta_v2`, `ttl` | - | 1..=3 | - |
-//! | 1.2 | v1..=v3 | 1.2's id (1.0's) | + `value_checksums` (experimental) | `kv.prefix_scan` | 1..=3 | `audit` |
-//! | 2.0 | v2..=v3 | 2.0's id (1.2's) | `record_meta_v2` required | `kv.prefix_scan` | 2..=3 | `audit` |
+//! | 1.2 | v1..=v3 (v1 deprecated) | 1.2's id (1.0's) | + `value_checksums` (experimental) | `kv.prefix_scan` | 1..=3 | `audit` |
+//! | 2.0 | v2..=v3 | 2.0's id (1.2's) | `record_meta_v2` required | `kv.prefix_scan` assumed | 2..=3 | `audit` |
 //!
 //! - `record_meta_v2` (stable, reversible while `ttl` is disabled): records
 //!   carry `meta@2` (writer node, release, clock) besides `meta@1`; enabling
@@ -26,7 +26,10 @@
 //! - the `audit` plugin (`--plugins audit`) starts once `record_meta_v2` is
 //!   enabled.
 //!
-//! Release 2.0 retires protocol v1 and raises its minimum compatible
+//! Release 1.2 marks protocol v1 deprecated (a link that speaks it logs a
+//! warning and shows in `rollgate upgrade status`); 2.0 retires it, and
+//! assumes 1.x's `kv.prefix_scan` instead of publishing it (every node a 2.0
+//! node can talk to has it). Release 2.0 retires protocol v1 and raises its minimum compatible
 //! transport version to 1.2's, so a 2.0 node and a 1.0 node refuse each
 //! other at the handshake (naming what to upgrade) while 2.0 and 1.2
 //! interoperate; it requires `record_meta_v2` (enabled by the first 2.0 node
@@ -188,6 +191,10 @@ pub struct Release {
     pub flags: &'static [ReleaseFlag],
     /// The cluster features it publishes.
     pub cluster_features: &'static [&'static str],
+    /// Features of the previous major it assumes present without publishing them.
+    pub assumed_features: &'static [&'static str],
+    /// Protocol versions it still speaks but marks deprecated.
+    pub deprecated_protocols: &'static [u16],
     /// The `records` formats it reads.
     pub formats: Formats,
     /// The plugins it ships (started with `--plugins`).
@@ -239,6 +246,8 @@ pub const RELEASES: &[Release] = &[
         minimum_compatible: transport_versions::MINIMUM_COMPATIBLE,
         flags: &[],
         cluster_features: &[],
+        assumed_features: &[],
+        deprecated_protocols: &[],
         formats: Formats { min_readable: 1, max: 1 },
         plugins: &[],
     },
@@ -249,6 +258,8 @@ pub const RELEASES: &[Release] = &[
         minimum_compatible: transport_versions::MINIMUM_COMPATIBLE,
         flags: &[supports(&RECORD_META_V2), supports(&TTL)],
         cluster_features: &[],
+        assumed_features: &[],
+        deprecated_protocols: &[],
         formats: Formats { min_readable: 1, max: 3 },
         plugins: &[],
     },
@@ -259,6 +270,8 @@ pub const RELEASES: &[Release] = &[
         minimum_compatible: transport_versions::MINIMUM_COMPATIBLE,
         flags: &[supports(&RECORD_META_V2), supports(&TTL), supports(&VALUE_CHECKSUMS)],
         cluster_features: &[PREFIX_SCAN],
+        assumed_features: &[],
+        deprecated_protocols: &[1],
         formats: Formats { min_readable: 1, max: 3 },
         plugins: &[AUDIT],
     },
@@ -268,7 +281,9 @@ pub const RELEASES: &[Release] = &[
         transport: id_of("2.0"),
         minimum_compatible: id_of("1.2"),
         flags: &[requires(&RECORD_META_V2), supports(&TTL), supports(&VALUE_CHECKSUMS)],
-        cluster_features: &[PREFIX_SCAN],
+        cluster_features: &[],
+        assumed_features: &[PREFIX_SCAN],
+        deprecated_protocols: &[],
         formats: Formats { min_readable: 2, max: 3 },
         plugins: &[AUDIT],
     },
@@ -328,7 +343,7 @@ impl Release {
 
     /// Whether the release publishes cluster feature `name`.
     pub fn has_feature(&self, name: &str) -> bool {
-        self.cluster_features.contains(&name)
+        self.cluster_features.contains(&name) || self.assumed_features.contains(&name)
     }
 
     /// The plugin called `name`, when the release ships it.
@@ -361,7 +376,8 @@ impl Release {
 
     /// The cluster features it publishes.
     pub fn feature_set(&self) -> Result<FeatureSet, FeatureError> {
-        self.cluster_features.iter().try_fold(FeatureSet::new(), |set, f| set.feature(f))
+        let set = self.cluster_features.iter().try_fold(FeatureSet::new(), |set, f| set.feature(f))?;
+        self.assumed_features.iter().try_fold(set, |set, f| set.assumed(f))
     }
 
     /// The `records` formats it reads, as a rollgate format policy.
@@ -410,6 +426,9 @@ impl Release {
             },
             "flags": flags,
             "cluster_features": self.cluster_features,
+            "assumed_features": self.assumed_features,
+            "deprecated_protocols": self.deprecated_protocols,
+            "required_flags": self.flags.iter().filter(|f| f.stability() == Stability::Required).map(|f| f.spec.name).collect::<Vec<_>>(),
             "storage_formats": {
                 "unit": RECORDS_UNIT,
                 "readable": { "min": self.formats.min_readable, "max": self.formats.max },
@@ -442,6 +461,7 @@ pub fn apply_to(release: &Release, c: &mut rollgate::node::NodeConfig) -> Result
     c.transport =
         rollgate::cluster::TransportRange { min_compatible: release.minimum_compatible, current: release.transport };
     c.features = release.feature_set()?;
+    c.deprecated_protocols = release.deprecated_protocols.iter().copied().collect();
     c.formats = vec![rollgate::release::ManifestFormat {
         unit: RECORDS_UNIT.into(),
         min_readable: release.formats.min_readable,
@@ -489,6 +509,8 @@ pub fn table() -> String {
         "MIN COMPATIBLE",
         "FLAGS",
         "CLUSTER FEATURES",
+        "ASSUMED",
+        "DEPRECATED",
         "FORMATS",
         "PLUGINS",
     ]);
@@ -509,6 +531,8 @@ pub fn table() -> String {
             r.minimum_compatible.to_string(),
             list(flags),
             list(r.cluster_features.iter().map(|f| f.to_string()).collect()),
+            list(r.assumed_features.iter().map(|f| f.to_string()).collect()),
+            list(r.deprecated_protocols.iter().map(|v| format!("v{v}")).collect()),
             format!("{}..={}", r.formats.min_readable, r.formats.max),
             list(r.plugins.iter().map(|p| p.name.to_string()).collect()),
         ]);

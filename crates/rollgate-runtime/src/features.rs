@@ -163,6 +163,10 @@ pub fn cluster_has_feature(view: &ClusterView, feature: &str) -> bool {
 }
 
 /// Whether a member publishes `feature` or assumes it.
+pub fn member_has(record: &NodeRecord, feature: &str) -> bool {
+    has(record, feature)
+}
+
 fn has(record: &NodeRecord, feature: &str) -> bool {
     record.cluster_features.contains(feature) || record.assumed_features.contains(feature)
 }

@@ -127,6 +127,16 @@ async fn status(client: &Client, a: &StatusArgs) -> Outcome {
     }
     print_table(&mut t);
     println!("{}", floor_line(status.floor.as_ref()));
+    for l in &status.deprecated_links {
+        println!(
+            "warning: link {} -> {} speaks protocol v{}, deprecated by the release of {}: upgrade the nodes that \
+             still need it before a release retires it",
+            l.node,
+            l.peer,
+            l.protocol,
+            list(&l.deprecated_by)
+        );
+    }
     print_flags(&status.flags);
     if !status.store.reachable {
         println!("warning: the node cannot reach the metadata store: {}", or_dash(status.store.last_error.as_deref()));

@@ -274,6 +274,7 @@ mod tests {
                 },
                 migrations: MigrationsSection::Unreadable { error: "down".into() },
                 floor: None,
+                deprecated_links: vec![],
                 sections: Default::default(),
             },
         };

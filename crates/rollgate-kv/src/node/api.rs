@@ -159,7 +159,7 @@ impl Api {
             .view()
             .members
             .values()
-            .filter(|m| !m.record.cluster_features.contains(feature))
+            .filter(|m| !rollgate::features::member_has(&m.record, feature))
             .map(|m| format!("{} (release {})", m.record.node_id, m.record.release))
             .collect()
     }

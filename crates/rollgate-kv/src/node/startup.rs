@@ -265,7 +265,7 @@ async fn with_runtime(
 
     publish_storage_status(runtime, &storage, &node_id);
     let handshakes = net_config.counters.clone();
-    let links = peer_links(net_config, &tuning);
+    let links = peer_links(net_config, &tuning, release);
     runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
@@ -382,8 +382,9 @@ fn publish_storage_status(runtime: &rollgate::node::Node, storage: &Storage, nod
 }
 
 /// The links to peers, with the node's handshake and write batching.
-fn peer_links(net: NetConfig, tuning: &Tuning) -> Links {
+fn peer_links(net: NetConfig, tuning: &Tuning, release: &Release) -> Links {
     Links::new(LinkSettings {
+        deprecated_protocols: release.deprecated_protocols,
         net,
         backoff_min: tuning.backoff_min,
         backoff_max: tuning.backoff_max,

@@ -47,6 +47,9 @@ pub struct LinkSettings {
     pub max_inflight_batches: usize,
     /// How long a replica may take to acknowledge a write.
     pub replicate_timeout: Duration,
+    /// Protocol versions the release marks deprecated: a link that
+    /// negotiates one works, and says so in the log.
+    pub deprecated_protocols: &'static [u16],
 }
 
 /// Why a request on a link failed.
@@ -531,6 +534,13 @@ async fn run_link(node: String, addr: String, settings: Arc<LinkSettings>, state
                     peer = %node, release = %n.peer_release, protocol = %n.protocol, transport = %n.transport,
                     authenticated = n.authenticated, "connected to peer"
                 );
+                if settings.deprecated_protocols.contains(&n.protocol.0) {
+                    tracing::warn!(
+                        peer = %node, release = %n.peer_release, protocol = %n.protocol,
+                        "this link speaks a protocol version this release marks deprecated; upgrade the peer \
+                         before a release retires it (see `rollgate upgrade status`)"
+                    );
+                }
                 let reason = run_session(conn, &settings, &state).await;
                 tracing::info!(peer = %node, %reason, "connection to peer lost");
                 state.send_replace(LinkState::Connecting { last_error: Some(reason) });

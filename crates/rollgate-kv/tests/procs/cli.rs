@@ -45,6 +45,15 @@ fn releases_prints_a_table_and_json() {
     assert_eq!(all[0]["storage_formats"]["readable"], serde_json::json!({"min": 1, "max": 1}));
     assert_eq!(all[3]["storage_formats"]["readable"], serde_json::json!({"min": 2, "max": 3}));
     assert_eq!(all[2]["plugins"][0]["name"], "audit");
+    // The life of versions and features: 1.2 deprecates protocol v1 (2.0
+    // retires it), 2.0 assumes 1.x's feature and requires record_meta_v2.
+    assert_eq!(all[2]["deprecated_protocols"], serde_json::json!([1]));
+    assert_eq!(
+        (&all[3]["cluster_features"], &all[3]["assumed_features"], &all[3]["required_flags"]),
+        (&serde_json::json!([]), &serde_json::json!(["kv.prefix_scan"]), &serde_json::json!(["record_meta_v2"]))
+    );
+    assert!(lines[0].contains("ASSUMED") && lines[0].contains("DEPRECATED"), "{out}");
+    assert!(lines[3].contains("v1") && lines[4].contains("kv.prefix_scan"), "{out}");
 }
 
 #[test]

@@ -100,6 +100,10 @@ pub struct NodeRecord {
     /// The cluster features it publishes.
     #[serde(default)]
     pub cluster_features: BTreeSet<String>,
+    /// The protocol versions its release marks deprecated: a link that
+    /// negotiates one works, and is shown in the upgrade status.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deprecated_protocols: BTreeSet<u16>,
     /// Features of an older major its release assumes present without
     /// publishing them (see [`crate::features`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -156,6 +160,7 @@ impl NodeRecord {
             supported_flags: BTreeSet::new(),
             cluster_features: BTreeSet::new(),
             assumed_features: BTreeSet::new(),
+            deprecated_protocols: BTreeSet::new(),
             flag_node_steps: BTreeSet::new(),
             required_flags: BTreeSet::new(),
             irreversible_flags: BTreeSet::new(),

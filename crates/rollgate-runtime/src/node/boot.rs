@@ -277,6 +277,7 @@ fn node_record(config: &NodeConfig, bounds: &Bounds, incarnation: u64) -> NodeRe
         supported_flags: config.flags.known(),
         cluster_features: config.features.published(config.test_mode),
         assumed_features: config.features.assumed_features().clone(),
+        deprecated_protocols: config.deprecated_protocols.clone(),
         flag_node_steps: config.flags.node_step_flags(),
         required_flags: config
             .flags

@@ -175,6 +175,10 @@ pub struct NodeConfig {
     pub release_key: Option<ReleaseKey>,
     /// How many audit log entries the store keeps.
     pub audit_capacity: usize,
+    /// Protocol versions this release marks deprecated (published in its
+    /// record; links that negotiate one are shown by the upgrade status).
+    /// Retiring one later is deleting its module.
+    pub deprecated_protocols: std::collections::BTreeSet<u16>,
 }
 
 impl NodeConfig {
@@ -202,6 +206,7 @@ impl NodeConfig {
             release_manifest: None,
             release_key: None,
             audit_capacity: crate::audit::DEFAULT_CAPACITY,
+            deprecated_protocols: Default::default(),
         }
     }
 }

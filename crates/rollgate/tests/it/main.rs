@@ -15,6 +15,7 @@ mod capabilities_fanout;
 mod cluster_epoch_race;
 mod cluster_membership;
 mod cluster_store_outage;
+mod deprecated_protocols;
 mod features_join;
 mod flags_boot;
 mod flags_crash;
