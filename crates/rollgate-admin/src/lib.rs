@@ -57,6 +57,7 @@ pub mod dashboard;
 pub mod fanout;
 pub mod links;
 pub mod metrics;
+pub mod register;
 pub mod view;
 
 pub use metrics::Metrics;

@@ -47,14 +47,14 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use rollgate::admin::register::{RegisterError, Registered};
 use rollgate::api::error::ErrorBody;
-use rollgate::capabilities::{CapabilityError, Route, RouteTable};
+use rollgate::capabilities::{Route, RouteTable};
 
 use crate::hlc::Version;
 use crate::node::{Api, ServingState, WriteError};
@@ -70,24 +70,36 @@ pub const MAX_QUERY_BYTES: usize = 256;
 /// The header carrying the writer's highest seen version.
 pub const SEEN_HEADER: &str = "x-kv-seen";
 
-/// Every route a node of `release` serves with `plugins` (the admin API's
-/// are added by rollgate): what it publishes in its node record and what
-/// `/_capabilities` answers from.
-pub fn route_table(release: &Release, plugins: &[String]) -> Result<RouteTable, CapabilityError> {
-    let mut t = RouteTable::new();
-    t.add(Route::new("GET", "/kv/{key}"))?;
+/// Every client route of a node of `release` (with the audit plugin's when
+/// `with_audit`), each registered once with its handler: the router serves
+/// exactly what the route table publishes (the admin API's routes are
+/// added by rollgate).
+pub fn registered(release: &Release, with_audit: bool) -> Result<Registered<Api>, RegisterError> {
     let put = Route::new("PUT", "/kv/{key}");
-    t.add(if release.supports_flag(TTL.name) { put.parameters(["ttl_s"]) } else { put })?;
-    t.add(Route::new("DELETE", "/kv/{key}"))?;
+    let put = if release.supports_flag(TTL.name) { put.parameters(["ttl_s"]) } else { put };
+    let mut r = Registered::new()
+        .route(Route::new("GET", "/kv/{key}"), get_key)?
+        .route(put, put_key)?
+        .route(Route::new("DELETE", "/kv/{key}"), delete_key)?;
     if release.has_feature(PREFIX_SCAN) {
-        t.add(Route::new("GET", "/kv").parameters(["prefix", "limit"]).requires_feature(PREFIX_SCAN))?;
+        r = r.route(Route::new("GET", "/kv").parameters(["prefix", "limit"]).requires_feature(PREFIX_SCAN), scan)?;
     }
-    if plugins.iter().any(|p| p == crate::releases::AUDIT.name) && release.plugin(crate::releases::AUDIT.name).is_some()
-    {
-        t.add(Route::new("GET", "/audit").parameters(["limit"]))?;
+    if with_audit {
+        r = r.route(Route::new("GET", "/audit").parameters(["limit"]), audit)?;
     }
-    t.add(Route::new("GET", "/health"))?;
-    Ok(t)
+    r.route(Route::new("GET", "/health"), health)
+}
+
+/// Whether a node of `release` started with `plugins` serves the audit plugin's route.
+fn serves_audit(release: &Release, plugins: &[String]) -> bool {
+    let name = crate::releases::AUDIT.name;
+    plugins.iter().any(|p| p == name) && release.plugin(name).is_some()
+}
+
+/// Every route a node of `release` serves with `plugins`: what it
+/// publishes in its node record and what `/_capabilities` answers from.
+pub fn route_table(release: &Release, plugins: &[String]) -> Result<RouteTable, RegisterError> {
+    Ok(registered(release, serves_audit(release, plugins))?.into_parts().1)
 }
 
 /// The client routes of a node (answering unknown paths with the list of routes).
@@ -97,16 +109,12 @@ pub fn client_routes(api: Api) -> Router {
 }
 
 fn routes(api: Api) -> Router {
-    let release = api.release();
-    let mut r =
-        Router::new().route("/kv/{key}", get(get_key).put(put_key).delete(delete_key)).route("/health", get(health));
-    if release.has_feature(PREFIX_SCAN) {
-        r = r.route("/kv", get(scan));
-    }
-    if api.audit().is_some() {
-        r = r.route("/audit", get(audit));
-    }
-    r.method_not_allowed_fallback(method_not_allowed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
+    let router = match registered(api.release(), api.audit().is_some()) {
+        Ok(r) => r.into_parts().0,
+        // The same registration built the node's route table at start-up.
+        Err(e) => unreachable!("the node's routes were registered at start-up: {e}"),
+    };
+    router.method_not_allowed_fallback(method_not_allowed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
 }
 
 /// The HTTP app of a node: the client routes, rollgate's admin API (`admin`,

@@ -20,5 +20,6 @@ mod bad_input;
 mod cluster;
 mod dashboard_browser;
 mod mixed_releases;
+mod routes;
 mod signed_releases;
 mod wire_golden;
