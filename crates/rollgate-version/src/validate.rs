@@ -4,10 +4,12 @@
 //! sources, the scan problems, and (when known) the state at the base
 //! revision, and returns every [`Violation`], each naming the file, the line
 //! where it helps, what is wrong and how to fix it. The rules are
-//! Elasticsearch's:
+//! Elasticsearch's (the crate docs list where we follow theirs and what we
+//! add on top):
 //!
-//! 1. every file parses (names `[a-z0-9_]+`, primary ids end in `00`,
-//!    backport ids do not, ids strictly descending, one line per file);
+//! 1. every file parses (referable names `[a-z0-9_]+`, unreferable names a
+//!    portable file name, primary ids end in `00`, backport ids do not, ids
+//!    strictly descending, one line per file, each release listed once);
 //! 2. every referable definition is referenced by `transport_version!` and
 //!    every referenced name has a referable definition; references are
 //!    string literals;
@@ -91,6 +93,12 @@ pub fn state_violation(e: &StateError) -> Violation {
             "backport ids are a release branch's upper bound + 1; recreate them with `rollgate tv generate --name NAME --backport-branches M.m,...`"
                 .into(),
         ),
+        StateErrorKind::BadUnreferableName(_) => {
+            Some("rename the file (and any upper bound naming it) using letters, digits and _ . + -".into())
+        }
+        StateErrorKind::DuplicateRelease { .. } => {
+            Some("keep one line per release: the id it shipped with (its branch's upper bound then)".into())
+        }
         StateErrorKind::UnexpectedFile => Some("move the file out of the transport folder".into()),
         StateErrorKind::MissingFile => Some("create it with one id, the oldest id this build still accepts".into()),
         _ => None,
