@@ -18,6 +18,7 @@
 //! (nothing is guessed deletable); `validate` warns and skips the base
 //! checks.
 
+mod cut;
 mod files;
 mod git;
 
@@ -37,10 +38,13 @@ use git::{Base, Git};
 const STATE_LAYOUT: &str = "\
 The state folder (--dir, default `transport`):
   definitions/referable/<name>.csv    primary id (ends in 00), then backport ids, descending
-  definitions/unreferable/<name>.csv  one id that code never references (a release's first id)
+  definitions/unreferable/<name>.csv  one id that code never references (a release's first id);
+                                      Elasticsearch names such as initial_9.2.0 are accepted
   upper_bounds/<M.m>.csv              `name,id`: the highest id on branch M.m
   constants/minimum_compatible.csv    the oldest id this build accepts from a peer
-  releases.csv (optional)             `release,id` lines, for list and release-of
+  constants/<name>.csv (optional)     another one-id constant (Elasticsearch's minimum_ccs_version)
+  releases.csv (optional)             `release,id` lines in any order (as Elasticsearch appends them),
+                                      each release once, for list and release-of
 Ids are M_NNN_S_PP: 9_396_0_00 is 9396000. Lines starting with # are comments.";
 
 /// Transport versions: generate, validate and inspect the transport/ state folder.
@@ -102,6 +106,31 @@ other state files are left to you.",
   rollgate tv validate && git add transport && git commit"
     )]
     ResolveConflict(ResolveArgs),
+    /// Cut a release branch: its upper bound, main's next branch, releases.csv, the minimum.
+    #[command(
+        name = "cut-release",
+        long_about = "Run on main when release branch M.m is cut from it. In one change, all or nothing: \
+definitions/unreferable/initial_M.m.0.csv gets a new id (main's upper bound + 1000, a base that only this release \
+branch uses); upper_bounds/M.m.csv names it (the release branch's upper bound, which backports to M.m build on); \
+upper_bounds/<next>.csv names it too (main's new current branch, default the next minor, which new transport \
+versions follow); `<release-name>,<id>` is appended to releases.csv; and with --minimum-compatible the oldest id \
+this build accepts is raised.\n\n\
+The folder is validated first (as `rollgate tv validate` without a base) and the result again, against the folder \
+before the cut: nothing that exists changes. It refuses a release that was already cut (its upper bound file exists \
+and main has moved past it, or initial_M.m.0 exists), one releases.csv already lists (M.m or M.m.x), one older than \
+main's current branch, a --next that exists or is not above M.m, and a --minimum-compatible that does not rise or \
+is not a defined id. Nothing is written when anything is refused.",
+        after_help = "Examples:
+  # main develops 2.0 (upper_bounds/2.0.csv is the highest); branch 2.0 off and move main to 2.1:
+  rollgate tv cut-release 2.0 --dry-run
+  rollgate tv cut-release 2.0
+  git commit -am 'Cut release 2.0' && git branch release-2.0
+  # Elasticsearch-style release names, main moving to a new major, and a raised floor:
+  rollgate tv cut-release 9.2 --release-name 9.2.0 --next 10.0 --minimum-compatible 9000000 --json
+  # then, on main, backport a new transport version to the release branch:
+  rollgate tv generate --name my_field --backport-branches 2.0"
+    )]
+    CutRelease(cut::CutArgs),
     /// List the transport version definitions.
     #[command(
         long_about = "List every definition, newest first: name, kind (referable: code references it; \
@@ -274,6 +303,7 @@ pub fn run(cmd: TvCommand) -> Outcome {
         TvCommand::Generate(a) => cmd_generate(a),
         TvCommand::Validate(a) => cmd_validate(a),
         TvCommand::ResolveConflict(a) => cmd_resolve(a),
+        TvCommand::CutRelease(a) => cut::cmd_cut_release(a),
         TvCommand::List(a) => cmd_list(a),
         TvCommand::ReleaseOf(a) => cmd_release_of(a),
     }
