@@ -128,9 +128,6 @@ pub enum CutError {
         /// The release.
         release: Branch,
     },
-    /// `--next`'s upper bound file exists.
-    #[error("--next {0}: {UPPER_BOUNDS_DIR}/{0}.csv already exists; pass a --next that has no upper bound file yet")]
-    NextExists(Branch),
     /// No default next branch (the minor would overflow).
     #[error("release {0}: there is no next minor; pass --next M.m")]
     NoNext(Branch),
@@ -201,11 +198,9 @@ pub fn cut_release(files: &StateFiles, refs: &References, opts: &CutOptions) -> 
         Some(n) => n,
         None => Branch { major: release.major, minor: release.minor.checked_add(1).ok_or(CutError::NoNext(release))? },
     };
+    // The release is at or above every branch with an upper bound, so `next` has none yet.
     if next <= release {
         return Err(CutError::NextNotAbove { next, release });
-    }
-    if old.upper_bounds.contains_key(&next) {
-        return Err(CutError::NextExists(next));
     }
     let initial = new_initial(&old, release, current, &upper)?;
     let minimum = match opts.minimum_compatible {
