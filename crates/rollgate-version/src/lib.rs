@@ -39,6 +39,12 @@
 //! - **Release cut**: as their initial-version task, a new release `M.m`
 //!   gets an unreferable `initial_M.m.0` at main's upper bound + 1000, named
 //!   by the release's upper bound and by main's next one.
+//! - **Release branches**: as theirs, a release branch's checkout (one
+//!   below the highest upper bound, `rollgate tv validate --branch M.m`)
+//!   checks only its own upper bound and skips the highest-id and increment
+//!   rules, since its other upper bounds and its backported definitions'
+//!   primary ids are main's. They tell the branch from the build's version;
+//!   we take it from `--branch`, and keep checking ids unique everywhere.
 //! - **Rules applied as theirs**: referable ids strictly descending, primary
 //!   id with patch `00`, backport ids with a non-zero patch; unreferable
 //!   definitions hold one id (a patch id is fine); ids unique; definitions and

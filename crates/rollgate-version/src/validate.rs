@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::TransportVersion;
 use crate::scan::{References, ScanError};
 use crate::state::{
-    Definition, MINIMUM_COMPATIBLE_FILE, REFERABLE_DIR, StateError, StateErrorKind, StateFiles, TransportState,
+    Branch, Definition, MINIMUM_COMPATIBLE_FILE, REFERABLE_DIR, StateError, StateErrorKind, StateFiles, TransportState,
     UNREFERABLE_DIR, UPPER_BOUNDS_DIR, first_data_line,
 };
 
@@ -133,6 +133,22 @@ pub fn validate(
     scan_errors: &[ScanError],
     base: Option<&TransportState>,
 ) -> Vec<Violation> {
+    validate_branch(files, refs, scan_errors, base, None)
+}
+
+/// [`validate`] for a checkout of `branch` (`None`: main, whose branch is
+/// the highest upper bound file). On a release branch (a branch below the
+/// highest upper bound file, as Elasticsearch tells them apart) only that
+/// branch's upper bound is checked, and rules 6 and 7 are skipped: the other
+/// upper bounds and the primary ids of backported definitions are main's,
+/// and may be ahead of what this branch's folder shows.
+pub fn validate_branch(
+    files: &StateFiles,
+    refs: &References,
+    scan_errors: &[ScanError],
+    base: Option<&TransportState>,
+    branch: Option<Branch>,
+) -> Vec<Violation> {
     let mut out: Vec<Violation> = scan_errors.iter().map(scan_violation).collect();
     let state = match TransportState::parse_all(files) {
         Ok(s) => s,
@@ -141,15 +157,29 @@ pub fn validate(
             return sorted(out);
         }
     };
-    let mut v = Checker { files, state: &state, out };
+    let release = branch.filter(|b| state.latest_branch().is_some_and(|l| *b < l));
+    let mut v = Checker { files, state: &state, out, release };
+    if let Some(b) = branch
+        && !state.upper_bounds.contains_key(&b)
+    {
+        v.out.push(Violation {
+            place: Place::State(format!("{UPPER_BOUNDS_DIR}/{b}.csv")),
+            line: None,
+            problem: format!("--branch {b}: there is no upper bound file for this branch"),
+            fix: Some("pass the branch this checkout builds, one with an upper_bounds/<M.m>.csv file".into()),
+        });
+        return sorted(v.out);
+    }
     v.references(refs);
     v.unique_ids(base);
     if let Some(base) = base {
         v.unchanged_at_base(base);
     }
     v.upper_bounds(base);
-    v.highest_in_upper_bound();
-    v.increments(base);
+    if release.is_none() {
+        v.highest_in_upper_bound();
+        v.increments(base);
+    }
     v.minimum_compatible();
     sorted(v.out)
 }
@@ -164,6 +194,8 @@ struct Checker<'a> {
     files: &'a StateFiles,
     state: &'a TransportState,
     out: Vec<Violation>,
+    /// The release branch being checked, when it is not main.
+    release: Option<Branch>,
 }
 
 impl Checker<'_> {
@@ -333,7 +365,13 @@ impl Checker<'_> {
                 }
             }
         }
-        let bounds: Vec<_> = self.state.upper_bounds.iter().map(|(b, u)| (*b, u.clone())).collect();
+        let bounds: Vec<_> = self
+            .state
+            .upper_bounds
+            .iter()
+            .filter(|(b, _)| self.release.is_none_or(|r| r == **b))
+            .map(|(b, u)| (*b, u.clone()))
+            .collect();
         for (branch, ub) in bounds {
             let path = format!("{UPPER_BOUNDS_DIR}/{branch}.csv");
             let Some(def) = self.state.definition(&ub.name) else {
@@ -442,7 +480,11 @@ impl Checker<'_> {
             );
             return;
         }
-        if let Some((branch, current)) = self.state.upper_bounds.iter().next_back()
+        let current = match self.release {
+            Some(r) => self.state.upper_bounds.get_key_value(&r),
+            None => self.state.upper_bounds.iter().next_back(),
+        };
+        if let Some((branch, current)) = current
             && min > current.id
         {
             self.state_file(
@@ -533,6 +575,35 @@ mod tests {
         assert!(p.iter().any(|l| l.contains("primary id changed from 9101000 (at the base) to 9102000")), "{p:#?}");
         assert!(p.iter().any(|l| l.contains("backport id changed from 9000001 (at the base) to 9000002")), "{p:#?}");
         assert!(p.iter().any(|l| l.contains("`initial_9_0` exists at the base (id 9000000) but was removed")));
+    }
+
+    #[test]
+    fn a_release_branch_checks_only_its_own_upper_bound() {
+        // 9.0 after a backport of main's `newer` (9102000 on main, 9000002 here); 9.1 is main's, behind.
+        let f = with(&[
+            ("definitions/referable/newer.csv", Some("9102000,9000002\n")),
+            ("upper_bounds/9.0.csv", Some("newer,9000002\n")),
+        ]);
+        let refs = &["old_field", "new_field", "newer"];
+        let main = problems(&f, refs, None);
+        assert!(main.iter().any(|l| l.contains("has the highest id 9102000 but no upper_bounds file")), "{main:#?}");
+        let on = |b: &str| -> Vec<String> {
+            let r = References::from_names(refs.iter().copied());
+            validate_branch(&f, &r, &[], None, Some(b.parse().unwrap())).iter().map(|v| v.to_string()).collect()
+        };
+        assert_eq!(on("9.0"), Vec::<String>::new());
+        assert_eq!(on("9.1"), main, "the highest branch is main");
+        assert_eq!(
+            on("9.5"),
+            [
+                "upper_bounds/9.5.csv: --branch 9.5: there is no upper bound file for this branch\n  fix: pass the branch this checkout builds, one with an upper_bounds/<M.m>.csv file"
+            ]
+        );
+        // Its own upper bound is still checked.
+        let f = with(&[("definitions/referable/newer.csv", Some("9102000,9000002\n"))]);
+        let r = References::from_names(refs.iter().copied());
+        let v = validate_branch(&f, &r, &[], None, Some("9.0".parse().unwrap()));
+        assert!(v.iter().any(|v| v.problem.contains("is not the highest id with base 9000000")), "{v:#?}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use rollgate_version::generate::{self, Changes, Options};
 use rollgate_version::state::{Branch, StateFiles, TransportState};
-use rollgate_version::validate::validate;
+use rollgate_version::validate::validate_branch;
 use rollgate_version::{TransportVersion, release_of};
 
 use crate::failure::{Failure, Outcome};
@@ -86,10 +86,13 @@ ids are unique; definitions that exist at --base are unchanged; every upper boun
 id, the highest of its base; the highest primary id is in an upper bound; a new primary id is at most 1000 above \
 the previous highest id; the minimum compatible id is a defined id.\n\n\
 Without --base, the merge-base of HEAD with main is used; when there is none, the checks against the base are \
-skipped with a warning. Exits 2 when anything is wrong.",
+skipped with a warning. With --branch M.m below the highest upper_bounds file (a release branch, as after \
+`rollgate tv cut-release`), only upper_bounds/M.m.csv is checked and the highest-id and increment rules are skipped: \
+the other upper bounds and the primary ids of backported definitions are main's. Exits 2 when anything is wrong.",
         after_help = "Examples:
   rollgate tv validate --src crates/my-service/src
-  rollgate tv validate --base origin/main      # in CI"
+  rollgate tv validate --base origin/main      # in CI
+  rollgate tv validate --branch 2.0 --base origin/release-2.0   # on release branch 2.0"
     )]
     Validate(ValidateArgs),
     /// Recompute the upper bounds after a merge conflict in upper_bounds/.
@@ -118,7 +121,7 @@ this build accepts is raised.\n\n\
 The folder is validated first (as `rollgate tv validate` without a base) and the result again, against the folder \
 before the cut: nothing that exists changes. It refuses a release that was already cut (its upper bound file exists \
 and main has moved past it, or initial_M.m.0 exists), one releases.csv already lists (M.m or M.m.x), one older than \
-main's current branch, a --next that exists or is not above M.m, and a --minimum-compatible that does not rise or \
+main's current branch, a --next that is not above M.m, and a --minimum-compatible that does not rise or \
 is not a defined id. Nothing is written when anything is refused.",
         after_help = "Examples:
   # main develops 2.0 (upper_bounds/2.0.csv is the highest); branch 2.0 off and move main to 2.1:
@@ -202,6 +205,10 @@ pub struct ValidateArgs {
     dir: DirArg,
     #[command(flatten)]
     src: SrcArg,
+    /// The branch this checkout builds: on a release branch (below the highest upper_bounds file) only its own
+    /// upper bound is checked, as Elasticsearch does (default: main, the highest).
+    #[arg(long, value_name = "M.m", value_parser = parse_branch)]
+    branch: Option<Branch>,
     /// The revision whose transport versions are already merged (default: `git merge-base HEAD main`).
     #[arg(long, value_name = "GITREF", value_parser = parse_gitref)]
     base: Option<String>,
@@ -493,7 +500,7 @@ fn cmd_validate(a: ValidateArgs) -> Outcome {
             None
         }
     };
-    let violations = validate(&files, &scanned.refs, &scanned.errors, base.as_ref().map(|b| &b.state));
+    let violations = validate_branch(&files, &scanned.refs, &scanned.errors, base.as_ref().map(|b| &b.state), a.branch);
     if violations.is_empty() {
         let defs = TransportState::parse(&files).map(|s| s.referable.len() + s.unreferable.len()).unwrap_or(0);
         let against = match &base {
