@@ -71,6 +71,7 @@
 
 pub mod cut;
 pub mod generate;
+mod lines;
 mod protocol;
 pub mod scan;
 pub mod state;

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::TransportVersion;
+use crate::lines::{DataLine, conflict_marker_line, data_lines, own_side_of_conflict, parse_decimal};
 
 /// Largest state file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -552,57 +553,6 @@ fn conflict_kind(dir: &str, mode: ConflictMode) -> StateErrorKind {
     StateErrorKind::ConflictMarker { resolvable }
 }
 
-/// Whether `line` is a git conflict marker line (`<<<<<<<`, `|||||||`,
-/// `=======`, `>>>>>>>`, followed by a space or the end of the line).
-fn is_conflict_marker(line: &str) -> bool {
-    let line = line.trim_end_matches('\r');
-    ["<<<<<<<", "|||||||", "=======", ">>>>>>>"]
-        .iter()
-        .any(|m| line.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')))
-}
-
-/// The 1-based line of the first conflict marker, if any.
-fn conflict_marker_line(text: &str) -> Option<usize> {
-    text.split('\n').position(is_conflict_marker).map(|i| i + 1)
-}
-
-/// The text of a conflicted file as it was on the current branch: lines
-/// outside conflict blocks plus each block's first side. Conflict marker lines
-/// are replaced by empty lines so line numbers stay true. Errors with the line
-/// of an unbalanced marker.
-fn own_side_of_conflict(text: &str) -> Result<String, usize> {
-    #[derive(PartialEq)]
-    enum At {
-        Outside,
-        Own,
-        Ancestor,
-        Other,
-    }
-    let mut at = At::Outside;
-    let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let marker = |m: &str| is_conflict_marker(line) && line.starts_with(m);
-        let next = if marker("<<<<<<<") {
-            (at == At::Outside).then_some(At::Own)
-        } else if marker("|||||||") {
-            (at == At::Own).then_some(At::Ancestor)
-        } else if marker("=======") {
-            (at == At::Own || at == At::Ancestor).then_some(At::Other)
-        } else if marker(">>>>>>>") {
-            (at == At::Other).then_some(At::Outside)
-        } else {
-            out.push(if at == At::Outside || at == At::Own { line } else { "" });
-            continue;
-        };
-        at = next.ok_or(i + 1)?;
-        out.push("");
-    }
-    if at != At::Outside {
-        return Err(text.split('\n').count());
-    }
-    Ok(out.join("\n"))
-}
-
 /// The 1-based number of the first data line of `path` in `files` (the line
 /// a one-line state file's content is on), if the file exists and has one.
 pub fn first_data_line(files: &StateFiles, path: &str) -> Option<usize> {
@@ -645,13 +595,6 @@ pub fn check_release(r: &str) -> Result<(), StateErrorKind> {
     if ok { Ok(()) } else { Err(StateErrorKind::BadRelease(r.to_string())) }
 }
 
-fn parse_decimal(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
 /// Parses a decimal transport version id.
 pub fn parse_id(s: &str) -> Result<TransportVersion, StateErrorKind> {
     parse_decimal(s).map(TransportVersion::from_id).ok_or_else(|| StateErrorKind::BadId(s.to_string()))
@@ -676,20 +619,6 @@ fn parse_referable_ids(fields: &[&str]) -> Result<Vec<TransportVersion>, StateEr
         }
     }
     Ok(ids)
-}
-
-/// A data line: its 1-based number and its trimmed comma-separated fields.
-type DataLine<'a> = (usize, Vec<&'a str>);
-
-/// Data lines of a file: `(1-based line number, trimmed comma-separated fields)`.
-fn data_lines(text: &str) -> impl Iterator<Item = DataLine<'_>> {
-    text.split('\n').enumerate().filter_map(|(i, line)| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        Some((i + 1, line.split(',').map(str::trim).collect()))
-    })
 }
 
 fn single_line<'a>(text: &'a str, what: &'static str) -> Result<DataLine<'a>, (Option<usize>, StateErrorKind)> {
@@ -883,10 +812,6 @@ mod tests {
             .push(("definitions/referable/new_field.csv", "# x\n<<<<<<< HEAD\n9396000\n=======\n9397000\n>>>>>>> b\n"));
         let e = TransportState::parse_merging(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!((e.line, &e.kind), (Some(2), &StateErrorKind::ConflictMarker { resolvable: false }));
-        // A line that merely starts with '=' is not a marker.
-        assert!(!is_conflict_marker("========"));
-        assert!(is_conflict_marker("======="));
-        assert!(is_conflict_marker(">>>>>>> main\r"));
     }
 
     #[test]
