@@ -127,11 +127,13 @@ is not a defined id. Nothing is written when anything is refused.",
   # main develops 2.0 (upper_bounds/2.0.csv is the highest); branch 2.0 off and move main to 2.1:
   rollgate tv cut-release 2.0 --dry-run
   rollgate tv cut-release 2.0
-  git commit -am 'Cut release 2.0' && git branch release-2.0
+  git add transport && git commit -m 'Cut release 2.0' && git branch release-2.0
   # Elasticsearch-style release names, main moving to a new major, and a raised floor:
   rollgate tv cut-release 9.2 --release-name 9.2.0 --next 10.0 --minimum-compatible 9000000 --json
   # then, on main, backport a new transport version to the release branch:
-  rollgate tv generate --name my_field --backport-branches 2.0"
+  rollgate tv generate --name my_field --backport-branches 2.0
+  # and on the release branch, once the backport is there, check it as a release branch:
+  rollgate tv validate --branch 2.0"
     )]
     CutRelease(cut::CutArgs),
     /// List the transport version definitions.
