@@ -24,8 +24,8 @@ use crate::TransportVersion;
 use crate::generate::Changes;
 use crate::scan::References;
 use crate::state::{
-    Branch, Definition, RELEASES_FILE, StateFiles, TransportState, UNREFERABLE_DIR, UPPER_BOUNDS_DIR, UpperBound,
-    check_release,
+    Branch, Definition, MAX_FILE_BYTES, RELEASES_FILE, StateFiles, TransportState, UNREFERABLE_DIR, UPPER_BOUNDS_DIR,
+    UpperBound, check_release,
 };
 use crate::validate::{MAX_INCREMENT, Violation, validate};
 
@@ -173,6 +173,11 @@ pub enum CutError {
         "--minimum-compatible {0}: no definition has this id; use the id of a release (see `rollgate tv list` or {RELEASES_FILE}), e.g. the first id of the oldest release peers may still run"
     )]
     MinimumUnknown(TransportVersion),
+    /// Appending would take releases.csv over the file size limit.
+    #[error(
+        "{RELEASES_FILE} would grow past {MAX_FILE_BYTES} bytes with this release; move old releases out of it (keep the ones peers may still run) and cut again"
+    )]
+    ReleasesTooLarge,
     /// The computed folder breaks a rule (a bug: nothing was written).
     #[error("internal error, nothing was written: the folder after the cut breaks {} rule(s): {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
     Internal(Vec<Violation>),
@@ -223,7 +228,11 @@ pub fn cut_release(files: &StateFiles, refs: &References, opts: &CutOptions) -> 
 
     let mut changes = crate::generate::changes(&old, &state, &[]);
     // releases.csv is appended to, not rewritten: its order and comments stay.
-    changes.writes.insert(RELEASES_FILE.to_string(), appended(files, &release_name, initial.primary()));
+    let releases = appended(files, &release_name, initial.primary());
+    if releases.len() > MAX_FILE_BYTES {
+        return Err(CutError::ReleasesTooLarge);
+    }
+    changes.writes.insert(RELEASES_FILE.to_string(), releases);
     debug_assert!(changes.deletes.is_empty());
     let mut after = files.clone();
     after.files.extend(changes.writes.iter().map(|(p, b)| (p.clone(), b.clone())));
@@ -454,6 +463,11 @@ mod tests {
             cut_release(&top, &References::default(), &opts("9.0")).unwrap_err(),
             CutError::IdOverflow(4294967000.into())
         );
+        let mut full = folder();
+        let mut releases = b"1.0,1000000\n".to_vec();
+        releases.resize(MAX_FILE_BYTES - 4, b'#');
+        full.files.insert(RELEASES_FILE.into(), releases);
+        assert_eq!(cut_release(&full, &refs(), &opts("2.0")).unwrap_err(), CutError::ReleasesTooLarge);
         let empty = StateFiles::from_pairs(&[("constants/minimum_compatible.csv", "1\n")]);
         assert!(matches!(cut_release(&empty, &References::default(), &opts("1.0")).unwrap_err(), CutError::Invalid(_)));
     }
