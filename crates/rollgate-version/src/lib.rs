@@ -51,7 +51,8 @@
 //!   backport ids at the base never change; an upper bound names a definition
 //!   holding its id, the highest of its base, and a release branch keeps its
 //!   base; the highest primary id is in an upper bound; a new primary id is at
-//!   most 1000 above the previous one.
+//!   most 1000 above the previous one; the ids of one base are consecutive
+//!   (their density rule).
 //!
 //! Rules we add on top of theirs: state files may carry `#` comments and
 //! `\r\n` endings; unreferable names are limited to the portable characters
@@ -61,8 +62,7 @@
 //! at or below the current one; only one new transport version per change;
 //! references must be string literals; and a cut refuses a folder that does
 //! not validate, a release already cut or listed, and a minimum that does
-//! not rise. Their density check (every patch id of a base present) is not
-//! applied: it is off in their repository too.
+//! not rise.
 //!
 //! This crate has no runtime dependencies beyond `serde` and `thiserror`, so
 //! build scripts (`rollgate-build`) and the CLI can use it cheaply.

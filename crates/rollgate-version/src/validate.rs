@@ -21,7 +21,8 @@
 //!    keeps its base;
 //! 6. the highest primary id is in some upper bound;
 //! 7. a new primary id is at most 1000 above the previous highest id;
-//! 8. the minimum compatible id is a defined id, at or below the current one.
+//! 8. the minimum compatible id is a defined id, at or below the current one;
+//! 9. the ids of one base are consecutive (Elasticsearch's density rule).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -176,6 +177,7 @@ pub fn validate_branch(
         v.unchanged_at_base(base);
     }
     v.upper_bounds(base);
+    v.density();
     if release.is_none() {
         v.highest_in_upper_bound();
         v.increments(base);
@@ -417,6 +419,43 @@ impl Checker<'_> {
         }
     }
 
+    /// Elasticsearch's density rule: the ids of one base are consecutive
+    /// (a base's patch ids are its branch's upper bound + 1, + 2, ...). On a
+    /// release branch only bases up to its own upper bound are checked.
+    fn density(&mut self) {
+        let limit = self.release.and_then(|r| self.state.upper_bounds.get(&r)).map(|u| u.id.base());
+        let mut by_base: BTreeMap<TransportVersion, Vec<(TransportVersion, String, String)>> = BTreeMap::new();
+        for (d, path) in self.definitions() {
+            for id in &d.ids {
+                by_base.entry(id.base()).or_default().push((*id, d.name.clone(), path.clone()));
+            }
+        }
+        let mut found = Vec::new();
+        for (base, mut ids) in by_base.into_iter().filter(|(b, _)| limit.is_none_or(|l| *b <= l)) {
+            ids.sort();
+            for w in ids.windows(2) {
+                let ((lower, lower_name, _), (id, _, path)) = (&w[0], &w[1]);
+                if id.id() > lower.id() + 1 {
+                    found.push((
+                        path.clone(),
+                        format!(
+                            "id {id} leaves a gap in base {base}: the next lower id is {lower} (`{lower_name}`); the ids of one base are consecutive"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (path, problem) in found {
+            self.state_file(
+                path,
+                problem,
+                Some(
+                    "a backport id is its branch's upper bound + 1; run `rollgate tv generate` to reallocate it".into(),
+                ),
+            );
+        }
+    }
+
     fn highest_in_upper_bound(&mut self) {
         let Some((def, path)) = self.definitions().max_by_key(|(d, _)| d.primary()) else { return };
         let top = def.primary();
@@ -604,6 +643,24 @@ mod tests {
         let r = References::from_names(refs.iter().copied());
         let v = validate_branch(&f, &r, &[], None, Some("9.0".parse().unwrap()));
         assert!(v.iter().any(|v| v.problem.contains("is not the highest id with base 9000000")), "{v:#?}");
+    }
+
+    #[test]
+    fn ids_of_one_base_are_consecutive() {
+        let f = with(&[
+            ("definitions/referable/old_field.csv", Some("9100000,9000003\n")),
+            ("upper_bounds/9.0.csv", Some("old_field,9000003\n")),
+        ]);
+        let p = problems(&f, REFS, None);
+        assert_eq!(
+            p,
+            [
+                "definitions/referable/old_field.csv:1: id 9000003 leaves a gap in base 9000000: the next lower id is 9000001 (`new_field`); the ids of one base are consecutive\n  fix: a backport id is its branch's upper bound + 1; run `rollgate tv generate` to reallocate it"
+            ]
+        );
+        // On release branch 9.0 its own base is checked; above it, main's bases are not.
+        let r = References::from_names(REFS.iter().copied());
+        assert_eq!(validate_branch(&f, &r, &[], None, Some("9.0".parse().unwrap())).len(), 1);
     }
 
     #[test]

@@ -84,7 +84,7 @@ rule, and report all violations (each with its file, line and fix): names are [a
 definition is referenced and every reference has a definition; primary ids end in 00 and backport ids do not; \
 ids are unique; definitions that exist at --base are unchanged; every upper bound names a definition holding its \
 id, the highest of its base; the highest primary id is in an upper bound; a new primary id is at most 1000 above \
-the previous highest id; the minimum compatible id is a defined id.\n\n\
+the previous highest id; the ids of one base are consecutive; the minimum compatible id is a defined id.\n\n\
 Without --base, the merge-base of HEAD with main is used; when there is none, the checks against the base are \
 skipped with a warning. With --branch M.m below the highest upper_bounds file (a release branch, as after \
 `rollgate tv cut-release`), only upper_bounds/M.m.csv is checked and the highest-id and increment rules are skipped: \
