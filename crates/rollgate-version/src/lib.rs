@@ -44,7 +44,8 @@
 //!   checks only its own upper bound and skips the highest-id and increment
 //!   rules, since its other upper bounds and its backported definitions'
 //!   primary ids are main's. They tell the branch from the build's version;
-//!   we take it from `--branch`, and keep checking ids unique everywhere.
+//!   we take it from `--branch`, keep checking ids unique everywhere, and
+//!   check a release branch against its base outside CI too.
 //! - **Rules applied as theirs**: referable ids strictly descending, primary
 //!   id with patch `00`, backport ids with a non-zero patch; unreferable
 //!   definitions hold one id (a patch id is fine); ids unique; definitions and
