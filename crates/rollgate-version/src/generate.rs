@@ -583,6 +583,9 @@ mod tests {
     fn base() -> TransportState {
         state(&[
             ("definitions/unreferable/initial_9_0.csv", "9000000\n"),
+            // Patch releases of 9.0 took 9000001 and 9000002, as Elasticsearch's initial ids do.
+            ("definitions/unreferable/initial_9.0.1.csv", "9000001\n"),
+            ("definitions/unreferable/initial_9.0.2.csv", "9000002\n"),
             ("definitions/referable/old_field.csv", "9110000,9000003\n"),
             ("definitions/referable/mid_field.csv", "9111000\n"),
             ("definitions/referable/top_field.csv", "9200000\n"),

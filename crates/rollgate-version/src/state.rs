@@ -8,7 +8,14 @@
 //! | `definitions/unreferable/<name>.csv` | one id |
 //! | `upper_bounds/<M.m>.csv` | one line `name,id`: the highest id on branch `M.m` |
 //! | `constants/minimum_compatible.csv` | one id |
-//! | `releases.csv` (optional) | `release,id` lines, ascending by id |
+//! | `constants/<name>.csv` (optional) | one id: another constant, such as Elasticsearch's `minimum_ccs_version` |
+//! | `releases.csv` (optional) | `release,id` lines, in any order, each release once |
+//!
+//! Referable names (the ones code references) are `[a-z0-9_]+`. Unreferable
+//! names follow Elasticsearch, which only asks for a file name
+//! (`initial_9.2.0`, `initial_elasticsearch_8_16_5`): letters, digits and
+//! `_ . + -`, not starting with `.` or `-` ([`is_valid_unreferable_name`]);
+//! an upper bound may name either kind.
 //!
 //! Lines starting with `#` are comments; blank lines are ignored; surrounding
 //! whitespace and a trailing `\r` are tolerated. Everything else is an error
@@ -21,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::TransportVersion;
+use crate::lines::{DataLine, conflict_marker_line, data_lines, own_side_of_conflict, parse_decimal};
 
 /// Largest state file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -113,7 +121,12 @@ pub struct TransportState {
     pub upper_bounds: BTreeMap<Branch, UpperBound>,
     /// `constants/minimum_compatible.csv`.
     pub minimum_compatible: TransportVersion,
-    /// `releases.csv`, ascending by id (empty when the file is absent).
+    /// The other `constants/<name>.csv` files (Elasticsearch's
+    /// `minimum_ccs_version`), by name: parsed and kept, not interpreted.
+    pub constants: BTreeMap<String, TransportVersion>,
+    /// `releases.csv`, sorted by id (lines with the same id keep their file
+    /// order); empty when the file is absent. The file itself may list them
+    /// in any order, as Elasticsearch appends each release as it ships.
     pub releases: Vec<(String, TransportVersion)>,
 }
 
@@ -153,7 +166,7 @@ pub enum StateErrorKind {
     NotUtf8,
     /// A file that does not belong in the folder.
     #[error(
-        "unexpected file: expected {REFERABLE_DIR}/<name>.csv, {UNREFERABLE_DIR}/<name>.csv, {UPPER_BOUNDS_DIR}/<M.m>.csv, {MINIMUM_COMPATIBLE_FILE} or {RELEASES_FILE}"
+        "unexpected file: expected {REFERABLE_DIR}/<name>.csv, {UNREFERABLE_DIR}/<name>.csv, {UPPER_BOUNDS_DIR}/<M.m>.csv, {MINIMUM_COMPATIBLE_FILE}, constants/<name>.csv or {RELEASES_FILE}"
     )]
     UnexpectedFile,
     /// A file with no data line.
@@ -176,6 +189,11 @@ pub enum StateErrorKind {
     /// A name outside `[a-z0-9_]+`.
     #[error("`{0}` is not a valid transport version name: use only a-z, 0-9 and _ (at most {MAX_NAME_LEN} characters)")]
     BadName(String),
+    /// An unreferable or upper bound name outside [`is_valid_unreferable_name`].
+    #[error(
+        "`{0}` is not a valid definition name: use letters, digits and _ . + - (not first: . or -), at most {MAX_NAME_LEN} characters"
+    )]
+    BadUnreferableName(String),
     /// A file name that is not a branch.
     #[error("`{0}` is not a branch name: upper bound files are named MAJOR.MINOR.csv, e.g. 9.1.csv")]
     BadBranchFile(String),
@@ -207,9 +225,14 @@ pub enum StateErrorKind {
         /// Whether `rollgate tv resolve-conflict` can resolve it.
         resolvable: bool,
     },
-    /// releases.csv out of order.
-    #[error("releases must be listed by ascending id: {0} comes after {1}")]
-    ReleasesOutOfOrder(TransportVersion, TransportVersion),
+    /// A release listed twice in releases.csv.
+    #[error("release `{release}` is already listed on line {first}: each release maps to one id")]
+    DuplicateRelease {
+        /// The release.
+        release: String,
+        /// The line of its first entry.
+        first: usize,
+    },
 }
 
 /// The raw files of a state folder: relative path -> bytes. Used to parse a
@@ -337,6 +360,9 @@ impl TransportState {
             files.insert(format!("{UPPER_BOUNDS_DIR}/{b}.csv"), format!("{},{}\n", u.name, u.id).into_bytes());
         }
         files.insert(MINIMUM_COMPATIBLE_FILE.to_string(), format!("{}\n", self.minimum_compatible).into_bytes());
+        for (name, id) in &self.constants {
+            files.insert(format!("constants/{name}.csv"), format!("{id}\n").into_bytes());
+        }
         if !self.releases.is_empty() {
             let mut s = String::new();
             for (r, id) in &self.releases {
@@ -459,7 +485,7 @@ fn parse_file(
             state.referable.insert(name.to_string(), Definition { name: name.to_string(), ids });
         }
         (UNREFERABLE_DIR, Some(name)) => {
-            check_name(name).map_err(|k| fail(None, k))?;
+            check_unreferable_name(name).map_err(|k| fail(None, k))?;
             let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
             let [id] = fields.as_slice() else {
                 return Err(fail(Some(line), StateErrorKind::BadLine { expected: "one id", found: fields.join(",") }));
@@ -477,21 +503,27 @@ fn parse_file(
                     StateErrorKind::BadLine { expected: "`name,id`", found: fields.join(",") },
                 ));
             };
-            check_name(name).map_err(|k| fail(Some(line), k))?;
+            check_unreferable_name(name).map_err(|k| fail(Some(line), k))?;
             let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
             state.upper_bounds.insert(branch, UpperBound { name: name.to_string(), id });
         }
-        ("constants", Some("minimum_compatible")) => {
+        ("constants", Some(name)) => {
+            check_name(name).map_err(|k| fail(None, k))?;
             let (line, fields) = single_line(text, "one id").map_err(|(l, k)| fail(l, k))?;
             let [id] = fields.as_slice() else {
                 return Err(fail(Some(line), StateErrorKind::BadLine { expected: "one id", found: fields.join(",") }));
             };
-            state.minimum_compatible = parse_id(id).map_err(|k| fail(Some(line), k))?;
-            outcome.minimum = true;
+            let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
+            if name == "minimum_compatible" {
+                state.minimum_compatible = id;
+                outcome.minimum = true;
+            } else {
+                state.constants.insert(name.to_string(), id);
+            }
         }
         ("", Some("releases")) => {
             let mut releases = Vec::new();
-            let mut last: Option<TransportVersion> = None;
+            let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
             for (line, fields) in data_lines(text) {
                 let [release, id] = fields.as_slice() else {
                     return Err(fail(
@@ -501,14 +533,14 @@ fn parse_file(
                 };
                 check_release(release).map_err(|k| fail(Some(line), k))?;
                 let id = parse_id(id).map_err(|k| fail(Some(line), k))?;
-                if let Some(prev) = last
-                    && id < prev
-                {
-                    return Err(fail(Some(line), StateErrorKind::ReleasesOutOfOrder(id, prev)));
+                if let Some(first) = seen.insert(release, line) {
+                    let kind = StateErrorKind::DuplicateRelease { release: release.to_string(), first };
+                    return Err(fail(Some(line), kind));
                 }
-                last = Some(id);
                 releases.push((release.to_string(), id));
             }
+            // Elasticsearch appends releases as they ship, so a patch of an older branch may follow a newer minor.
+            releases.sort_by_key(|(_, id)| *id);
             state.releases = releases;
         }
         _ => return Err(fail(None, StateErrorKind::UnexpectedFile)),
@@ -519,57 +551,6 @@ fn parse_file(
 fn conflict_kind(dir: &str, mode: ConflictMode) -> StateErrorKind {
     let resolvable = dir == UPPER_BOUNDS_DIR && mode == ConflictMode::Refuse;
     StateErrorKind::ConflictMarker { resolvable }
-}
-
-/// Whether `line` is a git conflict marker line (`<<<<<<<`, `|||||||`,
-/// `=======`, `>>>>>>>`, followed by a space or the end of the line).
-fn is_conflict_marker(line: &str) -> bool {
-    let line = line.trim_end_matches('\r');
-    ["<<<<<<<", "|||||||", "=======", ">>>>>>>"]
-        .iter()
-        .any(|m| line.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')))
-}
-
-/// The 1-based line of the first conflict marker, if any.
-fn conflict_marker_line(text: &str) -> Option<usize> {
-    text.split('\n').position(is_conflict_marker).map(|i| i + 1)
-}
-
-/// The text of a conflicted file as it was on the current branch: lines
-/// outside conflict blocks plus each block's first side. Conflict marker lines
-/// are replaced by empty lines so line numbers stay true. Errors with the line
-/// of an unbalanced marker.
-fn own_side_of_conflict(text: &str) -> Result<String, usize> {
-    #[derive(PartialEq)]
-    enum At {
-        Outside,
-        Own,
-        Ancestor,
-        Other,
-    }
-    let mut at = At::Outside;
-    let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let marker = |m: &str| is_conflict_marker(line) && line.starts_with(m);
-        let next = if marker("<<<<<<<") {
-            (at == At::Outside).then_some(At::Own)
-        } else if marker("|||||||") {
-            (at == At::Own).then_some(At::Ancestor)
-        } else if marker("=======") {
-            (at == At::Own || at == At::Ancestor).then_some(At::Other)
-        } else if marker(">>>>>>>") {
-            (at == At::Other).then_some(At::Outside)
-        } else {
-            out.push(if at == At::Outside || at == At::Own { line } else { "" });
-            continue;
-        };
-        at = next.ok_or(i + 1)?;
-        out.push("");
-    }
-    if at != At::Outside {
-        return Err(text.split('\n').count());
-    }
-    Ok(out.join("\n"))
 }
 
 /// The 1-based number of the first data line of `path` in `files` (the line
@@ -586,22 +567,32 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Whether `name` is a valid unreferable definition (or upper bound) name:
+/// Elasticsearch only asks for a file name (`initial_9.2.0`), we ask for a
+/// portable one: ASCII letters, digits and `_ . + -`, not starting with `.`
+/// (a hidden file) or `-`, bounded.
+pub fn is_valid_unreferable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'))
+}
+
+fn check_unreferable_name(name: &str) -> Result<(), StateErrorKind> {
+    if is_valid_unreferable_name(name) { Ok(()) } else { Err(StateErrorKind::BadUnreferableName(name.to_string())) }
+}
+
 fn check_name(name: &str) -> Result<(), StateErrorKind> {
     if is_valid_name(name) { Ok(()) } else { Err(StateErrorKind::BadName(name.to_string())) }
 }
 
-fn check_release(r: &str) -> Result<(), StateErrorKind> {
+/// Checks a release name (`releases.csv`): letters, digits and `. _ + -`,
+/// at most 64 characters.
+pub fn check_release(r: &str) -> Result<(), StateErrorKind> {
     let ok = !r.is_empty()
         && r.len() <= 64
         && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
     if ok { Ok(()) } else { Err(StateErrorKind::BadRelease(r.to_string())) }
-}
-
-fn parse_decimal(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// Parses a decimal transport version id.
@@ -628,20 +619,6 @@ fn parse_referable_ids(fields: &[&str]) -> Result<Vec<TransportVersion>, StateEr
         }
     }
     Ok(ids)
-}
-
-/// A data line: its 1-based number and its trimmed comma-separated fields.
-type DataLine<'a> = (usize, Vec<&'a str>);
-
-/// Data lines of a file: `(1-based line number, trimmed comma-separated fields)`.
-fn data_lines(text: &str) -> impl Iterator<Item = DataLine<'_>> {
-    text.split('\n').enumerate().filter_map(|(i, line)| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        Some((i + 1, line.split(',').map(str::trim).collect()))
-    })
 }
 
 fn single_line<'a>(text: &'a str, what: &'static str) -> Result<DataLine<'a>, (Option<usize>, StateErrorKind)> {
@@ -709,8 +686,16 @@ mod tests {
         assert_eq!(e.kind, StateErrorKind::BadBranchFile("9.x".into()));
         let e = err_of(("upper_bounds/9.3.csv", "new_field\n"));
         assert!(matches!(e.kind, StateErrorKind::BadLine { .. }));
-        let e = err_of(("releases.csv", "9.1.0,9100000\n9.0.0,9000000\n"));
-        assert_eq!((e.line, e.kind), (Some(2), StateErrorKind::ReleasesOutOfOrder(9000000.into(), 9100000.into())));
+        let e = err_of(("releases.csv", "9.1.0,9100000\n# again\n9.1.0,9100001\n"));
+        assert_eq!((e.line, e.kind), (Some(3), StateErrorKind::DuplicateRelease { release: "9.1.0".into(), first: 1 }));
+        let e = err_of(("definitions/unreferable/initial 9.csv", "9000000\n"));
+        assert_eq!(e.kind, StateErrorKind::BadUnreferableName("initial 9".into()));
+        let e = err_of(("upper_bounds/9.3.csv", "-x,9396000\n"));
+        assert_eq!(e.kind, StateErrorKind::BadUnreferableName("-x".into()));
+        let e = err_of(("constants/Other.csv", "1\n"));
+        assert_eq!(e.kind, StateErrorKind::BadName("Other".into()));
+        let e = err_of(("constants/minimum_ccs_version.csv", "1,2\n"));
+        assert!(matches!(e.kind, StateErrorKind::BadLine { .. }), "{e}");
         let e = err_of(("notes.txt", "hello"));
         assert_eq!(e.kind, StateErrorKind::UnexpectedFile);
         let e = err_of(("definitions/unreferable/new_field.csv", "1\n"));
@@ -721,6 +706,33 @@ mod tests {
         entries.retain(|(p, _)| !p.starts_with("constants"));
         let e = TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!(e.to_string(), "constants/minimum_compatible.csv: missing required file");
+    }
+
+    #[test]
+    fn accepts_elasticsearch_naming_constants_and_release_order() {
+        let mut entries = good();
+        entries.retain(|(p, _)| !p.starts_with("releases") && !p.starts_with("upper_bounds/9.2"));
+        entries.extend([
+            ("definitions/unreferable/initial_9.2.0.csv", "9185000\n"),
+            ("definitions/unreferable/initial_elasticsearch_8_16_5.csv", "8772005\n"),
+            ("upper_bounds/9.2.csv", "initial_9.2.0,9185000\n"),
+            ("constants/minimum_ccs_version.csv", "8825000\n"),
+            // As Elasticsearch appends them: a patch of an older minor after a newer minor.
+            ("releases.csv", "9.0.0,9000000\n9.2.0,9185000\n9.1.5,9112008\n"),
+        ]);
+        let state = TransportState::parse(&StateFiles::from_pairs(&entries)).unwrap();
+        assert_eq!(state.unreferable["initial_9.2.0"].ids, vec![9185000.into()]);
+        assert_eq!(state.upper_bounds[&"9.2".parse().unwrap()].name, "initial_9.2.0");
+        assert_eq!(state.constants["minimum_ccs_version"], 8825000.into());
+        let releases: Vec<&str> = state.releases.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(releases, ["9.0.0", "9.1.5", "9.2.0"], "kept sorted by id");
+        assert_eq!(TransportState::parse(&state.to_files()).unwrap(), state);
+        for ok in ["initial_9.2.0", "A-b+c_1", "x"] {
+            assert!(is_valid_unreferable_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "-flag", "a/b", "a b", "é", &"a".repeat(MAX_NAME_LEN + 1)] {
+            assert!(!is_valid_unreferable_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -800,10 +812,6 @@ mod tests {
             .push(("definitions/referable/new_field.csv", "# x\n<<<<<<< HEAD\n9396000\n=======\n9397000\n>>>>>>> b\n"));
         let e = TransportState::parse_merging(&StateFiles::from_pairs(&entries)).unwrap_err();
         assert_eq!((e.line, &e.kind), (Some(2), &StateErrorKind::ConflictMarker { resolvable: false }));
-        // A line that merely starts with '=' is not a marker.
-        assert!(!is_conflict_marker("========"));
-        assert!(is_conflict_marker("======="));
-        assert!(is_conflict_marker(">>>>>>> main\r"));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! sources, the scan problems, and (when known) the state at the base
 //! revision, and returns every [`Violation`], each naming the file, the line
 //! where it helps, what is wrong and how to fix it. The rules are
-//! Elasticsearch's:
+//! Elasticsearch's (the crate docs list where we follow theirs and what we
+//! add on top):
 //!
-//! 1. every file parses (names `[a-z0-9_]+`, primary ids end in `00`,
-//!    backport ids do not, ids strictly descending, one line per file);
+//! 1. every file parses (referable names `[a-z0-9_]+`, unreferable names a
+//!    portable file name, primary ids end in `00`, backport ids do not, ids
+//!    strictly descending, one line per file, each release listed once);
 //! 2. every referable definition is referenced by `transport_version!` and
 //!    every referenced name has a referable definition; references are
 //!    string literals;
@@ -19,7 +21,8 @@
 //!    keeps its base;
 //! 6. the highest primary id is in some upper bound;
 //! 7. a new primary id is at most 1000 above the previous highest id;
-//! 8. the minimum compatible id is a defined id, at or below the current one.
+//! 8. the minimum compatible id is a defined id, at or below the current one;
+//! 9. the ids of one base are consecutive (Elasticsearch's density rule).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use crate::TransportVersion;
 use crate::scan::{References, ScanError};
 use crate::state::{
-    Definition, MINIMUM_COMPATIBLE_FILE, REFERABLE_DIR, StateError, StateErrorKind, StateFiles, TransportState,
+    Branch, Definition, MINIMUM_COMPATIBLE_FILE, REFERABLE_DIR, StateError, StateErrorKind, StateFiles, TransportState,
     UNREFERABLE_DIR, UPPER_BOUNDS_DIR, first_data_line,
 };
 
@@ -91,6 +94,12 @@ pub fn state_violation(e: &StateError) -> Violation {
             "backport ids are a release branch's upper bound + 1; recreate them with `rollgate tv generate --name NAME --backport-branches M.m,...`"
                 .into(),
         ),
+        StateErrorKind::BadUnreferableName(_) => {
+            Some("rename the file (and any upper bound naming it) using letters, digits and _ . + -".into())
+        }
+        StateErrorKind::DuplicateRelease { .. } => {
+            Some("keep one line per release: the id it shipped with (its branch's upper bound then)".into())
+        }
         StateErrorKind::UnexpectedFile => Some("move the file out of the transport folder".into()),
         StateErrorKind::MissingFile => Some("create it with one id, the oldest id this build still accepts".into()),
         _ => None,
@@ -125,6 +134,22 @@ pub fn validate(
     scan_errors: &[ScanError],
     base: Option<&TransportState>,
 ) -> Vec<Violation> {
+    validate_branch(files, refs, scan_errors, base, None)
+}
+
+/// [`validate`] for a checkout of `branch` (`None`: main, whose branch is
+/// the highest upper bound file). On a release branch (a branch below the
+/// highest upper bound file, as Elasticsearch tells them apart) only that
+/// branch's upper bound is checked, and rules 6 and 7 are skipped: the other
+/// upper bounds and the primary ids of backported definitions are main's,
+/// and may be ahead of what this branch's folder shows.
+pub fn validate_branch(
+    files: &StateFiles,
+    refs: &References,
+    scan_errors: &[ScanError],
+    base: Option<&TransportState>,
+    branch: Option<Branch>,
+) -> Vec<Violation> {
     let mut out: Vec<Violation> = scan_errors.iter().map(scan_violation).collect();
     let state = match TransportState::parse_all(files) {
         Ok(s) => s,
@@ -133,15 +158,30 @@ pub fn validate(
             return sorted(out);
         }
     };
-    let mut v = Checker { files, state: &state, out };
+    let release = branch.filter(|b| state.latest_branch().is_some_and(|l| *b < l));
+    let mut v = Checker { files, state: &state, out, release };
+    if let Some(b) = branch
+        && !state.upper_bounds.contains_key(&b)
+    {
+        v.out.push(Violation {
+            place: Place::State(format!("{UPPER_BOUNDS_DIR}/{b}.csv")),
+            line: None,
+            problem: format!("--branch {b}: there is no upper bound file for this branch"),
+            fix: Some("pass the branch this checkout builds, one with an upper_bounds/<M.m>.csv file".into()),
+        });
+        return sorted(v.out);
+    }
     v.references(refs);
     v.unique_ids(base);
     if let Some(base) = base {
         v.unchanged_at_base(base);
     }
     v.upper_bounds(base);
-    v.highest_in_upper_bound();
-    v.increments(base);
+    v.density();
+    if release.is_none() {
+        v.highest_in_upper_bound();
+        v.increments(base);
+    }
     v.minimum_compatible();
     sorted(v.out)
 }
@@ -156,6 +196,8 @@ struct Checker<'a> {
     files: &'a StateFiles,
     state: &'a TransportState,
     out: Vec<Violation>,
+    /// The release branch being checked, when it is not main.
+    release: Option<Branch>,
 }
 
 impl Checker<'_> {
@@ -325,7 +367,13 @@ impl Checker<'_> {
                 }
             }
         }
-        let bounds: Vec<_> = self.state.upper_bounds.iter().map(|(b, u)| (*b, u.clone())).collect();
+        let bounds: Vec<_> = self
+            .state
+            .upper_bounds
+            .iter()
+            .filter(|(b, _)| self.release.is_none_or(|r| r == **b))
+            .map(|(b, u)| (*b, u.clone()))
+            .collect();
         for (branch, ub) in bounds {
             let path = format!("{UPPER_BOUNDS_DIR}/{branch}.csv");
             let Some(def) = self.state.definition(&ub.name) else {
@@ -368,6 +416,43 @@ impl Checker<'_> {
                     Some(format!("a release branch keeps its base; restore the file from the base and {REGENERATE}")),
                 );
             }
+        }
+    }
+
+    /// Elasticsearch's density rule: the ids of one base are consecutive
+    /// (a base's patch ids are its branch's upper bound + 1, + 2, ...). On a
+    /// release branch only bases up to its own upper bound are checked.
+    fn density(&mut self) {
+        let limit = self.release.and_then(|r| self.state.upper_bounds.get(&r)).map(|u| u.id.base());
+        let mut by_base: BTreeMap<TransportVersion, Vec<(TransportVersion, String, String)>> = BTreeMap::new();
+        for (d, path) in self.definitions() {
+            for id in &d.ids {
+                by_base.entry(id.base()).or_default().push((*id, d.name.clone(), path.clone()));
+            }
+        }
+        let mut found = Vec::new();
+        for (base, mut ids) in by_base.into_iter().filter(|(b, _)| limit.is_none_or(|l| *b <= l)) {
+            ids.sort();
+            for w in ids.windows(2) {
+                let ((lower, lower_name, _), (id, _, path)) = (&w[0], &w[1]);
+                if id.id() > lower.id() + 1 {
+                    found.push((
+                        path.clone(),
+                        format!(
+                            "id {id} leaves a gap in base {base}: the next lower id is {lower} (`{lower_name}`); the ids of one base are consecutive"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (path, problem) in found {
+            self.state_file(
+                path,
+                problem,
+                Some(
+                    "a backport id is its branch's upper bound + 1; run `rollgate tv generate` to reallocate it".into(),
+                ),
+            );
         }
     }
 
@@ -434,7 +519,11 @@ impl Checker<'_> {
             );
             return;
         }
-        if let Some((branch, current)) = self.state.upper_bounds.iter().next_back()
+        let current = match self.release {
+            Some(r) => self.state.upper_bounds.get_key_value(&r),
+            None => self.state.upper_bounds.iter().next_back(),
+        };
+        if let Some((branch, current)) = current
             && min > current.id
         {
             self.state_file(
@@ -525,6 +614,53 @@ mod tests {
         assert!(p.iter().any(|l| l.contains("primary id changed from 9101000 (at the base) to 9102000")), "{p:#?}");
         assert!(p.iter().any(|l| l.contains("backport id changed from 9000001 (at the base) to 9000002")), "{p:#?}");
         assert!(p.iter().any(|l| l.contains("`initial_9_0` exists at the base (id 9000000) but was removed")));
+    }
+
+    #[test]
+    fn a_release_branch_checks_only_its_own_upper_bound() {
+        // 9.0 after a backport of main's `newer` (9102000 on main, 9000002 here); 9.1 is main's, behind.
+        let f = with(&[
+            ("definitions/referable/newer.csv", Some("9102000,9000002\n")),
+            ("upper_bounds/9.0.csv", Some("newer,9000002\n")),
+        ]);
+        let refs = &["old_field", "new_field", "newer"];
+        let main = problems(&f, refs, None);
+        assert!(main.iter().any(|l| l.contains("has the highest id 9102000 but no upper_bounds file")), "{main:#?}");
+        let on = |b: &str| -> Vec<String> {
+            let r = References::from_names(refs.iter().copied());
+            validate_branch(&f, &r, &[], None, Some(b.parse().unwrap())).iter().map(|v| v.to_string()).collect()
+        };
+        assert_eq!(on("9.0"), Vec::<String>::new());
+        assert_eq!(on("9.1"), main, "the highest branch is main");
+        assert_eq!(
+            on("9.5"),
+            [
+                "upper_bounds/9.5.csv: --branch 9.5: there is no upper bound file for this branch\n  fix: pass the branch this checkout builds, one with an upper_bounds/<M.m>.csv file"
+            ]
+        );
+        // Its own upper bound is still checked.
+        let f = with(&[("definitions/referable/newer.csv", Some("9102000,9000002\n"))]);
+        let r = References::from_names(refs.iter().copied());
+        let v = validate_branch(&f, &r, &[], None, Some("9.0".parse().unwrap()));
+        assert!(v.iter().any(|v| v.problem.contains("is not the highest id with base 9000000")), "{v:#?}");
+    }
+
+    #[test]
+    fn ids_of_one_base_are_consecutive() {
+        let f = with(&[
+            ("definitions/referable/old_field.csv", Some("9100000,9000003\n")),
+            ("upper_bounds/9.0.csv", Some("old_field,9000003\n")),
+        ]);
+        let p = problems(&f, REFS, None);
+        assert_eq!(
+            p,
+            [
+                "definitions/referable/old_field.csv:1: id 9000003 leaves a gap in base 9000000: the next lower id is 9000001 (`new_field`); the ids of one base are consecutive\n  fix: a backport id is its branch's upper bound + 1; run `rollgate tv generate` to reallocate it"
+            ]
+        );
+        // On release branch 9.0 its own base is checked; above it, main's bases are not.
+        let r = References::from_names(REFS.iter().copied());
+        assert_eq!(validate_branch(&f, &r, &[], None, Some("9.0".parse().unwrap())).len(), 1);
     }
 
     #[test]

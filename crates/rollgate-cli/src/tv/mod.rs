@@ -18,6 +18,7 @@
 //! (nothing is guessed deletable); `validate` warns and skips the base
 //! checks.
 
+mod cut;
 mod files;
 mod git;
 
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use rollgate_version::generate::{self, Changes, Options};
 use rollgate_version::state::{Branch, StateFiles, TransportState};
-use rollgate_version::validate::validate;
+use rollgate_version::validate::validate_branch;
 use rollgate_version::{TransportVersion, release_of};
 
 use crate::failure::{Failure, Outcome};
@@ -37,10 +38,13 @@ use git::{Base, Git};
 const STATE_LAYOUT: &str = "\
 The state folder (--dir, default `transport`):
   definitions/referable/<name>.csv    primary id (ends in 00), then backport ids, descending
-  definitions/unreferable/<name>.csv  one id that code never references (a release's first id)
+  definitions/unreferable/<name>.csv  one id that code never references (a release's first id);
+                                      Elasticsearch names such as initial_9.2.0 are accepted
   upper_bounds/<M.m>.csv              `name,id`: the highest id on branch M.m
   constants/minimum_compatible.csv    the oldest id this build accepts from a peer
-  releases.csv (optional)             `release,id` lines, for list and release-of
+  constants/<name>.csv (optional)     another one-id constant (Elasticsearch's minimum_ccs_version)
+  releases.csv (optional)             `release,id` lines in any order (as Elasticsearch appends them),
+                                      each release once, for list and release-of
 Ids are M_NNN_S_PP: 9_396_0_00 is 9396000. Lines starting with # are comments.";
 
 /// Transport versions: generate, validate and inspect the transport/ state folder.
@@ -80,12 +84,15 @@ rule, and report all violations (each with its file, line and fix): names are [a
 definition is referenced and every reference has a definition; primary ids end in 00 and backport ids do not; \
 ids are unique; definitions that exist at --base are unchanged; every upper bound names a definition holding its \
 id, the highest of its base; the highest primary id is in an upper bound; a new primary id is at most 1000 above \
-the previous highest id; the minimum compatible id is a defined id.\n\n\
+the previous highest id; the ids of one base are consecutive; the minimum compatible id is a defined id.\n\n\
 Without --base, the merge-base of HEAD with main is used; when there is none, the checks against the base are \
-skipped with a warning. Exits 2 when anything is wrong.",
+skipped with a warning. With --branch M.m below the highest upper_bounds file (a release branch, as after \
+`rollgate tv cut-release`), only upper_bounds/M.m.csv is checked and the highest-id and increment rules are skipped: \
+the other upper bounds and the primary ids of backported definitions are main's. Exits 2 when anything is wrong.",
         after_help = "Examples:
   rollgate tv validate --src crates/my-service/src
-  rollgate tv validate --base origin/main      # in CI"
+  rollgate tv validate --base origin/main      # in CI
+  rollgate tv validate --branch 2.0 --base origin/release-2.0   # on release branch 2.0"
     )]
     Validate(ValidateArgs),
     /// Recompute the upper bounds after a merge conflict in upper_bounds/.
@@ -102,6 +109,33 @@ other state files are left to you.",
   rollgate tv validate && git add transport && git commit"
     )]
     ResolveConflict(ResolveArgs),
+    /// Cut a release branch: its upper bound, main's next branch, releases.csv, the minimum.
+    #[command(
+        name = "cut-release",
+        long_about = "Run on main when release branch M.m is cut from it. In one change, all or nothing: \
+definitions/unreferable/initial_M.m.0.csv gets a new id (main's upper bound + 1000, a base that only this release \
+branch uses); upper_bounds/M.m.csv names it (the release branch's upper bound, which backports to M.m build on); \
+upper_bounds/<next>.csv names it too (main's new current branch, default the next minor, which new transport \
+versions follow); `<release-name>,<id>` is appended to releases.csv; and with --minimum-compatible the oldest id \
+this build accepts is raised.\n\n\
+The folder is validated first (as `rollgate tv validate` without a base) and the result again, against the folder \
+before the cut: nothing that exists changes. It refuses a release that was already cut (its upper bound file exists \
+and main has moved past it, or initial_M.m.0 exists), one releases.csv already lists (M.m or M.m.x), one older than \
+main's current branch, a --next that is not above M.m, and a --minimum-compatible that does not rise or \
+is not a defined id. Nothing is written when anything is refused.",
+        after_help = "Examples:
+  # main develops 2.0 (upper_bounds/2.0.csv is the highest); branch 2.0 off and move main to 2.1:
+  rollgate tv cut-release 2.0 --dry-run
+  rollgate tv cut-release 2.0
+  git add transport && git commit -m 'Cut release 2.0' && git branch release-2.0
+  # Elasticsearch-style release names, main moving to a new major, and a raised floor:
+  rollgate tv cut-release 9.2 --release-name 9.2.0 --next 10.0 --minimum-compatible 9000000 --json
+  # then, on main, backport a new transport version to the release branch:
+  rollgate tv generate --name my_field --backport-branches 2.0
+  # and on the release branch, once the backport is there, check it as a release branch:
+  rollgate tv validate --branch 2.0"
+    )]
+    CutRelease(cut::CutArgs),
     /// List the transport version definitions.
     #[command(
         long_about = "List every definition, newest first: name, kind (referable: code references it; \
@@ -173,6 +207,10 @@ pub struct ValidateArgs {
     dir: DirArg,
     #[command(flatten)]
     src: SrcArg,
+    /// The branch this checkout builds: on a release branch (below the highest upper_bounds file) only its own
+    /// upper bound is checked, as Elasticsearch does (default: main, the highest).
+    #[arg(long, value_name = "M.m", value_parser = parse_branch)]
+    branch: Option<Branch>,
     /// The revision whose transport versions are already merged (default: `git merge-base HEAD main`).
     #[arg(long, value_name = "GITREF", value_parser = parse_gitref)]
     base: Option<String>,
@@ -274,6 +312,7 @@ pub fn run(cmd: TvCommand) -> Outcome {
         TvCommand::Generate(a) => cmd_generate(a),
         TvCommand::Validate(a) => cmd_validate(a),
         TvCommand::ResolveConflict(a) => cmd_resolve(a),
+        TvCommand::CutRelease(a) => cut::cmd_cut_release(a),
         TvCommand::List(a) => cmd_list(a),
         TvCommand::ReleaseOf(a) => cmd_release_of(a),
     }
@@ -463,7 +502,7 @@ fn cmd_validate(a: ValidateArgs) -> Outcome {
             None
         }
     };
-    let violations = validate(&files, &scanned.refs, &scanned.errors, base.as_ref().map(|b| &b.state));
+    let violations = validate_branch(&files, &scanned.refs, &scanned.errors, base.as_ref().map(|b| &b.state), a.branch);
     if violations.is_empty() {
         let defs = TransportState::parse(&files).map(|s| s.referable.len() + s.unreferable.len()).unwrap_or(0);
         let against = match &base {

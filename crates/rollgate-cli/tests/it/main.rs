@@ -9,6 +9,7 @@ mod common;
 
 mod cli_ops;
 mod node_answers;
+mod release_cut;
 mod repo_folders;
 mod validate;
 mod workflow;
