@@ -153,7 +153,10 @@ pub async fn build(node: &Node, http: &reqwest::Client) -> DashboardState {
         node.audit_log(AUDIT_ENTRIES),
     );
     let migrations = match migrations {
-        Ok(m) => MigrationsSection::Status(m),
+        Ok(mut m) => {
+            node.complete_service_status(&mut m);
+            MigrationsSection::Status(m)
+        }
         Err(e) => MigrationsSection::Unreadable { error: e.to_string() },
     };
     let audit = audit.unwrap_or_else(|e| {

@@ -214,7 +214,10 @@ pub async fn upgrade_status(node: &Node, http: &reqwest::Client) -> UpgradeStatu
         match rollgate_runtime::migrate::cluster_status(node.cluster().store().as_ref(), node.cluster().keys().root())
             .await
         {
-            Ok(m) => MigrationsSection::Status(m),
+            Ok(mut m) => {
+                node.complete_service_status(&mut m);
+                MigrationsSection::Status(m)
+            }
             Err(e) => MigrationsSection::Unreadable { error: e.to_string() },
         };
     UpgradeStatus {

@@ -213,6 +213,12 @@ pub struct ServiceStatus {
     /// The last failure, until a step succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<StepFailure>,
+    /// The newest version the answering node's release knows (its target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u32>,
+    /// The closed gate holding the next step back, as the answering node sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<Gate>,
 }
 
 /// A stored status entry that could not be read; reported, left as it is.

@@ -81,14 +81,24 @@ pub fn print(section: &MigrationsSection) {
 }
 
 fn print_services(services: &[ServiceStatus]) {
-    let mut t = table(&["SERVICE", "FORMAT", "STATE", "OWNER", "LAST STEP"]);
+    let mut t = table(&["SERVICE", "FORMAT", "TARGET", "WAITING FOR", "STATE", "OWNER", "LAST STEP"]);
     for svc in services {
         let last = match svc.history.last() {
             Some(step) => format!("{} -> {}, finished {}", step.from, step.to, ago(Some(step.finished_ms))),
             None => "-".into(),
         };
         let owner = or_dash(svc.owner.as_ref().map(|o| o.node.as_str()));
-        t.add_row(vec![svc.service.clone(), svc.version.to_string(), wire_name(&svc.state), owner, last]);
+        let target = svc.target.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+        let waiting = or_dash(svc.blocked_by.as_ref().map(ToString::to_string).as_deref());
+        t.add_row(vec![
+            svc.service.clone(),
+            svc.version.to_string(),
+            target,
+            waiting,
+            wire_name(&svc.state),
+            owner,
+            last,
+        ]);
     }
     print_table(&mut t);
 }

@@ -54,6 +54,8 @@ pub async fn cluster_status(store: &dyn MetaStore, root: &str) -> Result<Cluster
                     owner,
                     history: format.history,
                     failure: format.failure,
+                    target: None,
+                    blocked_by: None,
                 });
             }
             Err(e) => out.unreadable.push(Unreadable { key: kv.key.clone(), error: e.to_string() }),
@@ -68,6 +70,8 @@ pub async fn cluster_status(store: &dyn MetaStore, root: &str) -> Result<Cluster
             owner: Some(owner),
             history: Vec::new(),
             failure: None,
+            target: None,
+            blocked_by: None,
         });
     }
 

@@ -218,6 +218,7 @@ impl Node {
             result.map_err(|reason| NodeError::NodeStep { node: me.clone(), flag: flag.clone(), reason })?;
         }
         shared.refresh_bits(&shared.handle.view());
+        self.start_services(plan.fresh).await?;
         shared.booted.store(true, Ordering::SeqCst);
         shared.serving.send_replace(shared.fenced.borrow().is_none());
         tracing::info!(node = %me, release = %shared.config.release, "node started");

@@ -57,6 +57,7 @@ mod driver;
 mod floor;
 mod operator;
 mod release;
+mod services;
 mod worker;
 
 use std::future::Future;
@@ -175,6 +176,11 @@ pub struct NodeConfig {
     pub release_key: Option<ReleaseKey>,
     /// How many audit log entries the store keeps.
     pub audit_capacity: usize,
+    /// The service format steps this release knows (Ceph's
+    /// `format_version`): the node runs them, one lease-elected owner at a
+    /// time across the cluster, as their gates open. `None`: no service
+    /// formats.
+    pub services: Option<Arc<crate::migrate::Migrations>>,
     /// Protocol versions this release marks deprecated (published in its
     /// record; links that negotiate one are shown by the upgrade status).
     /// Retiring one later is deleting its module.
@@ -207,6 +213,7 @@ impl NodeConfig {
             release_key: None,
             audit_capacity: crate::audit::DEFAULT_CAPACITY,
             deprecated_protocols: Default::default(),
+            services: None,
         }
     }
 }

@@ -33,6 +33,7 @@ mod migrate_local;
 mod migrate_reverse;
 mod migrate_service;
 mod net_connection;
+mod node_services;
 mod operator_view;
 mod record_roundtrip;
 mod release_floor;

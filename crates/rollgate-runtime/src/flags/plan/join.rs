@@ -398,6 +398,9 @@ pub struct JoinPlan {
     /// The flags enabled in the view the join commits against whose
     /// per-node step this release has: run before the node serves (a).
     pub boot_steps: Vec<String>,
+    /// Whether the join creates the cluster (no members, no flags before):
+    /// service formats then start at their latest version, no step run.
+    pub fresh: bool,
 }
 
 /// Why a join stopped without committing.
@@ -453,7 +456,8 @@ pub fn plan_join(
         required_to_enable(&with_me, registry).map_err(JoinStop::Required)?
     };
     compatibility_check(view, record).map_err(JoinStop::Refused)?;
-    let mut plan = JoinPlan { ops: vec![ViewOp::PutMember(record.clone())], drive: Vec::new(), boot_steps: Vec::new() };
+    let mut plan =
+        JoinPlan { ops: vec![ViewOp::PutMember(record.clone())], drive: Vec::new(), boot_steps: Vec::new(), fresh };
     if fresh {
         // A fresh cluster of a release that removed flags has them enabled
         // from the start: older releases that know them meet them enabled.
