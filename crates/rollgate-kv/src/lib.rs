@@ -70,6 +70,7 @@ pub mod record;
 pub mod releases;
 pub mod replication;
 pub mod samples;
+pub mod settings;
 pub mod storage;
 
 pub use client::{ClientError, ClientOptions, KvClient};

@@ -37,6 +37,13 @@ fn demo_json_satisfies_the_contract() {
     assert_eq!(report["flags_enabled"], serde_json::json!(["record_meta_v2", "ttl"]), "{report}");
     // Then the floor goes up to 1.2: no 1.0 node may come back.
     assert_eq!(report["release_floor"], "1.2", "{report}");
+    // The cluster settings moved step by step: 0 -> 1 once every member ran
+    // 1.2 (the cluster feature), 1 -> 2 once `ttl` was enabled.
+    let formats = report["service_formats"].to_string();
+    assert!(
+        formats.contains("kv_settings: format 2 (0->1 keyspace by n") && formats.contains("1->2 ttl by n"),
+        "{formats}"
+    );
     let done: Vec<&str> = report["migrations_done"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     for node in ["n1", "n2", "n3"] {
         for m in ["records_meta_v2", "records_expiry_index"] {

@@ -64,6 +64,34 @@ impl Admin {
         Ok(report.release)
     }
 
+    /// Each service format as `service: format N (from->to step by node, ...)`.
+    pub(super) async fn service_formats(&self, addr: &str) -> Result<Vec<String>, String> {
+        let status = self.call(reqwest::Method::GET, addr, "/admin/upgrade/status", None).await?;
+        Ok(status["migrations"]["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let steps: Vec<String> = s["history"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        format!(
+                            "{}->{} {} by {}",
+                            h["from"],
+                            h["to"],
+                            h["step"].as_str().unwrap_or("?"),
+                            h["node"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                let steps = if steps.is_empty() { "no step run".to_string() } else { steps.join(", ") };
+                format!("{}: format {} ({steps})", s["service"].as_str().unwrap_or("?"), s["version"])
+            })
+            .collect())
+    }
+
     /// The names of the enabled flags.
     pub(super) async fn enabled_flags(&self, addr: &str) -> Result<Vec<String>, String> {
         let v = self.call(reqwest::Method::GET, addr, "/admin/flags", None).await?;
@@ -107,6 +135,10 @@ impl Admin {
                     m["state"] == "running" || (m["state"] == "pending" && (m["gate_open"] == true || gate_enabled))
                 })
                 .collect();
+            // A service format with a step due (its gate open) counts as running.
+            let services_due = status["migrations"]["services"].as_array().into_iter().flatten().any(|s| {
+                s["state"] == "running" || (s["blocked_by"].is_null() && s["target"].as_u64() > s["version"].as_u64())
+            });
             if let Some(failed) = migrations.iter().find(|m| m["state"] == "failed") {
                 return Err(format!(
                     "migration {} on {} failed: {}",
@@ -115,7 +147,7 @@ impl Admin {
                     failed["error"].as_str().unwrap_or("?")
                 ));
             }
-            if active.is_empty() {
+            if active.is_empty() && !services_due {
                 // Twice in a row, so a runner that is just picking up a gate is seen.
                 quiet_polls += 1;
                 if quiet_polls >= 2 {

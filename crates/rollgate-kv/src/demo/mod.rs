@@ -195,6 +195,8 @@ pub struct DemoReport {
     pub migrations_done: Vec<String>,
     /// The release floor raised after the upgrade (`rollgate upgrade finalize`).
     pub release_floor: Option<String>,
+    /// The cluster-wide service formats at the end, with the steps that ran.
+    pub service_formats: Vec<String>,
     /// The first failures and losses, to start an investigation.
     pub problems: Vec<String>,
     /// Nodes, releases and seed.
@@ -472,6 +474,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let (enabled_by_demo, migrations_done) = operator_step(&admin, &first_admin, &load, &progress, &mut problems).await;
     // Every member runs the target and its stable flags are on: no way back
     // is needed any more, so the floor goes up (older nodes are refused).
+    let service_formats = admin.service_formats(&first_admin).await.unwrap_or_else(|e| {
+        problems.push(format!("service formats: {e}"));
+        Vec::new()
+    });
     let release_floor = match admin.finalize(&first_admin, opts.to.name).await {
         Ok(floor) => {
             progress.say(format!("phase: finalize: release floor {floor}"));
@@ -521,6 +527,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         features_used,
         migrations_done,
         release_floor,
+        service_formats,
         problems,
         nodes: opts.nodes,
         from: opts.from.name.to_string(),

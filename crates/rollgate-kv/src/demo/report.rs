@@ -86,6 +86,7 @@ pub fn render(r: &DemoReport) -> String {
     let _ = writeln!(out, "Flags enabled by the operator step: {}", list(&r.flags_enabled_by_demo));
     let _ = writeln!(out, "Flags enabled at the end:           {}", list(&r.flags_enabled));
     let _ = writeln!(out, "Migrations finished:                {}", list(&r.migrations_done));
+    let _ = writeln!(out, "Cluster formats:                    {}", list(&r.service_formats));
     let _ = writeln!(out, "Release floor (finalized):          {}", r.release_floor.as_deref().unwrap_or("-"));
     let _ = writeln!(out, "New features used:                  {}", list(&r.features_used));
     let _ = writeln!(out, "Final releases:                     {}", list(&r.final_releases));

@@ -145,7 +145,9 @@ async fn start_with(
     rc.releases = Some(releases::release_table());
     rc.liveness_ttl_s = tuning.liveness_ttl_s;
     rc.timeouts = tuning.flag_timeouts.clone();
+    rc.services = crate::settings::services(release, &rc.cluster.root);
     let runtime = rollgate::node::Node::start(rc, store.clone()).await?;
+    settings_at_start(&runtime, &store).await;
     // Registered: from here on, a failure leaves the membership again.
     let addresses = Addresses { data: data_addr, admin: admin_addr };
     let identity = Identity { node_id, cluster_id, addresses, floor };
@@ -355,6 +357,32 @@ async fn follow_flags(
         let _ = runner.run_on_changes(&flags, changes).await;
     });
     Ok(())
+}
+
+/// A fresh cluster's settings start at their latest format with no step
+/// run: the record is written in that format (once; a failure is logged and
+/// leaves the status showing no record). The upgrade status shows them.
+async fn settings_at_start(runtime: &rollgate::node::Node, store: &Arc<dyn MetaStore>) {
+    use rollgate::store::MetaStoreJson;
+    let root = runtime.cluster().keys().root().to_string();
+    let format_key = rollgate::migrate::MigrateKeys::new(root.as_str()).format(crate::settings::SERVICE);
+    match store.get_json::<rollgate::migrate::ServiceFormat>(&format_key).await {
+        Ok(Some((format, _))) => {
+            if let Err(e) = crate::settings::ensure_fresh(store.as_ref(), &root, format.version).await {
+                tracing::warn!(error = %e, "could not write the fresh cluster settings");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the settings format"),
+    }
+    let (status_store, status_root) = (store.clone(), root);
+    runtime.set_status_section(
+        "kv_settings",
+        Arc::new(move || {
+            let (store, root) = (status_store.clone(), status_root.clone());
+            Box::pin(async move { crate::settings::read(store.as_ref(), &root).await })
+        }),
+    );
 }
 
 /// `GET /admin/upgrade/status` shows this node's records unit too.

@@ -59,12 +59,19 @@ impl Admin {
             tick.tick().await;
             let (status, body) = self.get("/admin/upgrade/status").await;
             assert_eq!(status, 200, "{body}");
-            let done = nodes.iter().all(|n| {
-                let published = body["migrations"]["nodes"].as_array().and_then(|a| a.iter().find(|s| s["node"] == *n));
-                published.and_then(|s| s["migrations"].as_array()).is_some_and(|ms| {
-                    !ms.is_empty() && ms.iter().all(|m| m["state"] == "done" && m["direction"] == "forward")
-                })
-            });
+            // The cluster settings (a service format) reach their target too.
+            let settings_done = body["migrations"]["services"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["service"] == "kv_settings"))
+                .is_some_and(|s| s["version"] == 2 && s["state"] == "done");
+            let done = settings_done
+                && nodes.iter().all(|n| {
+                    let published =
+                        body["migrations"]["nodes"].as_array().and_then(|a| a.iter().find(|s| s["node"] == *n));
+                    published.and_then(|s| s["migrations"].as_array()).is_some_and(|ms| {
+                        !ms.is_empty() && ms.iter().all(|m| m["state"] == "done" && m["direction"] == "forward")
+                    })
+                });
             if done {
                 return body;
             }

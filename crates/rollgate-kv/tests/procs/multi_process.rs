@@ -268,6 +268,21 @@ async fn a_rolling_upgrade_under_load_survives_a_sigkill_mid_upgrade() {
     assert_eq!(report["enabled"], json!(["record_meta_v2", "ttl"]), "dependencies first: {report}");
     let status = admin.wait_migrations_done(&["n1", "n2", "n3"]).await;
     assert_eq!(status["flags"]["enabled"], json!(["record_meta_v2", "ttl"]), "{status}");
+    // The cluster settings moved 0 -> 1 (every member on 1.2) and 1 -> 2 (`ttl`),
+    // each step once, by one owner, on the real etcd.
+    let settings = status["migrations"]["services"].as_array().unwrap().iter().find(|s| s["service"] == "kv_settings");
+    let steps: Vec<(u64, u64)> = settings.unwrap()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["from"].as_u64().unwrap(), h["to"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(steps, [(0, 1), (1, 2)], "{status}");
+    assert_eq!(
+        status["sections"]["kv_settings"]["ttl"]["max_ttl_s"],
+        json!(rollgate_kv::settings::MAX_TTL_S),
+        "{status}"
+    );
     for p in &procs {
         assert_eq!(storage_format(&p.admin).await, 3, "node {}", p.node);
     }

@@ -423,7 +423,12 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), MigrateError>
 pub(crate) fn validate_gate(gate: &Gate) -> Result<(), MigrateError> {
     match gate {
         Gate::Flag(f) => validate_name("flag name", f),
-        Gate::ClusterFeature(f) => validate_name("cluster feature name", f),
+        // Cluster feature names have their own rule (dots allowed: `kv.prefix_scan`).
+        Gate::ClusterFeature(f) => crate::features::validate_feature_name(f).map_err(|_| MigrateError::InvalidName {
+            what: "cluster feature name",
+            name: rollgate_util::shorten(f),
+            reason: "1 to 128 of [a-z0-9_.-]",
+        }),
     }
 }
 
