@@ -22,4 +22,5 @@ mod dashboard_browser;
 mod mixed_releases;
 mod routes;
 mod signed_releases;
+mod secure;
 mod wire_golden;
