@@ -55,6 +55,22 @@
 //! no proof, or one that key did not sign ([`RejectCode::UnsignedRelease`]).
 //! Without manifests and keys the frames are byte for byte the format above,
 //! so old and new nodes keep talking.
+//!
+//! # Over TLS: the channel binding
+//!
+//! On a TLS connection ([`Channel`]) both MACs also cover the session's
+//! exporter value (`crate::tls`), as their first part: the handshake is bound
+//! to the TLS session it runs in, so an attacker who relays it between two
+//! TLS sessions of its own fails the MAC on both ends. A bound side and an
+//! unbound side fail too (`AuthFailed`).
+//!
+//! # What a refusal discloses
+//!
+//! A node refuses a peer that advertises the node's own id ([`RejectCode::SameNode`]).
+//! A Reply(Reject) to a peer the transport has not authenticated (no
+//! verified client certificate) carries no cluster id, node id or release:
+//! those fields are empty and the message names only the reason and what
+//! this node speaks. The initiator explains the refusal from its own side.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -128,6 +144,9 @@ pub enum RejectCode {
     Malformed,
     /// The peer runs a release without a manifest signed by the trusted release key.
     UnsignedRelease,
+    /// The peer advertises this node's own id (two nodes share an id, or
+    /// an address leads back to this node).
+    SameNode,
     /// A code this build does not know (sent by a newer peer).
     Other(u8),
 }
@@ -142,6 +161,7 @@ impl RejectCode {
             RejectCode::AuthFailed => 4,
             RejectCode::Malformed => 5,
             RejectCode::UnsignedRelease => 6,
+            RejectCode::SameNode => 7,
             RejectCode::Other(c) => c,
         }
     }
@@ -155,6 +175,7 @@ impl RejectCode {
             RejectCode::AuthFailed => "auth_failed".into(),
             RejectCode::Malformed => "malformed".into(),
             RejectCode::UnsignedRelease => "unsigned_release".into(),
+            RejectCode::SameNode => "same_node".into(),
             RejectCode::Other(c) => format!("other_{c}"),
         }
     }
@@ -168,6 +189,7 @@ impl RejectCode {
             4 => RejectCode::AuthFailed,
             5 => RejectCode::Malformed,
             6 => RejectCode::UnsignedRelease,
+            7 => RejectCode::SameNode,
             c => RejectCode::Other(c),
         }
     }
@@ -231,6 +253,29 @@ impl Failure {
     }
 }
 
+/// What the transport under a handshake provides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Channel {
+    /// The TLS session's exporter value: with a cluster secret, both MACs
+    /// cover it, so the handshake is bound to this TLS session.
+    pub binding: Option<[u8; 32]>,
+    /// Whether the transport authenticated the peer (a client certificate
+    /// of the cluster CA): only then does a refusal name this node.
+    pub peer_authenticated: bool,
+}
+
+impl Channel {
+    /// The MAC parts: the binding (when there is one), then `rest`.
+    fn parts<'a>(&'a self, rest: &[&'a [u8]]) -> Vec<&'a [u8]> {
+        let mut parts = Vec::with_capacity(rest.len() + 1);
+        if let Some(b) = &self.binding {
+            parts.push(&b[..]);
+        }
+        parts.extend_from_slice(rest);
+        parts
+    }
+}
+
 /// The cluster secret: both peers prove knowledge of it and MAC the
 /// negotiation transcript with it. `Debug` never prints it.
 #[derive(Clone)]
@@ -262,6 +307,14 @@ pub enum SecretError {
         /// Its size.
         len: u64,
     },
+    /// Others than the file's owner may read it.
+    #[error("cluster secret file {}: {reason}", path.display())]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// The permissions found and the fix.
+        reason: String,
+    },
     /// The secret is shorter than [`ClusterSecret::MIN_BYTES`].
     #[error("cluster secret{}: {len} bytes after trimming whitespace, at least {min} are required (e.g. `head -c 32 /dev/urandom | base64 > secret`)", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default(), min = ClusterSecret::MIN_BYTES)]
     TooShort {
@@ -292,11 +345,16 @@ impl ClusterSecret {
     }
 
     /// Reads a secret from a file: at most [`MAX_FILE_BYTES`](Self::MAX_FILE_BYTES),
-    /// at least [`MIN_BYTES`](Self::MIN_BYTES) after trimming whitespace.
+    /// at least [`MIN_BYTES`](Self::MIN_BYTES) after trimming whitespace,
+    /// readable by its owner only (as ssh requires of a private key).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
         use std::io::Read;
         let path = path.as_ref();
         let io = |e: std::io::Error| SecretError::Io { path: path.to_path_buf(), message: e.to_string() };
+        if std::fs::metadata(path).is_ok() {
+            crate::tls::private_file_check(path)
+                .map_err(|reason| SecretError::TooOpen { path: path.to_path_buf(), reason })?;
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         let mut buf = Vec::new();
         // Read one byte past the limit, so a file that grows while we read is still caught.
@@ -584,6 +642,12 @@ pub fn encode_frame(f: &Frame) -> Vec<u8> {
 
 /// Validates a frame header and returns the frame's kind and body length.
 pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), HandshakeError> {
+    if header[0] == 0x16 {
+        return Err(HandshakeError::malformed(
+            "the peer speaks TLS and this node does not: configure TLS on this node too (a node certificate, its \
+             key and the cluster CA), or on neither",
+        ));
+    }
     if header[..4] != MAGIC {
         return Err(HandshakeError::malformed(format_args!(
             "bad magic {:02x?} (expected \"RGHS\"): the peer is not a rollgate node, or speaks another protocol",
@@ -855,10 +919,19 @@ pub struct Negotiated {
     pub authenticated: bool,
     /// The digest of the peer's signed release manifest, when it sent one.
     pub peer_release_manifest: Option<Digest>,
+    /// Whether the connection runs over TLS and the peer's certificate
+    /// (of the cluster CA, naming the node it advertises) was verified.
+    pub tls: bool,
 }
 
 impl Negotiated {
-    fn new(protocol: ProtocolVersion, transport: TransportVersion, peer: &Advertisement, authenticated: bool) -> Self {
+    fn new(
+        protocol: ProtocolVersion,
+        transport: TransportVersion,
+        peer: &Advertisement,
+        authenticated: bool,
+        tls: bool,
+    ) -> Self {
         Negotiated {
             peer_release_manifest: None,
             protocol,
@@ -869,19 +942,34 @@ impl Negotiated {
             peer_protocols: peer.protocols,
             peer_transport: peer.transport_current,
             authenticated,
+            tls,
         }
     }
+}
+
+/// How a message names `peer`: its node id and release, or "the peer" when
+/// its reply did not say (a refusal to an unauthenticated initiator).
+fn peer_name(peer: &Advertisement) -> String {
+    if peer.node_id.is_empty() {
+        "the peer".to_string()
+    } else {
+        format!("node {} (release {})", peer.node_id, peer.release)
+    }
+}
+
+fn peer_short(peer: &Advertisement) -> String {
+    if peer.node_id.is_empty() { "the peer".to_string() } else { format!("node {}", peer.node_id) }
 }
 
 /// The operator-facing explanation of a refusal, from `local`'s point of
 /// view ("this node") about `peer`.
 pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) -> String {
-    let them = format!("node {} (release {})", peer.node_id, peer.release);
+    let them = peer_name(peer);
     let us = format!("this node {} (release {})", local.node_id, local.release);
     match code {
         RejectCode::NoCommonProtocol => {
             let fix = if peer.protocols.max() < local.protocols.min() {
-                format!("upgrade node {} to a release that speaks {} or later", peer.node_id, local.protocols.min())
+                format!("upgrade {} to a release that speaks {} or later", peer_short(peer), local.protocols.min())
             } else {
                 format!("upgrade this node to a release that speaks {} or later", peer.protocols.min())
             };
@@ -890,8 +978,9 @@ pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) ->
         RejectCode::TransportTooOld => {
             let fix = if peer.transport_current < local.transport_minimum {
                 format!(
-                    "upgrade node {} to a release with transport version {} or later",
-                    peer.node_id, local.transport_minimum
+                    "upgrade {} to a release with transport version {} or later",
+                    peer_short(peer),
+                    local.transport_minimum
                 )
             } else if local.transport_current < peer.transport_minimum {
                 format!("upgrade this node to a release with transport version {} or later", peer.transport_minimum)
@@ -903,6 +992,10 @@ pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) ->
                 peer.transport_minimum, peer.transport_current, local.transport_minimum, local.transport_current
             )
         }
+        RejectCode::ClusterMismatch if peer.cluster_id.is_empty() => format!(
+            "{them} belongs to another cluster than {us} (cluster `{}`): connect only nodes of one cluster (check the cluster id and the address)",
+            local.cluster_id
+        ),
         RejectCode::ClusterMismatch => format!(
             "{them} belongs to cluster `{}`, {us} to cluster `{}`: connect only nodes of one cluster (check the cluster id and the address)",
             peer.cluster_id, local.cluster_id
@@ -913,8 +1006,37 @@ pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) ->
         RejectCode::UnsignedRelease => format!(
             "{them} and {us} disagree on signed releases: one runs only releases signed by a release key the other's release is not signed by; give both manifests signed by the cluster's release key"
         ),
+        RejectCode::SameNode => format!(
+            "{them} advertises this node's own id {}: two nodes share one node id (a copied data dir?) or the address leads back to this node; give every node its own --node-id and data dir",
+            local.node_id
+        ),
         RejectCode::Malformed | RejectCode::Other(_) => format!("{them} sent an invalid handshake"),
     }
+}
+
+/// What a refusal tells a peer that the transport has not authenticated:
+/// the reason and what this node speaks, nothing that names it.
+fn explain_redacted(code: RejectCode, local: &Advertisement) -> String {
+    match code {
+        RejectCode::NoCommonProtocol => format!("no common protocol version: the peer speaks {}", local.protocols),
+        RejectCode::TransportTooOld => format!(
+            "no compatible transport version: the peer speaks transport versions {}..={}",
+            local.transport_minimum, local.transport_current
+        ),
+        RejectCode::ClusterMismatch => "the peer belongs to another cluster".to_string(),
+        RejectCode::AuthFailed => "authentication failed: give both nodes the same cluster secret file".to_string(),
+        RejectCode::SameNode => "the peer has the node id this node advertises: give every node its own".to_string(),
+        RejectCode::UnsignedRelease => {
+            "the peer runs only signed releases: give this node a manifest signed by the cluster's release key".to_string()
+        }
+        RejectCode::Malformed | RejectCode::Other(_) => "the handshake was refused".to_string(),
+    }
+}
+
+/// An advertisement that names nothing: the protocol and transport
+/// versions of `a` only.
+fn redacted(a: &Advertisement) -> Advertisement {
+    Advertisement { cluster_id: String::new(), node_id: String::new(), release: String::new(), ..a.clone() }
 }
 
 /// The responder's decision on a peer's advertisement (pure; the table tests
@@ -922,6 +1044,9 @@ pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) ->
 pub fn decide(local: &HandshakeConfig, peer: &Advertisement) -> Outcome {
     let me = local.advertisement();
     let reject = |code| Outcome::Reject { code, message: explain(code, &me, peer) };
+    if peer.node_id == local.node_id {
+        return reject(RejectCode::SameNode);
+    }
     if peer.cluster_id != local.cluster_id {
         return reject(RejectCode::ClusterMismatch);
     }
@@ -950,15 +1075,22 @@ pub fn negotiate_transport(local: &TransportVersionSet, peer: &Advertisement) ->
 pub struct Initiator {
     config: HandshakeConfig,
     hello: Vec<u8>,
+    channel: Channel,
 }
 
 impl Initiator {
-    /// Starts a handshake: returns the state and the Hello frame to send.
-    /// `nonce` must be fresh random bytes.
+    /// Starts a handshake on a plain connection: returns the state and the
+    /// Hello frame to send. `nonce` must be fresh random bytes.
     pub fn start(config: &HandshakeConfig, nonce: [u8; NONCE_LEN]) -> (Initiator, Vec<u8>) {
         let nonce = if config.signs() { mark(nonce) } else { nonce };
+        Self::start_on(config, nonce, Channel::default())
+    }
+
+    /// Starts a handshake on `channel` (a TLS session: the MACs cover its
+    /// exporter value).
+    pub fn start_on(config: &HandshakeConfig, nonce: [u8; NONCE_LEN], channel: Channel) -> (Initiator, Vec<u8>) {
         let hello = encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
-        (Initiator { config: config.clone(), hello: hello.clone() }, hello)
+        (Initiator { config: config.clone(), hello: hello.clone(), channel }, hello)
     }
 
     /// Handles the responder's frame: the agreed versions and the Confirm
@@ -987,7 +1119,8 @@ impl Initiator {
         let authenticated = match &self.config.secret {
             Some(secret) => {
                 let body = &bytes[HEADER_LEN..HEADER_LEN + signed];
-                if reply.mac.is_empty() || !secret.verify(LABEL_RESPONDER, &[&self.hello, body], &reply.mac) {
+                let parts = self.channel.parts(&[&self.hello, body]);
+                if reply.mac.is_empty() || !secret.verify(LABEL_RESPONDER, &parts, &reply.mac) {
                     return Err(auth_failed());
                 }
                 true
@@ -995,51 +1128,9 @@ impl Initiator {
             None => false,
         };
         match reply.outcome {
-            Outcome::Reject { code, message } => {
-                let message = match code {
-                    RejectCode::NoCommonProtocol | RejectCode::TransportTooOld | RejectCode::ClusterMismatch => {
-                        explain(code, &me, peer)
-                    }
-                    RejectCode::AuthFailed if self.config.secret.is_none() => format!(
-                        "node {} requires the cluster secret and this node has none: configure the cluster secret file ({message})",
-                        peer.node_id
-                    ),
-                    _ => message,
-                };
-                let mut e = HandshakeError::new(code, message).with_peer(peer);
-                e.by_peer = true;
-                Err(Failure::silent(e))
-            }
+            Outcome::Reject { code, message } => Err(Failure::silent(self.rejected(code, message, peer))),
             Outcome::Accept { protocol, transport } => {
-                // The decision must be what the advertisements imply; anything
-                // else is a downgrade (or a broken peer).
-                if self.config.protocols.highest_common(peer.protocols) != Some(protocol) {
-                    return Err(Failure::local(
-                        HandshakeError::malformed(format_args!(
-                            "node {} chose protocol {protocol}, but the highest common version of {} and {} is not that: refusing a downgrade",
-                            peer.node_id, self.config.protocols, peer.protocols
-                        ))
-                        .with_peer(peer),
-                    ));
-                }
-                let local = &self.config.transport;
-                if transport > local.current
-                    || transport > peer.transport_current
-                    || transport < local.minimum_compatible
-                    || transport < peer.transport_minimum
-                {
-                    return Err(Failure::local(
-                        HandshakeError::malformed(format_args!(
-                            "node {} chose transport version {transport}, outside what both sides speak",
-                            peer.node_id
-                        ))
-                        .with_peer(peer),
-                    ));
-                }
-                if peer.cluster_id != self.config.cluster_id {
-                    let code = RejectCode::ClusterMismatch;
-                    return Err(Failure::local(HandshakeError::new(code, explain(code, &me, peer)).with_peer(peer)));
-                }
+                self.check_accept(protocol, transport, peer)?;
                 if let Some(message) = self.config.refuse_proof(peer, reply.release.as_ref()) {
                     let e = HandshakeError::new(RejectCode::UnsignedRelease, message).with_peer(peer);
                     return Err(Failure::local(e));
@@ -1047,16 +1138,80 @@ impl Initiator {
                 // A marked reply reads our proof after the MAC, which then covers it.
                 let proof = if marked(&reply.nonce) { self.config.release_proof } else { None };
                 let mac = match (&self.config.secret, &proof) {
-                    (Some(secret), Some(p)) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes, &proof_bytes(p)]),
-                    (Some(secret), None) => secret.sign(LABEL_INITIATOR, &[&self.hello, bytes]),
+                    (Some(secret), Some(p)) => {
+                        secret.sign(LABEL_INITIATOR, &self.channel.parts(&[&self.hello, bytes, &proof_bytes(p)]))
+                    }
+                    (Some(secret), None) => secret.sign(LABEL_INITIATOR, &self.channel.parts(&[&self.hello, bytes])),
                     (None, _) => Vec::new(),
                 };
                 let confirm = encode_frame(&Frame::Confirm(Confirm { mac, release: proof }));
-                let mut negotiated = Negotiated::new(protocol, transport, peer, authenticated);
+                let mut negotiated =
+                    Negotiated::new(protocol, transport, peer, authenticated, self.channel.peer_authenticated);
                 negotiated.peer_release_manifest = reply.release.map(|p| p.digest);
                 Ok((negotiated, confirm))
             }
         }
+    }
+
+    /// The error for a Reject reply, explained from this node's side.
+    fn rejected(&self, code: RejectCode, message: String, peer: &Advertisement) -> HandshakeError {
+        let me = self.config.advertisement();
+        let message = match code {
+            RejectCode::NoCommonProtocol | RejectCode::TransportTooOld | RejectCode::ClusterMismatch => {
+                explain(code, &me, peer)
+            }
+            RejectCode::AuthFailed if self.config.secret.is_none() => format!(
+                "{} requires the cluster secret and this node has none: configure the cluster secret file ({message})",
+                peer_short(peer)
+            ),
+            _ => message,
+        };
+        let mut e = HandshakeError::new(code, message).with_peer(peer);
+        e.by_peer = true;
+        e
+    }
+
+    /// An Accept must be what both advertisements imply; anything else is
+    /// a downgrade, a broken peer, or a peer posing as this node.
+    fn check_accept(
+        &self,
+        protocol: ProtocolVersion,
+        transport: TransportVersion,
+        peer: &Advertisement,
+    ) -> Result<(), Failure> {
+        let me = self.config.advertisement();
+        if peer.node_id == self.config.node_id {
+            let code = RejectCode::SameNode;
+            return Err(Failure::local(HandshakeError::new(code, explain(code, &me, peer)).with_peer(peer)));
+        }
+        if self.config.protocols.highest_common(peer.protocols) != Some(protocol) {
+            return Err(Failure::local(
+                HandshakeError::malformed(format_args!(
+                    "node {} chose protocol {protocol}, but the highest common version of {} and {} is not that: refusing a downgrade",
+                    peer.node_id, self.config.protocols, peer.protocols
+                ))
+                .with_peer(peer),
+            ));
+        }
+        let local = &self.config.transport;
+        if transport > local.current
+            || transport > peer.transport_current
+            || transport < local.minimum_compatible
+            || transport < peer.transport_minimum
+        {
+            return Err(Failure::local(
+                HandshakeError::malformed(format_args!(
+                    "node {} chose transport version {transport}, outside what both sides speak",
+                    peer.node_id
+                ))
+                .with_peer(peer),
+            ));
+        }
+        if peer.cluster_id != self.config.cluster_id {
+            let code = RejectCode::ClusterMismatch;
+            return Err(Failure::local(HandshakeError::new(code, explain(code, &me, peer)).with_peer(peer)));
+        }
+        Ok(())
     }
 }
 
@@ -1071,15 +1226,29 @@ pub struct Responder {
     negotiated: Negotiated,
     local: Advertisement,
     peer: Advertisement,
+    channel: Channel,
 }
 
 impl Responder {
-    /// Handles a Hello frame: the state waiting for Confirm and the Reply
-    /// frame to send, or the failure (with a Reply(Reject) frame to send).
+    /// Handles a Hello frame on a plain connection: the state waiting for
+    /// Confirm and the Reply frame to send, or the failure (with a
+    /// Reply(Reject) frame to send).
     pub fn on_hello(
         config: &HandshakeConfig,
         nonce: [u8; NONCE_LEN],
         bytes: &[u8],
+    ) -> Result<(Responder, Vec<u8>), Failure> {
+        Self::on_hello_on(config, nonce, bytes, Channel::default())
+    }
+
+    /// Handles a Hello frame on `channel` (a TLS session: the MACs cover
+    /// its exporter value; a refusal names this node only to a peer the
+    /// channel authenticated).
+    pub fn on_hello_on(
+        config: &HandshakeConfig,
+        nonce: [u8; NONCE_LEN],
+        bytes: &[u8],
+        channel: Channel,
     ) -> Result<(Responder, Vec<u8>), Failure> {
         let hello = match decode_frame(bytes) {
             Ok(Frame::Hello(h)) => h,
@@ -1097,41 +1266,33 @@ impl Responder {
             outcome = Outcome::Reject { code: RejectCode::UnsignedRelease, message };
         }
         if outcome_is_accept(&outcome) {
-            match (&config.secret, hello.auth) {
-                (Some(_), AuthMode::None) => {
-                    outcome = Outcome::Reject {
-                        code: RejectCode::AuthFailed,
-                        message: format!(
-                            "node {} requires the cluster secret and node {} did not offer one: configure the same cluster secret file on both",
-                            me.node_id, peer.node_id
-                        ),
-                    }
-                }
-                (None, AuthMode::HmacSha256) => {
-                    outcome = Outcome::Reject {
-                        code: RejectCode::AuthFailed,
-                        message: format!(
-                            "node {} has a cluster secret and node {} has none: configure the same cluster secret file on both",
-                            peer.node_id, me.node_id
-                        ),
-                    }
-                }
-                _ => {}
-            }
+            outcome = check_auth_modes(config, &me, &peer, hello.auth).unwrap_or(outcome);
         }
         // The extension only towards a peer that marked its nonce (it reads it).
         let ext = peer_marked && config.signs();
         let nonce = if ext { mark(nonce) } else { nonce };
         let release = if ext { config.release_proof } else { None };
-        let mut reply = Reply { advert: me.clone(), nonce, outcome: outcome.clone(), release, mac: Vec::new() };
+        // A refusal to a peer the transport did not authenticate names no
+        // cluster, node or release (nor the release's proof).
+        let mut reply = match &outcome {
+            Outcome::Reject { code, .. } if !channel.peer_authenticated => Reply {
+                advert: redacted(&me),
+                nonce,
+                outcome: Outcome::Reject { code: *code, message: explain_redacted(*code, &me) },
+                release: None,
+                mac: Vec::new(),
+            },
+            _ => Reply { advert: me.clone(), nonce, outcome: outcome.clone(), release, mac: Vec::new() },
+        };
         if let Some(secret) = &config.secret {
             let unsigned = reply_unsigned_body(&reply);
-            reply.mac = secret.sign(LABEL_RESPONDER, &[bytes, unsigned.as_bytes()]);
+            reply.mac = secret.sign(LABEL_RESPONDER, &channel.parts(&[bytes, unsigned.as_bytes()]));
         }
         let reply_frame = encode_frame(&Frame::Reply(reply));
         match outcome {
             Outcome::Accept { protocol, transport } => {
-                let negotiated = Negotiated::new(protocol, transport, &peer, config.secret.is_some());
+                let negotiated =
+                    Negotiated::new(protocol, transport, &peer, config.secret.is_some(), channel.peer_authenticated);
                 Ok((
                     Responder {
                         config: config.clone(),
@@ -1141,6 +1302,7 @@ impl Responder {
                         negotiated,
                         local: me,
                         peer,
+                        channel,
                     },
                     reply_frame,
                 ))
@@ -1184,8 +1346,12 @@ impl Responder {
         };
         if let Some(secret) = &self.secret {
             let verified = match &confirm.release {
-                Some(p) => secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply, &proof_bytes(p)], &confirm.mac),
-                None => secret.verify(LABEL_INITIATOR, &[&self.hello, &self.reply], &confirm.mac),
+                Some(p) => {
+                    let proof = proof_bytes(p);
+                    let parts = self.channel.parts(&[&self.hello, &self.reply, &proof]);
+                    secret.verify(LABEL_INITIATOR, &parts, &confirm.mac)
+                }
+                None => secret.verify(LABEL_INITIATOR, &self.channel.parts(&[&self.hello, &self.reply]), &confirm.mac),
             };
             if confirm.mac.is_empty() || !verified {
                 let code = RejectCode::AuthFailed;
@@ -1202,6 +1368,27 @@ impl Responder {
         negotiated.peer_release_manifest = confirm.release.map(|p| p.digest);
         Ok(negotiated)
     }
+}
+
+/// A refusal when only one side has a cluster secret.
+fn check_auth_modes(
+    config: &HandshakeConfig,
+    me: &Advertisement,
+    peer: &Advertisement,
+    auth: AuthMode,
+) -> Option<Outcome> {
+    let message = match (&config.secret, auth) {
+        (Some(_), AuthMode::None) => format!(
+            "node {} requires the cluster secret and node {} did not offer one: configure the same cluster secret file on both",
+            me.node_id, peer.node_id
+        ),
+        (None, AuthMode::HmacSha256) => format!(
+            "node {} has a cluster secret and node {} has none: configure the same cluster secret file on both",
+            peer.node_id, me.node_id
+        ),
+        _ => return None,
+    };
+    Some(Outcome::Reject { code: RejectCode::AuthFailed, message })
 }
 
 fn outcome_is_accept(o: &Outcome) -> bool {

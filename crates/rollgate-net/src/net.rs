@@ -34,12 +34,22 @@
 //! idle timeout; [`Receiver::recv`] fails with [`NetError::IdleTimeout`] when
 //! nothing (not even a ping) arrived within the idle timeout.
 //!
-//! # Listener
+//! # TLS
 //!
-//! Handshakes run in spawned tasks, each bounded by
-//! [`NetConfig::handshake_timeout`], at most [`NetConfig::max_pending_handshakes`]
-//! at once (further connections are closed at once and counted), so a slow
-//! or silent peer never blocks other peers.
+//! With [`NetConfig::tls`], every connection is mutual TLS 1.3 (see
+//! [`crate::tls`]): the version handshake runs inside it, bound to the
+//! session by the exporter value, and each side checks that the other's
+//! certificate names the node id it advertises. A listener with TLS answers
+//! a plaintext handshake with an Abort frame saying that TLS is required.
+//!
+//! # Listener (invariant I12)
+//!
+//! Handshakes (TLS included) run in spawned tasks, each bounded by
+//! [`NetConfig::handshake_timeout`]. Pending handshakes are bounded per
+//! source address ([`NetConfig::max_pending_per_source`]) and in total
+//! ([`NetConfig::max_pending_handshakes`]); a new connection evicts the
+//! oldest pending one instead of being refused ([`crate::admission`]), so
+//! silent sockets never keep a real peer out.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,15 +57,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::admission::Admission;
 use crate::handshake::{
-    self, ConfigError, HandshakeConfig, HandshakeError, Initiator, NONCE_LEN, Negotiated, RejectCode, Responder,
+    self, Channel, ConfigError, HandshakeConfig, HandshakeError, Initiator, NONCE_LEN, Negotiated, RejectCode,
+    Responder,
 };
+use crate::tls::{self, NodeTls};
 use rollgate_wire::protocol::Protocol;
 use rollgate_wire::version::{ProtocolVersion, TransportVersion};
 use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
@@ -87,8 +100,15 @@ pub struct NetConfig {
     pub idle_timeout: Option<Duration>,
     /// Frames queued per connection before `send` waits (`try_send` fails).
     pub send_queue_len: usize,
-    /// Handshakes a listener runs at once; more connections are closed at once.
+    /// Handshakes a listener runs at once; a new connection beyond this
+    /// evicts the oldest pending one.
     pub max_pending_handshakes: usize,
+    /// Handshakes a listener runs at once from one source address; a new
+    /// connection from it beyond this evicts its oldest pending one.
+    pub max_pending_per_source: usize,
+    /// Mutual TLS 1.3 on every connection (`None`: plain TCP, for loopback
+    /// and tests).
+    pub tls: Option<NodeTls>,
     /// Handshaken connections a listener holds before `accept` takes them.
     pub accept_queue_len: usize,
     /// Handshakes accepted and rejected (shared by every clone of the config).
@@ -126,26 +146,45 @@ impl HandshakeCounters {
 
 impl NetConfig {
     /// Defaults: 5 s handshake timeout, 60 s idle timeout, a send queue of
-    /// 1024 frames, 64 pending handshakes, an accept queue of 64.
+    /// 1024 frames, 128 pending handshakes (16 per source address), an
+    /// accept queue of 64, no TLS.
     pub fn new(handshake: HandshakeConfig) -> Self {
         NetConfig {
             handshake,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(60)),
             send_queue_len: 1024,
-            max_pending_handshakes: 64,
+            max_pending_handshakes: 128,
+            max_pending_per_source: 16,
             accept_queue_len: 64,
             counters: HandshakeCounters::default(),
+            tls: None,
         }
     }
 
     fn validate<P: Protocol>(&self) -> Result<(), NetError> {
         self.handshake.validate(P::SUPPORTED)?;
-        if self.send_queue_len == 0 || self.max_pending_handshakes == 0 || self.accept_queue_len == 0 {
+        if self.send_queue_len == 0
+            || self.max_pending_handshakes == 0
+            || self.max_pending_per_source == 0
+            || self.accept_queue_len == 0
+        {
             return Err(NetError::Config(ConfigError::BadId {
-                what: "queue length (send_queue_len, max_pending_handshakes, accept_queue_len)",
+                what: "queue length (send_queue_len, max_pending_handshakes, max_pending_per_source, accept_queue_len)",
                 value: "0".into(),
             }));
+        }
+        if let Some(tls) = &self.tls
+            && tls.node_id() != self.handshake.node_id
+        {
+            return Err(NetError::Tls {
+                peer: String::new(),
+                message: format!(
+                    "the TLS setup is for node {} but the handshake advertises node {}: use this node's own certificate",
+                    tls.node_id(),
+                    self.handshake.node_id
+                ),
+            });
         }
         Ok(())
     }
@@ -171,6 +210,14 @@ pub enum NetError {
     /// The handshake was refused or failed.
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+    /// TLS failed or is missing on one side; the message names the fix.
+    #[error("{message}")]
+    Tls {
+        /// The peer address.
+        peer: String,
+        /// What failed and how to fix it.
+        message: String,
+    },
     /// The handshake did not finish in time.
     #[error("handshake with {peer} did not finish within {after_ms} ms (slow or silent peer)")]
     HandshakeTimeout {
@@ -318,7 +365,18 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &HandshakeConfig,
 ) -> Result<Negotiated, NetError> {
-    let (initiator, hello) = Initiator::start(config, nonce());
+    initiate_on(s, config, Channel::default(), |_| Ok(())).await
+}
+
+/// Runs the initiator side on `channel`; `check` sees the peer's node id
+/// before this side confirms (the certificate check of a TLS connection).
+async fn initiate_on<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    config: &HandshakeConfig,
+    channel: Channel,
+    check: impl FnOnce(&str) -> Result<(), HandshakeError>,
+) -> Result<Negotiated, NetError> {
+    let (initiator, hello) = Initiator::start_on(config, nonce(), channel);
     s.write_all(&hello).await.map_err(io_err("sending the handshake to", None))?;
     let reply = match read_handshake_frame(s).await {
         Ok(r) => r,
@@ -329,6 +387,9 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     match initiator.on_reply(&reply) {
         Ok((negotiated, confirm)) => {
+            if let Err(e) = check(&negotiated.peer_node_id) {
+                return Err(send_and_fail(s, handshake::Failure { send: Some(abort_frame(&e)), error: e }).await);
+            }
             s.write_all(&confirm).await.map_err(io_err("sending the handshake confirmation to", None))?;
             Ok(negotiated)
         }
@@ -345,6 +406,18 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     config: &HandshakeConfig,
 ) -> Result<Negotiated, NetError> {
+    respond_on(s, config, Channel::default(), |_| Ok(())).await
+}
+
+/// Runs the responder side on `channel`; `check` sees the node id the
+/// Hello advertises before anything is decided (the certificate check of a
+/// TLS connection).
+async fn respond_on<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    config: &HandshakeConfig,
+    channel: Channel,
+    check: impl FnOnce(&str) -> Result<(), HandshakeError>,
+) -> Result<Negotiated, NetError> {
     let hello = match read_handshake_frame(s).await {
         Ok(h) => h,
         Err(NetError::Handshake(e)) => {
@@ -352,7 +425,12 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(e) => return Err(e),
     };
-    let (responder, reply) = match Responder::on_hello(config, nonce(), &hello) {
+    if let Ok(handshake::Frame::Hello(h)) = handshake::decode_frame(&hello)
+        && let Err(e) = check(&h.advert.node_id)
+    {
+        return Err(send_and_fail(s, handshake::Failure { send: Some(abort_frame(&e)), error: e }).await);
+    }
+    let (responder, reply) = match Responder::on_hello_on(config, nonce(), &hello, channel) {
         Ok(x) => x,
         Err(f) => return Err(send_and_fail(s, f).await),
     };
@@ -368,6 +446,141 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(n) => Ok(n),
         Err(f) => Err(send_and_fail(s, f).await),
     }
+}
+
+// ---- TLS ----
+
+/// Any byte stream a connection runs on (TCP, or TLS over TCP).
+trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Io for T {}
+
+type Stream = Box<dyn Io>;
+
+/// The exporter value of a TLS session, which the version handshake is bound to.
+fn exporter<D>(conn: &rustls::ConnectionCommon<D>, peer: SocketAddr) -> Result<[u8; 32], NetError> {
+    conn.export_keying_material([0u8; tls::EXPORTER_LEN], tls::EXPORTER_LABEL, None).map_err(|e| NetError::Tls {
+        peer: peer.to_string(),
+        message: format!("TLS with {peer}: no exporter value: {e}"),
+    })
+}
+
+/// The check that a peer's certificate names the node it advertises.
+fn identity_check(
+    cert: Option<CertificateDer<'static>>,
+    peer: SocketAddr,
+) -> impl FnOnce(&str) -> Result<(), HandshakeError> {
+    move |node_id: &str| {
+        let named = cert.as_ref().is_some_and(|c| tls::certificate_names(c, &tls::node_identity(node_id)));
+        if named {
+            return Ok(());
+        }
+        Err(HandshakeError {
+            code: RejectCode::AuthFailed,
+            message: format!(
+                "the peer at {peer} advertises node {node_id} but its certificate does not name that node ({}): \
+                 give every node its own certificate (`rollgate certs node {node_id}`)",
+                tls::node_identity(node_id)
+            ),
+            by_peer: false,
+            peer: None,
+        })
+    }
+}
+
+/// An operator-facing message for a TLS failure with `peer`, naming the fix.
+fn tls_failure(e: &std::io::Error, peer: SocketAddr) -> NetError {
+    use rustls::AlertDescription as A;
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    let message = match inner {
+        Some(err @ rustls::Error::InvalidCertificate(_)) => {
+            format!(
+                "TLS with {peer}: this node refuses the peer's certificate: {}",
+                tls::explain_certificate_error(err)
+            )
+        }
+        Some(rustls::Error::NoCertificatesPresented) => format!(
+            "TLS with {peer}: the peer presented no certificate; every node needs a node certificate of the cluster CA ({})",
+            tls::HOW_TO_MAKE
+        ),
+        Some(rustls::Error::AlertReceived(alert)) => match alert {
+            A::CertificateExpired => format!(
+                "TLS with {peer}: the peer refused this node's certificate: it has expired; issue a new one ({})",
+                tls::HOW_TO_MAKE
+            ),
+            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::DecryptError => format!(
+                "TLS with {peer}: the peer refused this node's certificate: it is not signed by the peer's cluster CA; \
+                 give every node a certificate from the same CA (--tls-ca)"
+            ),
+            A::CertificateRequired => {
+                format!("TLS with {peer}: the peer requires a certificate of the cluster CA ({})", tls::HOW_TO_MAKE)
+            }
+            other => format!("TLS with {peer}: the peer ended the TLS handshake ({other:?})"),
+        },
+        Some(rustls::Error::InvalidMessage(_)) => format!(
+            "TLS with {peer}: the peer does not speak TLS on this port: configure TLS on it too \
+             (--tls-cert, --tls-key, --tls-ca), or on neither"
+        ),
+        Some(other) => format!("TLS with {peer}: {other}"),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => format!(
+            "TLS with {peer}: the peer closed the connection during the TLS handshake (it does not speak TLS, or \
+             refused this node's certificate: check that both have certificates of the same cluster CA)"
+        ),
+        None => format!("TLS with {peer}: {e}"),
+    };
+    NetError::Tls { peer: peer.to_string(), message }
+}
+
+/// The initiator's side of a TLS connection: TLS, then the bound handshake.
+async fn initiate_tls(
+    tcp: TcpStream,
+    target: SocketAddr,
+    config: &NetConfig,
+    tls: &NodeTls,
+) -> Result<(Stream, Negotiated), NetError> {
+    let connector = tokio_rustls::TlsConnector::from(tls.peer_client());
+    let name = ServerName::IpAddress(target.ip().into());
+    let mut s = connector.connect(name, tcp).await.map_err(|e| tls_failure(&e, target))?;
+    let binding = exporter(s.get_ref().1, target)?;
+    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+    let channel = Channel { binding: Some(binding), peer_authenticated: true };
+    let negotiated = initiate_on(&mut s, &config.handshake, channel, identity_check(cert, target)).await?;
+    Ok((Box::new(s), negotiated))
+}
+
+/// The responder's side of a TLS connection: a plaintext handshake is told
+/// that TLS is required; else TLS, then the bound handshake.
+async fn respond_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    config: &NetConfig,
+    tls: &NodeTls,
+) -> Result<(Stream, Negotiated), NetError> {
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await.map_err(io_err("reading from", Some(peer)))? == 1 && first[0] == handshake::MAGIC[0] {
+        let message = "this node requires TLS on peer links: configure the connecting node with a node certificate, \
+                       its key and the cluster CA (rollgate-kv serve --tls-cert, --tls-key, --tls-ca)";
+        let mut tcp = tcp;
+        let _ = tcp
+            .write_all(&abort_frame(&HandshakeError {
+                code: RejectCode::AuthFailed,
+                message: message.into(),
+                by_peer: false,
+                peer: None,
+            }))
+            .await;
+        let _ = tcp.shutdown().await;
+        return Err(NetError::Tls {
+            peer: peer.to_string(),
+            message: format!("{peer} started a plaintext handshake; {message}"),
+        });
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.peer_server());
+    let mut s = acceptor.accept(tcp).await.map_err(|e| tls_failure(&e, peer))?;
+    let binding = exporter(s.get_ref().1, peer)?;
+    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+    let channel = Channel { binding: Some(binding), peer_authenticated: true };
+    let negotiated = respond_on(&mut s, &config.handshake, channel, identity_check(cert, peer)).await?;
+    Ok((Box::new(s), negotiated))
 }
 
 // ---- data frames (sans-IO) ----
@@ -557,7 +770,7 @@ impl<P> Clone for Sender<P> {
 /// The receiving half. `recv` is not cancel-safe: call it from one task (do
 /// not race it in `select!` against other branches that may win mid-frame).
 pub struct Receiver<P> {
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<ReadHalf<Stream>>,
     buf: Vec<u8>,
     shared: Arc<Shared>,
     idle: Option<Duration>,
@@ -566,9 +779,8 @@ pub struct Receiver<P> {
 }
 
 impl<P: Protocol> Connection<P> {
-    fn start(stream: TcpStream, negotiated: Negotiated, config: &NetConfig) -> Self {
-        let peer_addr = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (read, write) = stream.into_split();
+    fn start(stream: Stream, peer_addr: SocketAddr, negotiated: Negotiated, config: &NetConfig) -> Self {
+        let (read, write) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(config.send_queue_len);
         let (stop, stop_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -784,7 +996,7 @@ impl<P: Protocol> Receiver<P> {
 }
 
 async fn writer_task(
-    write: OwnedWriteHalf,
+    write: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<Outgoing>,
     mut stop: watch::Receiver<Option<(bool, String)>>,
     shared: Arc<Shared>,
@@ -871,8 +1083,14 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     let work = async {
         let mut stream = TcpStream::connect(target).await.map_err(io_err("connecting to", Some(target)))?;
         let _ = stream.set_nodelay(true);
-        let negotiated = initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
-        Ok::<_, NetError>((stream, negotiated))
+        match &config.tls {
+            Some(tls) => initiate_tls(stream, target, &config, tls).await,
+            None => {
+                let negotiated =
+                    initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
+                Ok::<_, NetError>((Box::new(stream) as Stream, negotiated))
+            }
+        }
     };
     let result = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
@@ -881,7 +1099,7 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     config.counters.record(&result);
     let (stream, negotiated) = result?;
     tracing::debug!(peer = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "connected");
-    Ok(Connection::start(stream, negotiated, &config))
+    Ok(Connection::start(stream, target, negotiated, &config))
 }
 
 fn with_peer(e: NetError, peer: Option<SocketAddr>) -> NetError {
@@ -907,8 +1125,9 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Handshakes that failed or timed out.
     pub failed: AtomicU64,
-    /// Connections closed at once because too many handshakes were pending.
-    pub refused_busy: AtomicU64,
+    /// Pending handshakes evicted by newer connections (the per-source or
+    /// the total bound was reached).
+    pub evicted: AtomicU64,
 }
 
 /// Accepts TCP connections and hands out handshaken, typed connections.
@@ -974,7 +1193,7 @@ async fn accept_loop<P: Protocol>(
     tx: mpsc::Sender<Result<Connection<P>, PeerFailure>>,
     stats: Arc<ListenerStats>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
+    let admission = Admission::new(config.max_pending_per_source, config.max_pending_handshakes);
     let config = Arc::new(config);
     let mut tasks = JoinSet::new();
     loop {
@@ -989,18 +1208,20 @@ async fn accept_loop<P: Protocol>(
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, limit = config.max_pending_handshakes, "too many pending handshakes: closing connection");
-                    drop(stream);
-                    continue;
-                };
+                let mut ticket = admission.admit(peer.ip());
                 let config = config.clone();
                 let tx = tx.clone();
                 let stats = stats.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
-                    let result = handshake_inbound(stream, peer, &config).await;
+                    let result = tokio::select! {
+                        r = handshake_inbound(stream, peer, &config) => r,
+                        () = ticket.evicted() => {
+                            stats.evicted.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "pending handshake evicted by newer connections");
+                            return;
+                        }
+                    };
+                    drop(ticket);
                     match result {
                         Ok(conn) => {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -1026,13 +1247,22 @@ async fn handshake_inbound<P: Protocol>(
 ) -> Result<Connection<P>, NetError> {
     let _ = stream.set_nodelay(true);
     let timeout = config.handshake_timeout;
-    let result = match tokio::time::timeout(timeout, respond(&mut stream, &config.handshake)).await {
-        Ok(Ok(negotiated)) => Ok(negotiated),
+    let work = async {
+        match &config.tls {
+            Some(tls) => respond_tls(stream, peer, config, tls).await,
+            None => {
+                let negotiated = respond(&mut stream, &config.handshake).await?;
+                Ok((Box::new(stream) as Stream, negotiated))
+            }
+        }
+    };
+    let result = match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(with_peer(e, Some(peer))),
         Err(_) => Err(NetError::HandshakeTimeout { peer: peer.to_string(), after_ms: timeout.as_millis() as u64 }),
     };
     config.counters.record(&result);
-    let negotiated = result?;
-    tracing::debug!(%peer, node = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "accepted");
-    Ok(Connection::start(stream, negotiated, config))
+    let (stream, negotiated) = result?;
+    tracing::debug!(%peer, node = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, tls = negotiated.tls, "accepted");
+    Ok(Connection::start(stream, peer, negotiated, config))
 }

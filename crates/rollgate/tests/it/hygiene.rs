@@ -20,7 +20,8 @@ fn set() -> TransportVersionSet {
 }
 
 fn cfg(node: &str, cluster: &str, release: &str, protocols: (u16, u16), secret: Option<&str>) -> HandshakeConfig {
-    let mut c = HandshakeConfig::new(node, release, cluster, ProtocolRange::new(protocols.0, protocols.1).unwrap(), set());
+    let mut c =
+        HandshakeConfig::new(node, release, cluster, ProtocolRange::new(protocols.0, protocols.1).unwrap(), set());
     c.secret = secret.map(|s| ClusterSecret::new(s).unwrap());
     c
 }
@@ -31,7 +32,8 @@ const SECRET: &str = "a cluster secret long enough";
 fn a_peer_advertising_this_nodes_own_id_is_refused() {
     let me = cfg("node-a", "c1", "1.0", (1, 2), Some(SECRET));
     let (_, hello) = Initiator::start(&me, [1; 32]);
-    let refused = Responder::on_hello(&me, [2; 32], &hello).err().expect("a hello carrying this node's own id is refused");
+    let refused =
+        Responder::on_hello(&me, [2; 32], &hello).err().expect("a hello carrying this node's own id is refused");
     let message = refused.error.to_string();
     assert!(message.contains("node-a") && message.contains("own"), "names the id and why: {message}");
     assert!(matches!(handshake::decide(&me, &me.advertisement()), Outcome::Reject { .. }));
