@@ -173,6 +173,7 @@ async fn add_to_others(
 async fn enable(admin_url: &str, token_file: &Path, flag: &str) -> Result<EnableReport, Error> {
     let token = rollgate::admin::read_token_file(token_file).map_err(|e| Error::Failed(e.to_string()))?;
     let answer = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
         .timeout(node::WAIT)
         .build()?
         .post(format!("{admin_url}/admin/flags/enable"))

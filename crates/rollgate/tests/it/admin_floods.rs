@@ -23,7 +23,11 @@ async fn serve() -> SocketAddr {
 
 async fn real_client_gets_through(addr: SocketAddr, what: &str) {
     let started = Instant::now();
-    let client = reqwest::Client::builder().timeout(GET_THROUGH).build().unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .timeout(GET_THROUGH)
+        .build()
+        .unwrap();
     let answer = client
         .get(format!("http://{addr}/ping"))
         .send()
