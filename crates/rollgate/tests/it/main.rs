@@ -38,6 +38,7 @@ mod net_connection;
 mod node_services;
 mod operator_view;
 mod net_floods;
+mod net_tls;
 mod record_roundtrip;
 mod release_floor;
 mod release_signing;
