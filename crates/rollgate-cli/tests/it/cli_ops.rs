@@ -73,6 +73,11 @@ async fn cluster() -> Cluster {
     });
     let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     Cluster { _dir: dir, token_file, url: format!("http://{addr}"), n1, n2: Some(n2), store }
 }
 
@@ -268,6 +273,8 @@ async fn connection_and_token_problems_are_clear() {
     assert!(r.stderr.contains("needs `Authorization: Bearer <token>` (rollgate: --token-file FILE"), "{}", r.stderr);
     let wrong = c._dir.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-right-token").unwrap();
+    std::fs::set_permissions(&wrong, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     let r = rollgate(&["--node", &c.url, "--token-file", wrong.to_str().unwrap(), "flags", "enable", "ttl"], &[]).await;
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("wrong admin token"), "{}", r.stderr);

@@ -3,7 +3,6 @@
 //! did ([`SyncStats`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use rollgate::cluster::ClusterView;
@@ -73,8 +72,6 @@ pub(crate) struct Shared {
     pub(super) runner: Mutex<Option<Arc<LocalRunner>>>,
     pub(crate) links: Links,
     pub(super) state: watch::Sender<ServingState>,
-    /// Set by `kill`: HTTP connections fail from then on.
-    pub(crate) killed: Arc<AtomicBool>,
     /// Peers that connected to us since the start.
     pub(super) inbound_seen: Mutex<BTreeSet<String>>,
     pub(super) inbound_notify: Notify,

@@ -212,7 +212,7 @@ async fn garbage_on_the_http_port_gets_clear_errors_and_changes_nothing() {
         assert!(answer.is_empty() || text.starts_with("HTTP/1.1 4"), "{what}: {text}");
     }
 
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let url = |path: &str| format!("http://{admin}{path}");
     // (what, method, url, body, status, code)
     type Case = (&'static str, reqwest::Method, String, Vec<u8>, u16, &'static str);
@@ -274,7 +274,7 @@ async fn client_and_admin_api_errors_on_one_listener_decode_into_one_error_body(
     let store = redb_store(tmp.path()).await;
     let node = start(&store, "1.0", &data(tmp.path(), "n1")).await;
     let admin = node.addresses().admin;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let url = |path: &str| format!("http://{admin}{path}");
     // (what, request, status, code)
     let cases = [

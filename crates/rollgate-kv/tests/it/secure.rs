@@ -1,19 +1,27 @@
 //! A node's listeners against an attacker on the network: a frame injected
 //! into a peer connection after a genuine handshake was relayed (an on-path
 //! attacker), and hundreds of idle connections on the HTTP port. Nothing
-//! injected is applied, and real clients and peers get through.
+//! injected is applied, and real clients and peers get through. And the
+//! secure defaults: TLS on both listeners, a plain HTTP client told to use
+//! HTTPS, a client of another CA refused, and no plaintext outside loopback.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::support::*;
 use rollgate::handshake::{ClusterSecret, HandshakeConfig};
 use rollgate::net::{self, NetConfig};
+use rollgate::tls::{NodeTls, TlsFiles};
+use rollgate_certs::{Ca, Validity};
 use rollgate_kv::hlc::Version;
 use rollgate_kv::peer::codec::{self, Request};
 use rollgate_kv::releases::find;
 use rollgate_kv::replication::v1 as repl1;
-use rollgate_kv::{NodeHandle, node};
+use rollgate_kv::{ClientOptions, KvClient};
+use rollgate_kv::{NodeConfig, NodeHandle, node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -23,23 +31,58 @@ const SECRET: &str = "the cluster secret of this test";
 /// How long a real client may take to get through a flood.
 const GET_THROUGH: Duration = Duration::from_secs(3);
 
-/// A node configured as securely as a node can be.
-async fn secure_node(root: &std::path::Path) -> NodeHandle {
+/// Writes node `id`'s certificate of `ca` and the CA under `root/tls`.
+fn node_files(root: &Path, ca: &Ca, id: &str) -> TlsFiles {
+    let dir = root.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let issued = ca.node(id, &["127.0.0.1".into()], Validity::days(1)).unwrap();
+    let files =
+        TlsFiles { cert: dir.join(format!("{id}.pem")), key: dir.join(format!("{id}.key")), ca: dir.join("ca.pem") };
+    rollgate_certs::write_public(&files.cert, &issued.cert_pem).unwrap();
+    rollgate_certs::write_private(&files.key, &issued.key_pem).unwrap();
+    if !files.ca.exists() {
+        rollgate_certs::write_public(&files.ca, ca.cert_pem()).unwrap();
+    }
+    files
+}
+
+/// A node configured as securely as a node can be: TLS with a certificate
+/// of `ca`, and a cluster secret.
+async fn secure_node(root: &Path, ca: &Ca) -> NodeHandle {
     logs();
     let store = redb_store(root).await;
     let mut c = config("1.2", &data(root, "n1"));
+    c.node_id = Some("n1".into());
     c.cluster_secret = Some(ClusterSecret::new(SECRET).unwrap());
+    c.tls = Some(node_files(root, ca, "n1"));
     let node = node::start(c, store).await.expect("start a node");
     assert!(node.wait_ready(READY).await);
     node
 }
 
 /// A genuine peer of `node`'s cluster, as securely configured as the node.
-fn genuine_peer(node: &NodeHandle) -> NetConfig {
+fn genuine_peer(node: &NodeHandle, ca: &Ca) -> NetConfig {
     let r = find("1.2").unwrap();
     let mut h = HandshakeConfig::new("genuine-peer", "1.2", node.cluster_id(), r.protocols, r.transport_set());
     h.secret = Some(ClusterSecret::new(SECRET).unwrap());
-    NetConfig::new(h)
+    let issued = ca.node("genuine-peer", &[], Validity::days(1)).unwrap();
+    let tls = NodeTls::from_pem(
+        "genuine-peer",
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+        Path::new("genuine-peer"),
+    )
+    .unwrap();
+    let mut c = NetConfig::new(h);
+    c.tls = Some(tls);
+    c
+}
+
+/// A client of `addr` over HTTPS with `ca`, without retries.
+fn https_client(addr: &str, ca: &Ca) -> KvClient {
+    let tls = rollgate::tls::https_client(Path::new("ca.pem"), ca.cert_pem().as_bytes(), None).unwrap();
+    KvClient::new(&[addr], ClientOptions { rounds: 1, tls: Some(Arc::new(tls)), ..quick() }).unwrap()
 }
 
 /// An on-path attacker between one client and `target`: relays every byte
@@ -88,13 +131,14 @@ fn injected_write(key: &str) -> repl1::Entry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_injected_after_a_relayed_handshake_closes_the_connection_and_is_not_applied() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = secure_node(tmp.path()).await;
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let node = secure_node(tmp.path(), &ca).await;
     let (inject, injected) = oneshot::channel();
     let via = relay(node.addresses().data, injected).await;
 
     // The genuine peer's handshake passes through the attacker untouched,
     // and so does a first request and its answer.
-    let conn = net::connect::<rollgate_kv::Msg>(via, genuine_peer(&node)).await.expect("a relayed handshake");
+    let conn = net::connect::<rollgate_kv::Msg>(via, genuine_peer(&node, &ca)).await.expect("a relayed handshake");
     let negotiated = conn.negotiated().clone();
     let (tx, mut rx) = conn.split();
     let genuine = Request::Replicate(repl1::Replicate { req_id: 1, entry: injected_write("genuine") });
@@ -117,16 +161,52 @@ async fn a_frame_injected_after_a_relayed_handshake_closes_the_connection_and_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_idle_http_connections_do_not_lock_out_a_client() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = secure_node(tmp.path()).await;
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let node = secure_node(tmp.path(), &ca).await;
     let admin = node.addresses().admin;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(admin).await.unwrap());
     }
     let started = Instant::now();
-    let put = tokio::time::timeout(GET_THROUGH, single(&admin.to_string()).put("k", "v", None)).await;
+    let put = tokio::time::timeout(GET_THROUGH, https_client(&admin.to_string(), &ca).put("k", "v", None)).await;
     assert!(put.is_ok(), "300 idle connections: the client did not get through within {GET_THROUGH:?}");
     put.unwrap().unwrap();
     println!("300 idle connections: the client got through in {:?}", started.elapsed());
     node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_speaks_https_only_and_refuses_clients_of_another_ca_naming_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let node = secure_node(tmp.path(), &ca).await;
+    let admin = node.addresses().admin.to_string();
+    https_client(&admin, &ca).put("k", "v", None).await.unwrap();
+
+    // A plain HTTP client is told to use HTTPS with the CA.
+    let e = single(&admin).get("k").await.unwrap_err().to_string();
+    println!("plain HTTP: {e}");
+    assert!(e.contains("https_required") && e.contains(&format!("https://{admin}")) && e.contains("--ca-file"), "{e}");
+
+    // A client that trusts another CA refuses the node, saying why.
+    let other = Ca::new("other", Validity::days(1)).unwrap();
+    let e = https_client(&admin, &other).get("k").await.unwrap_err().to_string();
+    println!("another CA: {e}");
+    assert!(e.contains("not signed by the CA of --ca-file"), "{e}");
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_a_node_listens_only_on_loopback_unless_told_insecure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    // 192.0.2.1 (TEST-NET-1) is never bound: the node refuses before it binds.
+    for (listen, admin) in [("192.0.2.1:0", "127.0.0.1:0"), ("127.0.0.1:0", "192.0.2.1:0")] {
+        let mut c = NodeConfig::new(find("1.2").unwrap(), data(tmp.path(), "n1"), listen, admin);
+        c.tuning = tuning();
+        let e = node::start(c, store.clone()).await.err().expect("refused without TLS").to_string();
+        println!("{e}");
+        assert!(e.contains("192.0.2.1") && e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
+    }
 }
