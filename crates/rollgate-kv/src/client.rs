@@ -400,9 +400,13 @@ mod tests {
     fn node_addresses_are_parsed_strictly() {
         assert_eq!(parse_node("127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
         assert_eq!(parse_node("http://localhost:1").unwrap().port(), Some(1));
-        for bad in ["", "https://x:1", "127.0.0.1:8080/kv", "a b", "http://:80", &"x".repeat(300)] {
+        assert_eq!(parse_node("https://x:1").unwrap().scheme(), "https");
+        assert_eq!(parse_node_as("x:1", "https").unwrap().as_str(), "https://x:1/");
+        for bad in ["", "ftp://x:1", "127.0.0.1:8080/kv", "a b", "http://:80", &"x".repeat(300)] {
             assert!(parse_node(bad).is_err(), "{bad:?}");
         }
+        let e = KvClient::new(&["https://127.0.0.1:1"], ClientOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("--ca-file"), "an https node without a CA names the fix: {e}");
         assert_eq!(parse_nodes(&["a:1,b:2", "c:3"]).unwrap().len(), 3);
         assert!(matches!(parse_nodes::<&str>(&[]), Err(ClientError::NodeCount)));
         assert!(matches!(parse_nodes(&[","]), Err(ClientError::NodeCount)));

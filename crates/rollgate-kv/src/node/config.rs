@@ -47,6 +47,9 @@ pub struct Tuning {
     pub digest_range_keys: usize,
     /// Requests handled at once per inbound connection.
     pub max_inflight_per_connection: usize,
+    /// Bytes of requests (keys and values) handled at once per inbound
+    /// connection; a peer beyond it is not read until some are done.
+    pub max_inflight_bytes_per_connection: usize,
     /// Inbound peer connections at once.
     pub max_peer_connections: usize,
     /// HTTP connections at once; a new one beyond this evicts the oldest.
@@ -87,6 +90,7 @@ impl Default for Tuning {
             sync_chunk_bytes: 4 << 20,
             digest_range_keys: 256,
             max_inflight_per_connection: 256,
+            max_inflight_bytes_per_connection: 8 << 20,
             max_peer_connections: 256,
             max_http_connections: 1024,
             max_http_connections_per_source: 256,

@@ -117,13 +117,6 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
             }),
         ),
         (
-            "a batch over the limit",
-            Request::ReplicateBatch(repl2::ReplicateBatch {
-                req_id: 4,
-                entries: (0..5000).map(|i| entry(format!("batch-{i}"), vec![])).collect(),
-            }),
-        ),
-        (
             "a sync bound longer than any key",
             Request::Sync(repl1::SyncRequest {
                 req_id: 5,
@@ -158,6 +151,18 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
     }
     // A peer answering on its own connection breaks the roles: closed.
     tx.send(codec::response_to_wire(p, Response::Ack(repl1::Ack { req_id: 9, error: None })).unwrap()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+
+    // A batch over the limit: refused from its length prefix, before any
+    // entry is decoded, so the frame does not decode and the connection is closed.
+    let conn = net::connect::<rollgate_kv::Msg>(addr, NetConfig::new(cfg.clone())).await.unwrap();
+    let batch = Request::ReplicateBatch(repl2::ReplicateBatch {
+        req_id: 4,
+        entries: (0..5000).map(|i| entry(format!("batch-{i}"), vec![])).collect(),
+    });
+    conn.send(codec::request_to_wire(p, batch).unwrap()).await.unwrap();
+    let (_tx, mut rx) = conn.split();
     let end = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
 

@@ -210,3 +210,58 @@ async fn without_tls_a_node_listens_only_on_loopback_unless_told_insecure() {
         assert!(e.contains("192.0.2.1") && e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
     }
 }
+
+/// A genuine peer connects and completes the handshake within [`GET_THROUGH`].
+async fn a_real_peer_gets_through(node: &NodeHandle, ca: &Ca, what: &str) {
+    let started = Instant::now();
+    let conn = tokio::time::timeout(
+        GET_THROUGH,
+        net::connect::<rollgate_kv::Msg>(node.addresses().data, genuine_peer(node, ca)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the real peer did not get through within {GET_THROUGH:?}"))
+    .unwrap_or_else(|e| panic!("{what}: the real peer was refused: {e}"));
+    println!("{what}: the real peer got through in {:?}", started.elapsed());
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_on_the_peer_port_do_not_lock_out_a_real_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let node = secure_node(tmp.path(), &ca).await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(node.addresses().data).await.unwrap());
+    }
+    a_real_peer_gets_through(&node, &ca, "300 silent sockets on the peer port").await;
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_flood_requests_and_never_read_answers_do_not_lock_out_clients_or_peers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let node = secure_node(tmp.path(), &ca).await;
+    let value = vec![7u8; 16 * 1024];
+    let mut floods = Vec::new();
+    for c in 0..100 {
+        let conn = net::connect::<rollgate_kv::Msg>(node.addresses().data, genuine_peer(&node, &ca)).await.unwrap();
+        let p = conn.negotiated().protocol;
+        // Each sends its requests and never reads an answer.
+        for i in 0..10u64 {
+            let mut e = injected_write(&format!("flood-{c}-{i}"));
+            e.value = repl1::Value::Put(value.clone());
+            let req = Request::Replicate(repl1::Replicate { req_id: i, entry: e });
+            conn.send(codec::request_to_wire(p, req).unwrap()).await.unwrap();
+        }
+        floods.push(conn);
+    }
+    let started = Instant::now();
+    let client = https_client(&node.addresses().admin.to_string(), &ca);
+    let put = tokio::time::timeout(GET_THROUGH, client.put("k", "v", None)).await;
+    assert!(put.expect("the client got through in time").is_ok());
+    println!("100 flooding peers: the client got through in {:?}", started.elapsed());
+    a_real_peer_gets_through(&node, &ca, "100 flooding peers").await;
+    node.stop().await.unwrap();
+}
