@@ -101,6 +101,8 @@ fn security_hint(message: &str) -> &'static str {
         " (etcd refused the user or password: check --etcd-user and --etcd-password-file)"
     } else if message.contains("permission denied") {
         " (the etcd user lacks a role granting read and write on the cluster's keys)"
+    } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
+        " (etcd requires a client certificate of its CA: give --etcd-cert and --etcd-key)"
     } else if message.contains("UnknownIssuer") || message.contains("certificate") {
         " (TLS with etcd failed: --etcd-ca must be the CA of etcd's server certificate, which must name the address used)"
     } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
