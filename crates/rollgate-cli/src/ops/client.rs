@@ -229,8 +229,9 @@ mod tests {
     fn node_urls_are_checked() {
         assert_eq!(parse_node_url("127.0.0.1:9650").unwrap().as_str(), "http://127.0.0.1:9650/");
         assert_eq!(parse_node_url("http://localhost:1/").unwrap().as_str(), "http://localhost:1/");
+        assert_eq!(parse_node_url("https://n:1").unwrap().as_str(), "https://n:1/");
+        assert_eq!(parse_node_url_as("n:1", "https").unwrap().as_str(), "https://n:1/");
         for (bad, fragment) in [
-            ("https://n:1", "https is not supported"),
             ("ftp://n:1", "unsupported scheme ftp"),
             ("http://n:1/admin", "no path"),
             ("http://n:1?x=1", "no path"),
