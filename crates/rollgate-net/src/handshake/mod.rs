@@ -42,20 +42,6 @@
 //! MACs are compared in constant time. Without a secret the node logs a
 //! warning when it starts and the handshake is unauthenticated.
 //!
-//! # Signed releases (an extension old peers never see)
-//!
-//! A node started with a signed release manifest or a trusted release key
-//! ([`HandshakeConfig::release_proof`], [`HandshakeConfig::trusted_release_key`])
-//! begins its nonce with [`EXT_MARK`] (old peers treat the nonce as random
-//! bytes). A responder that sees the mark and signs too marks its own nonce
-//! and adds its release proof (`present u8 | digest 32 | signature 64`)
-//! between the outcome and `mac_r`; an initiator that sees a marked reply
-//! appends its proof after `mac_i` in the Confirm, and `mac_i` then covers
-//! it as a third part. A node with a trusted key refuses a peer that sends
-//! no proof, or one that key did not sign ([`RejectCode::UnsignedRelease`]).
-//! Without manifests and keys the frames are byte for byte the format above,
-//! so old and new nodes keep talking.
-//!
 //! # Over TLS: the channel binding
 //!
 //! On a TLS connection ([`Channel`]) both MACs also cover the session's
@@ -73,32 +59,46 @@
 //! this node speaks. The initiator explains the refusal from its own side.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 use rollgate_release::{Digest, ReleaseKey, ReleaseProof};
 use rollgate_wire::version::{ProtocolRange, ProtocolVersion, TransportVersion, TransportVersionSet};
-use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
+use rollgate_wire::wire::Limits;
 
 /// The handshake frame magic.
 pub const MAGIC: [u8; 4] = *b"RGHS";
+
 /// The handshake format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
+
 /// Bytes in a handshake frame header.
 pub const HEADER_LEN: usize = 8;
+
 /// Largest handshake frame body.
 pub const MAX_BODY_BYTES: usize = 4096;
+
 /// Bytes in a nonce.
 pub const NONCE_LEN: usize = 32;
+
 /// Bytes in a MAC.
 pub const MAC_LEN: usize = 32;
+
 /// Longest cluster id, node id or release string.
 pub const MAX_ID_BYTES: usize = 128;
+
 /// Longest rejection message.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+mod codec;
+mod explain;
+mod secret;
+
+pub use codec::{decode_frame, encode_frame, parse_header};
+use codec::{decode_frame_parts, proof_bytes, reply_unsigned_body, truncate};
+
+pub use explain::explain;
+use explain::{explain_redacted, peer_short, redacted};
+pub use secret::{ClusterSecret, SecretError};
+
 /// The nonce prefix of a node that reads the signed-release extension.
 pub const EXT_MARK: [u8; 8] = *b"RGHSrel1";
 
@@ -113,7 +113,9 @@ fn mark(mut nonce: [u8; NONCE_LEN]) -> [u8; NONCE_LEN] {
 }
 
 const LABEL_RESPONDER: &[u8] = b"rollgate-handshake-1 responder";
+
 const LABEL_INITIATOR: &[u8] = b"rollgate-handshake-1 initiator";
+
 const LIMITS: Limits = Limits { max_frame_bytes: MAX_BODY_BYTES, max_collection_len: MAX_BODY_BYTES, max_depth: 4 };
 
 /// Frame kinds.
@@ -276,116 +278,6 @@ impl Channel {
     }
 }
 
-/// The cluster secret: both peers prove knowledge of it and MAC the
-/// negotiation transcript with it. `Debug` never prints it.
-#[derive(Clone)]
-pub struct ClusterSecret(Arc<[u8]>);
-
-impl fmt::Debug for ClusterSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClusterSecret({} bytes, redacted)", self.0.len())
-    }
-}
-
-/// Why a cluster secret was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SecretError {
-    /// The file could not be read.
-    #[error("cluster secret file {}: cannot read: {message}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        message: String,
-    },
-    /// The file is over [`ClusterSecret::MAX_FILE_BYTES`].
-    #[error("cluster secret file {}: {len} bytes, over the limit of {max} bytes; the file must hold only the secret", path.display(), max = ClusterSecret::MAX_FILE_BYTES)]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        len: u64,
-    },
-    /// Others than the file's owner may read it.
-    #[error("cluster secret file {}: {reason}", path.display())]
-    TooOpen {
-        /// The file.
-        path: PathBuf,
-        /// The permissions found and the fix.
-        reason: String,
-    },
-    /// The secret is shorter than [`ClusterSecret::MIN_BYTES`].
-    #[error("cluster secret{}: {len} bytes after trimming whitespace, at least {min} are required (e.g. `head -c 32 /dev/urandom | base64 > secret`)", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default(), min = ClusterSecret::MIN_BYTES)]
-    TooShort {
-        /// The file, if read from one.
-        path: Option<PathBuf>,
-        /// The length found.
-        len: usize,
-    },
-}
-
-impl ClusterSecret {
-    /// Shortest secret accepted, in bytes.
-    pub const MIN_BYTES: usize = 16;
-    /// Largest secret file accepted, in bytes.
-    pub const MAX_FILE_BYTES: u64 = 4096;
-
-    /// A secret from bytes (surrounding ASCII whitespace is trimmed).
-    pub fn new(bytes: impl AsRef<[u8]>) -> Result<Self, SecretError> {
-        Self::build(bytes.as_ref(), None)
-    }
-
-    fn build(bytes: &[u8], path: Option<&Path>) -> Result<Self, SecretError> {
-        let trimmed = bytes.trim_ascii();
-        if trimmed.len() < Self::MIN_BYTES {
-            return Err(SecretError::TooShort { path: path.map(Path::to_path_buf), len: trimmed.len() });
-        }
-        Ok(ClusterSecret(Arc::from(trimmed)))
-    }
-
-    /// Reads a secret from a file: at most [`MAX_FILE_BYTES`](Self::MAX_FILE_BYTES),
-    /// at least [`MIN_BYTES`](Self::MIN_BYTES) after trimming whitespace,
-    /// readable by its owner only (as ssh requires of a private key).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
-        use std::io::Read;
-        let path = path.as_ref();
-        let io = |e: std::io::Error| SecretError::Io { path: path.to_path_buf(), message: e.to_string() };
-        if std::fs::metadata(path).is_ok() {
-            crate::tls::private_file_check(path)
-                .map_err(|reason| SecretError::TooOpen { path: path.to_path_buf(), reason })?;
-        }
-        let file = std::fs::File::open(path).map_err(io)?;
-        let mut buf = Vec::new();
-        // Read one byte past the limit, so a file that grows while we read is still caught.
-        file.take(Self::MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(io)?;
-        if buf.len() as u64 > Self::MAX_FILE_BYTES {
-            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(buf.len() as u64);
-            return Err(SecretError::TooLarge { path: path.to_path_buf(), len });
-        }
-        Self::build(&buf, Some(path))
-    }
-
-    fn mac(&self, label: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
-        mac.update(label);
-        for p in parts {
-            mac.update(&(p.len() as u32).to_be_bytes());
-            mac.update(p);
-        }
-        mac
-    }
-
-    fn sign(&self, label: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        self.mac(label, parts).finalize().into_bytes().to_vec()
-    }
-
-    /// Constant-time verification.
-    fn verify(&self, label: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-        self.mac(label, parts).verify_slice(tag).is_ok()
-    }
-}
-
 /// One side's advertisement: what it speaks and who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advertisement {
@@ -488,258 +380,6 @@ pub enum Frame {
     Confirm(Confirm),
     /// Kind 4.
     Abort(Abort),
-}
-
-fn truncate(s: &str) -> String {
-    rollgate_util::cut(s, MAX_MESSAGE_BYTES).to_string()
-}
-
-fn put_advert(w: &mut Writer, a: &Advertisement) {
-    w.write(&a.protocols.min()).write(&a.protocols.max());
-    w.write(&a.transport_current).write(&a.transport_minimum);
-    w.write(a.cluster_id.as_str()).write(a.node_id.as_str()).write(a.release.as_str());
-}
-
-fn get_text(r: &mut Reader<'_>, what: &str, max: usize) -> Result<String, HandshakeError> {
-    let s: String = r.read().map_err(|e| HandshakeError::malformed(format_args!("{what}: {e}")))?;
-    if s.len() > max {
-        return Err(HandshakeError::malformed(format_args!("{what} is {} bytes, over {max}", s.len())));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(HandshakeError::malformed(format_args!("{what} contains control characters")));
-    }
-    Ok(s)
-}
-
-fn wire(what: &'static str) -> impl Fn(WireError) -> HandshakeError {
-    move |e| HandshakeError::malformed(format_args!("{what}: {e}"))
-}
-
-fn get_advert(r: &mut Reader<'_>) -> Result<Advertisement, HandshakeError> {
-    let min: ProtocolVersion = r.read().map_err(wire("protocol range"))?;
-    let max: ProtocolVersion = r.read().map_err(wire("protocol range"))?;
-    let protocols = ProtocolRange::new(min.0, max.0).map_err(HandshakeError::malformed)?;
-    let transport_current = r.read().map_err(wire("transport version"))?;
-    let transport_minimum = r.read().map_err(wire("minimum compatible transport version"))?;
-    let cluster_id = get_text(r, "cluster id", MAX_ID_BYTES)?;
-    let node_id = get_text(r, "node id", MAX_ID_BYTES)?;
-    let release = get_text(r, "release", MAX_ID_BYTES)?;
-    Ok(Advertisement { protocols, transport_current, transport_minimum, cluster_id, node_id, release })
-}
-
-fn get_nonce(r: &mut Reader<'_>) -> Result<[u8; NONCE_LEN], HandshakeError> {
-    r.read().map_err(wire("nonce"))
-}
-
-fn get_mac(r: &mut Reader<'_>) -> Result<Vec<u8>, HandshakeError> {
-    let mac = r.get_bytes().map_err(wire("mac"))?;
-    if !mac.is_empty() && mac.len() != MAC_LEN {
-        return Err(HandshakeError::malformed(format_args!("mac of {} bytes (expected 0 or {MAC_LEN})", mac.len())));
-    }
-    Ok(mac.to_vec())
-}
-
-fn put_proof(w: &mut Writer, proof: Option<&ReleaseProof>) {
-    match proof {
-        None => {
-            w.put_u8(0);
-        }
-        Some(p) => {
-            w.put_u8(1);
-            w.write(&p.digest.0).write(&p.signature);
-        }
-    }
-}
-
-fn get_proof(r: &mut Reader<'_>) -> Result<Option<ReleaseProof>, HandshakeError> {
-    match r.get_u8().map_err(wire("release proof"))? {
-        0 => Ok(None),
-        1 => {
-            let digest: [u8; 32] = r.read().map_err(wire("release digest"))?;
-            let signature: [u8; 64] = r.read().map_err(wire("release signature"))?;
-            Ok(Some(ReleaseProof { digest: Digest(digest), signature }))
-        }
-        t => Err(HandshakeError::malformed(format_args!("unknown release proof tag {t}"))),
-    }
-}
-
-/// The bytes of a proof as the Confirm carries them (the third MAC part).
-fn proof_bytes(proof: &ReleaseProof) -> Vec<u8> {
-    let mut w = body_writer();
-    put_proof(&mut w, Some(proof));
-    w.as_bytes().to_vec()
-}
-
-fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(kind);
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn body_writer() -> Writer {
-    Writer::with_capacity(TransportVersion::ZERO, LIMITS, 256)
-}
-
-/// The reply body without its trailing MAC field.
-fn reply_unsigned_body(reply: &Reply) -> Writer {
-    let mut w = body_writer();
-    put_advert(&mut w, &reply.advert);
-    w.write(&reply.nonce);
-    match &reply.outcome {
-        Outcome::Accept { protocol, transport } => {
-            w.put_u8(0);
-            w.write(protocol).write(transport);
-        }
-        Outcome::Reject { code, message } => {
-            w.put_u8(1);
-            w.put_u8(code.code());
-            w.write(truncate(message).as_str());
-        }
-    }
-    if marked(&reply.nonce) {
-        put_proof(&mut w, reply.release.as_ref());
-    }
-    w
-}
-
-/// Encodes a frame (header and body).
-pub fn encode_frame(f: &Frame) -> Vec<u8> {
-    let mut w = body_writer();
-    let k = match f {
-        Frame::Hello(h) => {
-            put_advert(&mut w, &h.advert);
-            w.write(&h.nonce);
-            w.put_u8(match h.auth {
-                AuthMode::None => 0,
-                AuthMode::HmacSha256 => 1,
-            });
-            kind::HELLO
-        }
-        Frame::Reply(r) => {
-            w = reply_unsigned_body(r);
-            w.write(r.mac.as_slice());
-            kind::REPLY
-        }
-        Frame::Confirm(c) => {
-            w.write(c.mac.as_slice());
-            if let Some(p) = &c.release {
-                put_proof(&mut w, Some(p));
-            }
-            kind::CONFIRM
-        }
-        Frame::Abort(a) => {
-            w.put_u8(a.code.code());
-            w.write(truncate(&a.message).as_str());
-            kind::ABORT
-        }
-    };
-    frame(k, w.as_bytes())
-}
-
-/// Validates a frame header and returns the frame's kind and body length.
-pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), HandshakeError> {
-    if header[0] == 0x16 {
-        return Err(HandshakeError::malformed(
-            "the peer speaks TLS and this node does not: configure TLS on this node too (a node certificate, its \
-             key and the cluster CA), or on neither",
-        ));
-    }
-    if header[..4] != MAGIC {
-        return Err(HandshakeError::malformed(format_args!(
-            "bad magic {:02x?} (expected \"RGHS\"): the peer is not a rollgate node, or speaks another protocol",
-            &header[..4]
-        )));
-    }
-    if header[4] != FORMAT_VERSION {
-        return Err(HandshakeError::malformed(format_args!(
-            "handshake format version {} (this build speaks {FORMAT_VERSION})",
-            header[4]
-        )));
-    }
-    let k = header[5];
-    if !(kind::HELLO..=kind::ABORT).contains(&k) {
-        return Err(HandshakeError::malformed(format_args!("unknown frame kind {k}")));
-    }
-    let len = u16::from_be_bytes([header[6], header[7]]) as usize;
-    if len > MAX_BODY_BYTES {
-        return Err(HandshakeError::malformed(format_args!("body of {len} bytes, over {MAX_BODY_BYTES}")));
-    }
-    Ok((k, len))
-}
-
-/// Decodes one complete frame. Also returns, for a Reply, the length of its
-/// body before the MAC field (the signed part).
-fn decode_frame_parts(bytes: &[u8]) -> Result<(Frame, usize), HandshakeError> {
-    let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
-        return Err(HandshakeError::malformed(format_args!("{} bytes, shorter than a header", bytes.len())));
-    };
-    let (k, len) = parse_header(header)?;
-    let body = &bytes[HEADER_LEN..];
-    if body.len() != len {
-        return Err(HandshakeError::malformed(format_args!("header says {len} body bytes, found {}", body.len())));
-    }
-    let mut r = Reader::new(body, TransportVersion::ZERO, LIMITS);
-    let mut signed = 0;
-    let f = match k {
-        kind::HELLO => {
-            let advert = get_advert(&mut r)?;
-            let nonce = get_nonce(&mut r)?;
-            let auth = match r.get_u8().map_err(wire("auth mode"))? {
-                0 => AuthMode::None,
-                1 => AuthMode::HmacSha256,
-                m => return Err(HandshakeError::malformed(format_args!("unknown auth mode {m}"))),
-            };
-            Frame::Hello(Hello { advert, nonce, auth })
-        }
-        kind::REPLY => {
-            let advert = get_advert(&mut r)?;
-            let nonce = get_nonce(&mut r)?;
-            let outcome = match r.get_u8().map_err(wire("outcome"))? {
-                0 => Outcome::Accept {
-                    protocol: r.read().map_err(wire("protocol version"))?,
-                    transport: r.read().map_err(wire("transport version"))?,
-                },
-                1 => Outcome::Reject {
-                    code: RejectCode::from_code(r.get_u8().map_err(wire("reject code"))?),
-                    message: get_text_lossy(&mut r)?,
-                },
-                o => return Err(HandshakeError::malformed(format_args!("unknown outcome {o}"))),
-            };
-            let release = if marked(&nonce) { get_proof(&mut r)? } else { None };
-            signed = r.position();
-            let mac = get_mac(&mut r)?;
-            Frame::Reply(Reply { advert, nonce, outcome, release, mac })
-        }
-        kind::CONFIRM => {
-            let mac = get_mac(&mut r)?;
-            let release = if r.remaining() > 0 { get_proof(&mut r)? } else { None };
-            Frame::Confirm(Confirm { mac, release })
-        }
-        _ => Frame::Abort(Abort {
-            code: RejectCode::from_code(r.get_u8().map_err(wire("abort code"))?),
-            message: get_text_lossy(&mut r)?,
-        }),
-    };
-    r.finish().map_err(wire("frame body"))?;
-    Ok((f, signed))
-}
-
-/// A peer-supplied message: bounded, control characters replaced.
-fn get_text_lossy(r: &mut Reader<'_>) -> Result<String, HandshakeError> {
-    let s: String = r.read().map_err(wire("message"))?;
-    if s.len() > MAX_MESSAGE_BYTES {
-        return Err(HandshakeError::malformed(format_args!("message of {} bytes, over {MAX_MESSAGE_BYTES}", s.len())));
-    }
-    Ok(s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
-}
-
-/// Decodes one complete frame (header and body).
-pub fn decode_frame(bytes: &[u8]) -> Result<Frame, HandshakeError> {
-    decode_frame_parts(bytes).map(|(f, _)| f)
 }
 
 /// What a node brings to a handshake.
@@ -945,98 +585,6 @@ impl Negotiated {
             tls,
         }
     }
-}
-
-/// How a message names `peer`: its node id and release, or "the peer" when
-/// its reply did not say (a refusal to an unauthenticated initiator).
-fn peer_name(peer: &Advertisement) -> String {
-    if peer.node_id.is_empty() {
-        "the peer".to_string()
-    } else {
-        format!("node {} (release {})", peer.node_id, peer.release)
-    }
-}
-
-fn peer_short(peer: &Advertisement) -> String {
-    if peer.node_id.is_empty() { "the peer".to_string() } else { format!("node {}", peer.node_id) }
-}
-
-/// The operator-facing explanation of a refusal, from `local`'s point of
-/// view ("this node") about `peer`.
-pub fn explain(code: RejectCode, local: &Advertisement, peer: &Advertisement) -> String {
-    let them = peer_name(peer);
-    let us = format!("this node {} (release {})", local.node_id, local.release);
-    match code {
-        RejectCode::NoCommonProtocol => {
-            let fix = if peer.protocols.max() < local.protocols.min() {
-                format!("upgrade {} to a release that speaks {} or later", peer_short(peer), local.protocols.min())
-            } else {
-                format!("upgrade this node to a release that speaks {} or later", peer.protocols.min())
-            };
-            format!("{them} speaks protocol {}, {us} speaks {}: {fix}", peer.protocols, local.protocols)
-        }
-        RejectCode::TransportTooOld => {
-            let fix = if peer.transport_current < local.transport_minimum {
-                format!(
-                    "upgrade {} to a release with transport version {} or later",
-                    peer_short(peer),
-                    local.transport_minimum
-                )
-            } else if local.transport_current < peer.transport_minimum {
-                format!("upgrade this node to a release with transport version {} or later", peer.transport_minimum)
-            } else {
-                "no transport version known to both is compatible: upgrade the older node".to_string()
-            };
-            format!(
-                "{them} speaks transport versions {}..={}, {us} speaks {}..={}: {fix}",
-                peer.transport_minimum, peer.transport_current, local.transport_minimum, local.transport_current
-            )
-        }
-        RejectCode::ClusterMismatch if peer.cluster_id.is_empty() => format!(
-            "{them} belongs to another cluster than {us} (cluster `{}`): connect only nodes of one cluster (check the cluster id and the address)",
-            local.cluster_id
-        ),
-        RejectCode::ClusterMismatch => format!(
-            "{them} belongs to cluster `{}`, {us} to cluster `{}`: connect only nodes of one cluster (check the cluster id and the address)",
-            peer.cluster_id, local.cluster_id
-        ),
-        RejectCode::AuthFailed => format!(
-            "authentication with {them} failed: the nodes do not share the cluster secret, only one has one, or the negotiation was altered in transit; give both the same cluster secret file"
-        ),
-        RejectCode::UnsignedRelease => format!(
-            "{them} and {us} disagree on signed releases: one runs only releases signed by a release key the other's release is not signed by; give both manifests signed by the cluster's release key"
-        ),
-        RejectCode::SameNode => format!(
-            "{them} advertises this node's own id {}: two nodes share one node id (a copied data dir?) or the address leads back to this node; give every node its own --node-id and data dir",
-            local.node_id
-        ),
-        RejectCode::Malformed | RejectCode::Other(_) => format!("{them} sent an invalid handshake"),
-    }
-}
-
-/// What a refusal tells a peer that the transport has not authenticated:
-/// the reason and what this node speaks, nothing that names it.
-fn explain_redacted(code: RejectCode, local: &Advertisement) -> String {
-    match code {
-        RejectCode::NoCommonProtocol => format!("no common protocol version: the peer speaks {}", local.protocols),
-        RejectCode::TransportTooOld => format!(
-            "no compatible transport version: the peer speaks transport versions {}..={}",
-            local.transport_minimum, local.transport_current
-        ),
-        RejectCode::ClusterMismatch => "the peer belongs to another cluster".to_string(),
-        RejectCode::AuthFailed => "authentication failed: give both nodes the same cluster secret file".to_string(),
-        RejectCode::SameNode => "the peer has the node id this node advertises: give every node its own".to_string(),
-        RejectCode::UnsignedRelease => {
-            "the peer runs only signed releases: give this node a manifest signed by the cluster's release key".to_string()
-        }
-        RejectCode::Malformed | RejectCode::Other(_) => "the handshake was refused".to_string(),
-    }
-}
-
-/// An advertisement that names nothing: the protocol and transport
-/// versions of `a` only.
-fn redacted(a: &Advertisement) -> Advertisement {
-    Advertisement { cluster_id: String::new(), node_id: String::new(), release: String::new(), ..a.clone() }
 }
 
 /// The responder's decision on a peer's advertisement (pure; the table tests
