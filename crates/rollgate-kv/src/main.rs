@@ -55,7 +55,7 @@ Ctrl-C, then reads every key from every node on its own; a key that is wrong som
     )]
     Load(LoadArgs),
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List the releases this binary can run as, or print one's manifest.
     Releases {
         /// Print a JSON array instead of a table.
@@ -332,7 +332,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Demo(a) => demo(a).await,
         Command::Load(a) => load(a).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Put(a) => {
             let client = client(&a.nodes)?;
             let o = client.put(&a.key, a.value.into_bytes(), a.ttl_s).await.map_err(client_failure)?;

@@ -51,27 +51,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cuts_on_a_character_boundary() {
-        assert_eq!(cut("abc", 5), "abc");
-        assert_eq!(cut("abc", 2), "ab");
-        // 'é' is two bytes: a cut inside it steps back.
-        assert_eq!(cut("aé", 2), "a");
-        assert_eq!(shorten_to("aéb", 2), "a...");
-        assert_eq!(shorten_to("ab", 2), "ab");
-        assert_eq!(shorten(&"x".repeat(200)).len(), DEFAULT_MAX_QUOTED_BYTES + 3);
-    }
-
-    #[test]
-    fn the_clock_is_after_2020() {
-        assert!(now_ms() > 1_577_836_800_000);
-    }
-}
-
 /// Refuses a file that its group or others may read or write (as ssh refuses
 /// a private key): the error says which permissions were found and the fix
 /// (`chmod 600 FILE`). A file that cannot be inspected is refused too.
@@ -92,4 +71,25 @@ pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_on_a_character_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        // 'é' is two bytes: a cut inside it steps back.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(shorten_to("aéb", 2), "a...");
+        assert_eq!(shorten_to("ab", 2), "ab");
+        assert_eq!(shorten(&"x".repeat(200)).len(), DEFAULT_MAX_QUOTED_BYTES + 3);
+    }
+
+    #[test]
+    fn the_clock_is_after_2020() {
+        assert!(now_ms() > 1_577_836_800_000);
+    }
 }

@@ -205,7 +205,7 @@ async fn without_tls_a_node_listens_only_on_loopback_unless_told_insecure() {
     for (listen, admin) in [("192.0.2.1:0", "127.0.0.1:0"), ("127.0.0.1:0", "192.0.2.1:0")] {
         let mut c = NodeConfig::new(find("1.2").unwrap(), data(tmp.path(), "n1"), listen, admin);
         c.tuning = tuning();
-        let e = node::start(c, store.clone()).await.err().expect("refused without TLS").to_string();
+        let e = node::start(c, store.clone()).await.expect_err("refused without TLS").to_string();
         println!("{e}");
         assert!(e.contains("192.0.2.1") && e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
     }

@@ -19,7 +19,6 @@
 //! The points of the enable protocol are listed in [`ENABLE_POINTS`], those
 //! of the disable protocol in [`DISABLE_POINTS`].
 
-
 /// The environment variable naming the active fail points.
 pub const FAILPOINT_ENV: &str = "ROLLGATE_FAILPOINT";
 

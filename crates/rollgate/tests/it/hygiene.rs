@@ -33,7 +33,7 @@ fn a_peer_advertising_this_nodes_own_id_is_refused() {
     let me = cfg("node-a", "c1", "1.0", (1, 2), Some(SECRET));
     let (_, hello) = Initiator::start(&me, [1; 32]);
     let refused =
-        Responder::on_hello(&me, [2; 32], &hello).err().expect("a hello carrying this node's own id is refused");
+        Responder::on_hello(&me, [2; 32], &hello).expect_err("a hello carrying this node's own id is refused");
     let message = refused.error.to_string();
     assert!(message.contains("node-a") && message.contains("own"), "names the id and why: {message}");
     assert!(matches!(handshake::decide(&me, &me.advertisement()), Outcome::Reject { .. }));

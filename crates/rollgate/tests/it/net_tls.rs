@@ -226,8 +226,7 @@ async fn altering_relay(target: SocketAddr, armed: tokio::sync::oneshot::Receive
         });
         let mut armed = Some(armed);
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(n) = cr.read(&mut buf).await else { break };
+        while let Ok(n) = cr.read(&mut buf).await {
             if n == 0 {
                 break;
             }
