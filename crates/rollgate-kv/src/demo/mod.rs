@@ -433,6 +433,33 @@ impl Cluster {
 /// The versions agreed between nodes, by (node, peer, release, peer release).
 type Negotiated = BTreeMap<(String, String, String, String), Negotiation>;
 
+/// The service formats at the end, and the release floor raised: every
+/// member runs the target and its stable flags are on, so no way back is
+/// needed any more and the floor goes up (older nodes are refused).
+async fn finalize(
+    admin: &Admin,
+    first_admin: &str,
+    opts: &DemoOptions,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Option<String>) {
+    let service_formats = admin.service_formats(first_admin).await.unwrap_or_else(|e| {
+        problems.push(format!("service formats: {e}"));
+        Vec::new()
+    });
+    let release_floor = match admin.finalize(first_admin, opts.to.name).await {
+        Ok(floor) => {
+            progress.say(format!("phase: finalize: release floor {floor}"));
+            Some(floor)
+        }
+        Err(e) => {
+            problems.push(format!("finalize: {e}"));
+            None
+        }
+    };
+    (service_formats, release_floor)
+}
+
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     check(&opts)?;
@@ -485,22 +512,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     let first_admin = cluster.slots[0].admin.clone();
     let (enabled_by_demo, migrations_done) = operator_step(&admin, &first_admin, &load, &progress, &mut problems).await;
-    // Every member runs the target and its stable flags are on: no way back
-    // is needed any more, so the floor goes up (older nodes are refused).
-    let service_formats = admin.service_formats(&first_admin).await.unwrap_or_else(|e| {
-        problems.push(format!("service formats: {e}"));
-        Vec::new()
-    });
-    let release_floor = match admin.finalize(&first_admin, opts.to.name).await {
-        Ok(floor) => {
-            progress.say(format!("phase: finalize: release floor {floor}"));
-            Some(floor)
-        }
-        Err(e) => {
-            problems.push(format!("finalize: {e}"));
-            None
-        }
-    };
+    let (service_formats, release_floor) = finalize(&admin, &first_admin, &opts, &progress, &mut problems).await;
 
     // Use what the upgrade unlocked.
     load.begin("new features");

@@ -32,7 +32,7 @@ const SECRET: &str = "the cluster secret of this test";
 const GET_THROUGH: Duration = Duration::from_secs(3);
 
 /// Writes node `id`'s certificate of `ca` and the CA under `root/tls`.
-fn node_files(root: &Path, ca: &Ca, id: &str) -> TlsFiles {
+pub(super) fn node_files(root: &Path, ca: &Ca, id: &str) -> TlsFiles {
     let dir = root.join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     let issued = ca.node(id, &["127.0.0.1".into()], Validity::days(1)).unwrap();
@@ -133,6 +133,8 @@ async fn a_frame_injected_after_a_relayed_handshake_closes_the_connection_and_is
     let tmp = tempfile::tempdir().unwrap();
     let ca = Ca::new("test", Validity::days(1)).unwrap();
     let node = secure_node(tmp.path(), &ca).await;
+    // Nodes serve links from running members only: the genuine peer is one.
+    let live = hand_made_member(&node, "genuine-peer").await;
     let (inject, injected) = oneshot::channel();
     let via = relay(node.addresses().data, injected).await;
 
@@ -155,6 +157,7 @@ async fn a_frame_injected_after_a_relayed_handshake_closes_the_connection_and_is
     let end = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the connection ends");
     assert!(matches!(end, Ok(None) | Err(_)), "the node answered the injected request: {end:?}");
     assert_eq!(node.local_record("injected").await.unwrap(), None, "the injected write was applied");
+    remove_hand_made_member(&node, "genuine-peer", live).await;
     node.stop().await.unwrap();
 }
 
