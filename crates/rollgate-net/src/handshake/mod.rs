@@ -630,13 +630,13 @@ impl Initiator {
     /// Starts a handshake on a plain connection: returns the state and the
     /// Hello frame to send. `nonce` must be fresh random bytes.
     pub fn start(config: &HandshakeConfig, nonce: [u8; NONCE_LEN]) -> (Initiator, Vec<u8>) {
-        let nonce = if config.signs() { mark(nonce) } else { nonce };
         Self::start_on(config, nonce, Channel::default())
     }
 
     /// Starts a handshake on `channel` (a TLS session: the MACs cover its
-    /// exporter value).
+    /// exporter value). A node that signs marks its nonce on either.
     pub fn start_on(config: &HandshakeConfig, nonce: [u8; NONCE_LEN], channel: Channel) -> (Initiator, Vec<u8>) {
+        let nonce = if config.signs() { mark(nonce) } else { nonce };
         let hello = encode_frame(&Frame::Hello(Hello { advert: config.advertisement(), nonce, auth: config.auth() }));
         (Initiator { config: config.clone(), hello: hello.clone(), channel }, hello)
     }
