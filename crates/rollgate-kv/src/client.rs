@@ -351,9 +351,9 @@ fn describe(e: &reqwest::Error) -> String {
         " (the node does not speak HTTPS: use http://, or start it with TLS)"
     } else if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
         " (the node's certificate is not signed by the CA of --ca-file: give the cluster CA)"
-    } else if msg.contains("Expired") {
-        " (the node's certificate has expired: issue it a new one)"
-    } else if msg.contains("NotValidForName") {
+    } else if msg.contains("Expired") || msg.contains("certificate expired") {
+        " (the node's certificate has expired: issue it a new one with rollgate certs node ID)"
+    } else if msg.contains("NotValidForName") || msg.contains("not valid for name") {
         " (the node's certificate does not name the host you used: use an address it names, or issue it with --host)"
     } else {
         ""

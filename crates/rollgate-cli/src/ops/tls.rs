@@ -83,9 +83,9 @@ pub fn hint(e: &reqwest::Error) -> Option<String> {
         "the node does not speak HTTPS there: use http://, or start the node with TLS"
     } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
         "the node's certificate is not signed by the CA of --ca-file: give the cluster's CA"
-    } else if text.contains("Expired") {
+    } else if text.contains("Expired") || text.contains("certificate expired") {
         "the node's certificate has expired: issue it a new one (rollgate certs node ID)"
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         "the node's certificate does not name the host in --node: use an address it names, or issue it with --host"
     } else if text.contains("CertificateRequired") {
         "the node requires a client certificate: give --client-cert and --client-key"

@@ -65,6 +65,15 @@ async fn certs_are_made_once_and_the_cli_talks_https_with_the_ca() {
     args.extend_from_slice(&with_cert);
     args.extend_from_slice(&["nodes", "list"]);
     run(tmp.path(), &args).await.expect(0);
+    // The audit log and waiting for the cluster, over the same HTTPS.
+    let audit = run(tmp.path(), &["--node", &https, "--ca-file", ca, "audit", "--json"]).await.expect(0);
+    assert!(
+        audit.stdout.trim_start().starts_with('{') || audit.stdout.trim_start().starts_with('['),
+        "{}",
+        audit.stdout
+    );
+    let wait = ["--node", &https, "--ca-file", ca, "upgrade", "wait", "--timeout-s", "20", "--json"];
+    run(tmp.path(), &wait).await.expect(0);
 
     let no_ca = run(tmp.path(), &["--node", &https, "nodes", "list"]).await.expect(2);
     assert!(no_ca.stderr.contains("--ca-file"), "{}", no_ca.stderr);

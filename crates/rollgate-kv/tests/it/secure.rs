@@ -268,3 +268,34 @@ async fn peers_that_flood_requests_and_never_read_answers_do_not_lock_out_client
     a_real_peer_gets_through(&node, &ca, "100 flooding peers").await;
     node.stop().await.unwrap();
 }
+
+/// rollgate's own HTTPS listener presenting `issued`, valid or not.
+async fn https_listener_with(issued: &rollgate_certs::Issued) -> SocketAddr {
+    let certs = rollgate::tls::certs_from_pem("cert", Path::new("cert.pem"), issued.cert_pem.as_bytes()).unwrap();
+    let key = rollgate::tls::key_from_pem("key", Path::new("key.pem"), issued.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(rollgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = rollgate::admin::ServeOptions { tls: Some(Arc::new(config)), ..Default::default() };
+    tokio::spawn(rollgate::admin::serve_with(listener, axum::Router::new(), options, std::future::pending()));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_clients_refuse_an_expired_certificate_or_one_for_another_host_naming_the_fix() {
+    let ca = Ca::new("test", Validity::days(1)).unwrap();
+    let expired = https_listener_with(&ca.node("n1", &["127.0.0.1".into()], Validity::expired()).unwrap()).await;
+    let e = https_client(&expired.to_string(), &ca).get("k").await.unwrap_err().to_string();
+    println!("expired: {e}");
+    assert!(e.contains("has expired") && e.contains("rollgate certs node"), "{e}");
+
+    let elsewhere = https_listener_with(&ca.node("n1", &["127.0.0.2".into()], Validity::days(1)).unwrap()).await;
+    let e = https_client(&elsewhere.to_string(), &ca).get("k").await.unwrap_err().to_string();
+    println!("another host: {e}");
+    assert!(e.contains("does not name the host") && e.contains("--host"), "{e}");
+}
