@@ -95,8 +95,7 @@ async fn signed_releases_the_dashboard_and_metrics_work_over_tls() {
     assert!(metrics.contains("rollgate_") && metrics.contains("# EOF"), "{metrics}");
 
     // Plain HTTP there is told to use HTTPS.
-    let plain = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
-    let (status, body) = get(&plain, &format!("http://{admin}/metrics")).await;
+    let (status, body) = get(&plain_http(), &format!("http://{admin}/metrics")).await;
     assert!(status >= 400 && body.contains("https://") && body.contains("--ca-file"), "{status}: {body}");
     for n in nodes {
         n.stop().await.unwrap();
