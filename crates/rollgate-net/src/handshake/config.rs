@@ -120,6 +120,17 @@ impl HandshakeConfig {
         }
     }
 
+    /// The refusal of a peer without a signed manifest as told to a peer the
+    /// transport has not authenticated: the trusted key, but no node id,
+    /// cluster id or release (`None` without a trusted key).
+    pub(super) fn unsigned_refusal_redacted(&self) -> Option<String> {
+        let key = self.trusted_release_key.as_ref()?;
+        Some(format!(
+            "this node presented no signed release manifest, and the peer runs only releases signed by release key {}: start this node with a manifest signed by that key (`rollgate release sign`) and the release public key",
+            key.id()
+        ))
+    }
+
     /// Sets the cluster secret.
     pub fn with_secret(mut self, secret: ClusterSecret) -> Self {
         self.secret = Some(secret);

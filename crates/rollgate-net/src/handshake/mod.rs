@@ -623,7 +623,14 @@ impl Responder {
             Outcome::Reject { code, .. } if !channel.peer_authenticated => Reply {
                 advert: redacted(&me),
                 nonce,
-                outcome: Outcome::Reject { code: *code, message: explain_redacted(*code, &me) },
+                outcome: Outcome::Reject {
+                    code: *code,
+                    message: match code {
+                        RejectCode::UnsignedRelease => config.unsigned_refusal_redacted(),
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| explain_redacted(*code, &me)),
+                },
                 release: None,
                 mac: Vec::new(),
             },
