@@ -100,8 +100,8 @@ pub enum AdminError {
     },
 }
 
-/// How the admin API behaves.
-#[derive(Clone, Debug)]
+/// How the admin API behaves. `Debug` never prints the token.
+#[derive(Clone)]
 pub struct AdminConfig {
     /// The bearer token mutations need (`None`: mutations are refused).
     pub token: Option<String>,
@@ -119,6 +119,20 @@ pub struct AdminConfig {
     /// How to call the other members' admin APIs (`None`: plain HTTP); with
     /// TLS, [`fanout::MemberClient::https`].
     pub members: Option<fanout::MemberClient>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("token_hint", &self.token_hint)
+            .field("metrics", &self.metrics)
+            .field("max_event_streams", &self.max_event_streams)
+            .field("event_min_interval", &self.event_min_interval)
+            .field("members", &self.members)
+            .finish()
+    }
 }
 
 impl Default for AdminConfig {

@@ -1,7 +1,8 @@
 //! Hygiene at the trust boundary of a node: a peer that claims to be this
 //! node is refused, a refusal sent to a peer that has not authenticated
 //! discloses nothing about this node, and secret and token files that
-//! others can read are refused (as ssh refuses a private key).
+//! others can read are refused (as ssh refuses a private key), and never
+//! printed by `Debug`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -103,4 +104,16 @@ fn secret_and_token_files_that_others_can_read_are_refused() {
         write_with_mode(&token, "an-admin-token", mode);
         assert!(rollgate::admin::read_token_file(&token).is_ok(), "{mode:o}");
     }
+}
+
+#[test]
+fn secrets_and_tokens_never_show_in_debug() {
+    let secret = ClusterSecret::new(SECRET).unwrap();
+    let shown = format!("{secret:?}");
+    assert!(!shown.contains(SECRET), "the cluster secret in Debug: {shown}");
+    let token = "the-admin-token-itself";
+    let admin = rollgate::admin::AdminConfig::with_token(token);
+    let shown = format!("{admin:?}");
+    assert!(!shown.contains(token), "the admin token in Debug: {shown}");
+    assert!(shown.contains("token: Some(\"<redacted>\")"), "Debug says a token is set: {shown}");
 }
