@@ -26,6 +26,7 @@ use rollgate_api::upgrade::{MigrationsSection, NodeIdentity, StoreReachability};
 use rollgate_runtime::cluster::ClusterView;
 use rollgate_runtime::node::Node;
 
+use crate::fanout::MemberClient;
 use crate::links::links;
 pub use crate::links::{LINKS_TIMEOUT, MAX_LINKS_ANSWER_BYTES};
 use crate::{AppState, error};
@@ -143,7 +144,7 @@ fn flags(node: &Node, view: &ClusterView) -> Vec<DashboardFlag> {
 /// Every running member's links: this node's from the service, the others'
 /// from their admin API (bounded by [`LINKS_TIMEOUT`]).
 /// The dashboard's state, from `node`'s view, the store and the members.
-pub async fn build(node: &Node, http: &reqwest::Client) -> DashboardState {
+pub async fn build(node: &Node, http: &MemberClient) -> DashboardState {
     let view = node.view();
     let status = node.handle().status();
     let root = node.cluster().keys().root().to_string();

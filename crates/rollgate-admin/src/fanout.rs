@@ -13,10 +13,42 @@ use serde::Deserialize;
 /// Largest answer body read from a member.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// How a node calls the other members' admin APIs: over HTTP, or over
+/// HTTPS with the cluster CA (and its own certificate as the client's).
+#[derive(Clone, Debug)]
+pub struct MemberClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) scheme: &'static str,
+}
+
+impl MemberClient {
+    /// Plain HTTP (members on loopback, tests).
+    pub fn plain() -> Self {
+        MemberClient { http: build(rollgate_net::tls::plain_client()), scheme: "http" }
+    }
+
+    /// HTTPS with `config` (e.g. [`rollgate_net::tls::NodeTls::http_client`]).
+    pub fn https(config: &rustls::ClientConfig) -> Self {
+        MemberClient { http: build(config.clone()), scheme: "https" }
+    }
+
+    /// The scheme of the members' URLs.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+}
+
+fn build(tls: rustls::ClientConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("a client with a ready rustls configuration and no other option builds")
+}
+
 /// The query string of this query, for asking another node
 /// (`local_only=true` added).
-fn to_url(query: &CapabilityQuery, admin_addr: &str) -> Option<reqwest::Url> {
-    let mut url = reqwest::Url::parse(&format!("http://{admin_addr}/_capabilities")).ok()?;
+fn to_url(query: &CapabilityQuery, scheme: &str, admin_addr: &str) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&format!("{scheme}://{admin_addr}/_capabilities")).ok()?;
     if url.path() != "/_capabilities" || url.query().is_some() || url.username() != "" {
         return None;
     }
@@ -41,10 +73,10 @@ struct Answer {
 }
 
 /// Asks one running member over HTTP; `None` on any failure.
-async fn ask(client: &reqwest::Client, admin_addr: &str, query: &CapabilityQuery, timeout: Duration) -> Option<bool> {
-    let url = to_url(query, admin_addr)?;
+async fn ask(client: &MemberClient, admin_addr: &str, query: &CapabilityQuery, timeout: Duration) -> Option<bool> {
+    let url = to_url(query, client.scheme, admin_addr)?;
     let work = async {
-        let mut resp = client.get(url).send().await.ok()?;
+        let mut resp = client.http.get(url).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -66,7 +98,7 @@ async fn ask(client: &reqwest::Client, admin_addr: &str, query: &CapabilityQuery
 /// each member's (only those collected before a definite "no", which ends
 /// the wait).
 pub async fn fan_out(
-    client: &reqwest::Client,
+    client: &MemberClient,
     view: &ClusterView,
     me: &str,
     local: &RouteTable,
@@ -122,12 +154,12 @@ mod tests {
     #[test]
     fn the_member_url_is_built_safely() {
         let query = q("GET", "/kv/a&local_only=false", "x", "");
-        let url = to_url(&query, "127.0.0.1:9000").unwrap();
+        let url = to_url(&query, "http", "127.0.0.1:9000").unwrap();
         assert_eq!(url.path(), "/_capabilities");
         let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
         assert_eq!(pairs[1], ("path".into(), "/kv/a&local_only=false".into()), "the path is encoded, not injected");
         assert!(url.query().unwrap().contains("local_only=true"));
-        assert!(to_url(&query, "127.0.0.1:9000/evil?").is_none());
-        assert!(to_url(&query, "user@127.0.0.1:9000").is_none());
+        assert!(to_url(&query, "http", "127.0.0.1:9000/evil?").is_none());
+        assert!(to_url(&query, "http", "user@127.0.0.1:9000").is_none());
     }
 }

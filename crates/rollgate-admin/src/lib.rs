@@ -58,9 +58,12 @@ pub mod fanout;
 pub mod links;
 pub mod metrics;
 pub mod register;
+pub mod server;
 pub mod view;
 
 pub use metrics::Metrics;
+
+pub use server::{ServeOptions, serve_with};
 
 pub use rollgate_api::token::{TokenFileError, read_token_file};
 
@@ -97,8 +100,8 @@ pub enum AdminError {
     },
 }
 
-/// How the admin API behaves.
-#[derive(Clone, Debug)]
+/// How the admin API behaves. `Debug` never prints the token.
+#[derive(Clone)]
 pub struct AdminConfig {
     /// The bearer token mutations need (`None`: mutations are refused).
     pub token: Option<String>,
@@ -113,6 +116,23 @@ pub struct AdminConfig {
     pub max_event_streams: usize,
     /// Shortest time between two events of one stream.
     pub event_min_interval: std::time::Duration,
+    /// How to call the other members' admin APIs (`None`: plain HTTP); with
+    /// TLS, [`fanout::MemberClient::https`].
+    pub members: Option<fanout::MemberClient>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("token_hint", &self.token_hint)
+            .field("metrics", &self.metrics)
+            .field("max_event_streams", &self.max_event_streams)
+            .field("event_min_interval", &self.event_min_interval)
+            .field("members", &self.members)
+            .finish()
+    }
 }
 
 impl Default for AdminConfig {
@@ -126,6 +146,7 @@ impl Default for AdminConfig {
             metrics: Metrics::new(),
             max_event_streams: dashboard::DEFAULT_MAX_EVENT_STREAMS,
             event_min_interval: dashboard::DEFAULT_EVENT_MIN_INTERVAL,
+            members: None,
         }
     }
 }
@@ -166,9 +187,12 @@ pub async fn bind(spec: Option<&str>) -> Result<tokio::net::TcpListener, AdminEr
     tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves `router` on `listener` until the future is dropped.
+/// Serves `router` on `listener` over plain HTTP with the default bounds
+/// ([`ServeOptions`]: request-head and keep-alive timeouts, connections
+/// bounded per source and in total) until the future is dropped. For HTTPS
+/// or other bounds, [`serve_with`].
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    serve_with(listener, router, ServeOptions::default(), std::future::pending()).await
 }
 
 #[derive(Clone)]
@@ -181,7 +205,7 @@ pub(crate) struct AppState {
     event_min_interval: std::time::Duration,
     /// Asks the other members during a `_capabilities` fan-out (each request
     /// is bounded by the node's `capabilities_ms`).
-    http: reqwest::Client,
+    http: fanout::MemberClient,
     token_digest: Option<[u8; 32]>,
     token_hint: Arc<str>,
 }
@@ -194,7 +218,7 @@ pub fn router(node: Node, config: AdminConfig) -> Router {
         streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1))),
         max_streams: config.max_event_streams.max(1),
         event_min_interval: config.event_min_interval,
-        http: reqwest::Client::new(),
+        http: config.members.clone().unwrap_or_else(fanout::MemberClient::plain),
         token_digest: config.token.as_deref().map(digest),
         token_hint: config.token_hint.as_str().into(),
     };

@@ -9,13 +9,16 @@ use rollgate_api::links::LinkReport;
 use rollgate_runtime::cluster::ClusterView;
 use rollgate_runtime::node::Node;
 
+use crate::fanout::MemberClient;
+
 /// How long a member may take to answer `GET /admin/links`.
 pub const LINKS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest `GET /admin/links` answer read from a member.
 pub const MAX_LINKS_ANSWER_BYTES: usize = 1024 * 1024;
 
-/// Every running member's links: this node's own, the others' asked over HTTP.
-pub async fn links(node: &Node, http: &reqwest::Client, view: &ClusterView) -> Vec<MemberLinks> {
+/// Every running member's links: this node's own, the others' asked over
+/// their admin API (HTTP or HTTPS, as `http` speaks).
+pub async fn links(node: &Node, http: &MemberClient, view: &ClusterView) -> Vec<MemberLinks> {
     let asks = view.running().map(|m| {
         let (id, addr) = (m.record.node_id.clone(), m.record.admin_addr.clone());
         async move {
@@ -31,12 +34,13 @@ pub async fn links(node: &Node, http: &reqwest::Client, view: &ClusterView) -> V
     futures::future::join_all(asks).await
 }
 
-async fn ask_links(http: &reqwest::Client, addr: &str) -> Result<LinkReport, String> {
+async fn ask_links(http: &MemberClient, addr: &str) -> Result<LinkReport, String> {
     if addr.is_empty() {
         return Err("it published no admin address".into());
     }
-    let url = format!("http://{addr}/admin/links");
-    let mut resp = http.get(&url).timeout(LINKS_TIMEOUT).send().await.map_err(|e| format!("cannot ask it: {e}"))?;
+    let url = format!("{}://{addr}/admin/links", http.scheme());
+    let mut resp =
+        http.http.get(&url).timeout(LINKS_TIMEOUT).send().await.map_err(|e| format!("cannot ask it: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("it answered {}", resp.status()));
     }

@@ -61,7 +61,7 @@ fn flag_status_of(view: &ClusterView, registry: &FlagRegistry, name: &str) -> Fl
 /// every member (see [`fan_out`](crate::fanout::fan_out)).
 pub async fn capabilities(
     node: &Node,
-    http: &reqwest::Client,
+    http: &crate::fanout::MemberClient,
     query: &CapabilityQuery,
     local_only: bool,
 ) -> (Option<bool>, Vec<MemberAnswer>) {
@@ -186,7 +186,7 @@ fn flag_summary(statuses: &[FlagStatus]) -> FlagSummary {
 /// The cluster's upgrade status: releases, members, flags, migrations and
 /// the sections other parts of the service added (an extensible object:
 /// clients ignore what they do not know).
-pub async fn upgrade_status(node: &Node, http: &reqwest::Client) -> UpgradeStatus {
+pub async fn upgrade_status(node: &Node, http: &crate::fanout::MemberClient) -> UpgradeStatus {
     let view = node.view();
     let status = node.handle().status();
     let mut releases: BTreeMap<String, ReleaseCount> = BTreeMap::new();

@@ -29,6 +29,10 @@ pub struct LinkStatus {
     /// The digest of the peer's signed release manifest, when it sent one.
     #[serde(default)]
     pub peer_manifest: Option<String>,
+    /// Whether the link runs mutual TLS (the peer's certificate verified),
+    /// when connected.
+    #[serde(default)]
+    pub tls: Option<bool>,
     /// The last error or the refusal, when not connected.
     #[serde(default)]
     pub error: Option<String>,

@@ -17,10 +17,12 @@ pub struct TokenFileError {
 }
 
 /// Reads a token file: one line, 8 to 1024 printable ASCII characters
-/// without spaces (surrounding whitespace is trimmed).
+/// without spaces (surrounding whitespace is trimmed), readable by its owner
+/// only (`chmod 600`).
 pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
     let fail = |reason: String| TokenFileError { path: path.display().to_string(), reason };
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    rollgate_util::check_private_file(path).map_err(fail)?;
     if meta.len() > MAX_TOKEN_FILE_BYTES {
         return Err(fail(format!(
             "it is {} bytes; a token file holds one line of at most 1024 characters",
@@ -48,6 +50,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "  s3cret-token-value\n").unwrap();
+        let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(&path, owner_only).unwrap();
         assert_eq!(read_token_file(&path).unwrap(), "s3cret-token-value");
         for (bad, fragment) in [("short", "8 to 1024"), ("two words here", "printable"), ("", "8 to 1024")] {
             std::fs::write(&path, bad).unwrap();

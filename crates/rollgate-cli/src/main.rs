@@ -7,6 +7,7 @@
 //! 2 bad input or a refused operation (stderr says what and how to fix),
 //! 1 internal error.
 
+mod certs;
 mod failure;
 mod ops;
 mod tv;
@@ -22,7 +23,8 @@ use clap::{Parser, Subcommand};
     after_help = "Operator commands talk to one node's admin API: give it with --node URL (or ROLLGATE_NODE), and \
 the admin token file with --token-file FILE (or ROLLGATE_TOKEN_FILE) for commands that change the cluster:\n  \
 rollgate --node http://127.0.0.1:9650 flags list\n  \
-rollgate --node http://127.0.0.1:9650 --token-file admin.token flags enable --all\n\n\
+rollgate --node http://127.0.0.1:9650 --token-file admin.token flags enable --all\n  \
+rollgate --node https://10.0.0.1:9650 --ca-file tls/ca.pem flags list\n\n\
 Exit codes: 0 ok, 2 bad input or a refused operation (stderr says what and how to fix), 1 internal error.\n\
 Logging: set RUST_LOG (e.g. RUST_LOG=debug) to see what rollgate does, on stderr."
 )]
@@ -37,6 +39,9 @@ struct Cli {
 enum Command {
     #[command(subcommand)]
     Tv(tv::TvCommand),
+    /// Certificates for a test or small cluster: a CA, node and client certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Feature flags: list, info, enable, disable.
     #[command(subcommand)]
     Flags(ops::FlagsCommand),
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
     let conn = &cli.connection;
     let result = match cli.command {
         Command::Tv(cmd) => tv::run(cmd),
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Flags(cmd) => ops::run_flags(conn, cmd),
         Command::Features(cmd) => ops::run_features(conn, cmd),
         Command::Nodes(cmd) => ops::run_nodes(conn, cmd),

@@ -10,6 +10,9 @@
 //!   replicated over loopback TCP, acknowledged by a majority), against
 //!   `kv/put/single_node_64`: the same through a node alone (its own
 //!   majority): the cost of replication.
+//! - `kv/put/replicated_3_nodes_tls_64`: the replicated puts with mutual TLS
+//!   between the nodes (certificates of one CA), against
+//!   `replicated_3_nodes_64` in the same run: the cost of TLS.
 //!
 //! `cargo bench -p rollgate-kv --bench write_path`
 
@@ -84,14 +87,35 @@ fn bench_storage(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &std::pat
     group.finish();
 }
 
-async fn cluster(dir: &std::path::Path, nodes: usize) -> Vec<NodeHandle> {
+/// The certificate files of node `id` under `dir`, from `ca`.
+fn tls_files(dir: &std::path::Path, ca: &rollgate_certs::Ca, id: &str) -> rollgate::tls::TlsFiles {
+    let issued = ca.node(id, &["127.0.0.1".into()], rollgate_certs::Validity::days(1)).expect("certificate");
+    let files = rollgate::tls::TlsFiles {
+        cert: dir.join(format!("{id}.pem")),
+        key: dir.join(format!("{id}.key")),
+        ca: dir.join("ca.pem"),
+    };
+    rollgate_certs::write_public(&files.cert, &issued.cert_pem).expect("write");
+    rollgate_certs::write_private(&files.key, &issued.key_pem).expect("write");
+    if !files.ca.exists() {
+        rollgate_certs::write_public(&files.ca, ca.cert_pem()).expect("write");
+    }
+    files
+}
+
+async fn cluster(dir: &std::path::Path, nodes: usize, tls: bool) -> Vec<NodeHandle> {
     std::fs::create_dir_all(dir).expect("dir");
     let url = format!("redb:{}", dir.join("meta.redb").display());
     let store = rollgate::store::open(&url, StoreOptions::default()).await.expect("meta store");
+    let ca = rollgate_certs::Ca::new("bench", rollgate_certs::Validity::days(1)).expect("CA");
     let mut out = Vec::new();
     for i in 0..nodes {
         let release = releases::find("1.2").expect("release");
-        let config = NodeConfig::new(release, dir.join(format!("n{i}")), "127.0.0.1:0", "127.0.0.1:0");
+        let mut config = NodeConfig::new(release, dir.join(format!("n{i}")), "127.0.0.1:0", "127.0.0.1:0");
+        if tls {
+            config.node_id = Some(format!("n{i}"));
+            config.tls = Some(tls_files(dir, &ca, &format!("n{i}")));
+        }
         let node = node::start(config, store.clone()).await.expect("start");
         assert!(node.wait_ready(Duration::from_secs(30)).await, "ready");
         out.push(node);
@@ -127,12 +151,17 @@ fn benches(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tempdir");
     bench_storage(c, &rt, tmp.path());
 
-    let three = rt.block_on(cluster(&tmp.path().join("three"), 3));
+    let three = rt.block_on(cluster(&tmp.path().join("three"), 3, false));
     bench_puts(c, &rt, "replicated_3_nodes_64", &three[0]);
     for n in three {
         rt.block_on(n.stop()).expect("stop");
     }
-    let one = rt.block_on(cluster(&tmp.path().join("one"), 1));
+    let three = rt.block_on(cluster(&tmp.path().join("three-tls"), 3, true));
+    bench_puts(c, &rt, "replicated_3_nodes_tls_64", &three[0]);
+    for n in three {
+        rt.block_on(n.stop()).expect("stop");
+    }
+    let one = rt.block_on(cluster(&tmp.path().join("one"), 1, false));
     bench_puts(c, &rt, "single_node_64", &one[0]);
     for n in one {
         rt.block_on(n.stop()).expect("stop");

@@ -37,6 +37,16 @@ pub struct ClientOptions {
     pub rounds: usize,
     /// Pause after a round that failed, times the round number.
     pub round_backoff: Duration,
+    /// HTTPS: the cluster CA and, optionally, a client certificate
+    /// ([`rollgate::tls::https_client`]). With it, a node address without a
+    /// scheme means `https://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl ClientOptions {
+    fn default_scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 impl Default for ClientOptions {
@@ -46,6 +56,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             rounds: 3,
             round_backoff: Duration::from_millis(100),
+            tls: None,
         }
     }
 }
@@ -55,7 +66,7 @@ impl Default for ClientOptions {
 #[non_exhaustive]
 pub enum ClientError {
     /// A node address that is not usable.
-    #[error("invalid node address {addr:?}: {reason} (expected HOST:PORT or http://HOST:PORT)")]
+    #[error("invalid node address {addr:?}: {reason} (expected HOST:PORT, http://HOST:PORT or https://HOST:PORT)")]
     InvalidNode {
         /// The address.
         addr: String,
@@ -109,18 +120,24 @@ pub struct KvClient {
     seen: std::sync::Mutex<Option<Version>>,
 }
 
-/// Parses a node address: `HOST:PORT` or `http://HOST:PORT`.
+/// Parses a node address: `HOST:PORT`, `http://HOST:PORT` or
+/// `https://HOST:PORT` (`HOST:PORT` is HTTP).
 pub fn parse_node(addr: &str) -> Result<Url, ClientError> {
+    parse_node_as(addr, "http")
+}
+
+/// Parses a node address; `HOST:PORT` gets `default_scheme`.
+pub fn parse_node_as(addr: &str, default_scheme: &str) -> Result<Url, ClientError> {
     let invalid =
         |reason: &str| ClientError::InvalidNode { addr: rollgate::util::shorten_to(addr, 128), reason: reason.into() };
     let text = addr.trim();
     if text.is_empty() || text.len() > 256 {
         return Err(invalid("empty or longer than 256 bytes"));
     }
-    let with_scheme = if text.contains("://") { text.to_string() } else { format!("http://{text}") };
+    let with_scheme = if text.contains("://") { text.to_string() } else { format!("{default_scheme}://{text}") };
     let url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(invalid("only http is supported"));
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid("only http and https are supported"));
     }
     if url.host_str().is_none() || url.port_or_known_default().is_none() {
         return Err(invalid("no host"));
@@ -133,11 +150,15 @@ pub fn parse_node(addr: &str) -> Result<Url, ClientError> {
 
 /// Splits `--node` values: each may hold several comma-separated addresses.
 pub fn parse_nodes<S: AsRef<str>>(values: &[S]) -> Result<Vec<Url>, ClientError> {
+    parse_nodes_as(values, "http")
+}
+
+fn parse_nodes_as<S: AsRef<str>>(values: &[S], default_scheme: &str) -> Result<Vec<Url>, ClientError> {
     let urls = values
         .iter()
         .flat_map(|v| v.as_ref().split(',').map(str::to_string).collect::<Vec<_>>())
         .filter(|s| !s.trim().is_empty())
-        .map(|s| parse_node(&s))
+        .map(|s| parse_node_as(&s, default_scheme))
         .collect::<Result<Vec<_>, _>>()?;
     if urls.is_empty() || urls.len() > MAX_NODES {
         return Err(ClientError::NodeCount);
@@ -148,8 +169,18 @@ pub fn parse_nodes<S: AsRef<str>>(values: &[S]) -> Result<Vec<Url>, ClientError>
 impl KvClient {
     /// A client of the nodes at `nodes` (see [`parse_nodes`]).
     pub fn new<S: AsRef<str>>(nodes: &[S], options: ClientOptions) -> Result<KvClient, ClientError> {
-        let nodes = parse_nodes(nodes)?;
+        let nodes = parse_nodes_as(nodes, options.default_scheme())?;
+        if options.tls.is_none()
+            && let Some(u) = nodes.iter().find(|u| u.scheme() == "https")
+        {
+            return Err(ClientError::InvalidNode {
+                addr: u.to_string(),
+                reason: "an https:// node needs the cluster CA: give --ca-file FILE".into(),
+            });
+        }
+        let tls = options.tls.as_deref().cloned().unwrap_or_else(rollgate::tls::plain_client);
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -168,7 +199,7 @@ impl KvClient {
 
     /// Replaces the node list (e.g. after a node restarted on another port).
     pub fn set_nodes<S: AsRef<str>>(&self, nodes: &[S]) -> Result<(), ClientError> {
-        let nodes = parse_nodes(nodes)?;
+        let nodes = parse_nodes_as(nodes, self.options.default_scheme())?;
         *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes);
         Ok(())
     }
@@ -316,6 +347,18 @@ fn describe(e: &reqwest::Error) -> String {
         msg.push_str(&format!(": {s}"));
         source = s.source();
     }
+    let hint = if msg.contains("InvalidContentType") || msg.contains("corrupt message") {
+        " (the node does not speak HTTPS: use http://, or start it with TLS)"
+    } else if msg.contains("UnknownIssuer") || msg.contains("BadSignature") {
+        " (the node's certificate is not signed by the CA of --ca-file: give the cluster CA)"
+    } else if msg.contains("Expired") || msg.contains("certificate expired") {
+        " (the node's certificate has expired: issue it a new one with rollgate certs node ID)"
+    } else if msg.contains("NotValidForName") || msg.contains("not valid for name") {
+        " (the node's certificate does not name the host you used: use an address it names, or issue it with --host)"
+    } else {
+        ""
+    };
+    msg.push_str(hint);
     msg
 }
 
@@ -357,9 +400,13 @@ mod tests {
     fn node_addresses_are_parsed_strictly() {
         assert_eq!(parse_node("127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
         assert_eq!(parse_node("http://localhost:1").unwrap().port(), Some(1));
-        for bad in ["", "https://x:1", "127.0.0.1:8080/kv", "a b", "http://:80", &"x".repeat(300)] {
+        assert_eq!(parse_node("https://x:1").unwrap().scheme(), "https");
+        assert_eq!(parse_node_as("x:1", "https").unwrap().as_str(), "https://x:1/");
+        for bad in ["", "ftp://x:1", "127.0.0.1:8080/kv", "a b", "http://:80", &"x".repeat(300)] {
             assert!(parse_node(bad).is_err(), "{bad:?}");
         }
+        let e = KvClient::new(&["https://127.0.0.1:1"], ClientOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("--ca-file"), "an https node without a CA names the fix: {e}");
         assert_eq!(parse_nodes(&["a:1,b:2", "c:3"]).unwrap().len(), 3);
         assert!(matches!(parse_nodes::<&str>(&[]), Err(ClientError::NodeCount)));
         assert!(matches!(parse_nodes(&[","]), Err(ClientError::NodeCount)));

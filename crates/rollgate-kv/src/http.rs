@@ -33,11 +33,6 @@
 //! while the cluster has `kv.prefix_scan`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -48,9 +43,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use rollgate::admin::register::{RegisterError, Registered};
 use rollgate::api::error::ErrorBody;
@@ -479,89 +471,6 @@ async fn method_not_allowed(req: Request) -> Response {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), rollgate::util::shorten_to(req.uri().path(), 96)),
     )
-}
-
-/// The HTTP listener of a node: bounds the connections at once, and fails
-/// every connection once the node is killed (as a crashed process would).
-pub struct KillableListener {
-    inner: TcpListener,
-    killed: Arc<AtomicBool>,
-    permits: Arc<Semaphore>,
-}
-
-impl KillableListener {
-    /// Wraps `inner`.
-    pub fn new(inner: TcpListener, killed: Arc<AtomicBool>, max_connections: usize) -> Self {
-        KillableListener { inner, killed, permits: Arc::new(Semaphore::new(max_connections.max(1))) }
-    }
-}
-
-impl axum::serve::Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                std::future::pending::<()>().await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (KillableStream { inner: stream, killed: self.killed.clone(), _permit: permit }, addr);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    // Out of file descriptors and the like: back off briefly.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted HTTP connection (see [`KillableListener`]).
-pub struct KillableStream {
-    inner: TcpStream,
-    killed: Arc<AtomicBool>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl KillableStream {
-    fn check(&self) -> std::io::Result<()> {
-        if self.killed.load(Ordering::Acquire) {
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the node was killed"));
-        }
-        Ok(())
-    }
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        self.check()?;
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.check()?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.check()?;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

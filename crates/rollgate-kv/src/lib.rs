@@ -29,7 +29,8 @@
 //! | part | in rollgate-kv |
 //! |---|---|
 //! | node runtime | `node::start` builds a `rollgate::node::NodeConfig` from the release (registry, features, `http::route_table`, release table, addresses, protocol and transport ranges, test mode off) and starts `rollgate::node::Node`: boot checks, the fenced join, liveness, the flag worker, recovery; kv has no join or liveness of its own. Peers come from the runtime's view; stop leaves through it, kill drops it (no leave) |
-//! | admin API | `rollgate::admin::router(node, AdminConfig)` (token from `--admin-token-file`; without one, mutations are refused with the runtime's message) merged into the HTTP app on `--admin`, bound with `rollgate::admin::bind` (loopback unless told otherwise) |
+//! | admin API | `rollgate::admin::router(node, AdminConfig)` (token from `--admin-token-file`; without one, mutations are refused with the runtime's message) merged into the HTTP app on `--admin`, bound with `rollgate::admin::bind` (loopback unless told otherwise) and served by `rollgate::admin::serve_with` (HTTPS with `--tls-*`, bounded under floods) |
+//! | TLS | `rollgate::tls::NodeTls` from `--tls-cert`, `--tls-key`, `--tls-ca`: mutual TLS on peer links (`NetConfig::tls`), HTTPS on `--admin`, the fan-out over HTTPS; no plaintext outside loopback without `--insecure` |
 //! | a field added to a message | `Entry.expires_at_ms` (`replicate_ttl`), `SyncRequest.end_key`, `max_bytes`/`limit` (since/until) |
 //! | new message types in new protocol versions | `ReplicateBatch` (v2), `DigestRequest`/`DigestReply` (v3) |
 //! | extensible records with fallback | `record`: `meta@1` from 1.0, `meta@2` from 1.1 written only through the gated setter once `record_meta_v2` is enabled (I1); `Record::writer` reads `meta@2` else `meta@1`; records travel with their feature map, so a 1.0 node keeps `meta@2` and unknown keys byte for byte |

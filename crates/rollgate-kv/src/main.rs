@@ -55,7 +55,7 @@ Ctrl-C, then reads every key from every node on its own; a key that is wrong som
     )]
     Load(LoadArgs),
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List the releases this binary can run as, or print one's manifest.
     Releases {
         /// Print a JSON array instead of a table.
@@ -133,6 +133,55 @@ struct ServeArgs {
     /// The trusted release public key: run only a release it signed, accept only peers whose release it signed.
     #[arg(long, value_name = "F", requires = "release_manifest")]
     release_key: Option<PathBuf>,
+    /// This node's certificate (PEM, naming ID.node.rollgate; `rollgate certs node ID`): mutual TLS between
+    /// peers and HTTPS on --admin. Needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): peers and clients must present certificates it signed.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Run without TLS although --listen, --admin or --meta is not on loopback (a network you trust).
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+}
+
+/// How a node reaches etcd securely.
+#[derive(Args, Debug)]
+struct EtcdArgs {
+    /// The CA of etcd's server certificate (PEM): talk to etcd over TLS.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM; etcd's --client-cert-auth). Needs --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user (etcd's auth). Needs --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// A file holding the password of --etcd-user (one line, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+}
+
+/// HTTPS towards the nodes: the CA and, optionally, a client certificate.
+#[derive(Args, Debug)]
+struct ClientTlsArgs {
+    /// The cluster CA (PEM): talk to the nodes over HTTPS (`HOST:PORT` then means https://).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate to present (PEM; `rollgate certs client NAME`). Needs --client-key.
+    #[arg(long, value_name = "FILE", requires_all = ["client_key", "ca_file"])]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -204,9 +253,11 @@ struct LoadArgs {
 
 #[derive(Args, Debug)]
 struct NodesArg {
-    /// A node's HTTP address (HOST:PORT); repeat it or separate with commas for failover.
+    /// A node's HTTP address (HOST:PORT, http:// or https://); repeat it or separate with commas for failover.
     #[arg(long = "node", value_name = "ADDR", required = true)]
     nodes: Vec<String>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -281,7 +332,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Demo(a) => demo(a).await,
         Command::Load(a) => load(a).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Put(a) => {
             let client = client(&a.nodes)?;
             let o = client.put(&a.key, a.value.into_bytes(), a.ttl_s).await.map_err(client_failure)?;
@@ -363,6 +414,7 @@ async fn load(a: LoadArgs) -> Result<ExitCode, Failure> {
         seed,
         prefix: a.prefix.unwrap_or_else(|| format!("load-{seed}-")),
         progress: !a.quiet,
+        tls: client_tls(&a.nodes.tls)?,
     };
     opts.validate().map_err(Failure::refused)?;
     if !a.json {
@@ -389,7 +441,27 @@ async fn load(a: LoadArgs) -> Result<ExitCode, Failure> {
 }
 
 fn client(nodes: &NodesArg) -> Result<KvClient, Failure> {
-    KvClient::new(&nodes.nodes, ClientOptions::default()).map_err(Failure::refused)
+    let options = ClientOptions { tls: client_tls(&nodes.tls)?, ..ClientOptions::default() };
+    KvClient::new(&nodes.nodes, options).map_err(Failure::refused)
+}
+
+/// The HTTPS setup of `--ca-file`, `--client-cert` and `--client-key`.
+fn client_tls(a: &ClientTlsArgs) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, Failure> {
+    use rollgate::tls;
+    let Some(ca) = &a.ca_file else { return Ok(None) };
+    let refused = |e: tls::TlsError| Failure::refused(anyhow::anyhow!("{e}"));
+    let ca_pem = std::fs::read(ca).map_err(|e| Failure::refused(anyhow::anyhow!("--ca-file {}: {e}", ca.display())))?;
+    let identity = match (&a.client_cert, &a.client_key) {
+        (Some(cert), Some(key)) => {
+            let pem = std::fs::read(cert)
+                .map_err(|e| Failure::refused(anyhow::anyhow!("--client-cert {}: {e}", cert.display())))?;
+            Some((tls::certs_from_pem("--client-cert", cert, &pem).map_err(refused)?, {
+                tls::read_key_file("--client-key", key).map_err(refused)?
+            }))
+        }
+        _ => None,
+    };
+    Ok(Some(std::sync::Arc::new(tls::https_client(ca, &ca_pem, identity).map_err(refused)?)))
 }
 
 fn client_failure(e: ClientError) -> Failure {
@@ -404,6 +476,36 @@ fn client_failure(e: ClientError) -> Failure {
 
 fn read_token(path: &Path) -> Result<String, Failure> {
     rollgate::admin::read_token_file(path).map_err(|e| Failure::refused(anyhow::anyhow!("--admin-token-file: {e}")))
+}
+
+/// etcd outside loopback without TLS: refused unless `--insecure`.
+fn refuse_plaintext_etcd(endpoints: &[String]) -> Result<(), Failure> {
+    let outside: Vec<&String> = endpoints
+        .iter()
+        .filter(|e| {
+            let host = e.rsplit_once(':').map_or(e.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+            !(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        })
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::refused(anyhow::anyhow!(
+        "--meta: etcd at {} is not on loopback and --etcd-ca is not given, so the cluster's metadata would travel \
+         in the clear and unauthenticated: give --etcd-ca (and --etcd-user with --etcd-password-file, or \
+         --etcd-cert with --etcd-key), or pass --insecure on a network you trust",
+        outside.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    )))
+}
+
+/// The etcd TLS and authentication options.
+fn etcd_security(a: &EtcdArgs) -> Result<rollgate::store::EtcdSecurity, Failure> {
+    rollgate::store::EtcdSecurity::from_files(
+        a.etcd_ca.as_deref(),
+        a.etcd_cert.as_deref().zip(a.etcd_key.as_deref()),
+        a.etcd_user.as_deref().zip(a.etcd_password_file.as_deref()),
+    )
+    .map_err(|e| Failure::refused(anyhow::anyhow!("{e}")))
 }
 
 fn store_failure(e: StoreError) -> Failure {
@@ -436,7 +538,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         }
     };
     let admin_token = args.admin_token_file.as_deref().map(read_token).transpose()?;
-    let store = rollgate::store::open(&args.meta, StoreOptions::default()).await.map_err(store_failure)?;
+    let store_options = StoreOptions { etcd: etcd_security(&args.etcd)?, ..StoreOptions::default() };
+    let meta: rollgate::store::StoreUrl = args.meta.parse().map_err(store_failure)?;
+    if let rollgate::store::StoreUrl::Etcd(endpoints) = &meta
+        && store_options.etcd.ca_pem.is_none()
+        && !args.insecure
+    {
+        refuse_plaintext_etcd(endpoints)?;
+    }
+    let store = rollgate::store::open_parsed(&meta, store_options).await.map_err(store_failure)?;
     let mut config = NodeConfig::new(args.release, &args.data, &args.listen, &args.admin);
     config.join = args.join;
     config.node_id = args.node_id;
@@ -447,6 +557,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         let refused = |e: rollgate::release::ReleaseError| Failure::refused(anyhow::anyhow!("{e}"));
         config.release_manifest = Some(rollgate::release::SignedManifest::read(manifest).map_err(refused)?);
         config.release_key = Some(rollgate::release::ReleaseKey::read(key).map_err(refused)?);
+    }
+    config.insecure = args.insecure;
+    if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
+        config.tls = Some(rollgate::tls::TlsFiles { cert, key, ca });
     }
     let handle = node::start(config, store).await.map_err(node_failure)?;
     let addrs = handle.addresses();

@@ -104,6 +104,7 @@ pub fn link_source(links: Links, handshakes: HandshakeCounters) -> rollgate::nod
                 peer_release: p.release,
                 authenticated: p.authenticated,
                 peer_manifest: p.manifest,
+                tls: p.tls,
                 error: p.error,
             })
             .collect(),

@@ -77,6 +77,9 @@ fn demo_json_satisfies_the_contract() {
     assert_eq!(link("1.2", "1.2")["protocol"], 3);
     assert!(link("1.2", "1.2")["transport"].as_u64().unwrap() > link("1.0", "1.0")["transport"].as_u64().unwrap());
     assert!(negotiated.iter().all(|n| n["authenticated"] == true), "{negotiated:?}");
+    // ...over mutual TLS, and the client and the operator used HTTPS.
+    assert!(negotiated.iter().all(|n| n["tls"] == true), "{negotiated:?}");
+    assert_eq!(report["tls"], true, "{report}");
     assert!(stderr.contains("phase: upgrade n2 to 1.2"), "progress on stderr:\n{stderr}");
 }
 

@@ -36,6 +36,7 @@ pub fn negotiated(protocol: u16, transport: TransportVersion) -> Negotiated {
         peer_transport: transport_versions::CURRENT,
         authenticated: false,
         peer_release_manifest: None,
+        tls: false,
     }
 }
 

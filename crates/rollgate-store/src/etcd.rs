@@ -32,12 +32,24 @@ impl std::fmt::Debug for EtcdStore {
 impl EtcdStore {
     pub(crate) async fn connect(endpoints: &[String], options: StoreOptions) -> Result<Self, StoreError> {
         let describe = format!("etcd:{}", endpoints.join(","));
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
+        let security = &options.etcd;
+        let scheme = if security.tls() { "https" } else { "http" };
+        let urls: Vec<String> = endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
         let request_timeout = Duration::from_millis(options.request_timeout_ms.max(1));
-        let connect = ec::ConnectOptions::new()
+        let mut connect = ec::ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(options.connect_timeout_ms.max(1)))
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
+        if let Some(ca) = &security.ca_pem {
+            let mut tls = ec::TlsOptions::new().ca_certificate(ec::Certificate::from_pem(ca));
+            if let Some((cert, key)) = &security.client_cert_pem {
+                tls = tls.identity(ec::Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(tls);
+        }
+        if let Some((user, password)) = &security.user {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
         let client = ec::Client::connect(urls, Some(connect)).await.map_err(|e| map_err(&describe, e))?;
         Ok(EtcdStore { client, describe, limits: options.limits, request_timeout })
     }
@@ -70,13 +82,33 @@ fn map_err(endpoint: &str, e: ec::Error) -> StoreError {
         ec::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
         _ => false,
     };
+    let reason = format!("{e}{}", security_hint(&e.to_string()));
     if lease_not_found {
         // The caller fills in the id.
         StoreError::LeaseNotFound { lease: 0 }
     } else if unavailable {
-        StoreError::Unavailable { endpoint: endpoint.to_string(), reason: e.to_string() }
+        StoreError::Unavailable { endpoint: endpoint.to_string(), reason }
     } else {
-        StoreError::Backend { endpoint: endpoint.to_string(), reason: e.to_string() }
+        StoreError::Backend { endpoint: endpoint.to_string(), reason }
+    }
+}
+
+/// What to do about an authentication or TLS failure, from etcd's message.
+fn security_hint(message: &str) -> &'static str {
+    if message.contains("user name is empty") || message.contains("user name not found") {
+        " (etcd requires authentication: give --etcd-user with --etcd-password-file, or --etcd-cert with --etcd-key)"
+    } else if message.contains("authentication failed") || message.contains("invalid user ID or password") {
+        " (etcd refused the user or password: check --etcd-user and --etcd-password-file)"
+    } else if message.contains("permission denied") {
+        " (the etcd user lacks a role granting read and write on the cluster's keys)"
+    } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
+        " (etcd requires a client certificate of its CA: give --etcd-cert and --etcd-key)"
+    } else if message.contains("UnknownIssuer") || message.contains("certificate") {
+        " (TLS with etcd failed: --etcd-ca must be the CA of etcd's server certificate, which must name the address used)"
+    } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
+        " (etcd does not speak TLS on this address: drop --etcd-ca or start etcd with TLS)"
+    } else {
+        ""
     }
 }
 

@@ -29,6 +29,7 @@ mod etcd;
 mod fenced;
 pub mod lock;
 mod redb_file;
+mod security;
 mod state;
 mod url;
 
@@ -43,6 +44,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use fenced::FencedStore;
+pub use security::{EtcdSecurity, SecurityFileError};
 pub use url::{MAX_ETCD_ENDPOINTS, StoreUrl};
 
 /// A store revision. Revisions start at 1 for an empty store and grow by one
@@ -409,6 +411,8 @@ pub struct StoreOptions {
     pub connect_timeout_ms: u64,
     /// etcd: how long one request may take.
     pub request_timeout_ms: u64,
+    /// etcd: TLS and authentication.
+    pub etcd: EtcdSecurity,
 }
 
 impl Default for StoreOptions {
@@ -418,6 +422,7 @@ impl Default for StoreOptions {
             event_log_revisions: 10_000,
             connect_timeout_ms: 2_000,
             request_timeout_ms: 5_000,
+            etcd: EtcdSecurity::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Test support shared by rollgate's test suites. Not part of the public API.
 //!
 //! - [`EtcdServer`]: a real `etcd` process on a free loopback port with a
-//!   temporary data dir, ready when it says so, killed on drop.
+//!   temporary data dir, ready when it says so, killed on drop; over TLS
+//!   (and requiring client certificates) with [`EtcdServer::start_tls`].
 //! - [`seed`]: the seed of a randomised test, printed, overridable by an
 //!   environment variable.
 
@@ -18,6 +19,8 @@ use std::time::Duration;
 /// listener (capnslog, etcd 3.4's default logger; and zap). It follows
 /// "ready to serve client requests", and the listener is bound by then.
 const READY_LINES: [&str; 2] = ["serving insecure client requests on", "serving client traffic insecurely"];
+/// The same over TLS.
+const READY_LINES_TLS: [&str; 2] = ["serving client requests on", "serving client traffic securely"];
 /// How long etcd may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many of etcd's last log lines an error message shows.
@@ -51,6 +54,23 @@ pub struct EtcdServer {
     log: Arc<Mutex<VecDeque<String>>>,
     /// How many times a process of this server said it serves clients.
     ready: Arc<std::sync::atomic::AtomicUsize>,
+    /// TLS on the client listener.
+    tls: Option<EtcdTls>,
+}
+
+/// TLS for an [`EtcdServer`]'s clients: the server's certificate and key
+/// and the CA of its clients (PEM).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The server's certificate; it must name 127.0.0.1.
+    pub cert_pem: String,
+    /// The server's key.
+    pub key_pem: String,
+    /// The CA whose certificates clients present (with `client_cert_auth`).
+    pub client_ca_pem: String,
+    /// Require a client certificate (etcd's `--client-cert-auth`: with
+    /// authentication on, its common name is the user).
+    pub client_cert_auth: bool,
 }
 
 impl std::fmt::Debug for EtcdServer {
@@ -83,6 +103,15 @@ fn find_etcd(path: Option<std::ffi::OsString>) -> Result<PathBuf, EtcdError> {
 impl EtcdServer {
     /// Starts etcd on free loopback ports with a fresh temporary data dir.
     pub fn start() -> Result<EtcdServer, EtcdError> {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving its clients over TLS (`https://`).
+    pub fn start_tls(tls: EtcdTls) -> Result<EtcdServer, EtcdError> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Result<EtcdServer, EtcdError> {
         let data_dir = tempfile::Builder::new()
             .prefix("rollgate-etcd-")
             .tempdir()
@@ -99,6 +128,7 @@ impl EtcdServer {
             data_dir,
             log: Arc::new(Mutex::new(VecDeque::new())),
             ready: Arc::default(),
+            tls,
         };
         server.spawn()?;
         Ok(server)
@@ -106,9 +136,26 @@ impl EtcdServer {
 
     fn spawn(&mut self) -> Result<(), EtcdError> {
         let etcd = find_etcd(std::env::var_os("PATH"))?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut child = Command::new(etcd)
+        let mut command = Command::new(etcd);
+        if let Some(tls) = &self.tls {
+            let dir = self.data_dir.path();
+            let write = |name: &str, text: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|e| EtcdError(format!("writing {}: {e}", path.display())))?;
+                Ok::<_, EtcdError>(path)
+            };
+            command.arg("--cert-file").arg(write("server.pem", &tls.cert_pem)?);
+            command.arg("--key-file").arg(write("server.key", &tls.key_pem)?);
+            // etcd requires a client certificate whenever it is given a client CA.
+            if tls.client_cert_auth {
+                command.arg("--trusted-ca-file").arg(write("client-ca.pem", &tls.client_ca_pem)?);
+                command.arg("--client-cert-auth");
+            }
+        }
+        let ready_lines = if self.tls.is_some() { READY_LINES_TLS } else { READY_LINES };
+        let mut child = command
             .arg("--name")
             .arg("rollgate-test")
             .arg("--data-dir")
@@ -145,7 +192,7 @@ impl EtcdServer {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if READY_LINES.iter().any(|r| line.contains(r))
+                if ready_lines.iter().any(|r| line.contains(r))
                     && let Some(tx) = ready.take()
                 {
                     times_ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -173,9 +220,10 @@ impl EtcdServer {
         }
     }
 
-    /// The client endpoint, `http://127.0.0.1:PORT`.
+    /// The client endpoint, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The metadata store URL, `etcd:127.0.0.1:PORT`.

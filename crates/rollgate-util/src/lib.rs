@@ -5,6 +5,8 @@
 //!   error message or onto the wire, always on a character boundary.
 //! - [`comma_list`]: items joined for a message.
 //! - [`now_ms`]: the wall clock in milliseconds since the Unix epoch.
+//! - [`check_private_file`]: a secret file (key, token, password) must be
+//!   readable by its owner only, as ssh requires of a private key.
 
 #![warn(missing_docs)]
 
@@ -47,6 +49,28 @@ pub fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Refuses a file that its group or others may read or write (as ssh refuses
+/// a private key): the error says which permissions were found and the fix
+/// (`chmod 600 FILE`). A file that cannot be inspected is refused too.
+pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "its permissions {:04o} let others than its owner read it; a secret must be readable by its owner \
+                 only: chmod 600 {}",
+                mode & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //! | [`wire`] | how a message is encoded at a given transport version |
 //! | [`protocol`] | which message set two peers speak (one module per protocol version) |
 //! | [`handshake`] | how two peers agree on versions, authenticated |
-//! | [`net`] | typed connections locked to the agreed versions |
+//! | [`net`] | typed connections locked to the agreed versions, over TCP or mutual TLS |
+//! | [`tls`] | certificates, keys and TLS configurations; the identity a node certificate proves |
+//! | [`admission`] | pending connections bounded per source address and in total (listeners under floods) |
 //! | [`store`] | where cluster metadata lives (mem, redb, etcd) |
 //! | [`cluster`] | who the members are, the cluster epoch, liveness |
 //! | [`flags`] | may nodes produce new-format data yet (feature flags) |
@@ -40,7 +42,7 @@ pub use rollgate_util as util;
 pub use rollgate_wire::{golden, include_transport_versions, protocol, protocol_versions, version, wire};
 
 #[cfg(feature = "net")]
-pub use rollgate_net::{handshake, net};
+pub use rollgate_net::{admission, handshake, net, tls};
 
 #[cfg(any(feature = "net", feature = "runtime"))]
 pub use rollgate_release as release;

@@ -56,7 +56,7 @@ pub async fn run(say: &mut dyn FnMut(String)) -> Result<Report, Error> {
             .await?;
     let token = format!("{:032x}", rand::random::<u128>());
     let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, &token)
+    write_owner_only(&token_file, &token)
         .map_err(|source| Error::Io { what: format!("writing {}", token_file.display()), source })?;
     let secret = ClusterSecret::new(rand::random::<[u8; 32]>()).map_err(|e| Error::Failed(e.to_string()))?;
     let options = |id: &str, release| Options {
@@ -173,6 +173,7 @@ async fn add_to_others(
 async fn enable(admin_url: &str, token_file: &Path, flag: &str) -> Result<EnableReport, Error> {
     let token = rollgate::admin::read_token_file(token_file).map_err(|e| Error::Failed(e.to_string()))?;
     let answer = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
         .timeout(node::WAIT)
         .build()?
         .post(format!("{admin_url}/admin/flags/enable"))
@@ -186,4 +187,14 @@ async fn enable(admin_url: &str, token_file: &Path, flag: &str) -> Result<Enable
         return Err(Error::Failed(format!("enabling {flag}: {status}: {}", rollgate::util::shorten(&body))));
     }
     Ok(answer.json().await?)
+}
+
+/// Writes a secret file readable by its owner only (nodes refuse others).
+fn write_owner_only(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }

@@ -15,6 +15,15 @@ pub struct Connection {
     /// A file holding the node's admin token (needed to change the cluster).
     #[arg(long, value_name = "FILE", env = "ROLLGATE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The cluster CA (PEM): talk to the node over HTTPS (`HOST:PORT` then means https://).
+    #[arg(long, value_name = "FILE", env = "ROLLGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate to present (PEM; `rollgate certs client NAME`). Needs --client-key and --ca-file.
+    #[arg(long, value_name = "FILE", requires_all = ["client_key", "ca_file"])]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM, readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// How long to wait for the node's answer, in seconds (enabling a flag
     /// waits for its steps on every member).
     #[arg(long, value_name = "S", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]

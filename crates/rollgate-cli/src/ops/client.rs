@@ -22,8 +22,15 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// Parses `--node`: `http://HOST:PORT`, or `HOST:PORT` (http is implied).
+/// Parses `--node`: `http://HOST:PORT`, `https://HOST:PORT`, or `HOST:PORT`
+/// (http is implied).
+#[cfg(test)]
 pub fn parse_node_url(spec: &str) -> Result<Url, Failure> {
+    parse_node_url_as(spec, "http")
+}
+
+/// Parses `--node`; `HOST:PORT` gets `default_scheme`.
+pub fn parse_node_url_as(spec: &str, default_scheme: &str) -> Result<Url, Failure> {
     let bad = |why: &str| {
         Failure::refused(format!(
             "invalid --node {:?}: {why}; give the node's admin address, e.g. --node http://127.0.0.1:9650",
@@ -33,15 +40,10 @@ pub fn parse_node_url(spec: &str) -> Result<Url, Failure> {
     if spec.len() > 2048 {
         return Err(bad("longer than 2048 bytes"));
     }
-    let with_scheme = if spec.contains("://") { spec.to_string() } else { format!("http://{spec}") };
+    let with_scheme = if spec.contains("://") { spec.to_string() } else { format!("{default_scheme}://{spec}") };
     let url = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https is not supported by this build; reach the admin API over http on a loopback or otherwise protected address",
-            ));
-        }
+        "http" | "https" => {}
         other => return Err(bad(&format!("unsupported scheme {other}"))),
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -70,23 +72,35 @@ impl Client {
     /// The client of the top-level options: `--node`, `--token-file`,
     /// `--timeout-s`.
     pub fn connect(conn: &Connection) -> Result<Client, Failure> {
-        Client::new(conn.node.as_deref(), conn.token_file.as_deref(), Duration::from_secs(conn.timeout_s))
+        let tls = super::tls::client_config(conn)?;
+        Client::new(conn.node.as_deref(), conn.token_file.as_deref(), Duration::from_secs(conn.timeout_s), tls)
     }
 
     /// A client of the node at `node` (from `--node` or `ROLLGATE_NODE`),
-    /// with the token of `token_file` when given.
-    pub fn new(node: Option<&str>, token_file: Option<&Path>, timeout: Duration) -> Result<Client, Failure> {
+    /// with the token of `token_file` when given, over HTTPS with `tls`.
+    pub fn new(
+        node: Option<&str>,
+        token_file: Option<&Path>,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Client, Failure> {
         let node = node.ok_or_else(|| {
             Failure::refused(
                 "no node given: pass --node URL before the command (e.g. rollgate --node http://127.0.0.1:9650 flags list) or set ROLLGATE_NODE",
             )
         })?;
-        let base = parse_node_url(node)?;
+        let base = parse_node_url_as(node, if tls.is_some() { "https" } else { "http" })?;
+        if base.scheme() == "https" && tls.is_none() {
+            return Err(Failure::refused(format!(
+                "--node {base} is https: give the cluster CA with --ca-file FILE (the ca.pem of `rollgate certs ca`)"
+            )));
+        }
         let token = match token_file {
             Some(path) => Some(rollgate_api::token::read_token_file(path).map_err(Failure::refused)?),
             None => None,
         };
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.unwrap_or_else(super::tls::plain))
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
             .build()
@@ -124,6 +138,9 @@ impl Client {
             req = req.json(&b);
         }
         let mut resp = req.send().await.map_err(|e| {
+            if let Some(hint) = super::tls::hint(&e) {
+                return Failure::refused(format!("cannot talk to the node at {}: {hint}", self.base));
+            }
             Failure::Internal(anyhow::anyhow!(
                 "cannot reach the node at {}: {e}; check --node and that its admin API listens there",
                 self.base
@@ -212,8 +229,9 @@ mod tests {
     fn node_urls_are_checked() {
         assert_eq!(parse_node_url("127.0.0.1:9650").unwrap().as_str(), "http://127.0.0.1:9650/");
         assert_eq!(parse_node_url("http://localhost:1/").unwrap().as_str(), "http://localhost:1/");
+        assert_eq!(parse_node_url("https://n:1").unwrap().as_str(), "https://n:1/");
+        assert_eq!(parse_node_url_as("n:1", "https").unwrap().as_str(), "https://n:1/");
         for (bad, fragment) in [
-            ("https://n:1", "https is not supported"),
             ("ftp://n:1", "unsupported scheme ftp"),
             ("http://n:1/admin", "no path"),
             ("http://n:1?x=1", "no path"),

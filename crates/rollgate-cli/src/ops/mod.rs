@@ -26,6 +26,7 @@ mod migrations;
 mod nodes;
 mod release;
 mod show;
+mod tls;
 mod upgrade;
 mod wait;
 

@@ -73,6 +73,11 @@ async fn cluster() -> Cluster {
     });
     let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     Cluster { _dir: dir, token_file, url: format!("http://{addr}"), n1, n2: Some(n2), store }
 }
 
@@ -84,7 +89,11 @@ struct Run {
 
 async fn rollgate(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"));
-    cmd.args(args).env_remove("ROLLGATE_NODE").env_remove("ROLLGATE_TOKEN_FILE").env_remove("RUST_LOG");
+    cmd.args(args)
+        .env_remove("ROLLGATE_NODE")
+        .env_remove("ROLLGATE_TOKEN_FILE")
+        .env_remove("ROLLGATE_CA_FILE")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -253,10 +262,10 @@ async fn connection_and_token_problems_are_clear() {
     let r = rollgate(&["flags", "list"], &[]).await;
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no node given: pass --node URL"), "{}", r.stderr);
-    // A bad URL.
+    // An https node without the cluster CA.
     let r = rollgate(&["--node", "https://127.0.0.1:1", "flags", "list"], &[]).await;
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("https is not supported"), "{}", r.stderr);
+    assert!(r.stderr.contains("give the cluster CA with --ca-file"), "{}", r.stderr);
     // Nobody there: an internal failure, exit 1.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let r = rollgate(&["--node", &free.to_string(), "flags", "list"], &[]).await;
@@ -268,6 +277,8 @@ async fn connection_and_token_problems_are_clear() {
     assert!(r.stderr.contains("needs `Authorization: Bearer <token>` (rollgate: --token-file FILE"), "{}", r.stderr);
     let wrong = c._dir.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-right-token").unwrap();
+    std::fs::set_permissions(&wrong, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     let r = rollgate(&["--node", &c.url, "--token-file", wrong.to_str().unwrap(), "flags", "enable", "ttl"], &[]).await;
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("wrong admin token"), "{}", r.stderr);

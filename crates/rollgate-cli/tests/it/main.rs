@@ -8,6 +8,7 @@
 mod common;
 
 mod cli_ops;
+mod https;
 mod node_answers;
 mod release_cut;
 mod repo_folders;

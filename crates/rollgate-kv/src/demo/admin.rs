@@ -14,14 +14,22 @@ const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 pub(super) struct Admin {
     http: reqwest::Client,
+    scheme: &'static str,
     token: String,
     feature_writes: Mutex<Expected>,
 }
 
 impl Admin {
-    pub(super) fn new(token: &str) -> Admin {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Admin { http, token: token.to_string(), feature_writes: Mutex::new(Expected::new()) }
+    /// The operator with `token`, over HTTPS with `tls` (else HTTP).
+    pub(super) fn new(token: &str, tls: Option<&rustls::ClientConfig>) -> Admin {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = tls.cloned().unwrap_or_else(rollgate::tls::plain_client);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .use_preconfigured_tls(config)
+            .build()
+            .expect("a client with a ready rustls configuration builds");
+        Admin { http, scheme, token: token.to_string(), feature_writes: Mutex::new(Expected::new()) }
     }
 
     async fn call(
@@ -31,7 +39,7 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let mut req = self.http.request(method, format!("http://{addr}{path}")).bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}://{addr}{path}", self.scheme)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -56,6 +56,8 @@ pub struct LoadOptions {
     pub prefix: String,
     /// Progress on stderr.
     pub progress: bool,
+    /// HTTPS towards the nodes (`--ca-file`, optionally a client certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl LoadOptions {
@@ -149,7 +151,8 @@ impl LoadReport {
 pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Result<LoadReport, DemoError> {
     opts.validate()?;
     let client = Arc::new(
-        KvClient::new(&opts.nodes, super::load_client_options()).map_err(|e| DemoError::Options(e.to_string()))?,
+        KvClient::new(&opts.nodes, super::load_client_options(opts.tls.clone()))
+            .map_err(|e| DemoError::Options(e.to_string()))?,
     );
     let progress = Progress::new(opts.progress);
     let until = match (opts.ops, opts.duration) {
@@ -204,7 +207,7 @@ pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Resu
     progress.status(format!("checking {} keys on {} nodes", expected.len(), opts.nodes.len()));
     progress.say(format!("load stopped ({stopped_by:?}); checking {} keys on every node", expected.len()));
     let verify_started = Instant::now();
-    let (lost, lost_examples) = settle(&opts.nodes, &expected, opts.settle).await;
+    let (lost, lost_examples) = settle(&opts.nodes, &expected, opts.settle, opts.tls.clone()).await;
     progress.say(format!("checked {} keys on {} nodes: {lost} lost", expected.len(), opts.nodes.len()));
     progress.finish();
 
@@ -227,12 +230,17 @@ pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Resu
 
 /// Checks every key on every node; keys wrong somewhere are checked again
 /// (every 200 ms) until they are right or `settle` is over.
-async fn settle(nodes: &[String], expected: &Expected, settle: Duration) -> (u64, Vec<String>) {
+async fn settle(
+    nodes: &[String],
+    expected: &Expected,
+    settle: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> (u64, Vec<String>) {
     let pairs: Vec<(String, String)> = nodes.iter().map(|n| (n.clone(), n.clone())).collect();
     let deadline = Instant::now() + settle;
     let mut todo = expected.clone();
     loop {
-        let (wrong, examples) = super::verify_keys(&pairs, &todo).await;
+        let (wrong, examples) = super::verify_keys(&pairs, &todo, tls.clone()).await;
         if wrong.is_empty() || Instant::now() >= deadline {
             return (wrong.len() as u64, examples);
         }
@@ -286,6 +294,7 @@ mod tests {
             seed: 1,
             prefix: "load-1-".into(),
             progress: false,
+            tls: None,
         }
     }
 

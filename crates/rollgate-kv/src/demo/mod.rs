@@ -19,6 +19,7 @@ mod admin;
 pub mod external;
 pub mod load;
 mod report;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,8 @@ pub struct Negotiation {
     pub to_node: String,
     /// Whether the handshake was authenticated with the cluster secret.
     pub authenticated: bool,
+    /// Whether the link ran mutual TLS (certificates of the demo's CA).
+    pub tls: bool,
     /// The phase in which it was seen.
     pub phase: String,
 }
@@ -209,6 +212,9 @@ pub struct DemoReport {
     pub seed: u64,
     /// Wall time of the whole run, in milliseconds.
     pub duration_ms: u64,
+    /// Whether every peer link seen ran mutual TLS and the client and the
+    /// operator used HTTPS (certificates made in the demo's data dir).
+    pub tls: bool,
 }
 
 impl DemoReport {
@@ -306,6 +312,7 @@ struct Cluster {
     store: Arc<dyn MetaStore>,
     secret: ClusterSecret,
     token: String,
+    tls: tls::DemoTls,
     slots: Vec<Slot>,
 }
 
@@ -328,7 +335,9 @@ impl Cluster {
                 node: None,
             });
         }
-        Ok(Cluster { store, secret, token, slots })
+        let ids: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
+        let tls = tls::DemoTls::make(root, &ids)?;
+        Ok(Cluster { store, secret, token, tls, slots })
     }
 
     /// Starts the node of slot `i` as `release` and waits until it serves.
@@ -338,6 +347,7 @@ impl Cluster {
         config.node_id = Some(slot.id.clone());
         config.cluster_secret = Some(self.secret.clone());
         config.admin_token = Some(self.token.clone());
+        config.tls = Some(self.tls.files(&slot.id));
         let node = start(config, &self.store, &slot.id).await?;
         self.slots[i].node = Some(node);
         Ok(())
@@ -397,7 +407,7 @@ impl Cluster {
                 problems.push(format!("{}: replication did not drain within 30 s", slot.id));
             }
         }
-        let (lost, lost_examples) = verify(&self.slots, expected).await;
+        let (lost, lost_examples) = verify(&self.slots, expected, Some(self.tls.client.clone())).await;
         problems.extend(lost_examples);
         progress.say(format!("verified {} keys on {} nodes: {lost} lost", expected.len(), self.slots.len()));
         lost
@@ -423,6 +433,33 @@ impl Cluster {
 /// The versions agreed between nodes, by (node, peer, release, peer release).
 type Negotiated = BTreeMap<(String, String, String, String), Negotiation>;
 
+/// The service formats at the end, and the release floor raised: every
+/// member runs the target and its stable flags are on, so no way back is
+/// needed any more and the floor goes up (older nodes are refused).
+async fn finalize(
+    admin: &Admin,
+    first_admin: &str,
+    opts: &DemoOptions,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Option<String>) {
+    let service_formats = admin.service_formats(first_admin).await.unwrap_or_else(|e| {
+        problems.push(format!("service formats: {e}"));
+        Vec::new()
+    });
+    let release_floor = match admin.finalize(first_admin, opts.to.name).await {
+        Ok(floor) => {
+            progress.say(format!("phase: finalize: release floor {floor}"));
+            Some(floor)
+        }
+        Err(e) => {
+            problems.push(format!("finalize: {e}"));
+            None
+        }
+    };
+    (service_formats, release_floor)
+}
+
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     check(&opts)?;
@@ -444,9 +481,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         progress.say(format!("starting {} as {}", cluster.slots[i].id, opts.from.name));
         cluster.start(i, opts.from).await?;
     }
-    let client =
-        Arc::new(KvClient::new(&cluster.admins(), load_client_options()).map_err(|e| DemoError::Setup(e.to_string()))?);
-    let admin = Admin::new(&cluster.token);
+    let https = Some(cluster.tls.client.clone());
+    let client = Arc::new(
+        KvClient::new(&cluster.admins(), load_client_options(https.clone()))
+            .map_err(|e| DemoError::Setup(e.to_string()))?,
+    );
+    let admin = Admin::new(&cluster.token, Some(&cluster.tls.client));
     let mut negotiated = Negotiated::new();
     let mut problems = Vec::new();
 
@@ -472,22 +512,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     let first_admin = cluster.slots[0].admin.clone();
     let (enabled_by_demo, migrations_done) = operator_step(&admin, &first_admin, &load, &progress, &mut problems).await;
-    // Every member runs the target and its stable flags are on: no way back
-    // is needed any more, so the floor goes up (older nodes are refused).
-    let service_formats = admin.service_formats(&first_admin).await.unwrap_or_else(|e| {
-        problems.push(format!("service formats: {e}"));
-        Vec::new()
-    });
-    let release_floor = match admin.finalize(&first_admin, opts.to.name).await {
-        Ok(floor) => {
-            progress.say(format!("phase: finalize: release floor {floor}"));
-            Some(floor)
-        }
-        Err(e) => {
-            problems.push(format!("finalize: {e}"));
-            None
-        }
-    };
+    let (service_formats, release_floor) = finalize(&admin, &first_admin, &opts, &progress, &mut problems).await;
 
     // Use what the upgrade unlocked.
     load.begin("new features");
@@ -509,6 +534,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         Vec::new()
     });
     let final_releases = cluster.releases();
+    let tls_everywhere = !negotiated.is_empty() && negotiated.values().all(|n| n.tls);
     problems.extend(load.failures());
     progress.finish();
     cluster.stop(&mut problems).await;
@@ -534,6 +560,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         to: opts.to.name.to_string(),
         seed: opts.seed,
         duration_ms: started.elapsed().as_millis() as u64,
+        tls: tls_everywhere,
     })
 }
 
@@ -666,7 +693,8 @@ fn free_addr() -> Result<String, DemoError> {
 fn cluster_secret(root: &Path) -> Result<ClusterSecret, DemoError> {
     let path = root.join("cluster.secret");
     let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
-    std::fs::write(&path, secret).map_err(|e| DemoError::Setup(format!("{}: {e}", path.display())))?;
+    let _ = std::fs::remove_file(&path); // a kept data dir (--keep) gets a new secret
+    rollgate_certs::write_private(&path, &secret).map_err(|e| DemoError::Setup(e.to_string()))?;
     ClusterSecret::from_file(&path).map_err(|e| DemoError::Setup(e.to_string()))
 }
 
@@ -684,6 +712,7 @@ fn observe(slots: &[Slot], phase: &str, out: &mut Negotiated) {
                 from_node: slot.id.clone(),
                 to_node: p.node_id.clone(),
                 authenticated: p.authenticated.unwrap_or(false),
+                tls: p.tls.unwrap_or(false),
                 phase: phase.to_string(),
             };
             out.entry((n.from_node.clone(), n.to_node.clone(), n.from.clone(), n.to.clone())).or_insert(n);
@@ -693,32 +722,42 @@ fn observe(slots: &[Slot], phase: &str, out: &mut Negotiated) {
 
 /// The load's client: quick to give up on one node, patient with the
 /// cluster (six rounds over every node ride out a node's restart).
-fn load_client_options() -> ClientOptions {
+fn load_client_options(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions {
     ClientOptions {
         request_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_millis(500),
         rounds: 6,
         round_backoff: Duration::from_millis(100),
+        tls,
     }
 }
 
 /// Reads every expected key from every node (each node's own answer, no
 /// failover). Returns the number of keys wrong somewhere and a few examples.
-async fn verify(slots: &[Slot], expected: &Expected) -> (u64, Vec<String>) {
+async fn verify(slots: &[Slot], expected: &Expected, tls: Option<Arc<rustls::ClientConfig>>) -> (u64, Vec<String>) {
     let nodes: Vec<(String, String)> = slots.iter().map(|s| (s.id.clone(), s.admin.clone())).collect();
-    let (wrong, examples) = verify_keys(&nodes, expected).await;
+    let (wrong, examples) = verify_keys(&nodes, expected, tls).await;
     (wrong.len() as u64, examples)
 }
 
 /// Reads every expected key from every node of `nodes` (name, HTTP address),
 /// each node's own answer. Returns the keys wrong somewhere (all of them
 /// when a node's address is unusable) and a few examples.
-async fn verify_keys(nodes: &[(String, String)], expected: &Expected) -> (Vec<String>, Vec<String>) {
+async fn verify_keys(
+    nodes: &[(String, String)],
+    expected: &Expected,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (Vec<String>, Vec<String>) {
     let mut clients = Vec::new();
     for (id, addr) in nodes {
         let c = KvClient::new(
             &[addr.as_str()],
-            ClientOptions { rounds: 2, round_backoff: Duration::from_millis(50), ..ClientOptions::default() },
+            ClientOptions {
+                rounds: 2,
+                round_backoff: Duration::from_millis(50),
+                tls: tls.clone(),
+                ..ClientOptions::default()
+            },
         );
         match c {
             Ok(c) => clients.push((id.clone(), Arc::new(c))),

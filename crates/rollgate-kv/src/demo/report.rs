@@ -32,6 +32,15 @@ pub fn render(r: &DemoReport) -> String {
         r.duration_ms as f64 / 1000.0,
         r.seed
     );
+    let _ = writeln!(
+        out,
+        "Security: {}\n",
+        if r.tls {
+            "TLS on: mutual TLS 1.3 on every peer link, HTTPS for the client and the operator (a CA made in the demo's data dir)"
+        } else {
+            "TLS NOT on every link: see the TLS column below"
+        }
+    );
     let mut t = table(&["PHASE", "OPS", "OPS/S", "P50 MS", "P99 MS", "MAX MS", "FAILED"]);
     for p in &r.phases {
         t.add_row(vec![
@@ -60,22 +69,24 @@ pub fn render(r: &DemoReport) -> String {
     );
 
     // One row per pair of releases and agreed versions (the JSON has every link).
-    type Pair = (String, String, u16, u32, bool);
+    type Pair = (String, String, u16, u32, bool, bool);
     let mut pairs: std::collections::BTreeMap<Pair, (usize, String)> = Default::default();
     for n in &r.negotiated {
         let (from, to) = if n.from <= n.to { (&n.from, &n.to) } else { (&n.to, &n.from) };
         let e = pairs
-            .entry((from.clone(), to.clone(), n.protocol, n.transport, n.authenticated))
+            .entry((from.clone(), to.clone(), n.protocol, n.transport, n.authenticated, n.tls))
             .or_insert((0, n.phase.clone()));
         e.0 += 1;
     }
-    let mut t = table(&["RELEASES", "PROTOCOL", "TRANSPORT", "AUTHENTICATED", "LINKS", "FIRST SEEN"]);
-    for ((from, to, protocol, transport, auth), (links, phase)) in pairs {
+    let mut t = table(&["RELEASES", "PROTOCOL", "TRANSPORT", "AUTHENTICATED", "TLS", "LINKS", "FIRST SEEN"]);
+    let yes = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
+    for ((from, to, protocol, transport, auth, tls), (links, phase)) in pairs {
         t.add_row(vec![
             format!("{from} <-> {to}"),
             format!("v{protocol}"),
             transport.to_string(),
-            if auth { "yes".into() } else { "no".into() },
+            yes(auth),
+            yes(tls),
             links.to_string(),
             phase,
         ]);
@@ -112,4 +123,76 @@ pub fn render(r: &DemoReport) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::PhaseReport;
+    use super::super::{Negotiation, UpgradeImpact};
+    use super::*;
+
+    fn phase(name: &str) -> PhaseReport {
+        PhaseReport {
+            name: name.into(),
+            ops: 10,
+            failed: 0,
+            duration_ms: 1000,
+            ops_per_s: 10.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            max_ms: 3.0,
+        }
+    }
+
+    fn report(tls: bool) -> DemoReport {
+        let link = Negotiation {
+            from: "1.2".into(),
+            to: "1.2".into(),
+            protocol: 3,
+            transport: 3,
+            from_node: "n1".into(),
+            to_node: "n2".into(),
+            authenticated: true,
+            tls,
+            phase: "steady at 1.0".into(),
+        };
+        DemoReport {
+            ops_ok: 10,
+            ops_failed: 0,
+            acked_writes_lost: 0,
+            keys_checked: 10,
+            final_releases: vec!["1.2".into()],
+            flags_enabled: Vec::new(),
+            flags_enabled_by_demo: Vec::new(),
+            phases: vec![phase("steady at 1.0")],
+            upgrade_impact: UpgradeImpact {
+                steady: phase("steady"),
+                upgrade: phase("rolling upgrade"),
+                p99_ratio: 1.0,
+                p50_ratio: 1.0,
+                throughput_ratio: 1.0,
+            },
+            negotiated: vec![link],
+            features_used: Vec::new(),
+            migrations_done: Vec::new(),
+            release_floor: None,
+            service_formats: Vec::new(),
+            problems: Vec::new(),
+            nodes: 3,
+            from: "1.0".into(),
+            to: "1.2".into(),
+            seed: 7,
+            duration_ms: 1000,
+            tls,
+        }
+    }
+
+    #[test]
+    fn the_readable_report_says_whether_tls_was_on() {
+        let on = render(&report(true));
+        assert!(on.contains("Security: TLS on: mutual TLS 1.3 on every peer link, HTTPS"), "{on}");
+        assert!(on.contains("TLS") && on.contains("1.2 <-> 1.2"), "{on}");
+        let off = render(&report(false));
+        assert!(off.contains("Security: TLS NOT on every link"), "{off}");
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rollgate::handshake::ClusterSecret;
 use rollgate::node::NodeTimeouts;
+use rollgate::tls::TlsFiles;
 use serde::Serialize;
 
 use crate::releases::Release;
@@ -46,10 +47,19 @@ pub struct Tuning {
     pub digest_range_keys: usize,
     /// Requests handled at once per inbound connection.
     pub max_inflight_per_connection: usize,
+    /// Bytes of requests (keys and values) handled at once per inbound
+    /// connection; a peer beyond it is not read until some are done.
+    pub max_inflight_bytes_per_connection: usize,
     /// Inbound peer connections at once.
     pub max_peer_connections: usize,
-    /// HTTP connections at once.
+    /// HTTP connections at once; a new one beyond this evicts the oldest.
     pub max_http_connections: usize,
+    /// HTTP connections at once from one source address; a new one beyond
+    /// this evicts that source's oldest.
+    pub max_http_connections_per_source: usize,
+    /// Longest wait for an HTTP request head, and for the next request on a
+    /// kept-alive connection; also bounds a TLS handshake.
+    pub http_header_timeout: Duration,
     /// Longest HTTP request, body included.
     pub http_request_timeout: Duration,
     /// The data file's queues and batches.
@@ -80,8 +90,11 @@ impl Default for Tuning {
             sync_chunk_bytes: 4 << 20,
             digest_range_keys: 256,
             max_inflight_per_connection: 256,
+            max_inflight_bytes_per_connection: 8 << 20,
             max_peer_connections: 256,
-            max_http_connections: 256,
+            max_http_connections: 1024,
+            max_http_connections_per_source: 256,
+            http_header_timeout: Duration::from_secs(5),
             http_request_timeout: Duration::from_secs(30),
             storage: StorageOptions::default(),
             flag_timeouts: NodeTimeouts::default(),
@@ -117,6 +130,12 @@ pub struct NodeConfig {
     /// The plugins to run (`--plugins`), from the release's
     /// [`Release::plugins`]; each starts once the flags it requires are enabled.
     pub plugins: Vec<String>,
+    /// TLS (`--tls-cert`, `--tls-key`, `--tls-ca`): mutual TLS on peer
+    /// links and HTTPS on the HTTP listener. The certificate must name the
+    /// node (`rollgate certs node ID`).
+    pub tls: Option<TlsFiles>,
+    /// Allows listening on a non-loopback address without TLS (`--insecure`).
+    pub insecure: bool,
     /// Timeouts and limits.
     pub tuning: Tuning,
     /// The release's signed manifest (`--release-manifest`), with `release_key`.
@@ -139,6 +158,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("admin_token", &self.admin_token.is_some())
             .field("plugins", &self.plugins)
             .field("release_key", &self.release_key)
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
             .finish()
     }
 }
@@ -161,6 +182,8 @@ impl NodeConfig {
             cluster_secret: None,
             admin_token: None,
             plugins: Vec::new(),
+            tls: None,
+            insecure: false,
             tuning: Tuning::default(),
             release_manifest: None,
             release_key: None,

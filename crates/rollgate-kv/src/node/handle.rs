@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -159,11 +158,15 @@ impl NodeHandle {
     /// restarted on it in the same process).
     pub async fn kill(mut self) {
         let s = self.shared.clone();
-        s.killed.store(true, Ordering::Release);
         s.set_state(ServingState::Stopped);
-        // Every HTTP connection fails now; closing them drops the admin
-        // API's handle on the runtime, whose liveness must stop with it.
-        self.stop_http(Duration::from_secs(2)).await;
+        // Every HTTP connection fails now (the server task owns them);
+        // closing them drops the admin API's handle on the runtime, whose
+        // liveness must stop with it.
+        if let Some(task) = self.http_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.http_stop.take();
         self.shutdown_tasks().await;
         drop(s.runtime.lock().unwrap_or_else(|p| p.into_inner()).take());
         s.links.close_all().await;
@@ -182,7 +185,6 @@ impl NodeHandle {
             && tokio::time::timeout(grace, &mut task).await.is_err()
         {
             tracing::warn!(node = %self.shared.node_id, "HTTP requests still running after {} ms; closing them", grace.as_millis());
-            self.shared.killed.store(true, Ordering::Release);
             task.abort();
             let _ = task.await;
         }

@@ -1,7 +1,10 @@
 //! Inbound peer connections: every request a peer sends on its link to us
-//! is handled in its own task (at most `max_inflight_per_connection` per
-//! connection, so a fast peer gets backpressure, not unbounded tasks) and
-//! answered on the same connection in the connection's protocol version.
+//! is handled in its own task and answered on the same connection in the
+//! connection's protocol version. Requests in flight per connection are
+//! bounded in number (`max_inflight_per_connection`) and in bytes
+//! (`max_inflight_bytes_per_connection`): a peer that sends faster than the
+//! node stores gets backpressure (the node stops reading its connection),
+//! not unbounded tasks or memory.
 //! Only running members are served: a link from a peer the cluster view
 //! does not show running (forgotten, never joined) is closed, and so is a
 //! link whose peer leaves the membership (I11).
@@ -24,8 +27,6 @@ use crate::record::MAX_KEY_BYTES;
 use crate::replication::v1 as repl1;
 use crate::storage::KeyRange;
 
-/// Most entries in one `ReplicateBatch` a node accepts.
-pub const MAX_BATCH_ENTRIES: usize = 4096;
 /// Most entries a node sends in one sync chunk.
 pub const MAX_SYNC_ENTRIES: u32 = 4096;
 /// Most bytes (keys and values) a node puts in one sync chunk, plus at most one entry.
@@ -87,6 +88,8 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection<Msg>) {
     let peer = tx.negotiated().peer_node_id.clone();
     let protocol = tx.negotiated().protocol;
     let permits = Arc::new(Semaphore::new(shared.tuning.max_inflight_per_connection.max(1)));
+    let budget = shared.tuning.max_inflight_bytes_per_connection.clamp(1, u32::MAX as usize);
+    let bytes = Arc::new(Semaphore::new(budget));
     let mut requests = JoinSet::new();
     let mut views = shared.views.clone();
     let mut member = admitted(&shared, &mut views, &peer).await;
@@ -110,7 +113,10 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection<Msg>) {
         match codec::from_wire(msg) {
             Incoming::Request(req) => {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                requests.spawn(handle(shared.clone(), tx.clone(), peer.clone(), protocol, req, permit));
+                // A request larger than the whole budget waits for all of it.
+                let size = request_bytes(&req).clamp(1, budget) as u32;
+                let Ok(held) = bytes.clone().acquire_many_owned(size).await else { break };
+                requests.spawn(handle(shared.clone(), tx.clone(), peer.clone(), protocol, req, (permit, held)));
             }
             Incoming::Response(_) => {
                 tracing::warn!(%peer, "peer sent an answer on its own connection: protocol violation, closing");
@@ -129,19 +135,15 @@ async fn handle(
     peer: String,
     protocol: ProtocolVersion,
     req: Request,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let resp = match req {
         Request::Replicate(m) => {
             Response::Ack(repl1::Ack { req_id: m.req_id, error: store(&shared, vec![m.entry]).await })
         }
         Request::ReplicateBatch(m) => {
-            let error = if m.entries.len() > MAX_BATCH_ENTRIES {
-                Some(format!("a batch of {} writes is over the limit of {MAX_BATCH_ENTRIES}", m.entries.len()))
-            } else {
-                store(&shared, m.entries).await
-            };
-            Response::Ack(repl1::Ack { req_id: m.req_id, error })
+            // (Over MAX_BATCH_ENTRIES the frame does not even decode.)
+            Response::Ack(repl1::Ack { req_id: m.req_id, error: store(&shared, m.entries).await })
         }
         Request::Sync(m) => Response::SyncChunk(sync_chunk(&shared, &peer, m).await),
         Request::Digest(m) => Response::Digest(digests(&shared, &peer, m).await),
@@ -154,6 +156,26 @@ async fn handle(
         }
         Err(e) => tracing::error!(%peer, error = %e, "cannot answer in the connection's protocol"),
     }
+}
+
+/// The bytes a request holds while it is handled: its keys and values (and
+/// a fixed cost per entry and per request).
+pub(crate) fn request_bytes(req: &Request) -> usize {
+    const OVERHEAD: usize = 64;
+    let entry = |e: &repl1::Entry| {
+        OVERHEAD
+            + e.key.len()
+            + match &e.value {
+                repl1::Value::Put(v) => v.len(),
+                repl1::Value::Tombstone => 0,
+            }
+    };
+    OVERHEAD
+        + match req {
+            Request::Replicate(m) => entry(&m.entry),
+            Request::ReplicateBatch(m) => m.entries.iter().map(entry).sum(),
+            Request::Sync(_) | Request::Digest(_) => 0,
+        }
 }
 
 /// Stores replicated writes; `Some(reason)` when they were not stored.

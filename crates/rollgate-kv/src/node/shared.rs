@@ -3,7 +3,6 @@
 //! did ([`SyncStats`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use rollgate::cluster::ClusterView;
@@ -22,6 +21,10 @@ use crate::storage::Storage;
 
 /// How many recent inbound handshake refusals a node remembers for `/health`.
 const MAX_RECENT_REFUSALS: usize = 16;
+/// How many peers a node remembers as having connected to it. Beyond this,
+/// ids that are no longer members are forgotten; a peer that is not a
+/// member is not remembered while the set is full.
+pub(crate) const MAX_INBOUND_SEEN: usize = 1024;
 
 /// Where a node is in serving clients and peers: catching up after a start,
 /// ready, stopping, stopped. (Not its membership state in the cluster,
@@ -73,8 +76,6 @@ pub(crate) struct Shared {
     pub(super) runner: Mutex<Option<Arc<LocalRunner>>>,
     pub(crate) links: Links,
     pub(super) state: watch::Sender<ServingState>,
-    /// Set by `kill`: HTTP connections fail from then on.
-    pub(crate) killed: Arc<AtomicBool>,
     /// Peers that connected to us since the start.
     pub(super) inbound_seen: Mutex<BTreeSet<String>>,
     pub(super) inbound_notify: Notify,
@@ -120,7 +121,11 @@ impl Shared {
     }
 
     pub(super) fn note_inbound(&self, peer: &str) {
-        let new = self.inbound_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string());
+        let view = self.view();
+        let is_member = |id: &str| view.members.contains_key(id);
+        let mut seen = self.inbound_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let new = remember(&mut seen, peer, is_member, MAX_INBOUND_SEEN);
+        drop(seen);
         if new {
             self.inbound_notify.notify_waiters();
         }
@@ -149,6 +154,24 @@ impl Shared {
     }
 }
 
+/// Adds `peer` to `seen`, keeping it within `max`: when full, the ids that
+/// are not members are forgotten, and a peer that is not a member is not
+/// added to a set that is still full (members always are: their number is
+/// the cluster's size). True when `peer` was added.
+pub(crate) fn remember(seen: &mut BTreeSet<String>, peer: &str, is_member: impl Fn(&str) -> bool, max: usize) -> bool {
+    if seen.contains(peer) {
+        return false;
+    }
+    if seen.len() >= max {
+        seen.retain(|id| is_member(id));
+    }
+    if seen.len() >= max && !is_member(peer) {
+        tracing::warn!(%peer, max, "too many peers seen: not remembering one that is not a member");
+        return false;
+    }
+    seen.insert(peer.to_string())
+}
+
 /// What a pull from one peer did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SyncStats {
@@ -166,4 +189,23 @@ pub struct SyncStats {
     pub entries_received: u64,
     /// Entries that were newer than ours and were stored.
     pub entries_stored: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peers_seen_stay_bounded_and_members_are_always_remembered() {
+        let members = ["m1", "m2"];
+        let is_member = |id: &str| members.contains(&id);
+        let mut seen = BTreeSet::new();
+        for i in 0..10_000 {
+            remember(&mut seen, &format!("stranger-{i}"), is_member, 8);
+            assert!(seen.len() <= 8, "{}", seen.len());
+        }
+        assert!(remember(&mut seen, "m1", is_member, 8), "a member gets in when the set is full of strangers");
+        assert!(seen.contains("m1") && seen.len() <= 8);
+        assert!(!remember(&mut seen, "m1", is_member, 8), "already there");
+    }
 }

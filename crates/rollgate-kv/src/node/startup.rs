@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use rollgate::admin::AdminConfig;
@@ -15,6 +14,7 @@ use rollgate::handshake::HandshakeConfig;
 use rollgate::migrate::{Gates, LocalOptions, LocalRunner};
 use rollgate::net::{self, Listener, NetConfig, NetError};
 use rollgate::store::MetaStore;
+use rollgate::tls::NodeTls;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -104,6 +104,10 @@ async fn start_with(
     let cluster_id = cluster.cluster_id().to_string();
     drop(cluster);
 
+    let tls = match &config.tls {
+        Some(files) => Some(NodeTls::from_files(files, &node_id).map_err(|e| NodeError::Config(e.to_string()))?),
+        None => None,
+    };
     let mut handshake =
         HandshakeConfig::new(&node_id, release.name, &cluster_id, release.protocols, release.transport_set());
     handshake.secret = config.cluster_secret.clone();
@@ -115,12 +119,15 @@ async fn start_with(
     let mut net_config = NetConfig::new(handshake);
     net_config.handshake_timeout = tuning.handshake_timeout;
     net_config.idle_timeout = Some(tuning.idle_timeout);
-    net_config.max_pending_handshakes = 64;
+    net_config.tls = tls.clone();
 
     if let Some(addr) = &config.join {
         probe_join(addr, net_config.clone()).await?;
     }
 
+    if tls.is_none() && !config.insecure {
+        refuse_plaintext_outside_loopback(&config.listen, &config.admin).await?;
+    }
     let listener = bind_peers(&config.listen, &net_config).await?;
     let data_addr = listener.local_addr();
     let (http, admin_addr) = bind_http(&config.admin).await?;
@@ -152,6 +159,13 @@ async fn start_with(
     let addresses = Addresses { data: data_addr, admin: admin_addr };
     let identity = Identity { node_id, cluster_id, addresses, floor };
     let started = with_runtime(config, store, storage, identity, net_config, &runtime, hook_slot).await;
+    let http_options = rollgate::admin::ServeOptions {
+        tls: tls.as_ref().map(NodeTls::http_server),
+        header_read_timeout: tuning.http_header_timeout,
+        tls_handshake_timeout: tuning.http_header_timeout,
+        max_connections: tuning.max_http_connections,
+        max_connections_per_source: tuning.max_http_connections_per_source,
+    };
     let (parts, http_app) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -164,12 +178,11 @@ async fn start_with(
     let Parts { shared, mut tasks } = parts;
     tasks.spawn(serve::accept_loop(shared.clone(), listener));
     let (http_stop, http_stopped) = oneshot::channel::<()>();
-    let http_listener = crate::http::KillableListener::new(http, shared.killed.clone(), tuning.max_http_connections);
     let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http_listener, http_app).with_graceful_shutdown(async move {
+        let stopped = async move {
             let _ = http_stopped.await;
-        });
-        if let Err(e) = serve.await {
+        };
+        if let Err(e) = rollgate::admin::serve_with(http, http_app, http_options, stopped).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
@@ -220,6 +233,32 @@ async fn bind_http(admin: &str) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((http, admin_addr))
 }
 
+/// Without TLS, a node listens only on loopback unless told `--insecure`:
+/// outside loopback, peers and clients would talk in the clear.
+async fn refuse_plaintext_outside_loopback(listen: &str, admin: &str) -> Result<(), NodeError> {
+    let mut outside = Vec::new();
+    // An address that does not resolve fails at bind, with its own message.
+    if let Ok(addrs) = tokio::net::lookup_host(listen).await
+        && addrs.into_iter().any(|a| !a.ip().is_loopback())
+    {
+        outside.push(format!("--listen {listen}"));
+    }
+    if let Ok(a) = rollgate::admin::parse_addr(Some(admin))
+        && !a.ip().is_loopback()
+    {
+        outside.push(format!("--admin {a}"));
+    }
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::Config(format!(
+        "{} is not a loopback address and no TLS is configured, so peers and clients would talk in the clear: give \
+         --tls-cert, --tls-key and --tls-ca (make them with `rollgate certs ca` and `rollgate certs node ID --host \
+         ADDR`), or pass --insecure to run without TLS on a network you trust",
+        outside.join(" and ")
+    )))
+}
+
 /// What a started node is made of, before it serves.
 struct Parts {
     shared: Arc<Shared>,
@@ -267,6 +306,7 @@ async fn with_runtime(
 
     publish_storage_status(runtime, &storage, &node_id);
     let handshakes = net_config.counters.clone();
+    let net_tls = net_config.tls.clone();
     let links = peer_links(net_config, &tuning, release);
     runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
@@ -284,7 +324,6 @@ async fn with_runtime(
         runner: Mutex::new(runner),
         links,
         state: watch::Sender::new(ServingState::CatchingUp),
-        killed: Arc::new(AtomicBool::new(false)),
         inbound_seen: Mutex::default(),
         inbound_notify: Notify::new(),
         refusals: Mutex::default(),
@@ -293,7 +332,8 @@ async fn with_runtime(
         sync_stats: Mutex::default(),
     });
     tasks.spawn(manage_links(shared.clone()));
-    let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), &tuning);
+    let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
+    let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), members, &tuning);
     Ok((Parts { shared, tasks }, app))
 }
 
@@ -427,7 +467,13 @@ fn peer_links(net: NetConfig, tuning: &Tuning, release: &Release) -> Links {
 
 /// The HTTP app: the client routes of `api` and rollgate's admin API of
 /// `runtime` (its mutations need `admin_token`), on one listener.
-fn http_app(api: Api, runtime: &rollgate::node::Node, admin_token: Option<&str>, tuning: &Tuning) -> axum::Router {
+fn http_app(
+    api: Api,
+    runtime: &rollgate::node::Node,
+    admin_token: Option<&str>,
+    members: Option<rollgate::admin::fanout::MemberClient>,
+    tuning: &Tuning,
+) -> axum::Router {
     let admin = match admin_token {
         Some(token) => AdminConfig::with_token(token),
         None => AdminConfig::default(),
@@ -436,6 +482,7 @@ fn http_app(api: Api, runtime: &rollgate::node::Node, admin_token: Option<&str>,
         token_hint: "start rollgate-kv serve with --admin-token-file FILE (one line, 8 to 1024 printable characters) \
                      and give rollgate the same file with --token-file FILE"
             .into(),
+        members,
         ..admin
     };
     let requests = crate::metrics::KvMetrics::register(&admin.metrics);

@@ -294,6 +294,8 @@ pub struct PeerStatus {
     pub authenticated: Option<bool>,
     /// The digest of the peer's signed release manifest, when it sent one.
     pub manifest: Option<String>,
+    /// Whether the connection runs mutual TLS, the peer's certificate verified.
+    pub tls: Option<bool>,
     /// Writes queued to the peer on the current connection.
     pub writes: Option<u64>,
     /// `ReplicateBatch` messages sent on the current connection.
@@ -433,6 +435,7 @@ impl Links {
                     release: None,
                     authenticated: None,
                     manifest: None,
+                    tls: None,
                     writes: None,
                     batches: None,
                     error: None,
@@ -447,6 +450,7 @@ impl Links {
                         st.release = Some(n.peer_release.clone());
                         st.authenticated = Some(n.authenticated);
                         st.manifest = n.peer_release_manifest.map(|d| d.to_text());
+                        st.tls = Some(n.tls);
                         st.writes = Some(s.writes_queued());
                         st.batches = Some(s.batches_sent());
                     }

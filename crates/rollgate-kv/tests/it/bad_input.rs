@@ -117,13 +117,6 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
             }),
         ),
         (
-            "a batch over the limit",
-            Request::ReplicateBatch(repl2::ReplicateBatch {
-                req_id: 4,
-                entries: (0..5000).map(|i| entry(format!("batch-{i}"), vec![])).collect(),
-            }),
-        ),
-        (
             "a sync bound longer than any key",
             Request::Sync(repl1::SyncRequest {
                 req_id: 5,
@@ -158,6 +151,18 @@ async fn garbage_on_the_data_port_is_refused_and_the_node_keeps_serving() {
     }
     // A peer answering on its own connection breaks the roles: closed.
     tx.send(codec::response_to_wire(p, Response::Ack(repl1::Ack { req_id: 9, error: None })).unwrap()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+
+    // A batch over the limit: refused from its length prefix, before any
+    // entry is decoded, so the frame does not decode and the connection is closed.
+    let conn = net::connect::<rollgate_kv::Msg>(addr, NetConfig::new(cfg.clone())).await.unwrap();
+    let batch = Request::ReplicateBatch(repl2::ReplicateBatch {
+        req_id: 4,
+        entries: (0..5000).map(|i| entry(format!("batch-{i}"), vec![])).collect(),
+    });
+    conn.send(codec::request_to_wire(p, batch).unwrap()).await.unwrap();
+    let (_tx, mut rx) = conn.split();
     let end = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
     assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
 
@@ -212,7 +217,7 @@ async fn garbage_on_the_http_port_gets_clear_errors_and_changes_nothing() {
         assert!(answer.is_empty() || text.starts_with("HTTP/1.1 4"), "{what}: {text}");
     }
 
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let url = |path: &str| format!("http://{admin}{path}");
     // (what, method, url, body, status, code)
     type Case = (&'static str, reqwest::Method, String, Vec<u8>, u16, &'static str);
@@ -274,7 +279,7 @@ async fn client_and_admin_api_errors_on_one_listener_decode_into_one_error_body(
     let store = redb_store(tmp.path()).await;
     let node = start(&store, "1.0", &data(tmp.path(), "n1")).await;
     let admin = node.addresses().admin;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let url = |path: &str| format!("http://{admin}{path}");
     // (what, request, status, code)
     let cases = [

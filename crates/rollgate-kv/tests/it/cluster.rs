@@ -135,7 +135,14 @@ async fn a_catching_up_node_answers_503_until_it_is_ready() {
     let n3 = rollgate_kv::node::start(config("1.2", &data(tmp.path(), "n3")), store.clone()).await.unwrap();
     assert_eq!(n3.state(), rollgate_kv::node::ServingState::CatchingUp);
     let admin = n3.addresses().admin;
-    let health = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    let health = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .build()
+        .unwrap()
+        .get(format!("http://{admin}/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 503);
     let h: serde_json::Value = health.json().await.unwrap();
     assert_eq!(h["state"], "catching_up", "{h}");
@@ -154,6 +161,11 @@ async fn a_cluster_secret_authenticates_links_and_keeps_out_a_node_without_it() 
     let store = redb_store(tmp.path()).await;
     let secret_file = tmp.path().join("secret");
     std::fs::write(&secret_file, "a cluster secret of at least 16 bytes").unwrap();
+    std::fs::set_permissions(
+        &secret_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     let secret = rollgate::handshake::ClusterSecret::from_file(&secret_file).unwrap();
     let with_secret = |name: &str| {
         let mut c = config("1.2", &data(tmp.path(), name));
@@ -190,7 +202,7 @@ async fn a_clients_writes_are_ordered_as_it_made_them_whichever_node_takes_them(
     // Push node a's clock ten minutes ahead, as a writer that saw such a version would.
     let ahead =
         rollgate_kv::hlc::Version { wall_ms: rollgate::cluster::now_ms() + 600_000, logical: 3, node: "x".into() };
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let resp = http
         .put(format!("http://{a_addr}/kv/push"))
         .header("x-kv-seen", ahead.to_string())

@@ -44,7 +44,7 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
     let first = admins[0];
     let meta = store.clone();
     let png = tokio::task::spawn_blocking(move || {
-        let client = reqwest::Client::new();
+        let client = plain_http();
         let mut b = Browser::start(1280, 1000);
         b.open(&url);
         b.eval("window.notReloaded = true");
@@ -118,7 +118,7 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG of the page");
 
     // The node's /metrics: its links at the agreed versions, its handshakes, and its requests by operation.
-    let client = reqwest::Client::new();
+    let client = plain_http();
     let kv = rollgate_kv::KvClient::new(&[first.to_string()], quick()).unwrap();
     kv.put("metrics-key", b"v".to_vec(), None).await.unwrap();
     let metrics = client.get(format!("http://{first}/metrics")).send().await.unwrap().text().await.unwrap();

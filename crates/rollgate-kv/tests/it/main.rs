@@ -21,5 +21,7 @@ mod cluster;
 mod dashboard_browser;
 mod mixed_releases;
 mod routes;
+mod secure;
+mod secure_cluster;
 mod signed_releases;
 mod wire_golden;

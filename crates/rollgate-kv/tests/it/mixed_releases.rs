@@ -155,8 +155,10 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     let e = rollgate_kv::node::start(cfg, store.clone()).await.unwrap_err();
     let msg = e.to_string();
     assert!(e.is_operator_error(), "{msg}");
-    assert!(msg.contains("release 1.0") && msg.contains("protocol v1"), "{msg}");
-    assert!(msg.contains("v2..=v3") && msg.contains("upgrade node") && msg.contains("v2 or later"), "{msg}");
+    // (A refusal to a peer that has not authenticated names no release: the
+    // address names the node to upgrade.)
+    assert!(msg.contains(&old.addresses().data.to_string()) && msg.contains("protocol v1"), "{msg}");
+    assert!(msg.contains("v2..=v3") && msg.contains("upgrade the peer") && msg.contains("v2 or later"), "{msg}");
     assert_eq!(store.list("rollgate/members/").await.unwrap().kvs.len(), 1, "the refused node did not register");
 
     // Without --join: 2.0 requires record_meta_v2, which the 1.0 member lacks,

@@ -22,7 +22,7 @@ fn request(client: &reqwest::Client, base: &str, route: &Route) -> reqwest::Requ
 async fn every_published_route_is_served_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let store = redb_store(dir.path()).await;
-    let client = reqwest::Client::new();
+    let client = plain_http();
     for release in ["1.0", "1.2"] {
         let mut c = config(release, &data(dir.path(), &format!("n-{release}")));
         c.plugins = if release == "1.2" { vec!["audit".to_string()] } else { Vec::new() };

@@ -32,7 +32,7 @@ async fn signed_nodes_show_their_digests_and_unsigned_ones_are_refused() {
         assert!(n.wait_ready(READY).await);
         nodes.push(n);
     }
-    let client = reqwest::Client::new();
+    let client = plain_http();
     let admin = nodes[0].addresses().admin;
     let links: Value = client.get(format!("http://{admin}/admin/links")).send().await.unwrap().json().await.unwrap();
     let link = &links["links"][0];

@@ -92,3 +92,9 @@ pub async fn remove_hand_made_member(node: &NodeHandle, peer: &str, live: rollga
     live.stop().await.expect("stop its liveness");
     node.runtime().expect("the node runs").forget(peer).await.expect("forget it");
 }
+
+/// An HTTP client for plain (loopback) nodes: reqwest is built without a
+/// default TLS provider, so every client names its TLS configuration.
+pub fn plain_http() -> reqwest::Client {
+    reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap()
+}

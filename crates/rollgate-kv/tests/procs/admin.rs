@@ -16,7 +16,11 @@ pub struct Admin {
 impl Admin {
     /// The admin API at `addr` (`HOST:PORT`).
     pub fn new(addr: &str) -> Admin {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rollgate::tls::plain_client())
+            .timeout(Duration::from_secs(150))
+            .build()
+            .unwrap();
         Admin { http, base: format!("http://{addr}") }
     }
 
@@ -83,7 +87,17 @@ impl Admin {
 
 /// A node's `/health` (whatever its status code).
 pub async fn health(addr: &str) -> Value {
-    reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap()
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The format of a node's `records` unit, from `/health`.

@@ -100,6 +100,8 @@ async fn serve_put_get_delete_and_a_graceful_stop() {
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("token");
     std::fs::write(&token, "x".repeat(10_000)).unwrap();
+    std::fs::set_permissions(&token, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     let meta = format!("redb:{}", tmp.path().join("meta.redb").display());
     let data = tmp.path().join("n1").display().to_string();
     let args = |release: &str, token: &std::path::Path| -> Vec<String> {
@@ -160,7 +162,7 @@ async fn serve_put_get_delete_and_a_graceful_stop() {
     let (code, _, err) = run(&["put", "--node", &p.admin, "--ttl-s", "60", "k", "v"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("flag_not_enabled") && err.contains("rollgate flags enable ttl"), "{err}");
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().use_preconfigured_tls(rollgate::tls::plain_client()).build().unwrap();
     let enable = |auth: Option<&'static str>| {
         let mut req = http
             .post(format!("http://{}/admin/flags/enable", p.admin))

@@ -135,7 +135,14 @@ async fn verify(procs: &[Proc], acked: &BTreeMap<String, String>) {
 }
 
 async fn health(admin: &str) -> serde_json::Value {
-    let resp = reqwest::get(format!("http://{admin}/health")).await.unwrap();
+    let resp = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .build()
+        .unwrap()
+        .get(format!("http://{admin}/health"))
+        .send()
+        .await
+        .unwrap();
     resp.json().await.unwrap()
 }
 

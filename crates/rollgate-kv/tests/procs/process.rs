@@ -164,6 +164,8 @@ pub const TOKEN: &str = "kv-test-admin-token";
 pub fn token_file(dir: &Path) -> PathBuf {
     let path = dir.join("admin.token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     path
 }
 

@@ -67,7 +67,14 @@ async fn read_all(addr: &str, keys: &BTreeMap<String, String>) {
 }
 
 async fn get_with_headers(addr: &str, key: &str) -> reqwest::Response {
-    let resp = reqwest::get(format!("http://{addr}/kv/{key}")).await.unwrap();
+    let resp = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/kv/{key}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{key} on {addr}");
     resp
 }

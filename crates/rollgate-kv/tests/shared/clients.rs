@@ -16,5 +16,6 @@ pub fn quick() -> ClientOptions {
         connect_timeout: Duration::from_secs(1),
         rounds: 3,
         round_backoff: Duration::from_millis(50),
+        tls: None,
     }
 }

@@ -68,8 +68,8 @@ pub enum ReleaseRefusal {
         node: String,
         /// Its release.
         release: String,
-        /// What is wrong.
-        source: ReleaseError,
+        /// What is wrong (boxed: it keeps the node's errors small).
+        source: Box<ReleaseError>,
     },
     /// An unsigned release in a cluster that runs signed ones.
     #[error(
@@ -124,7 +124,11 @@ pub(super) async fn check(config: &NodeConfig, cluster: &Cluster) -> Result<Opti
         (Some(_), None) => return Err(ReleaseRefusal::ManifestWithoutKey { node }.into()),
         (None, Some(key)) => return Err(ReleaseRefusal::KeyWithoutManifest { node, release, key_id: key.id() }.into()),
         (Some(signed), Some(key)) => {
-            let refuse = |source| ReleaseRefusal::Manifest { node: node.clone(), release: release.clone(), source };
+            let refuse = |source| ReleaseRefusal::Manifest {
+                node: node.clone(),
+                release: release.clone(),
+                source: Box::new(source),
+            };
             let digest = signed.verify(key).map_err(refuse)?;
             signed.manifest.check_describes(&release_manifest(config)).map_err(refuse)?;
             Some(digest)

@@ -104,7 +104,8 @@ async fn a_member_that_cannot_answer_makes_the_answer_null() {
     assert_eq!(ask(a1, "method=GET&path=/nope").await["supported"], Value::Bool(false));
     // Through the library too.
     let q = CapabilityQuery::parse(Some("GET"), Some("/kv/k1"), None, None).unwrap();
-    let (supported, members) = rollgate::admin::view::capabilities(&n1, &reqwest::Client::new(), &q, false).await;
+    let (supported, members) =
+        rollgate::admin::view::capabilities(&n1, &rollgate::admin::fanout::MemberClient::plain(), &q, false).await;
     assert_eq!(supported, None);
     assert!(members.iter().any(|m| m.node_id == "hung" && m.supported.is_none()));
     held.abort();

@@ -21,6 +21,7 @@ fn link(peer: &str, protocol: u16) -> LinkStatus {
         peer_release: Some("1.2".into()),
         authenticated: Some(true),
         peer_manifest: None,
+        tls: None,
         error: None,
     }
 }

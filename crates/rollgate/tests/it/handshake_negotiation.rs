@@ -294,6 +294,12 @@ fn configured_range_must_be_within_the_compiled_one() {
 fn secret_files_are_bounded_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good");
+    let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    for f in ["good", "short", "big"] {
+        let path = dir.path().join(f);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, owner_only.clone()).unwrap();
+    }
     std::fs::write(&good, format!("{SECRET}\n")).unwrap();
     let s = ClusterSecret::from_file(&good).unwrap();
     assert!(!format!("{s:?}").contains("horse"), "Debug must not print the secret");
@@ -401,7 +407,8 @@ mod props {
     fn handshake_never_panics_on_random_or_mutated_frames() {
         let c = rollgate_sample::fuzz::config("a", true);
         let (_, hello) = rollgate::handshake::Initiator::start(&c, [5; 32]);
-        let (_, reply) = rollgate::handshake::Responder::on_hello(&c, [6; 32], &hello).unwrap();
+        let b = rollgate_sample::fuzz::config("b", true);
+        let (_, reply) = rollgate::handshake::Responder::on_hello(&b, [6; 32], &hello).unwrap();
         let valid = [hello, reply];
         let strategy = prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..600),

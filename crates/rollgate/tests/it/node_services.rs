@@ -107,7 +107,8 @@ async fn an_upgraded_cluster_runs_each_step_once_as_its_gate_opens_and_the_statu
     n1.enable(rollgate::flags::EnableRequest::flags(["compact"])).await.unwrap();
     assert_eq!(format_of(&n2, 2).await, 2);
     assert_eq!((runs[0].load(Ordering::SeqCst), runs[1].load(Ordering::SeqCst)), (1, 1), "each step ran once");
-    let admin_status = rollgate::admin::view::upgrade_status(&n2, &http()).await;
+    let admin_status =
+        rollgate::admin::view::upgrade_status(&n2, &rollgate::admin::fanout::MemberClient::plain()).await;
     let rollgate::api::upgrade::MigrationsSection::Status(m) = admin_status.migrations else { panic!("unreadable") };
     let settings = m.services.iter().find(|s| s.service == "settings").unwrap();
     assert_eq!((settings.version, settings.target, settings.blocked_by.clone()), (2, Some(2), None));

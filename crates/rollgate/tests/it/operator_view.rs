@@ -187,6 +187,7 @@ async fn metrics_parse_as_the_text_format_and_follow_the_cluster() {
             peer_release: Some("1.2".into()),
             authenticated: Some(true),
             peer_manifest: None,
+            tls: Some(true),
             error: None,
         }],
         handshakes: vec![

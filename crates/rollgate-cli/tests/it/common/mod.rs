@@ -30,6 +30,7 @@ fn isolate(cmd: &mut Command, cwd: &Path) {
         .env("GIT_CEILING_DIRECTORIES", cwd.parent().unwrap_or(cwd))
         .env("LC_ALL", "C")
         .env_remove("RUST_LOG")
+        .env_remove("ROLLGATE_CA_FILE")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE");

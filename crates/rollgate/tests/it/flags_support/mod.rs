@@ -251,5 +251,9 @@ pub async fn start_with_admin(
 
 /// An HTTP client for tests.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }

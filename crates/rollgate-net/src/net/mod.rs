@@ -34,46 +34,51 @@
 //! idle timeout; [`Receiver::recv`] fails with [`NetError::IdleTimeout`] when
 //! nothing (not even a ping) arrived within the idle timeout.
 //!
-//! # Listener
+//! # TLS
 //!
-//! Handshakes run in spawned tasks, each bounded by
-//! [`NetConfig::handshake_timeout`], at most [`NetConfig::max_pending_handshakes`]
-//! at once (further connections are closed at once and counted), so a slow
-//! or silent peer never blocks other peers.
+//! With [`NetConfig::tls`], every connection is mutual TLS 1.3 (see
+//! [`crate::tls`]): the version handshake runs inside it, bound to the
+//! session by the exporter value, and each side checks that the other's
+//! certificate names the node id it advertises. A listener with TLS answers
+//! a plaintext handshake with an Abort frame saying that TLS is required.
+//!
+//! # Listener (invariant I12)
+//!
+//! Handshakes (TLS included) run in spawned tasks, each bounded by
+//! [`NetConfig::handshake_timeout`]. Pending handshakes are bounded per
+//! source address ([`NetConfig::max_pending_per_source`]) and in total
+//! ([`NetConfig::max_pending_handshakes`]); a new connection evicts the
+//! oldest pending one instead of being refused ([`crate::admission`]), so
+//! silent sockets never keep a real peer out.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, watch};
 
-use crate::handshake::{
-    self, ConfigError, HandshakeConfig, HandshakeError, Initiator, NONCE_LEN, Negotiated, RejectCode, Responder,
-};
+use crate::handshake::{self, ConfigError, HandshakeConfig, HandshakeError, Negotiated, RejectCode};
+use crate::tls::NodeTls;
 use rollgate_wire::protocol::Protocol;
 use rollgate_wire::version::{ProtocolVersion, TransportVersion};
-use rollgate_wire::wire::{Limits, Reader, WireError, Writer};
+use rollgate_wire::wire::{Limits, WireError};
 
-/// Bytes in a data frame header.
-pub const FRAME_HEADER_LEN: usize = 11;
+mod frames;
+mod handshake_io;
+mod listener;
 
-/// Data frame kinds.
-pub mod frame_kind {
-    /// A message.
-    pub const DATA: u8 = 0xD0;
-    /// Graceful (or error) close, with a reason.
-    pub const CLOSE: u8 = 0xC0;
-    /// Keepalive.
-    pub const PING: u8 = 0xB0;
-    /// First byte of a late handshake frame (`RGHS`).
-    pub const HANDSHAKE: u8 = b'R';
-}
+use frames::control_frame;
+pub use frames::{
+    DataFrame, FRAME_HEADER_LEN, decode_body, decode_data_frame, encode_data_frame, encode_header, frame_kind,
+    parse_header,
+};
+use handshake_io::initiate_tls;
+pub use handshake_io::{initiate, respond};
+pub use listener::{Listener, ListenerStats, PeerFailure};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
@@ -87,8 +92,15 @@ pub struct NetConfig {
     pub idle_timeout: Option<Duration>,
     /// Frames queued per connection before `send` waits (`try_send` fails).
     pub send_queue_len: usize,
-    /// Handshakes a listener runs at once; more connections are closed at once.
+    /// Handshakes a listener runs at once; a new connection beyond this
+    /// evicts the oldest pending one.
     pub max_pending_handshakes: usize,
+    /// Handshakes a listener runs at once from one source address; a new
+    /// connection from it beyond this evicts its oldest pending one.
+    pub max_pending_per_source: usize,
+    /// Mutual TLS 1.3 on every connection (`None`: plain TCP, for loopback
+    /// and tests).
+    pub tls: Option<NodeTls>,
     /// Handshaken connections a listener holds before `accept` takes them.
     pub accept_queue_len: usize,
     /// Handshakes accepted and rejected (shared by every clone of the config).
@@ -126,26 +138,45 @@ impl HandshakeCounters {
 
 impl NetConfig {
     /// Defaults: 5 s handshake timeout, 60 s idle timeout, a send queue of
-    /// 1024 frames, 64 pending handshakes, an accept queue of 64.
+    /// 1024 frames, 128 pending handshakes (16 per source address), an
+    /// accept queue of 64, no TLS.
     pub fn new(handshake: HandshakeConfig) -> Self {
         NetConfig {
             handshake,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(60)),
             send_queue_len: 1024,
-            max_pending_handshakes: 64,
+            max_pending_handshakes: 128,
+            max_pending_per_source: 16,
             accept_queue_len: 64,
             counters: HandshakeCounters::default(),
+            tls: None,
         }
     }
 
     fn validate<P: Protocol>(&self) -> Result<(), NetError> {
         self.handshake.validate(P::SUPPORTED)?;
-        if self.send_queue_len == 0 || self.max_pending_handshakes == 0 || self.accept_queue_len == 0 {
+        if self.send_queue_len == 0
+            || self.max_pending_handshakes == 0
+            || self.max_pending_per_source == 0
+            || self.accept_queue_len == 0
+        {
             return Err(NetError::Config(ConfigError::BadId {
-                what: "queue length (send_queue_len, max_pending_handshakes, accept_queue_len)",
+                what: "queue length (send_queue_len, max_pending_handshakes, max_pending_per_source, accept_queue_len)",
                 value: "0".into(),
             }));
+        }
+        if let Some(tls) = &self.tls
+            && tls.node_id() != self.handshake.node_id
+        {
+            return Err(NetError::Tls {
+                peer: String::new(),
+                message: format!(
+                    "the TLS setup is for node {} but the handshake advertises node {}: use this node's own certificate",
+                    tls.node_id(),
+                    self.handshake.node_id
+                ),
+            });
         }
         Ok(())
     }
@@ -171,6 +202,14 @@ pub enum NetError {
     /// The handshake was refused or failed.
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+    /// TLS failed or is missing on one side; the message names the fix.
+    #[error("{message}")]
+    Tls {
+        /// The peer address.
+        peer: String,
+        /// What failed and how to fix it.
+        message: String,
+    },
     /// The handshake did not finish in time.
     #[error("handshake with {peer} did not finish within {after_ms} ms (slow or silent peer)")]
     HandshakeTimeout {
@@ -287,229 +326,12 @@ fn warn_without_secret(config: &HandshakeConfig, role: &str) {
     }
 }
 
-// ---- handshake runtime ----
+/// Any byte stream a connection runs on (TCP, or TLS over TCP).
+trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 
-async fn read_handshake_frame<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, NetError> {
-    let mut header = [0u8; handshake::HEADER_LEN];
-    s.read_exact(&mut header).await.map_err(io_err("reading a handshake frame from", None))?;
-    let (_, len) = handshake::parse_header(&header)?;
-    let mut frame = vec![0u8; handshake::HEADER_LEN + len];
-    frame[..handshake::HEADER_LEN].copy_from_slice(&header);
-    s.read_exact(&mut frame[handshake::HEADER_LEN..]).await.map_err(io_err("reading a handshake frame from", None))?;
-    Ok(frame)
-}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Io for T {}
 
-async fn send_and_fail<S: AsyncWrite + Unpin>(s: &mut S, f: handshake::Failure) -> NetError {
-    if let Some(bytes) = f.send {
-        let _ = s.write_all(&bytes).await;
-        let _ = s.flush().await;
-    }
-    NetError::Handshake(f.error)
-}
-
-fn nonce() -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    rand::fill(&mut n);
-    n
-}
-
-/// Runs the initiator side of the handshake on `s` (no timeout; see [`connect`]).
-pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    config: &HandshakeConfig,
-) -> Result<Negotiated, NetError> {
-    let (initiator, hello) = Initiator::start(config, nonce());
-    s.write_all(&hello).await.map_err(io_err("sending the handshake to", None))?;
-    let reply = match read_handshake_frame(s).await {
-        Ok(r) => r,
-        Err(NetError::Handshake(e)) => {
-            return Err(send_and_fail(s, handshake::Failure { send: Some(abort_frame(&e)), error: e }).await);
-        }
-        Err(e) => return Err(e),
-    };
-    match initiator.on_reply(&reply) {
-        Ok((negotiated, confirm)) => {
-            s.write_all(&confirm).await.map_err(io_err("sending the handshake confirmation to", None))?;
-            Ok(negotiated)
-        }
-        Err(f) => Err(send_and_fail(s, f).await),
-    }
-}
-
-fn abort_frame(e: &HandshakeError) -> Vec<u8> {
-    handshake::encode_frame(&handshake::Frame::Abort(handshake::Abort { code: e.code, message: e.message.clone() }))
-}
-
-/// Runs the responder side of the handshake on `s` (no timeout; see [`Listener`]).
-pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    config: &HandshakeConfig,
-) -> Result<Negotiated, NetError> {
-    let hello = match read_handshake_frame(s).await {
-        Ok(h) => h,
-        Err(NetError::Handshake(e)) => {
-            return Err(send_and_fail(s, handshake::Failure { send: Some(abort_frame(&e)), error: e }).await);
-        }
-        Err(e) => return Err(e),
-    };
-    let (responder, reply) = match Responder::on_hello(config, nonce(), &hello) {
-        Ok(x) => x,
-        Err(f) => return Err(send_and_fail(s, f).await),
-    };
-    s.write_all(&reply).await.map_err(io_err("sending the handshake reply to", None))?;
-    let confirm = match read_handshake_frame(s).await {
-        Ok(c) => c,
-        Err(NetError::Handshake(e)) => {
-            return Err(send_and_fail(s, handshake::Failure { send: Some(abort_frame(&e)), error: e }).await);
-        }
-        Err(e) => return Err(e),
-    };
-    match responder.on_confirm(&confirm) {
-        Ok(n) => Ok(n),
-        Err(f) => Err(send_and_fail(s, f).await),
-    }
-}
-
-// ---- data frames (sans-IO) ----
-
-/// A decoded data-phase frame.
-#[derive(Debug)]
-pub enum DataFrame<P> {
-    /// A message.
-    Message(P),
-    /// Keepalive.
-    Ping,
-    /// The peer closes; `error` when it closes because of a failure.
-    Close {
-        /// Whether the close is an error.
-        error: bool,
-        /// The peer's reason.
-        reason: String,
-    },
-}
-
-/// Encodes a data frame header.
-pub fn encode_header(
-    kind: u8,
-    protocol: ProtocolVersion,
-    transport: TransportVersion,
-    len: u32,
-) -> [u8; FRAME_HEADER_LEN] {
-    let mut h = [0u8; FRAME_HEADER_LEN];
-    h[0] = kind;
-    h[1..3].copy_from_slice(&protocol.0.to_be_bytes());
-    h[3..7].copy_from_slice(&transport.id().to_be_bytes());
-    h[7..11].copy_from_slice(&len.to_be_bytes());
-    h
-}
-
-/// Checks a data frame header against the agreed versions and the limits;
-/// returns the kind and the body length.
-pub fn parse_header(
-    header: &[u8; FRAME_HEADER_LEN],
-    negotiated: &Negotiated,
-    limits: &Limits,
-) -> Result<(u8, usize), NetError> {
-    let kind = header[0];
-    if !matches!(kind, frame_kind::DATA | frame_kind::CLOSE | frame_kind::PING) {
-        return Err(NetError::BadFrame { peer: negotiated.peer_node_id.clone(), kind });
-    }
-    let got_protocol = u16::from_be_bytes([header[1], header[2]]);
-    let got_transport = u32::from_be_bytes([header[3], header[4], header[5], header[6]]);
-    if got_protocol != negotiated.protocol.0 || got_transport != negotiated.transport.id() {
-        return Err(NetError::VersionMismatch {
-            peer: negotiated.peer_node_id.clone(),
-            protocol: negotiated.protocol,
-            transport: negotiated.transport,
-            got_protocol,
-            got_transport,
-        });
-    }
-    let len = u32::from_be_bytes([header[7], header[8], header[9], header[10]]) as u64;
-    if len > limits.max_frame_bytes as u64 {
-        return Err(NetError::FrameTooLarge {
-            peer: negotiated.peer_node_id.clone(),
-            len,
-            max: limits.max_frame_bytes,
-        });
-    }
-    Ok((kind, len as usize))
-}
-
-/// Decodes a frame body of `kind` (after [`parse_header`]).
-pub fn decode_body<P: Protocol>(
-    kind: u8,
-    body: &[u8],
-    negotiated: &Negotiated,
-    limits: &Limits,
-) -> Result<DataFrame<P>, NetError> {
-    let wire = |error| NetError::Wire { peer: negotiated.peer_node_id.clone(), error };
-    let mut r = Reader::new(body, negotiated.transport, *limits);
-    let f = match kind {
-        frame_kind::DATA => DataFrame::Message(P::decode_body(negotiated.protocol, &mut r).map_err(wire)?),
-        frame_kind::PING => DataFrame::Ping,
-        _ => {
-            let error = r.read::<bool>().map_err(wire)?;
-            let reason: String = r.read().map_err(wire)?;
-            DataFrame::Close { error, reason: reason.chars().take(1024).collect() }
-        }
-    };
-    r.finish().map_err(wire)?;
-    Ok(f)
-}
-
-/// Decodes one complete data frame (header and body): what [`Receiver::recv`]
-/// does per frame, for fuzzing and property tests.
-pub fn decode_data_frame<P: Protocol>(
-    bytes: &[u8],
-    negotiated: &Negotiated,
-    limits: &Limits,
-) -> Result<DataFrame<P>, NetError> {
-    let Some(header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
-        return Err(NetError::Closed {
-            peer: negotiated.peer_node_id.clone(),
-            reason: Some("truncated header".into()),
-        });
-    };
-    let (kind, len) = parse_header(header, negotiated, limits)?;
-    let body = &bytes[FRAME_HEADER_LEN..];
-    if body.len() != len {
-        return Err(NetError::Closed { peer: negotiated.peer_node_id.clone(), reason: Some("truncated body".into()) });
-    }
-    decode_body(kind, body, negotiated, limits)
-}
-
-/// Encodes `msg` as a complete data frame for `negotiated`, refusing a
-/// message of another protocol version.
-pub fn encode_data_frame<P: Protocol>(msg: &P, negotiated: &Negotiated, limits: &Limits) -> Result<Vec<u8>, NetError> {
-    if msg.version() != negotiated.protocol {
-        return Err(NetError::WrongProtocol {
-            peer: negotiated.peer_node_id.clone(),
-            message: msg.version(),
-            negotiated: negotiated.protocol,
-        });
-    }
-    // The header counts towards the writer's total; the limit applies to the body.
-    let frame_limits = Limits { max_frame_bytes: limits.max_frame_bytes.saturating_add(FRAME_HEADER_LEN), ..*limits };
-    let mut w = Writer::with_capacity(negotiated.transport, frame_limits, 64);
-    w.put_raw(&[0u8; FRAME_HEADER_LEN]);
-    msg.encode_body(&mut w);
-    let body_len = w.len() - FRAME_HEADER_LEN;
-    let mut bytes = w.into_bytes().map_err(|error| NetError::Wire { peer: negotiated.peer_node_id.clone(), error })?;
-    let header = encode_header(frame_kind::DATA, negotiated.protocol, negotiated.transport, body_len as u32);
-    bytes[..FRAME_HEADER_LEN].copy_from_slice(&header);
-    Ok(bytes)
-}
-
-fn control_frame(kind: u8, negotiated: &Negotiated, error: bool, reason: &str) -> Vec<u8> {
-    let mut w = Writer::new(negotiated.transport, Limits::DEFAULT);
-    if kind == frame_kind::CLOSE {
-        w.write(&error).write(reason);
-    }
-    let mut out = encode_header(kind, negotiated.protocol, negotiated.transport, w.len() as u32).to_vec();
-    out.extend_from_slice(w.as_bytes());
-    out
-}
+type Stream = Box<dyn Io>;
 
 // ---- connections ----
 
@@ -557,7 +379,7 @@ impl<P> Clone for Sender<P> {
 /// The receiving half. `recv` is not cancel-safe: call it from one task (do
 /// not race it in `select!` against other branches that may win mid-frame).
 pub struct Receiver<P> {
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<ReadHalf<Stream>>,
     buf: Vec<u8>,
     shared: Arc<Shared>,
     idle: Option<Duration>,
@@ -566,9 +388,8 @@ pub struct Receiver<P> {
 }
 
 impl<P: Protocol> Connection<P> {
-    fn start(stream: TcpStream, negotiated: Negotiated, config: &NetConfig) -> Self {
-        let peer_addr = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (read, write) = stream.into_split();
+    fn start(stream: Stream, peer_addr: SocketAddr, negotiated: Negotiated, config: &NetConfig) -> Self {
+        let (read, write) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(config.send_queue_len);
         let (stop, stop_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -784,7 +605,7 @@ impl<P: Protocol> Receiver<P> {
 }
 
 async fn writer_task(
-    write: OwnedWriteHalf,
+    write: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<Outgoing>,
     mut stop: watch::Receiver<Option<(bool, String)>>,
     shared: Arc<Shared>,
@@ -871,8 +692,14 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     let work = async {
         let mut stream = TcpStream::connect(target).await.map_err(io_err("connecting to", Some(target)))?;
         let _ = stream.set_nodelay(true);
-        let negotiated = initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
-        Ok::<_, NetError>((stream, negotiated))
+        match &config.tls {
+            Some(tls) => initiate_tls(stream, target, &config, tls).await,
+            None => {
+                let negotiated =
+                    initiate(&mut stream, &config.handshake).await.map_err(|e| with_peer(e, Some(target)))?;
+                Ok::<_, NetError>((Box::new(stream) as Stream, negotiated))
+            }
+        }
     };
     let result = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
@@ -881,7 +708,7 @@ pub async fn connect<P: Protocol>(addr: impl ToSocketAddrs, config: NetConfig) -
     config.counters.record(&result);
     let (stream, negotiated) = result?;
     tracing::debug!(peer = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "connected");
-    Ok(Connection::start(stream, negotiated, &config))
+    Ok(Connection::start(stream, target, negotiated, &config))
 }
 
 fn with_peer(e: NetError, peer: Option<SocketAddr>) -> NetError {
@@ -889,150 +716,4 @@ fn with_peer(e: NetError, peer: Option<SocketAddr>) -> NetError {
         NetError::Io { op, peer: None, message } => NetError::Io { op, peer, message },
         other => other,
     }
-}
-
-/// A handshake that failed on a listener.
-#[derive(Debug)]
-pub struct PeerFailure {
-    /// The peer address.
-    pub peer: SocketAddr,
-    /// What failed.
-    pub error: NetError,
-}
-
-/// Counters of a listener.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Handshakes that completed.
-    pub accepted: AtomicU64,
-    /// Handshakes that failed or timed out.
-    pub failed: AtomicU64,
-    /// Connections closed at once because too many handshakes were pending.
-    pub refused_busy: AtomicU64,
-}
-
-/// Accepts TCP connections and hands out handshaken, typed connections.
-pub struct Listener<P> {
-    rx: mpsc::Receiver<Result<Connection<P>, PeerFailure>>,
-    local_addr: SocketAddr,
-    stats: Arc<ListenerStats>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl<P> Drop for Listener<P> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl<P: Protocol> Listener<P> {
-    /// Binds `addr` and starts accepting. Checks the configuration (the
-    /// protocol range must be within `P::SUPPORTED`) and warns when no
-    /// cluster secret is configured.
-    pub async fn bind(addr: impl ToSocketAddrs, config: NetConfig) -> Result<Self, NetError> {
-        config.validate::<P>()?;
-        warn_without_secret(&config.handshake, "listener");
-        let listener = TcpListener::bind(addr).await.map_err(io_err("binding", None))?;
-        let local_addr = listener.local_addr().map_err(io_err("reading the local address of", None))?;
-        let (tx, rx) = mpsc::channel(config.accept_queue_len);
-        let stats = Arc::new(ListenerStats::default());
-        let task = tokio::spawn(accept_loop(listener, config, tx, stats.clone()));
-        Ok(Listener { rx, local_addr, stats, task })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &ListenerStats {
-        &self.stats
-    }
-
-    /// The next handshaken connection. Failed handshakes are logged, counted
-    /// and skipped.
-    pub async fn accept(&mut self) -> Result<Connection<P>, NetError> {
-        loop {
-            match self.next().await? {
-                Ok(c) => return Ok(c),
-                Err(f) => tracing::info!(peer = %f.peer, error = %f.error, "handshake failed"),
-            }
-        }
-    }
-
-    /// The next handshake outcome, failures included (a failure is dropped
-    /// when the queue is full, but always counted in [`stats`](Self::stats)).
-    pub async fn next(&mut self) -> Result<Result<Connection<P>, PeerFailure>, NetError> {
-        self.rx.recv().await.ok_or(NetError::ListenerStopped(self.local_addr))
-    }
-}
-
-async fn accept_loop<P: Protocol>(
-    listener: TcpListener,
-    config: NetConfig,
-    tx: mpsc::Sender<Result<Connection<P>, PeerFailure>>,
-    stats: Arc<ListenerStats>,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_pending_handshakes));
-    let config = Arc::new(config);
-    let mut tasks = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        // Out of file descriptors and the like: back off briefly.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, limit = config.max_pending_handshakes, "too many pending handshakes: closing connection");
-                    drop(stream);
-                    continue;
-                };
-                let config = config.clone();
-                let tx = tx.clone();
-                let stats = stats.clone();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let result = handshake_inbound(stream, peer, &config).await;
-                    match result {
-                        Ok(conn) => {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            let _ = tx.send(Ok(conn)).await;
-                        }
-                        Err(error) => {
-                            stats.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, %error, "inbound handshake failed");
-                            let _ = tx.try_send(Err(PeerFailure { peer, error }));
-                        }
-                    }
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-}
-
-async fn handshake_inbound<P: Protocol>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    config: &NetConfig,
-) -> Result<Connection<P>, NetError> {
-    let _ = stream.set_nodelay(true);
-    let timeout = config.handshake_timeout;
-    let result = match tokio::time::timeout(timeout, respond(&mut stream, &config.handshake)).await {
-        Ok(Ok(negotiated)) => Ok(negotiated),
-        Ok(Err(e)) => Err(with_peer(e, Some(peer))),
-        Err(_) => Err(NetError::HandshakeTimeout { peer: peer.to_string(), after_ms: timeout.as_millis() as u64 }),
-    };
-    config.counters.record(&result);
-    let negotiated = result?;
-    tracing::debug!(%peer, node = %negotiated.peer_node_id, protocol = %negotiated.protocol, transport = %negotiated.transport, "accepted");
-    Ok(Connection::start(stream, negotiated, config))
 }
