@@ -72,7 +72,8 @@ function renderMembers(s) {
     else linkCell = m.links.map((l) => h("span", { class: "link" },
       "\u2192 " + l.peer + ": ",
       l.state === "connected"
-        ? h("span", { class: "mono", title: "transport id " + l.transport }, `v${l.protocol} / ${tv(l.transport)}`, l.authenticated ? " \u{1F512}" : "")
+        ? h("span", { class: "mono", title: "transport id " + l.transport + (l.tls ? ", mutual TLS" : l.tls === false ? ", plaintext" : "") },
+            `v${l.protocol} / ${tv(l.transport)}`, l.tls ? " tls" : l.tls === false ? " plaintext" : "", l.authenticated ? " \u{1F512}" : "")
         : pill(l.state),
       l.error && l.state !== "connected" ? h("span", { class: "muted" }, " " + l.error) : null));
     return h("tr", { "data-node": n.node_id },

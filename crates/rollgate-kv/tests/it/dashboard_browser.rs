@@ -52,6 +52,8 @@ async fn the_dashboard_shows_the_cluster_and_changes_it_in_a_real_browser() {
         // Members, each running 1.2, and every link at the versions the handshake agreed on (v3 between 1.2 nodes).
         b.wait_for("document.querySelectorAll('#members tbody tr').length === 3");
         b.wait_for("[...document.querySelectorAll('#members .link')].filter(l => l.textContent.includes('v3 /')).length === 6");
+        // These test nodes run plaintext on loopback, and the page says so on each link.
+        b.wait_for("[...document.querySelectorAll('#members .link')].filter(l => l.textContent.includes('plaintext')).length === 6");
         for id in ["n1", "n2", "n3"] {
             let row = text(&mut b, &format!("#members tr[data-node='{id}']"));
             assert!(row.contains(id) && row.contains("1.2") && row.contains("running") && row.contains("v1..=v3"), "{row}");
