@@ -107,6 +107,10 @@ fn security_hint(message: &str) -> &'static str {
         " (TLS with etcd failed: --etcd-ca must be the CA of etcd's server certificate, which must name the address used)"
     } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
         " (etcd does not speak TLS on this address: drop --etcd-ca or start etcd with TLS)"
+    } else if message.contains("broken pipe") || message.contains("connection reset") {
+        // TLS 1.3: a server that wants a client certificate may close the
+        // connection before its alert reaches the client.
+        " (etcd closed the connection: if it requires client certificates, give --etcd-cert and --etcd-key; otherwise check that it is up)"
     } else {
         ""
     }
@@ -428,4 +432,20 @@ fn batches(describe: &str, resp: &ec::WatchResponse) -> Result<Vec<WatchBatch>, 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::security_hint;
+
+    /// The message a TLS 1.3 etcd that wants a client certificate may leave
+    /// (its alert lost to the closed connection) still names the fix.
+    #[test]
+    fn a_connection_closed_during_tls_names_the_client_certificate() {
+        let seen = "grpc request error: code: 'Unknown error', message: \"transport error\", source: \
+                    tonic::transport::Error(Transport, hyper::Error(Io, Custom { kind: BrokenPipe, error: \
+                    \"stream closed because of a broken pipe\" }))";
+        assert!(security_hint(seen).contains("--etcd-cert and --etcd-key"), "{}", security_hint(seen));
+        assert_eq!(security_hint("some other failure"), "");
+    }
 }
