@@ -10,7 +10,7 @@
 //! clock that went backwards does not produce versions older than its own
 //! earlier writes.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rollgate::wire::{Decode, Encode};
 
@@ -64,6 +64,35 @@ impl std::str::FromStr for Version {
 /// with it): one hour.
 pub const MAX_FORWARD_DRIFT_MS: u64 = 3_600_000;
 
+/// **Test-only hook**: when this environment variable is set to a signed
+/// number of milliseconds, the HLC's wall-clock source (and nothing else in
+/// the process) reads the system clock shifted by that much, as if this
+/// node's clock were wrong by that amount (`86400000`: a day ahead,
+/// `-86400000`: a day behind). It exists for the fault tests (a node whose
+/// clock is off by hours or days); a node logs a warning naming it at start.
+/// A value that is not an integer panics at the first read, so a test never
+/// believes it skewed a clock that it did not.
+pub const TEST_CLOCK_OFFSET_ENV: &str = "ROLLGATE_KV_TEST_CLOCK_OFFSET_MS";
+
+/// The offset of [`TEST_CLOCK_OFFSET_ENV`] (0 when unset), read once per process.
+fn test_clock_offset_ms() -> i64 {
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| match std::env::var(TEST_CLOCK_OFFSET_ENV) {
+        Err(_) => 0,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            panic!("{TEST_CLOCK_OFFSET_ENV}={v:?} is not a whole number of milliseconds (test-only hook)")
+        }),
+    })
+}
+
+/// The HLC's wall clock: the system clock in Unix milliseconds, shifted by
+/// the test-only [`TEST_CLOCK_OFFSET_ENV`] when it is set.
+fn wall_ms() -> u64 {
+    let now = rollgate::cluster::now_ms();
+    let offset = test_clock_offset_ms();
+    if offset >= 0 { now.saturating_add(offset.unsigned_abs()) } else { now.saturating_sub(offset.unsigned_abs()) }
+}
+
 /// A hybrid logical clock for one node.
 #[derive(Debug)]
 pub struct Hlc {
@@ -76,6 +105,13 @@ impl Hlc {
     /// stored) when given.
     pub fn new(node: impl Into<String>, floor: Option<&Version>) -> Self {
         let state = floor.map_or((0, 0), |v| (v.wall_ms, v.logical));
+        let offset = test_clock_offset_ms();
+        if offset != 0 {
+            tracing::warn!(
+                offset_ms = offset,
+                "test-only clock offset in effect: {TEST_CLOCK_OFFSET_ENV}={offset} shifts this node's HLC wall clock"
+            );
+        }
         Hlc { node: node.into(), state: Mutex::new(state) }
     }
 
@@ -86,7 +122,7 @@ impl Hlc {
 
     /// A fresh version, above every version this clock produced or observed.
     pub fn now(&self) -> Version {
-        let wall = rollgate::cluster::now_ms();
+        let wall = wall_ms();
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if wall > s.0 {
             *s = (wall, 0);
@@ -102,7 +138,7 @@ impl Hlc {
     /// A version more than [`MAX_FORWARD_DRIFT_MS`] ahead of our wall clock
     /// moves it only that far.
     pub fn observe(&self, seen: &Version) {
-        let limit = rollgate::cluster::now_ms().saturating_add(MAX_FORWARD_DRIFT_MS);
+        let limit = wall_ms().saturating_add(MAX_FORWARD_DRIFT_MS);
         let (wall, logical) = if seen.wall_ms > limit { (limit, 0) } else { (seen.wall_ms, seen.logical) };
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if (wall, logical) > *s {
@@ -155,6 +191,47 @@ mod tests {
         hlc.observe(&Version { wall_ms: u64::MAX, logical: u32::MAX, node: "evil".into() });
         let v = hlc.now();
         assert!(v.wall_ms <= rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS + 1);
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// I10: `Hlc::new` adopts the highest stored version as its
+    /// floor. A data dir that stored a version a day ahead (a peer's clock
+    /// was a day ahead) must not drag this node's clock past its wall clock
+    /// plus [`MAX_FORWARD_DRIFT_MS`] after a restart: the floor is clamped to
+    /// the drift bound like any version observed from a peer.
+    #[test]
+    fn a_stored_floor_beyond_the_drift_bound_is_clamped_to_it() {
+        let floor = Version { wall_ms: wall_ms() + DAY_MS, logical: 0, node: "peer".into() };
+        let hlc = Hlc::new("n", Some(&floor));
+        let v = hlc.now();
+        let bound = wall_ms() + MAX_FORWARD_DRIFT_MS;
+        assert!(
+            v.wall_ms <= bound,
+            "a floor a day ahead ({floor}) put the clock {} ms past now + the drift bound: first version {v}",
+            v.wall_ms - bound
+        );
+    }
+
+    /// `now()` computes `s.0 + 1` when the logical counter is
+    /// full; with a floor at the top of the range (a stored or received
+    /// `u64::MAX.u32::MAX` version) that overflows: a panic in a debug
+    /// build, a version wrapped to 0 (older than everything) in release.
+    /// The clock must neither panic nor go below its wall clock.
+    #[test]
+    fn the_clock_neither_panics_nor_wraps_at_the_top_of_its_range() {
+        let top = Version { wall_ms: u64::MAX, logical: u32::MAX, node: "peer".into() };
+        let hlc = Hlc::new("n", Some(&top));
+        let before = wall_ms();
+        let v = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hlc.now())).unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            panic!("Hlc::now() panicked with the floor at {top}: {why}")
+        });
+        assert!(v.wall_ms >= before, "the clock wrapped below the wall clock ({before}): {v}");
     }
 
     #[test]

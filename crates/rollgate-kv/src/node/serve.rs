@@ -270,3 +270,48 @@ async fn digests(shared: &Shared, peer: &str, m: digest::DigestRequest) -> diges
         Err(e) => fail(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::{MAX_FORWARD_DRIFT_MS, Version};
+    use crate::node::testing;
+    use crate::record::Record;
+    use crate::storage::StoredEntry;
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// I10: a replica stores a peer's version as it comes. A write from a
+    /// peer whose clock is a day ahead must be clamped to this node's wall
+    /// clock plus [`MAX_FORWARD_DRIFT_MS`], or refused (and then not
+    /// stored): otherwise it outranks every write the honest nodes make for
+    /// a day, and those are acknowledged yet invisible.
+    #[tokio::test]
+    async fn a_replicated_version_beyond_the_drift_bound_is_clamped_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let ahead =
+            Version { wall_ms: rollgate::cluster::now_ms() + DAY_MS, logical: 0, node: "peer-a-day-ahead".into() };
+        let record = Record {
+            version: ahead.clone(),
+            value: Some(b"v".to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        let entry = codec::entry_to_wire(StoredEntry { key: "k".into(), record });
+        let refused = store(shared, vec![entry]).await;
+        let stored = shared.storage.get("k").await.unwrap();
+        let bound = rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS;
+        let what = format!(
+            "replicating {ahead} (a day ahead) answered {refused:?} and stored {:?}; now + the drift bound is {bound}",
+            stored.as_ref().map(|r| r.version.to_string())
+        );
+        node.stop().await.unwrap();
+        match (&refused, &stored) {
+            (Some(_), None) => {}                               // refused, nothing stored
+            (None, Some(r)) if r.version.wall_ms <= bound => {} // clamped
+            _ => panic!("{what}"),
+        }
+    }
+}

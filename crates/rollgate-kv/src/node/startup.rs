@@ -580,6 +580,40 @@ mod tests {
         assert_eq!(load_or_create_node_id(explicit.path(), Some("n-1")).unwrap(), "n-1");
     }
 
+    /// I10, through a real node: a data dir whose highest stored version
+    /// is a day ahead (a replica stored a peer's version unclamped, or this
+    /// node ran with its clock a day ahead) is opened; the node's clock must
+    /// not take that version as its floor beyond the drift bound, or every
+    /// write it makes after the restart is stamped a day ahead too (and,
+    /// replicated, outranks every honest node's writes for a day).
+    #[tokio::test]
+    async fn a_restart_on_a_data_dir_a_day_ahead_stamps_writes_within_the_drift_bound() {
+        use crate::hlc::{MAX_FORWARD_DRIFT_MS, Version};
+        use crate::record::Record;
+        use crate::storage::{StorageOptions, StoredEntry};
+        const DAY_MS: u64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let policy = releases::find("1.2").unwrap().format_policy();
+            let (storage, _) = Storage::open(dir.path(), StorageOptions::default(), &policy).unwrap();
+            let ahead = Version { wall_ms: rollgate::cluster::now_ms() + DAY_MS, logical: 0, node: "peer".into() };
+            let record =
+                Record { version: ahead, value: Some(b"old".to_vec()), expires_at_ms: 0, features: Default::default() };
+            storage.apply(vec![StoredEntry { key: "from-a-fast-peer".into(), record }]).await.unwrap();
+            storage.close().await;
+        }
+        let node = crate::node::testing::single_node(dir.path()).await;
+        let outcome = node.api().put("fresh".into(), b"new".to_vec(), None).await.expect("a write on one node");
+        let version: Version = outcome.version.parse().unwrap();
+        let bound = rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS;
+        node.stop().await.unwrap();
+        assert!(
+            version.wall_ms <= bound,
+            "a write made after the restart is stamped {version}, {} ms past now + the drift bound",
+            version.wall_ms - bound
+        );
+    }
+
     #[test]
     fn a_damaged_node_id_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();

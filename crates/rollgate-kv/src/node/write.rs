@@ -380,3 +380,45 @@ async fn gather_acks(
 fn duration_ms(d: Duration) -> u128 {
     d.as_millis()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::testing;
+
+    /// The coordinator counts its own durable copy as an acknowledgement
+    /// without looking at what storing it did. When the key already holds a
+    /// higher version (here one 10 s ahead, inside the drift bound, stored
+    /// by a peer's replication between this write taking its version and
+    /// committing it), the write comes out `Applied::Superseded`: nothing of
+    /// it is visible, yet it is answered as a success. A write that is
+    /// superseded must not be acknowledged; an acknowledged write must be
+    /// what the key holds.
+    #[tokio::test]
+    async fn a_superseded_write_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let mine = shared.hlc.now();
+        let newer = Version { wall_ms: mine.wall_ms + 10_000, logical: 0, node: "peer".into() };
+        let record = Record {
+            version: newer.clone(),
+            value: Some(b"peer's".to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        shared.storage.apply(vec![StoredEntry { key: "k".into(), record }]).await.unwrap();
+
+        let result = write(shared, "k".into(), Some(b"mine".to_vec()), None, None).await;
+        let held = shared.storage.get("k").await.unwrap().expect("the key holds a record");
+        node.stop().await.unwrap();
+        if let Ok(outcome) = result {
+            assert!(
+                outcome.version == held.version.to_string() && held.value.as_deref() == Some(&b"mine"[..]),
+                "acknowledged as {outcome:?}, but the key holds {} = {:?}: the write was superseded",
+                held.version,
+                held.value.as_deref().map(String::from_utf8_lossy)
+            );
+        }
+    }
+}

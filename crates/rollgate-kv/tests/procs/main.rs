@@ -12,6 +12,7 @@ mod admin;
 mod process;
 
 mod cli;
+mod clock_skew;
 mod multi_process;
 mod upgrade_flags;
 
