@@ -112,6 +112,9 @@ pub(super) async fn initial(shared: Arc<Shared>) {
         }
     });
     futures::future::join_all(pulls).await;
+    // The peers' clocks before the first client write: a node whose clock
+    // is off must not stamp one (see `node::clock`).
+    super::clock_task::read_once(&shared).await;
     if shared.state() == ServingState::CatchingUp {
         shared.set_state(ServingState::Ready);
     }
@@ -274,6 +277,7 @@ async fn range_sync(
         }
         stats.entries_received += received as u64;
         let last = entries.last().map(|e| e.key.clone());
+        let entries = within_drift_bound(shared, &node, entries, stats);
         if !entries.is_empty() {
             let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
             let applied = shared.storage.apply(entries).await?;
@@ -287,6 +291,32 @@ async fn range_sync(
         }
         after = last;
     }
+}
+
+/// The entries whose versions this node may store (see `node::clock`);
+/// the others are counted, and the first of a pull is logged.
+fn within_drift_bound(
+    shared: &Shared,
+    peer: &str,
+    entries: Vec<crate::storage::StoredEntry>,
+    stats: &mut SyncStats,
+) -> Vec<crate::storage::StoredEntry> {
+    entries
+        .into_iter()
+        .filter(|e| match shared.clock.check_version(&e.record.version) {
+            Ok(()) => true,
+            Err(refused) => {
+                if stats.entries_refused == 0 {
+                    tracing::warn!(
+                        node = %shared.node_id, %peer, key = %e.key, error = %refused,
+                        "not pulling entries beyond the drift bound (more may follow; SyncStats counts them)"
+                    );
+                }
+                stats.entries_refused += 1;
+                false
+            }
+        })
+        .collect()
 }
 
 /// Compares this node's ranges with `peer`'s digests (protocol v3).

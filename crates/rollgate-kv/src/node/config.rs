@@ -71,6 +71,8 @@ pub struct Tuning {
     pub convert_back_wait: Duration,
     /// Records per batch of a table migration.
     pub migration_batch_records: usize,
+    /// How often the node reads its running peers' clocks (see `node::clock`).
+    pub clock_check_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -100,6 +102,7 @@ impl Default for Tuning {
             flag_timeouts: NodeTimeouts::default(),
             convert_back_wait: Duration::from_secs(120),
             migration_batch_records: 500,
+            clock_check_interval: Duration::from_secs(2),
         }
     }
 }

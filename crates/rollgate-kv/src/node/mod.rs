@@ -45,6 +45,7 @@
 //! | `config` | [`NodeConfig`], [`Tuning`], [`Addresses`] |
 //! | `error` | [`NodeError`] |
 //! | `shared` | what every part of a running node shares; its [`ServingState`] |
+//! | [`clock`], `clock_task` | this node's clock against the cluster's (TTL time, the drift bound, skew) and the task reading the peers' clocks |
 //! | `write`, `catchup`, `serve` | the write and read paths, pulls from peers (step 3), inbound peer requests |
 //! | `api` | [`Api`], the client API: what the routes of [`crate::http`] call |
 //! | `startup` | [`start()`]: steps 1 and 2; it binds the HTTP listener and serves [`crate::http::app`] on it |
@@ -56,6 +57,8 @@
 
 mod api;
 mod catchup;
+pub mod clock;
+mod clock_task;
 mod config;
 mod error;
 mod handle;
@@ -66,6 +69,7 @@ mod write;
 
 pub use api::{Api, Health, StorageStatus};
 pub use catchup::CatchUpError;
+pub use clock::ClockStatus;
 pub use config::{Addresses, NodeConfig, Tuning};
 pub use error::NodeError;
 pub use handle::NodeHandle;

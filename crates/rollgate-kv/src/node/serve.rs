@@ -20,12 +20,13 @@ use tokio::task::JoinSet;
 
 use super::catchup;
 use super::shared::{ServingState, Shared};
+use super::write::NEWER_VERSION;
 use crate::Msg;
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Incoming, Request, Response};
 use crate::record::MAX_KEY_BYTES;
 use crate::replication::v1 as repl1;
-use crate::storage::KeyRange;
+use crate::storage::{Applied, KeyRange, StoredEntry};
 
 /// Most entries a node sends in one sync chunk.
 pub const MAX_SYNC_ENTRIES: u32 = 4096;
@@ -178,28 +179,63 @@ pub(crate) fn request_bytes(req: &Request) -> usize {
         }
 }
 
-/// Stores replicated writes; `Some(reason)` when they were not stored.
+/// Stores replicated writes; `Some(reason)` when they were not all stored
+/// as their keys' values, so that the coordinator does not count this node
+/// for any of them:
+///
+/// - a version beyond the drift bound (the coordinator's clock is ahead, see
+///   `node::clock`) refuses the whole batch, nothing of it stored;
+/// - an entry whose key already holds a newer version is superseded (the
+///   other entries are stored); the error names the newer version
+///   ([`NEWER_VERSION`]), so the coordinator's clock moves above it.
 async fn store(shared: &Shared, entries: Vec<repl1::Entry>) -> Option<String> {
-    let entries: Vec<_> = entries.into_iter().map(codec::entry_from_wire).collect();
-    let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
+    let entries: Vec<StoredEntry> = entries.into_iter().map(codec::entry_from_wire).collect();
+    for e in &entries {
+        if let Err(refused) = shared.clock.check_version(&e.record.version) {
+            return Some(format!("key {:?}: {refused}; nothing of this batch was stored", shorten(&e.key)));
+        }
+    }
     let audited =
         shared.audit.as_ref().filter(|a| a.state() == crate::plugins::PluginState::Running).map(|_| entries.clone());
-    match shared.storage.apply(entries).await {
-        Ok(applied) => {
-            for v in &versions {
-                shared.hlc.observe(v);
-            }
-            if let (Some(audit), Some(entries)) = (&shared.audit, audited) {
-                for (e, a) in entries.iter().zip(applied) {
-                    if a == crate::storage::Applied::Stored {
-                        audit.note(&e.key, &e.record, "replica");
-                    }
-                }
-            }
-            None
-        }
-        Err(e) => Some(e.to_string()),
+    let applied = match shared.storage.apply(entries.clone()).await {
+        Ok(applied) => applied,
+        Err(e) => return Some(e.to_string()),
+    };
+    for e in &entries {
+        shared.hlc.observe(&e.record.version);
     }
+    if let (Some(audit), Some(audited)) = (&shared.audit, audited) {
+        for (e, a) in audited.iter().zip(&applied) {
+            if *a == Applied::Stored {
+                audit.note(&e.key, &e.record, "replica");
+            }
+        }
+    }
+    let superseded: Vec<&StoredEntry> =
+        entries.iter().zip(&applied).filter(|(_, a)| **a == Applied::Superseded).map(|(e, _)| e).collect();
+    if superseded.is_empty() {
+        return None;
+    }
+    let mut named = Vec::new();
+    for e in superseded.iter().take(4) {
+        let held =
+            shared.storage.get(&e.key).await.ok().flatten().map_or_else(|| "?".into(), |r| r.version.to_string());
+        named.push(format!("key {:?} {NEWER_VERSION}{held} than {}", shorten(&e.key), e.record.version));
+    }
+    Some(format!(
+        "superseded: {}{}; the other {} entries were stored",
+        named.join(", "),
+        if superseded.len() > named.len() {
+            format!(" and {} more", superseded.len() - named.len())
+        } else {
+            String::new()
+        },
+        entries.len() - superseded.len()
+    ))
+}
+
+fn shorten(key: &str) -> String {
+    rollgate::util::shorten_to(key, 96)
 }
 
 fn check_bound(what: &str, key: &Option<String>) -> Result<(), String> {
@@ -277,7 +313,6 @@ mod tests {
     use crate::hlc::{MAX_FORWARD_DRIFT_MS, Version};
     use crate::node::testing;
     use crate::record::Record;
-    use crate::storage::StoredEntry;
 
     const DAY_MS: u64 = 86_400_000;
 

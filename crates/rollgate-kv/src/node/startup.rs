@@ -19,11 +19,12 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::Api;
+use super::clock::ClockView;
 use super::config::{Addresses, NodeConfig, Tuning};
 use super::error::NodeError;
 use super::handle::NodeHandle;
 use super::shared::{ServingState, Shared};
-use super::{catchup, serve};
+use super::{catchup, clock_task, serve};
 use crate::Msg;
 use crate::gates::KvFlags;
 use crate::hlc::Hlc;
@@ -311,6 +312,8 @@ async fn with_runtime(
     runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
+        clock: ClockView::default(),
+        clock_http: clock_http()?,
         node_id,
         release,
         tuning: tuning.clone(),
@@ -332,6 +335,7 @@ async fn with_runtime(
         sync_stats: Mutex::default(),
     });
     tasks.spawn(manage_links(shared.clone()));
+    tasks.spawn(clock_task::run(shared.clone()));
     let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
     let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), members, &tuning);
     Ok((Parts { shared, tasks }, app))
@@ -447,6 +451,16 @@ fn publish_storage_status(runtime: &rollgate::node::Node, storage: &Storage, nod
             })
         }),
     );
+}
+
+/// The HTTP client that reads the peers' clocks (loopback or LAN: no proxy).
+fn clock_http() -> Result<reqwest::Client, NodeError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(super::clock::CLOCK_READ_TIMEOUT)
+        .timeout(super::clock::CLOCK_READ_TIMEOUT)
+        .build()
+        .map_err(|e| NodeError::Config(format!("the HTTP client that reads peers' clocks: {e}")))
 }
 
 /// The links to peers, with the node's handshake and write batching.

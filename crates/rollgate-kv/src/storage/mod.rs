@@ -162,7 +162,10 @@ pub struct StoredEntry {
 pub enum Applied {
     /// The entry is now the key's record.
     Stored,
-    /// A record with the same or a higher version was already stored; it stays.
+    /// The same write (same version) was already stored; it stays.
+    Unchanged,
+    /// A record with a higher version was already stored; it stays, and the
+    /// entry is not the key's value.
     Superseded,
 }
 

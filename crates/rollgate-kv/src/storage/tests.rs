@@ -47,7 +47,8 @@ async fn a_copy_with_its_expiry_wins_over_one_that_lost_it() {
     with_ttl.record.expires_at_ms = 99;
     assert_eq!(s.apply(vec![plain.clone()]).await.unwrap(), [Applied::Stored]);
     assert_eq!(s.apply(vec![with_ttl.clone()]).await.unwrap(), [Applied::Stored]);
-    assert_eq!(s.apply(vec![plain]).await.unwrap(), [Applied::Superseded]);
+    assert_eq!(s.apply(vec![plain]).await.unwrap(), [Applied::Unchanged], "the same write, without its expiry");
+    assert_eq!(s.apply(vec![with_ttl]).await.unwrap(), [Applied::Unchanged], "the same write again");
     assert_eq!(s.get("k").await.unwrap().unwrap().expires_at_ms, 99);
     s.close().await;
 }

@@ -57,15 +57,16 @@ pub(super) fn writer_loop(
     }
 }
 
-/// Whether `new` replaces `old`: a higher version wins. The same version
-/// is the same write; a copy that lost its expiry on the way (sent over a
-/// transport version without `expires_at_ms`) gives way to one that has it,
-/// so the copies converge whatever order they arrive in.
-fn supersedes(new: &Record, old: &Record) -> bool {
+/// What storing `new` over `old` does: a higher version wins. The same
+/// version is the same write; a copy that lost its expiry on the way (sent
+/// over a transport version without `expires_at_ms`) gives way to one that
+/// has it, so the copies converge whatever order they arrive in.
+fn outcome(new: &Record, old: &Record) -> Applied {
     match new.version.cmp(&old.version) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Equal => old.expires_at_ms == 0 && new.expires_at_ms != 0,
-        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Greater => Applied::Stored,
+        std::cmp::Ordering::Equal if old.expires_at_ms == 0 && new.expires_at_ms != 0 => Applied::Stored,
+        std::cmp::Ordering::Equal => Applied::Unchanged,
+        std::cmp::Ordering::Less => Applied::Superseded,
     }
 }
 
@@ -151,8 +152,8 @@ fn apply(
             Some(bytes) => Some(record::decode(&e.key, bytes.value())?),
             None => None,
         };
-        let newer = old.as_ref().is_none_or(|old| supersedes(&e.record, old));
-        if newer {
+        let result = old.as_ref().map_or(Applied::Stored, |old| outcome(&e.record, old));
+        if result == Applied::Stored {
             kv.insert(e.key.as_bytes(), record::encode(&e.record).as_slice()).map_err(|e| err(&e))?;
             if let Some(index) = &mut index {
                 if let Some(old) = old.as_ref().filter(|o| o.expires_at_ms != 0) {
@@ -166,10 +167,8 @@ fn apply(
             if new_max.as_ref().is_none_or(|m| *m < e.record.version) {
                 *new_max = Some(e.record.version.clone());
             }
-            applied.push(Applied::Stored);
-        } else {
-            applied.push(Applied::Superseded);
         }
+        applied.push(result);
     }
     Ok(applied)
 }
