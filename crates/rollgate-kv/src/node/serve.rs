@@ -349,4 +349,33 @@ mod tests {
             _ => panic!("{what}"),
         }
     }
+
+    /// A replica that already holds a newer version of a key must not
+    /// acknowledge an older write to it as stored: the coordinator would
+    /// count it towards a majority, and acknowledge a write that is not the
+    /// key's value anywhere. It answers an error naming the newer version.
+    #[tokio::test]
+    async fn a_replica_holding_a_newer_version_does_not_acknowledge_an_older_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let now = rollgate::cluster::now_ms();
+        let record = |wall_ms: u64, value: &[u8]| Record {
+            version: Version { wall_ms, logical: 0, node: "peer".into() },
+            value: Some(value.to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        shared.storage.apply(vec![StoredEntry { key: "k".into(), record: record(now, b"newer") }]).await.unwrap();
+        let older = StoredEntry { key: "k".into(), record: record(now - 5_000, b"older") };
+        let other = StoredEntry { key: "other".into(), record: record(now, b"v") };
+        let answer = store(shared, vec![codec::entry_to_wire(older), codec::entry_to_wire(other)]).await;
+        let held = shared.storage.get("k").await.unwrap().unwrap();
+        let stored_other = shared.storage.get("other").await.unwrap();
+        node.stop().await.unwrap();
+        let error = answer.expect("the older write was acknowledged as stored");
+        assert!(error.contains(&format!("newer version {}", held.version)), "{error}");
+        assert_eq!(held.value.as_deref(), Some(&b"newer"[..]));
+        assert!(stored_other.is_some(), "the batch's other entry is stored");
+    }
 }

@@ -128,3 +128,77 @@ async fn with_one_node_under_faketime_a_day_ahead_later_acknowledged_writes_thro
  {
     later_writes_through_another_node_are_visible_with_one_clock_a_day_ahead(ClockHook::Faketime).await;
 }
+
+/// A node whose clock is a day off says so: in its log, in its `/health`,
+/// and in `GET /admin/nodes` (what `rollgate nodes list` shows) asked of
+/// another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_a_day_ahead_says_so_in_its_log_its_health_and_the_node_list() {
+    let etcd = EtcdServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = etcd.url();
+    let skew = Some((ClockOffset::ahead(ClockOffset::DAY), ClockHook::Faketime));
+    let (_b, b_admin) = start(tmp.path(), &meta, "b", None);
+    let (_c, _) = start(tmp.path(), &meta, "c", None);
+    // It reads its peers' clocks before it serves (its first write must not be a day ahead).
+    let (a, a_admin) = start(tmp.path(), &meta, "a", skew);
+    assert!(a.logged("beyond the drift bound"), "{}", a.log_tail(20));
+    let health = crate::admin::health(&a_admin).await;
+    assert_eq!(health["clock"]["status"], "skewed", "{health}");
+    let offset = health["clock"]["offset_ms"].as_i64().unwrap();
+    assert!((offset - DAY_MS as i64).abs() < 60_000, "{health}");
+    let (status, nodes) = crate::admin::Admin::new(&b_admin).get("/admin/nodes").await;
+    assert_eq!(status, 200, "{nodes}");
+    let by_id = |id: &str| nodes["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == id).unwrap().clone();
+    let a_offset = by_id("a")["clock_offset_ms"].as_i64().unwrap_or_else(|| panic!("no clock for a: {nodes}"));
+    assert!((a_offset - DAY_MS as i64).abs() < 60_000, "{nodes}");
+    assert!(by_id("b")["clock_offset_ms"].as_i64().unwrap().abs() < 2_000, "{nodes}");
+}
+
+/// TTLs with one node's clock a day behind (the whole process under
+/// `faketime`): a value written with a TTL through any node is visible on
+/// every node until it expires and on none after, and the node a day
+/// behind neither acknowledges a TTL write that every other node sees as
+/// expired nor serves a value that expired by the cluster's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_clock_a_day_behind_ttls_are_honoured_on_every_node() {
+    let etcd = EtcdServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = etcd.url();
+    let (_a, a_admin) = start(tmp.path(), &meta, "a", None);
+    let (_b, b_admin) = start(tmp.path(), &meta, "b", None);
+    let skew = Some((ClockOffset::behind(ClockOffset::DAY), ClockHook::Faketime));
+    let (_c, c_admin) = start(tmp.path(), &meta, "c", skew);
+    let (status, body) =
+        crate::admin::Admin::new(&a_admin).post("/admin/flags/enable", serde_json::json!({"all": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let nodes = [("a", &a_admin), ("b", &b_admin), ("c", &c_admin)];
+
+    // A TTL write through the node a day behind: refused, or visible everywhere.
+    match single(&c_admin).put("long", "an hour", Some(3600)).await {
+        Ok(o) => {
+            for (node, admin) in nodes {
+                let got = single(admin).get("long").await;
+                assert!(
+                    matches!(&got, Ok(Some(v)) if v == b"an hour"),
+                    "acknowledged through c ({o:?}), node {node} reads {got:?}"
+                );
+            }
+        }
+        Err(e) => assert!(e.to_string().contains("clock"), "c refused, but not for its clock: {e}"),
+    }
+
+    // A short TTL written through a node whose clock is right: once it has
+    // expired by the cluster's clock, no node serves it.
+    let o = single(&a_admin).put("short", "two seconds", Some(2)).await.unwrap();
+    assert!(o.acks >= 2, "{o:?}");
+    // Waiting for the expiry is the property under test, not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    for (node, admin) in nodes {
+        match single(admin).get("short").await {
+            Ok(None) => {}
+            Err(e) if e.to_string().contains("clock") => {}
+            other => panic!("node {node} serves a value 1.5 s past its expiry: {other:?}"),
+        }
+    }
+}
