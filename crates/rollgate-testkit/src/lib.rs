@@ -18,6 +18,7 @@
 
 pub mod clock;
 pub mod etcd_cluster;
+pub mod history;
 pub mod http;
 pub mod process;
 pub mod proxy;
