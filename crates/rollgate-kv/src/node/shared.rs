@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub(super) background: Mutex<JoinSet<()>>,
     /// The last catch-up from each peer.
     pub(super) sync_stats: Mutex<BTreeMap<String, SyncStats>>,
+    /// Peers dialled at another address than the one they registered.
+    pub(super) dial_overrides: BTreeMap<String, String>,
 }
 
 impl Shared {

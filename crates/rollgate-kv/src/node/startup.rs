@@ -46,6 +46,9 @@ pub async fn start(config: NodeConfig, store: Arc<dyn MetaStore>) -> Result<Node
         rollgate::cluster::validate_node_id(id).map_err(|e| NodeError::Config(format!("--node-id: {e}")))?;
     }
     check_plugins(release, &config.plugins)?;
+    if !config.dial_overrides.is_empty() {
+        tracing::warn!(overrides = ?config.dial_overrides, "dialling peers at other addresses than they registered");
+    }
     let dir = config.data_dir.clone();
     let storage_options = config.tuning.storage.clone();
     let explicit = config.node_id.clone();
@@ -333,6 +336,7 @@ async fn with_runtime(
         resyncs: Mutex::default(),
         background: Mutex::new(JoinSet::new()),
         sync_stats: Mutex::default(),
+        dial_overrides: config.dial_overrides.clone(),
     });
     tasks.spawn(manage_links(shared.clone()));
     tasks.spawn(clock_task::run(shared.clone()));
@@ -528,7 +532,11 @@ async fn manage_links(shared: Arc<Shared>) {
         let desired: BTreeMap<String, String> = view
             .running()
             .filter(|m| m.record.node_id != shared.node_id)
-            .map(|m| (m.record.node_id.clone(), m.record.data_addr.clone()))
+            .map(|m| {
+                let id = m.record.node_id.clone();
+                let addr = shared.dial_overrides.get(&id).unwrap_or(&m.record.data_addr).clone();
+                (id, addr)
+            })
             .collect();
         shared.links.reconcile(&desired, &mut tasks);
         while tasks.try_join_next().is_some() {}
