@@ -203,6 +203,19 @@ impl EtcdCluster {
         }
     }
 
+    /// The member that is the raft leader now, as the running members say
+    /// (`/v3/maintenance/status`); `None` while there is none (an election).
+    pub fn leader(&self) -> Option<usize> {
+        for i in 0..self.members.len() {
+            let Ok(v) = self.gateway(i, "/v3/maintenance/status", &serde_json::json!({})) else { continue };
+            let (Some(leader), Some(me)) = (v["leader"].as_str(), v["header"]["member_id"].as_str()) else { continue };
+            if leader == me {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// Whether member `i` says it is healthy (`/health`: it has a leader
     /// and a quorum answers).
     pub fn healthy(&self, i: usize) -> bool {

@@ -25,7 +25,7 @@ pub mod proxy;
 
 pub use clock::ClockOffset;
 pub use etcd_cluster::EtcdCluster;
-pub use process::{ChildProcess, ClockHook, ProcessSpec};
+pub use process::{ChildProcess, ClockHook, ProcessSpec, Signaller};
 pub use proxy::{Direction, Mode, Proxy};
 
 use std::collections::VecDeque;

@@ -154,6 +154,58 @@ pub enum RunState {
     Gone,
 }
 
+/// Pauses and resumes a child's process group from anywhere (another
+/// thread, while the [`ChildProcess`] is busy restarting another node): a
+/// fault thread holds one for as long as the fault lasts. It acts on the
+/// process the child ran when it was taken ([`ChildProcess::signaller`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signaller {
+    pgid: u32,
+}
+
+impl Signaller {
+    /// SIGSTOP to the group; returns once the kernel reports it stopped.
+    pub fn pause(&self) -> Result<(), ProcessError> {
+        signal_group(self.pgid, "STOP")?;
+        await_state(self.pgid, RunState::Stopped)
+    }
+
+    /// SIGCONT to the group; returns once the kernel reports it running.
+    pub fn resume(&self) -> Result<(), ProcessError> {
+        signal_group(self.pgid, "CONT")?;
+        await_state(self.pgid, RunState::Running)
+    }
+
+    /// The process id (and group id).
+    pub fn pid(&self) -> u32 {
+        self.pgid
+    }
+}
+
+/// What the kernel says about process `pid`.
+fn run_state_of(pid: u32) -> RunState {
+    match proc_state(pid) {
+        Some('T' | 't') => RunState::Stopped,
+        Some('Z' | 'X') | None => RunState::Gone,
+        Some(_) => RunState::Running,
+    }
+}
+
+/// Waits (bounded: there is no event to wait on but `/proc`) until `pid` is in state `want`.
+fn await_state(pid: u32, want: RunState) -> Result<(), ProcessError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = run_state_of(pid);
+        if now == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ProcessError(format!("process {pid} is {now:?}, not {want:?}, 5 s after the signal")));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// A child process under test; dropping it kills its process group.
 pub struct ChildProcess {
     spec: ProcessSpec,
@@ -273,11 +325,13 @@ impl ChildProcess {
 
     /// What the kernel says about it.
     pub fn run_state(&self) -> RunState {
-        match self.child.as_ref().and_then(|c| proc_state(c.id())) {
-            Some('T' | 't') => RunState::Stopped,
-            Some('Z' | 'X') | None => RunState::Gone,
-            Some(_) => RunState::Running,
-        }
+        self.child.as_ref().map_or(RunState::Gone, |c| run_state_of(c.id()))
+    }
+
+    /// A handle that pauses and resumes this process from another thread
+    /// (see [`Signaller`]); an error when it does not run.
+    pub fn signaller(&self) -> Result<Signaller, ProcessError> {
+        Ok(Signaller { pgid: self.running_pid()? })
     }
 
     /// Waits (at most `timeout`) for the next line (stdout or stderr, since
@@ -342,20 +396,7 @@ impl ChildProcess {
     }
 
     fn await_state(&self, want: RunState) -> Result<(), ProcessError> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = self.run_state();
-            if now == want {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ProcessError(format!(
-                    "process {} is {now:?}, not {want:?}, 5 s after the signal",
-                    self.pid()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        await_state(self.running_pid()?, want)
     }
 
     fn running_pid(&self) -> Result<u32, ProcessError> {

@@ -16,6 +16,8 @@ fn one_member_killed_leaves_a_quorum_that_serves_and_two_killed_stop_writes() {
     let url = c.url();
     assert!(url.starts_with("etcd:127.0.0.1:") && url.matches(',').count() == 2, "{url}");
     c.put(0, "k", "one").unwrap();
+    let leader = c.leader().expect("a leader once every member serves");
+    assert!(leader < 3);
     assert_eq!(c.get(2, "k").unwrap().as_deref(), Some("one"), "written through one member, read through another");
 
     c.kill(0);

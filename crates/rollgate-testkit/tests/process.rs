@@ -50,6 +50,14 @@ fn a_paused_process_stops_answering_and_answers_again_once_resumed() {
     etcd.resume().unwrap();
     assert_eq!(etcd.run_state(), RunState::Running);
     assert_eq!(ask().unwrap().status, 200);
+
+    // The same from another thread, through a signaller.
+    let signaller = etcd.signaller().unwrap();
+    std::thread::spawn(move || signaller.pause().unwrap()).join().unwrap();
+    assert_eq!(etcd.run_state(), RunState::Stopped);
+    assert!(ask().is_err(), "paused through the signaller");
+    signaller.resume().unwrap();
+    assert_eq!(ask().unwrap().status, 200);
 }
 
 #[test]
