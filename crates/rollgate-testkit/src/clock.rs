@@ -7,7 +7,7 @@
 //!   `ROLLGATE_KV_TEST_CLOCK_OFFSET_MS` in its HLC's wall-clock source only,
 //!   so versions are skewed and nothing else is (leases, TTLs and timers
 //!   keep the true time);
-//! - Debian's `faketime` ([`ClockOffset::faketime_command`]), which works
+//! - Debian's libfaketime ([`ClockOffset::faketime_command`]), which works
 //!   for any dynamically linked binary and shifts every wall-clock read of
 //!   the process (`SystemTime::now`, log timestamps, TTLs, heartbeat times),
 //!   as a real wrong clock would. Monotonic clocks are left alone
@@ -57,26 +57,37 @@ impl ClockOffset {
         format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
     }
 
-    /// `faketime -f SPEC PROGRAM ARGS...` with monotonic clocks left alone.
-    /// An error (saying how to install it) when `faketime` is not on PATH.
+    /// `PROGRAM ARGS...` with Debian's libfaketime preloaded and this
+    /// offset in `FAKETIME`, monotonic clocks left alone. The library is
+    /// preloaded directly rather than through the `faketime` wrapper: that
+    /// wrapper forks and waits, so a SIGTERM to the process group kills it
+    /// at once while the service still shuts down, and the exit status seen
+    /// is the wrapper's, not the service's. An error (saying how to install
+    /// it) when libfaketime is not installed.
     pub fn faketime_command(self, program: &OsStr, args: &[OsString]) -> Result<Command, ProcessError> {
-        let faketime = find_faketime(std::env::var_os("PATH"))?;
-        let mut cmd = Command::new(faketime);
-        cmd.arg("-f").arg(self.faketime_spec()).arg(program).args(args);
+        let library = find_libfaketime()?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        cmd.env("LD_PRELOAD", library);
+        cmd.env("FAKETIME", self.faketime_spec());
         cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         Ok(cmd)
     }
 }
 
-/// Finds `faketime` in the directories of a PATH value.
-pub fn find_faketime(path: Option<OsString>) -> Result<PathBuf, ProcessError> {
-    path.and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("faketime")).find(|p| p.is_file())).ok_or_else(
-        || {
-            ProcessError(
-                "`faketime` is not on PATH: run `scripts/test`, which installs it (Debian package faketime), \
-                 or use the service's own clock-offset variable (ClockHook::Env)"
-                    .into(),
-            )
-        },
-    )
+/// Where Debian and a source install put libfaketime (the multithreaded
+/// build, for services with thread pools).
+pub fn find_libfaketime() -> Result<PathBuf, ProcessError> {
+    const NAME: &str = "faketime/libfaketimeMT.so.1";
+    let mut dirs: Vec<PathBuf> = vec!["/usr/local/lib".into(), "/usr/lib".into()];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.join(NAME).is_file()));
+    }
+    dirs.into_iter().map(|d| d.join(NAME)).find(|p| p.is_file()).ok_or_else(|| {
+        ProcessError(
+            "libfaketime is not installed: run `scripts/test`, which installs it (Debian package faketime), \
+             or use the service's own clock-offset variable (ClockHook::Env)"
+                .into(),
+        )
+    })
 }

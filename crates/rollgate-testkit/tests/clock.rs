@@ -53,3 +53,20 @@ fn faketime_shifts_the_whole_wall_clock_of_the_child_both_ways() {
         );
     }
 }
+
+/// A graceful stop of a service under faketime is the service's own: the
+/// exit status it chose on SIGTERM, not a wrapper killed by the signal
+/// while the service still shuts down (a restart would then race it for
+/// its ports and data dir).
+#[test]
+fn a_process_under_faketime_stops_with_its_own_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+    let spec = ProcessSpec::new("sh", dir.path().join("sh.log"))
+        .args(["-c", script])
+        .clock(ClockOffset::ahead(ClockOffset::DAY), ClockHook::Faketime);
+    let mut p = ChildProcess::spawn(spec).unwrap_or_else(|e| panic!("{e}"));
+    p.wait_line("ready", LINE, |l| l == "ready").unwrap();
+    let status = p.terminate(Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code(), Some(7), "{status:?}: the exit status of the service itself");
+}
