@@ -239,16 +239,18 @@ impl ClockView {
         Err(BeyondDriftBound { version: version.clone(), ahead_ms, bound_ms: self.bound_ms })
     }
 
-    /// The peers (of `peers`) whose own clock plus the drift bound is below
-    /// `version`: while the cluster's clock is ambiguous, each goes by its
-    /// own and would refuse it.
+    /// The peers (of `peers`) that would not store `version` as far as this
+    /// node knows: those whose own clock plus the drift bound is below it,
+    /// and those whose clock it has not read (a peer that just started may
+    /// go by any clock). While the cluster's clock is ambiguous, each goes
+    /// by its own.
     pub fn peers_refusing(&self, version: &Version, peers: &[String]) -> Vec<String> {
         let inner = self.lock();
         let now = rollgate::cluster::now_ms();
         peers
             .iter()
             .filter(|p| {
-                inner.peers.get(*p).is_some_and(|(offset, _)| {
+                inner.peers.get(*p).is_none_or(|(offset, _)| {
                     let theirs = if *offset >= 0 {
                         now.saturating_add(offset.unsigned_abs())
                     } else {

@@ -414,7 +414,7 @@ fn check_version(
         let refusing = shared.clock.peers_refusing(version, &peers);
         if 1 + peers.len() - refusing.len() < members.quorum {
             return Err(refuse(format!(
-                "its version {version} is beyond the clocks of {} plus the drift bound: {}",
+                "its version {version} is beyond the clocks of {} plus the drift bound (or their clocks were not read yet): {}",
                 refusing.join(", "),
                 clock::describe(status, shared.clock.bound_ms())
             )));
