@@ -13,6 +13,8 @@ mod process;
 
 mod cli;
 mod clock_skew;
+#[cfg(feature = "etcd")]
+mod faults;
 mod multi_process;
 mod upgrade_flags;
 
