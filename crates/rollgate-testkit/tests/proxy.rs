@@ -364,3 +364,30 @@ fn dropping_the_proxy_closes_its_connections_and_frees_its_port() {
     expect_closed(&mut stalled);
     assert!(TcpStream::connect(addr).is_err(), "nothing listens on {addr} any more");
 }
+
+/// A client that goes away while its target keeps sending: the proxy's
+/// connection ends and dropping the proxy returns. (Its reader of the
+/// target used to block for ever on a full queue nobody drained, and
+/// dropping the proxy waited for it: a fault scenario hung at its end.)
+#[test]
+fn a_client_gone_while_the_target_keeps_sending_does_not_hang_the_proxy() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || while s.write_all(&[7u8; 16 * 1024]).is_ok() {});
+        }
+    });
+    let options = ProxyOptions { queue_chunks: 2, ..ProxyOptions::default() };
+    let p = Proxy::start_with(addr, options).unwrap();
+    let mut c = connect(&p);
+    read_exact(&mut c, 1024);
+    drop(c);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(p);
+        let _ = tx.send(());
+    });
+    assert!(rx.recv_timeout(ARRIVE).is_ok(), "dropping the proxy did not return within {ARRIVE:?}");
+}
