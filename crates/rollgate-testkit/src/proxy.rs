@@ -501,6 +501,10 @@ fn run_connection(inner: &Arc<Inner>, id: u64, client: TcpStream, closed: &Arc<A
         }
     }
     write_side(inner, id, closed, Direction::FromTarget, client, &from_rx);
+    // Nothing drains the queue from the target any more (a half close, or
+    // the client gone, which closed the connection): drop it, so the
+    // target's reader, blocked on a full queue, ends and can be joined.
+    drop(from_rx);
     for h in helpers {
         let _ = h.join();
     }
