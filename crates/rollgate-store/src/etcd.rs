@@ -23,11 +23,15 @@ use crate::engine::MAX_TTL_S;
 /// accepted and closed), so with one member of three dead about two thirds
 /// of the requests failed (`requests_succeed_with_one_member_of_three_dead`).
 /// Here a request that cannot reach its member moves the preference to the
-/// next one and is repeated there, within the request timeout: any request
-/// that is safe to repeat (reads, lease renewals), and any request whose
-/// connection was refused (nothing was sent). A write whose member went
-/// away while it was sent is not repeated (it may have been applied): it
-/// fails as unavailable, and the next request goes to the next member.
+/// next one and is repeated there (after a short pause that grows, so an
+/// election can finish), within the request timeout: any request that is
+/// safe to repeat (reads, lease calls), a guarded transaction (repeated
+/// after an apply whose answer was lost, it finds its guard false, which a
+/// guarded writer handles as a concurrent change), and any request that was
+/// not sent (the connection refused or closed before it left). An unguarded
+/// write whose member went away while it was sent is not repeated (it may
+/// have been applied): it fails as unavailable, and the next request goes
+/// to the next member.
 #[derive(Clone)]
 pub(crate) struct EtcdStore {
     clients: std::sync::Arc<[ec::Client]>,
@@ -49,7 +53,7 @@ impl std::fmt::Debug for EtcdStore {
 enum Repeat {
     /// A read, a lease renewal or revocation: repeating it changes nothing.
     Safe,
-    /// A write: repeated only when nothing was sent.
+    /// An unguarded write: repeated only when nothing was sent.
     OnlyUnsent,
 }
 
@@ -161,7 +165,13 @@ impl EtcdStore {
             Repeat::OnlyUnsent => self.request_timeout,
         };
         let mut last = None;
-        for _ in 0..self.clients.len() * 2 {
+        let mut pause = Duration::from_millis(20);
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt >= self.clients.len() {
+                // Every member was tried once: give an election time.
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 break;
@@ -201,11 +211,16 @@ impl EtcdStore {
     }
 }
 
+/// Most attempts of one request (bounded by the request timeout too).
+const MAX_ATTEMPTS: usize = 12;
+
 /// Whether the error says the request never left this process: the
-/// connection to the member was refused or could not be made.
+/// connection to the member was refused or could not be made, or it closed
+/// before the request was processed (hyper's `Canceled`: "a pending item was
+/// dropped before ever being processed").
 fn nothing_sent(e: &ec::Error) -> bool {
     let text = format!("{e:?}");
-    text.contains("tcp connect error") || text.contains("ConnectionRefused") || text.contains("ConnectError")
+    ["tcp connect error", "ConnectionRefused", "ConnectError", "Canceled"].iter().any(|t| text.contains(t))
 }
 
 /// Maps a client error: anything that says the server could not be reached
@@ -379,8 +394,9 @@ impl MetaStore for EtcdStore {
                 _ => None,
             })
             .unwrap_or(0);
+        let repeat = if txn.compares.is_empty() { Repeat::OnlyUnsent } else { Repeat::Safe };
         let resp = self
-            .retrying(Repeat::OnlyUnsent, |c| {
+            .retrying(repeat, |c| {
                 let request = request.clone();
                 async move { c.kv_client().txn(request).await }
             })
