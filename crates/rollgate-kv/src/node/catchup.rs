@@ -33,6 +33,10 @@ use crate::peer::link::{LinkError, Session};
 use crate::replication::{self, v1 as repl1};
 use crate::storage::{KeyRange, StorageError};
 
+/// Most pulled entries stored in one group commit, so client writes are not
+/// queued behind a large catch-up commit.
+pub const SYNC_APPLY_ENTRIES: usize = 64;
+
 /// A digest comparison (see [`crate::node::NodeHandle::compare_with`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Comparison {
@@ -280,7 +284,14 @@ async fn range_sync(
         let entries = within_drift_bound(shared, &node, entries, stats);
         if !entries.is_empty() {
             let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
-            let applied = shared.storage.apply(entries).await?;
+            // In parts: a client write queued meanwhile waits for one small
+            // group commit, not for a whole chunk's (up to 512 entries).
+            let (mut applied, mut rest) = (Vec::with_capacity(entries.len()), entries);
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(SYNC_APPLY_ENTRIES));
+                applied.extend(shared.storage.apply(rest).await?);
+                rest = tail;
+            }
             stats.entries_stored += applied.iter().filter(|a| **a == crate::storage::Applied::Stored).count() as u64;
             for v in &versions {
                 shared.hlc.observe(v);
