@@ -191,12 +191,37 @@ fn run_state_of(pid: u32) -> RunState {
     }
 }
 
-/// Waits (bounded: there is no event to wait on but `/proc`) until `pid` is in state `want`.
+/// Whether every process of group `pgid` is stopped, or waits on one that
+/// is (a shell parent waiting in `vfork` for a child that a SIGSTOP caught
+/// before it ran its program is in `D`, and cannot run until the child
+/// does). `/proc/PID/stat`: `pid (comm) STATE ppid pgrp ...`.
+fn group_stopped(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let mut stopped = false;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+            continue;
+        }
+        match fields.first().and_then(|s| s.chars().next()) {
+            Some('T' | 't') => stopped = true,
+            Some('D' | 'Z' | 'X') => {}
+            _ => return false,
+        }
+    }
+    stopped
+}
+
+/// Waits (bounded: there is no event to wait on but `/proc`) until `pid` is
+/// in state `want` (stopped: its whole group, see [`group_stopped`]).
 fn await_state(pid: u32, want: RunState) -> Result<(), ProcessError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = run_state_of(pid);
-        if now == want {
+        if now == want || (want == RunState::Stopped && group_stopped(pid)) {
             return Ok(());
         }
         if Instant::now() >= deadline {

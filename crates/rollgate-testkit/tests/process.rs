@@ -102,6 +102,8 @@ fn terminate_stops_gracefully_and_resumes_a_paused_process_first() {
     p.pause().unwrap();
     let status = p.terminate(Duration::from_secs(10)).unwrap();
     assert_eq!(status.code(), Some(3), "the TERM trap ran");
+    // Its last line may still be on its way to the log: wait for it.
+    p.wait_line("bye", LINE, |l| l == "bye").unwrap();
     assert!(p.logged("bye"));
 }
 
