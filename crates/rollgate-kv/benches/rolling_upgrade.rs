@@ -63,7 +63,9 @@ fn header(extra: &str) {
     );
 }
 
-fn row(run: usize, i: &demo::UpgradeImpact, failed: u64, lost: u64, extra: &str) {
+/// One run's line; `lost` is `None` where it is not checked (etcd).
+fn row(run: usize, i: &demo::UpgradeImpact, failed: u64, lost: Option<u64>, extra: &str) {
+    let lost = lost.map_or_else(|| "-".to_string(), |l| l.to_string());
     println!(
         "{run:>4}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} {:>10.2}  {failed:>6} {lost:>5}  {extra}",
         i.steady.p50_ms,
@@ -93,7 +95,7 @@ fn kv(rt: &tokio::runtime::Runtime, runs: usize, workers: usize, interval: Durat
         let report: DemoReport = rt.block_on(demo::run(opts)).expect("the demo runs");
         let catch_up: Vec<String> = report.restarts.iter().map(|r| format!("{} {} ms", r.node, r.ready_ms)).collect();
         let i = &report.upgrade_impact;
-        row(run, i, report.ops_failed, report.acked_writes_lost, &catch_up.join(", "));
+        row(run, i, report.ops_failed, Some(report.acked_writes_lost), &catch_up.join(", "));
         p99.push(i.p99_ratio);
         tput.push(i.throughput_ratio);
         failed += report.ops_failed;
@@ -180,7 +182,7 @@ mod etcd {
         header("");
         for run in 1..=runs {
             let (impact, f) = rt.block_on(one(run as u64, p));
-            row(run, &impact, f, 0, "");
+            row(run, &impact, f, None, "");
             p99.push(impact.p99_ratio);
             tput.push(impact.throughput_ratio);
             failed += f;
