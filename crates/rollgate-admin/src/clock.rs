@@ -16,6 +16,7 @@
 //! once per request ([`offsets_from_median`] gives the `clock_offset_ms` of
 //! each `NodeStatus`).
 
+use crate::fanout::MemberClient;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,14 +58,14 @@ pub fn reading_from_date(date: &str, sent_ms: i64, round_trip: Duration) -> Opti
 /// (`HOST:PORT`) against ours: one `GET /`, whatever its status, within
 /// `timeout`. `None` when it does not answer in time or its answer has no
 /// usable `Date` header.
-pub async fn read_clock(http: &reqwest::Client, admin_addr: &str, timeout: Duration) -> Option<ClockReading> {
-    let url = reqwest::Url::parse(&format!("http://{admin_addr}/")).ok()?;
+pub async fn read_clock(client: &MemberClient, admin_addr: &str, timeout: Duration) -> Option<ClockReading> {
+    let url = reqwest::Url::parse(&format!("{}://{admin_addr}/", client.scheme)).ok()?;
     if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
         return None;
     }
     let sent_ms = epoch_ms(SystemTime::now());
     let started = Instant::now();
-    let resp = tokio::time::timeout(timeout, http.get(url).send()).await.ok()?.ok()?;
+    let resp = tokio::time::timeout(timeout, client.http.get(url).send()).await.ok()?.ok()?;
     let round_trip = started.elapsed();
     let date = resp.headers().get(reqwest::header::DATE)?.to_str().ok()?.to_string();
     drop(resp);
@@ -74,7 +75,7 @@ pub async fn read_clock(http: &reqwest::Client, admin_addr: &str, timeout: Durat
 /// Reads the clocks of `nodes` (node id → admin address) in parallel, each
 /// within `timeout`; the nodes that answered.
 pub async fn read_clocks(
-    http: &reqwest::Client,
+    http: &MemberClient,
     nodes: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> BTreeMap<String, ClockReading> {
@@ -94,7 +95,7 @@ pub fn offsets_from_median(offsets: &BTreeMap<String, i64>) -> BTreeMap<String, 
 /// Fills in the `clock_offset_ms` of every running member of `list`: reads
 /// the others' clocks (each within `timeout`; this node's is 0) and sets
 /// each one's offset from the median of those read.
-pub async fn fill_offsets(list: &mut rollgate_api::nodes::NodeList, http: &reqwest::Client, timeout: Duration) {
+pub async fn fill_offsets(list: &mut rollgate_api::nodes::NodeList, http: &MemberClient, timeout: Duration) {
     use rollgate_api::nodes::NodeState;
     let others: BTreeMap<String, String> = list
         .nodes

@@ -584,8 +584,7 @@ fn spawn_workers(
     load: &Arc<Load>,
     options: ClientOptions,
 ) -> Result<Vec<tokio::task::JoinHandle<Expected>>, DemoError> {
-    let clients = load::spread_clients(admins, opts.workers, options)
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let clients = load::spread_clients(admins, opts.workers, options).map_err(|e| DemoError::Setup(e.to_string()))?;
     Ok((clients.into_iter().enumerate())
         .map(|(w, c)| tokio::spawn(load::worker(w, load.clone(), c, opts.seed, opts.op_interval, String::new())))
         .collect())

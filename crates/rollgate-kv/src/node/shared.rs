@@ -67,7 +67,7 @@ pub(crate) struct Shared {
     /// This node's clock against the cluster's.
     pub(crate) clock: ClockView,
     /// Reads the peers' clocks.
-    pub(super) clock_http: reqwest::Client,
+    pub(super) clock_http: rollgate::admin::fanout::MemberClient,
     /// rollgate's node runtime: taken out when the node stops or is killed,
     /// so that nothing keeps it (its liveness lease) alive after that.
     pub(super) runtime: Mutex<Option<rollgate::node::Node>>,

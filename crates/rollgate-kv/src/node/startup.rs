@@ -311,12 +311,14 @@ async fn with_runtime(
     publish_storage_status(runtime, &storage, &node_id);
     let handshakes = net_config.counters.clone();
     let net_tls = net_config.tls.clone();
+    let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
     let links = peer_links(net_config, &tuning, release);
     runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
         clock: ClockView::default(),
-        clock_http: clock_http()?,
+        // The peers' clocks are read from their HTTP listeners, over HTTPS when they serve it.
+        clock_http: members.clone().unwrap_or_else(rollgate::admin::fanout::MemberClient::plain),
         node_id,
         release,
         tuning: tuning.clone(),
@@ -340,7 +342,6 @@ async fn with_runtime(
     });
     tasks.spawn(manage_links(shared.clone()));
     tasks.spawn(clock_task::run(shared.clone()));
-    let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
     let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), members, &tuning);
     Ok((Parts { shared, tasks }, app))
 }
@@ -455,16 +456,6 @@ fn publish_storage_status(runtime: &rollgate::node::Node, storage: &Storage, nod
             })
         }),
     );
-}
-
-/// The HTTP client that reads the peers' clocks (loopback or LAN: no proxy).
-fn clock_http() -> Result<reqwest::Client, NodeError> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(super::clock::CLOCK_READ_TIMEOUT)
-        .timeout(super::clock::CLOCK_READ_TIMEOUT)
-        .build()
-        .map_err(|e| NodeError::Config(format!("the HTTP client that reads peers' clocks: {e}")))
 }
 
 /// The links to peers, with the node's handshake and write batching.
