@@ -73,6 +73,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ttls = Arc::new(AtomicBool::new(false));
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rollgate::tls::plain_client())
             .no_proxy()
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(4))

@@ -221,7 +221,12 @@ fn pause_then_resume(target: &Target) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let admin = target.admin.clone();
     let queued = rt.block_on(async {
-        let http = reqwest::Client::builder().no_proxy().timeout(HOLD * 3).build().unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rollgate::tls::plain_client())
+            .no_proxy()
+            .timeout(HOLD * 3)
+            .build()
+            .unwrap();
         let read = tokio::spawn(http.get(format!("http://{admin}/kv/k00")).send());
         let write = tokio::spawn(http.put(format!("http://{admin}/kv/paused-probe")).body("queued").send());
         tokio::time::sleep(HOLD).await;

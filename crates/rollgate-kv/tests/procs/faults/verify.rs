@@ -35,7 +35,12 @@ async fn read_all(
 /// rounds in a row find them all agreeing; the last round either way.
 pub async fn final_state(nodes: &[(String, String)], history: &[Op], recorder: &Recorder) -> FinalState {
     let keys: BTreeSet<String> = history.iter().map(|o| o.key.clone()).collect();
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(rollgate::tls::plain_client())
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + CONVERGE;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut agreed_before = false;
