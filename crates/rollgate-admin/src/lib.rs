@@ -10,7 +10,7 @@
 //! | POST | `/admin/flags/enable` | `{"flags": [...], "all": bool, "experimental": bool, "dry_run": bool}` |
 //! | POST | `/admin/flags/disable` | `{"flag": "name"}` (reversible flags only) |
 //! | GET | `/admin/features` | cluster features and who publishes them |
-//! | GET | `/admin/nodes` | the members |
+//! | GET | `/admin/nodes` | the members, with each running one's clock against the cluster's ([`clock`]) |
 //! | DELETE | `/admin/nodes/{id}` | forget a stopped member |
 //! | GET | `/admin/upgrade/status` | releases, members and flags (an extensible object) |
 //! | GET | `/admin/upgrade/plan?to=RELEASE` | what to do to reach a release |
@@ -53,6 +53,7 @@ use rollgate_runtime::flags::plan::{Blocker, DisableRefusal, EnableRequest};
 use rollgate_runtime::flags::{FlagError, UpgradePlanError};
 use rollgate_runtime::node::{FinalizeError, Node, UpgradePlanRefusal};
 
+pub mod clock;
 pub mod dashboard;
 pub mod fanout;
 pub mod links;
@@ -73,6 +74,8 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9650;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+/// How long `GET /admin/nodes` waits for a member's clock.
+pub const CLOCK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Most flags one enable request may name.
 pub const MAX_REQUEST_FLAGS: usize = 1000;
 /// Most audit entries one request returns.
@@ -483,7 +486,9 @@ async fn features(State(state): State<AppState>) -> Response {
 }
 
 async fn nodes(State(state): State<AppState>) -> Response {
-    axum::Json(view::node_list(&state.node)).into_response()
+    let mut list = view::node_list(&state.node);
+    clock::fill_offsets(&mut list, &state.http, CLOCK_READ_TIMEOUT).await;
+    axum::Json(list).into_response()
 }
 
 async fn forget(State(state): State<AppState>, headers: HeaderMap, id: Result<Path<String>, PathRejection>) -> Reply {

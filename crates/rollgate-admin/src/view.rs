@@ -121,6 +121,7 @@ pub(crate) fn node_statuses_in(node: &Node, view: &ClusterView) -> Vec<NodeStatu
             cluster_features: m.record.cluster_features.iter().cloned().collect(),
             started_ms: m.record.started_ms,
             heartbeat_ms: m.live.as_ref().map(|l| l.heartbeat_ms),
+            clock_offset_ms: None,
             this_node: m.record.node_id == node.id(),
             release_manifest: m.record.release_manifest.clone(),
         })

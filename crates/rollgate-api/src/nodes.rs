@@ -41,6 +41,14 @@ pub struct NodeStatus {
     pub started_ms: u64,
     /// Its last heartbeat, when running.
     pub heartbeat_ms: Option<u64>,
+    /// Its wall clock minus the cluster's (the median of the running
+    /// members' clocks), in milliseconds, as the answering node read them
+    /// (from the `Date` headers of their admin listeners: about a second of
+    /// precision); `None` for a member that is not running or did not answer.
+    /// A clock far off (minutes, hours, days) is one to fix: a service may
+    /// refuse writes through it (rollgate-kv beyond its drift bound, 1 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
     /// Whether it is the node answering.
     pub this_node: bool,
     /// The digest of its signed release manifest (`sha256:...`), when it

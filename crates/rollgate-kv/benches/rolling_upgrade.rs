@@ -3,31 +3,52 @@
 //! upgraded one by one, measured in the same run by the demo's load
 //! generator. Not a criterion benchmark: one run is minutes of wall time and
 //! the quantity of interest is a tail latency under a changing cluster, so
-//! the harness runs the scenario `ROLLGATE_BENCH_RUNS` times (default 3) and
-//! reports each run and the median ratios.
+//! the harness runs each scenario `ROLLGATE_BENCH_RUNS` times (default 3)
+//! and reports each run and the median ratios.
 //!
-//! `cargo bench -p rollgate-kv --bench rolling_upgrade`
+//! ```sh
+//! cargo bench -p rollgate-kv --features etcd --bench rolling_upgrade
+//! ROLLGATE_BENCH_QUICK=1 ROLLGATE_BENCH_RUNS=1 cargo bench -p rollgate-kv --features etcd --bench rolling_upgrade   # smoke run: short phases
+//! ```
 //!
-//! Targets: p99 during the upgrade at most 2x steady state; zero failed
-//! operations; zero lost acknowledged writes.
+//! Three parts, in one run:
+//!
+//! 1. **paced**: 8 workers, each node down 3 s;
+//! 2. **saturation**: 32 closed-loop workers (each starts its next operation
+//!    as soon as one ends), each node down 10 s; with the time each restarted
+//!    node took from its start to serving (opening its data dir, joining,
+//!    catching up on 10 s of writes at saturation);
+//! 3. **etcd baseline**: the same load generator (32 closed-loop workers,
+//!    the same operation mix) against a 3-member etcd, each member killed,
+//!    down 10 s and restarted in turn (waiting until it is healthy), through
+//!    rollgate's etcd store client; failed operations and the p99 ratio.
+//!    Needs `--features etcd` and `etcd` on the PATH; skipped otherwise.
+//!
+//! Targets: paced p99 ratio at most 2.0; saturation p99 ratio at most 1.5
+//! with throughput ratio at least 0.9; zero failed operations and zero lost
+//! acknowledged writes.
 
 use std::time::Duration;
 
-use rollgate_kv::demo::{self, DemoOptions};
+use rollgate_kv::demo::{self, DemoOptions, DemoReport};
 use rollgate_kv::releases;
 
-fn main() {
-    // `cargo test --benches` runs benches with `--bench` absent: stay quick there.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let runs: usize = std::env::var("ROLLGATE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).clamp(1, 20);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let mut p99_ratios = Vec::new();
-    let mut tput_ratios = Vec::new();
-    let mut failed = 0;
-    let mut lost = 0;
-    println!("rolling upgrade 1.0 -> 1.2, 3 nodes, embedded store, 8 workers");
+/// Phase lengths: the real ones, or a few seconds for a smoke run.
+#[derive(Clone, Copy)]
+struct Phases {
+    steady: Duration,
+    paced_down: Duration,
+    saturated_down: Duration,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn header(extra: &str) {
     println!(
-        "{:>4}  {:>12} {:>12} {:>10}  {:>12} {:>12} {:>10}  {:>9} {:>10}  {:>6} {:>5}",
+        "{:>4}  {:>12} {:>12} {:>10}  {:>12} {:>12} {:>10}  {:>9} {:>10}  {:>6} {:>5}  {extra}",
         "run",
         "steady p50",
         "steady p99",
@@ -40,40 +61,179 @@ fn main() {
         "failed",
         "lost"
     );
-    for run in 1..=if quick { 1 } else { runs } {
+}
+
+/// One run's line; `lost` is `None` where it is not checked (etcd).
+fn row(run: usize, i: &demo::UpgradeImpact, failed: u64, lost: Option<u64>, extra: &str) {
+    let lost = lost.map_or_else(|| "-".to_string(), |l| l.to_string());
+    println!(
+        "{run:>4}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} {:>10.2}  {failed:>6} {lost:>5}  {extra}",
+        i.steady.p50_ms,
+        i.steady.p99_ms,
+        i.steady.ops_per_s,
+        i.upgrade.p50_ms,
+        i.upgrade.p99_ms,
+        i.upgrade.ops_per_s,
+        i.p99_ratio,
+        i.throughput_ratio,
+    );
+}
+
+/// The kv scenario `runs` times with `workers` workers (`interval` zero:
+/// closed loop) and each node down `down`.
+fn kv(rt: &tokio::runtime::Runtime, runs: usize, workers: usize, interval: Duration, down: Duration, p: Phases) {
+    let (mut p99, mut tput, mut failed, mut lost) = (Vec::new(), Vec::new(), 0, 0);
+    header("catch-up (start to serving, per node)");
+    for run in 1..=runs {
         let mut opts = DemoOptions::new(releases::find("1.0").unwrap(), releases::find("1.2").unwrap());
-        opts.workers = 8;
-        opts.steady = if quick { Duration::from_secs(1) } else { Duration::from_secs(10) };
-        opts.downtime = if quick { Duration::ZERO } else { Duration::from_secs(3) };
+        opts.workers = workers;
+        opts.op_interval = interval;
+        opts.steady = p.steady;
+        opts.downtime = down;
         opts.seed = run as u64;
         opts.progress = false;
-        let report = runtime.block_on(demo::run(opts)).expect("the demo runs");
+        let report: DemoReport = rt.block_on(demo::run(opts)).expect("the demo runs");
+        let catch_up: Vec<String> = report.restarts.iter().map(|r| format!("{} {} ms", r.node, r.ready_ms)).collect();
         let i = &report.upgrade_impact;
-        println!(
-            "{run:>4}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} ms {:>9.2} ms {:>10.0}  {:>9.2} {:>10.2}  {:>6} {:>5}",
-            i.steady.p50_ms,
-            i.steady.p99_ms,
-            i.steady.ops_per_s,
-            i.upgrade.p50_ms,
-            i.upgrade.p99_ms,
-            i.upgrade.ops_per_s,
-            i.p99_ratio,
-            i.throughput_ratio,
-            report.ops_failed,
-            report.acked_writes_lost
-        );
-        p99_ratios.push(i.p99_ratio);
-        tput_ratios.push(i.throughput_ratio);
+        row(run, i, report.ops_failed, Some(report.acked_writes_lost), &catch_up.join(", "));
+        p99.push(i.p99_ratio);
+        tput.push(i.throughput_ratio);
         failed += report.ops_failed;
         lost += report.acked_writes_lost;
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
-        "median p99 ratio (upgrade / steady): {:.2} (target <= 2.0); median throughput ratio: {:.2}; failed operations: {failed}; lost acknowledged writes: {lost}",
-        median(&mut p99_ratios),
-        median(&mut tput_ratios)
+        "median p99 ratio (upgrade / steady): {:.2}; median throughput ratio: {:.2}; failed operations: {failed}; lost acknowledged writes: {lost}",
+        median(p99),
+        median(tput)
     );
+}
+
+fn main() {
+    // `cargo test --benches` runs benches with `--bench` absent: stay quick there.
+    let under_test = !std::env::args().any(|a| a == "--bench");
+    let quick = under_test || std::env::var_os("ROLLGATE_BENCH_QUICK").is_some();
+    let runs: usize = std::env::var("ROLLGATE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).clamp(1, 20);
+    let runs = if under_test { 1 } else { runs };
+    let p = if quick {
+        Phases { steady: Duration::from_secs(1), paced_down: Duration::ZERO, saturated_down: Duration::from_secs(1) }
+    } else {
+        Phases {
+            steady: Duration::from_secs(10),
+            paced_down: Duration::from_secs(3),
+            saturated_down: Duration::from_secs(10),
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    println!("rolling upgrade 1.0 -> 1.2, 3 nodes, embedded store, 8 paced workers, each node down {:?}", p.paced_down);
+    kv(&runtime, runs, 8, Duration::from_millis(4), p.paced_down, p);
+    if under_test {
+        return;
+    }
+    println!();
+    println!(
+        "saturation: rolling upgrade 1.0 -> 1.2, 3 nodes, 32 closed-loop workers, each node down {:?}",
+        p.saturated_down
+    );
+    kv(&runtime, runs, 32, Duration::ZERO, p.saturated_down, p);
+    println!();
+    etcd::baseline(&runtime, runs, p);
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    //! The same load generator against a 3-member etcd restarted member by member.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rollgate::store::{MetaStore, StoreOptions, Txn, TxnOp};
+    use rollgate_kv::demo::load::{self, Load, LoadTarget};
+    use rollgate_testkit::EtcdCluster;
+
+    use super::{Phases, header, median, row};
+
+    /// etcd through rollgate's store client.
+    struct Etcd(Arc<dyn MetaStore>);
+
+    impl LoadTarget for Etcd {
+        fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send {
+            let put = TxnOp::Put { key: key.to_string(), value, lease: None };
+            let txn = Txn { success: vec![put], ..Txn::default() };
+            async move { self.0.txn(txn).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }
+
+        fn delete(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send {
+            let txn = Txn { success: vec![TxnOp::Delete { key: key.to_string() }], ..Txn::default() };
+            async move { self.0.txn(txn).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }
+
+        async fn get(&self, key: &str) -> Result<(), String> {
+            self.0.get(key).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+
+    /// 32 closed-loop workers; each member killed, down, restarted in turn.
+    pub fn baseline(rt: &tokio::runtime::Runtime, runs: usize, p: Phases) {
+        println!(
+            "etcd baseline: the same load generator, 32 closed-loop workers, a 3-member etcd, each member killed, down {:?}, restarted",
+            p.saturated_down
+        );
+        let (mut p99, mut tput, mut failed) = (Vec::new(), Vec::new(), 0);
+        header("");
+        for run in 1..=runs {
+            let (impact, f) = rt.block_on(one(run as u64, p));
+            row(run, &impact, f, None, "");
+            p99.push(impact.p99_ratio);
+            tput.push(impact.throughput_ratio);
+            failed += f;
+        }
+        println!(
+            "etcd: median p99 ratio (restarts / steady): {:.2}; median throughput ratio: {:.2}; failed operations: {failed}",
+            median(p99),
+            median(tput)
+        );
+    }
+
+    async fn one(seed: u64, p: Phases) -> (rollgate_kv::demo::UpgradeImpact, u64) {
+        let mut etcd = EtcdCluster::start(3).expect("a three-member etcd (is etcd on the PATH?)");
+        let addrs: Vec<String> = etcd.client_addrs().iter().map(ToString::to_string).collect();
+        let load = Load::new("steady at etcd");
+        let mut workers = Vec::new();
+        for w in 0..32 {
+            // Spread like the kv workers: each its own client, starting at another member.
+            let mut mine = addrs.clone();
+            let first = w % mine.len();
+            mine.rotate_left(first);
+            let store = rollgate::store::open(&format!("etcd:{}", mine.join(",")), StoreOptions::default())
+                .await
+                .expect("an etcd client");
+            let target = Arc::new(Etcd(store));
+            workers.push(tokio::spawn(load::worker(w, load.clone(), target, seed, Duration::ZERO, "bench/".into())));
+        }
+        tokio::time::sleep(p.steady).await;
+        for m in 0..etcd.len() {
+            load.begin(&format!("upgrade m{m}"));
+            tokio::task::block_in_place(|| etcd.kill(m));
+            tokio::time::sleep(p.saturated_down).await;
+            tokio::task::block_in_place(|| {
+                etcd.restart(m).expect("restart the member");
+                etcd.wait_healthy(m, Duration::from_secs(60)).expect("the member is healthy again");
+            });
+        }
+        load.begin("steady at etcd after");
+        tokio::time::sleep(p.steady / 2).await;
+        load.end();
+        load.stop();
+        for w in workers {
+            let _ = w.await;
+        }
+        (rollgate_kv::demo::UpgradeImpact::of(&load), load.failed())
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+mod etcd {
+    pub fn baseline(_: &tokio::runtime::Runtime, _: usize, _: super::Phases) {
+        println!("etcd baseline: skipped (build with --features etcd, and etcd on the PATH)");
+    }
 }

@@ -37,7 +37,7 @@ fn entry(hlc: &Hlc, i: usize) -> StoredEntry {
     StoredEntry {
         key: format!("bench/{i:03}"),
         record: Record {
-            version: hlc.now(),
+            version: hlc.now().expect("a version"),
             value: Some(VALUE.to_vec()),
             expires_at_ms: 0,
             features: Default::default(),

@@ -197,6 +197,15 @@ impl KvClient {
         })
     }
 
+    /// The nodes, in the order they are tried first (`host:port`).
+    pub fn nodes(&self) -> Vec<String> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        nodes
+            .iter()
+            .map(|u| format!("{}:{}", u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)))
+            .collect()
+    }
+
     /// Replaces the node list (e.g. after a node restarted on another port).
     pub fn set_nodes<S: AsRef<str>>(&self, nodes: &[S]) -> Result<(), ClientError> {
         let nodes = parse_nodes_as(nodes, self.options.default_scheme())?;

@@ -22,8 +22,8 @@
 //! (`bad_request`, `invalid_key`, `ttl_not_supported`), 404 (`not_found`),
 //! 405 (`method_not_allowed`), 409 (`flag_not_enabled`,
 //! `feature_not_available`), 413 (`key_too_long`, `value_too_large`), 503
-//! (`catching_up`, `stopping`, `not_serving`, `no_quorum`, `timeout`,
-//! `plugin_not_running`),
+//! (`catching_up`, `stopping`, `not_serving`, `no_quorum`, `superseded`,
+//! `clock_skew`, `timeout`, `plugin_not_running`),
 //! 500 (`internal`, `corrupt_value`).
 //!
 //! Everything is bounded: body size ([`MAX_BODY_BYTES`]), request time,
@@ -153,6 +153,8 @@ fn write_error(e: WriteError) -> Response {
         WriteError::NoQuorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
         WriteError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         WriteError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_value"),
+        WriteError::ClockSkew { .. } => (StatusCode::SERVICE_UNAVAILABLE, "clock_skew"),
+        WriteError::Superseded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "superseded"),
     };
     let (status, code) = status_code(&e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {

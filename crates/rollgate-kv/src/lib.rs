@@ -21,6 +21,7 @@
 //! | [`policy`] | write-path checks (a TTL needs flag `ttl`) |
 //! | [`http`] | the client HTTP API (prefix scan, audit) and rollgate's admin API on the same listener |
 //! | [`client`] | [`KvClient`] |
+//! | [`consistency`] | the consistency model: what a client may rely on, under which faults, and what the clock drift bound means |
 //! | [`demo`] | `rollgate-kv demo`: a rolling upgrade under live load, in one process |
 //! | [`samples`] | one value per message, for the golden wire samples |
 //!
@@ -55,6 +56,7 @@
 rollgate::include_transport_versions!();
 
 pub mod client;
+pub mod consistency;
 pub mod demo;
 pub mod digest;
 pub mod gates;

@@ -146,6 +146,10 @@ struct ServeArgs {
     /// Run without TLS although --listen, --admin or --meta is not on loopback (a network you trust).
     #[arg(long)]
     insecure: bool,
+    /// TTL of the node's liveness lease: a node that stops answering (crashed,
+    /// paused, cut off) counts as running this long.
+    #[arg(long, value_name = "S", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=300))]
+    liveness_ttl_s: i64,
     #[command(flatten)]
     etcd: EtcdArgs,
 }
@@ -182,6 +186,29 @@ struct ClientTlsArgs {
     /// The private key of --client-cert (PEM, readable by its owner only).
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
+}
+
+/// **Test-only hook**: `ID=HOST:PORT,...`, peers this node dials at another
+/// address than the one they registered (fault tests put a proxy between
+/// each ordered pair of nodes). A value that does not parse refuses the start.
+const TEST_PEER_ADDRS_ENV: &str = "ROLLGATE_KV_TEST_PEER_ADDRS";
+
+/// The dial overrides of [`TEST_PEER_ADDRS_ENV`], when set.
+fn dial_overrides() -> Result<std::collections::BTreeMap<String, String>, Failure> {
+    let Ok(text) = std::env::var(TEST_PEER_ADDRS_ENV) else { return Ok(Default::default()) };
+    let bad = |why: &str| {
+        Failure::refused(anyhow::anyhow!(
+            "{TEST_PEER_ADDRS_ENV}: {why} (expected ID=HOST:PORT,...; a test-only setting)"
+        ))
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = pair.split_once('=').ok_or_else(|| bad("an entry without `=`"))?;
+        rollgate::cluster::validate_node_id(id).map_err(|e| bad(&e.to_string()))?;
+        addr.parse::<std::net::SocketAddr>().map_err(|_| bad("an address that is not IP:PORT"))?;
+        out.insert(id.to_string(), addr.to_string());
+    }
+    Ok(out)
 }
 
 #[derive(Args, Debug)]
@@ -562,6 +589,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
         config.tls = Some(rollgate::tls::TlsFiles { cert, key, ca });
     }
+    config.tuning.liveness_ttl_s = args.liveness_ttl_s;
+    config.dial_overrides = dial_overrides()?;
     let handle = node::start(config, store).await.map_err(node_failure)?;
     let addrs = handle.addresses();
     let line = format!(

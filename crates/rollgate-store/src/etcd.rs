@@ -4,6 +4,7 @@
 //! inputs the same way.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client as ec;
@@ -14,10 +15,27 @@ use super::{
 };
 use crate::engine::MAX_TTL_S;
 
-/// A connection to an etcd cluster.
+/// A connection to an etcd cluster: one client per member, requests to one
+/// of them (the preferred member) at a time.
+///
+/// Not `etcd-client`'s balanced channel over all endpoints: it keeps
+/// routing requests to a member that is down (its connection refused, or
+/// accepted and closed), so with one member of three dead about two thirds
+/// of the requests failed (`requests_succeed_with_one_member_of_three_dead`).
+/// Here a request that cannot reach its member moves the preference to the
+/// next one and is repeated there (after a short pause that grows, so an
+/// election can finish), within the request timeout: any request that is
+/// safe to repeat (reads, lease calls), a guarded transaction (repeated
+/// after an apply whose answer was lost, it finds its guard false, which a
+/// guarded writer handles as a concurrent change), and any request that was
+/// not sent (the connection refused or closed before it left). An unguarded
+/// write whose member went away while it was sent is not repeated (it may
+/// have been applied): it fails as unavailable, and the next request goes
+/// to the next member.
 #[derive(Clone)]
 pub(crate) struct EtcdStore {
-    client: ec::Client,
+    clients: std::sync::Arc<[ec::Client]>,
+    preferred: std::sync::Arc<AtomicUsize>,
     describe: String,
     limits: Limits,
     request_timeout: Duration,
@@ -29,12 +47,21 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Whether a request may be repeated on another member after an error
+/// that leaves open whether it was applied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// A read, a lease renewal or revocation: repeating it changes nothing.
+    Safe,
+    /// An unguarded write: repeated only when nothing was sent.
+    OnlyUnsent,
+}
+
 impl EtcdStore {
     pub(crate) async fn connect(endpoints: &[String], options: StoreOptions) -> Result<Self, StoreError> {
         let describe = format!("etcd:{}", endpoints.join(","));
         let security = &options.etcd;
         let scheme = if security.tls() { "https" } else { "http" };
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
         let request_timeout = Duration::from_millis(options.request_timeout_ms.max(1));
         let mut connect = ec::ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(options.connect_timeout_ms.max(1)))
@@ -50,20 +77,150 @@ impl EtcdStore {
         if let Some((user, password)) = &security.user {
             connect = connect.with_user(user.clone(), password.clone());
         }
-        let client = ec::Client::connect(urls, Some(connect)).await.map_err(|e| map_err(&describe, e))?;
-        Ok(EtcdStore { client, describe, limits: options.limits, request_timeout })
+        let mut clients = Vec::with_capacity(endpoints.len());
+        let mut first_error = None;
+        for e in endpoints {
+            // Without authentication a connection is made lazily, at a
+            // member's first request; with it, connecting authenticates, so a
+            // member that is down now is left out (the others serve).
+            match ec::Client::connect([format!("{scheme}://{e}")], Some(connect.clone())).await {
+                Ok(client) => clients.push(client),
+                Err(err) => {
+                    first_error.get_or_insert(map_err(&describe, err));
+                }
+            }
+        }
+        if clients.is_empty() {
+            return Err(first_error.unwrap_or_else(|| StoreError::Backend {
+                endpoint: describe.clone(),
+                reason: "no etcd endpoint given".into(),
+            }));
+        }
+        Ok(EtcdStore {
+            clients: clients.into(),
+            preferred: std::sync::Arc::new(AtomicUsize::new(0)),
+            describe,
+            limits: options.limits,
+            request_timeout,
+        })
     }
 
-    /// Runs one request with the request timeout; a timeout is "unavailable".
-    async fn call<T>(&self, fut: impl Future<Output = Result<T, ec::Error>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_err(&self.describe, e)),
-            Err(_) => Err(StoreError::Unavailable {
-                endpoint: self.describe.clone(),
-                reason: format!("no answer within {} ms", self.request_timeout.as_millis()),
-            }),
+    /// The preferred member's index and client.
+    fn client(&self) -> (usize, ec::Client) {
+        let i = self.preferred.load(Ordering::Acquire) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Member `i` could not be reached: the next request goes to the next one
+    /// (unless another request moved on already).
+    fn avoid(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        let _ = self.preferred.compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Runs one request on member `i` with the request timeout; a timeout is
+    /// "unavailable", and an unavailable member is avoided from now on.
+    async fn call<T>(&self, i: usize, fut: impl Future<Output = Result<T, ec::Error>>) -> Result<T, StoreError> {
+        self.attempt(i, self.request_timeout, fut).await.map_err(|(e, _)| e)
+    }
+
+    /// One attempt on member `i` within `within`: the error, and whether
+    /// nothing was sent (the connection was refused).
+    async fn attempt<T>(
+        &self,
+        i: usize,
+        within: Duration,
+        fut: impl Future<Output = Result<T, ec::Error>>,
+    ) -> Result<T, (StoreError, bool)> {
+        let e = match tokio::time::timeout(within, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => {
+                let unsent = nothing_sent(&e);
+                (map_err(&self.describe, e), unsent)
+            }
+            Err(_) => {
+                let reason = format!("no answer within {} ms", within.as_millis());
+                (StoreError::Unavailable { endpoint: self.describe.clone(), reason }, false)
+            }
+        };
+        if matches!(e.0, StoreError::Unavailable { .. }) {
+            self.avoid(i);
+        }
+        Err(e)
+    }
+
+    /// Runs `op` on the preferred member, and again on the next ones while
+    /// they cannot be reached and `repeat` allows (each member at most
+    /// twice), all within the request timeout.
+    async fn retrying<T, F, Fut>(&self, repeat: Repeat, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(ec::Client) -> Fut,
+        Fut: Future<Output = Result<T, ec::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // A member that does not answer (paused, cut off) must leave time
+        // for the others.
+        let per_attempt = match repeat {
+            Repeat::Safe => (self.request_timeout / 2).max(Duration::from_millis(1)),
+            Repeat::OnlyUnsent => self.request_timeout,
+        };
+        let mut last = None;
+        let mut pause = Duration::from_millis(20);
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt >= self.clients.len() {
+                // Every member was tried once: give an election time.
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let (i, client) = self.client();
+            match self.attempt(i, left.min(per_attempt), op(client)).await {
+                Ok(v) => return Ok(v),
+                Err((e @ StoreError::Unavailable { .. }, unsent)) if repeat == Repeat::Safe || unsent => {
+                    last = Some(e);
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Unavailable {
+            endpoint: self.describe.clone(),
+            reason: format!("no answer within {} ms", self.request_timeout.as_millis()),
+        }))
+    }
+}
+
+impl EtcdStore {
+    /// Whether `from` is compacted away under `prefix` (a count-only read at it).
+    async fn compacted_at(&self, prefix: &str, from: Revision) -> Result<bool, StoreError> {
+        let at = ec::GetOptions::new().with_range(prefix_end(prefix)).with_revision(from.max(1)).with_count_only();
+        let read = self.retrying(Repeat::Safe, |c| {
+            let (prefix, at) = (prefix.to_string(), at.clone());
+            async move { c.kv_client().get(prefix, Some(at)).await }
+        });
+        match read.await {
+            Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
+                Ok(true)
+            }
+            Err(StoreError::Backend { reason, .. }) if reason.contains("future revision") => Ok(false),
+            Err(e) => Err(e),
+            Ok(_) => Ok(false),
         }
     }
+}
+
+/// Most attempts of one request (bounded by the request timeout too).
+const MAX_ATTEMPTS: usize = 12;
+
+/// Whether the error says the request never left this process: the
+/// connection to the member was refused or could not be made, or it closed
+/// before the request was processed (hyper's `Canceled`: "a pending item was
+/// dropped before ever being processed").
+fn nothing_sent(e: &ec::Error) -> bool {
+    let text = format!("{e:?}");
+    ["tcp connect error", "ConnectionRefused", "ConnectError", "Canceled"].iter().any(|t| text.contains(t))
 }
 
 /// Maps a client error: anything that says the server could not be reached
@@ -196,8 +353,13 @@ impl MetaStore for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.limits.check_key(key)?;
-        let mut kv = self.client.kv_client();
-        let resp = self.call(kv.get(key, None)).await?;
+        let key = key.to_string();
+        let resp = self
+            .retrying(Repeat::Safe, |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
         resp.kvs().first().map(|kv| convert_kv(&self.describe, kv)).transpose()
     }
 
@@ -206,9 +368,13 @@ impl MetaStore for EtcdStore {
             self.limits.check_key(prefix)?;
         }
         let max = self.limits.max_list_keys;
-        let mut kv = self.client.kv_client();
         let options = ec::GetOptions::new().with_range(prefix_end(prefix)).with_limit((max + 1) as i64);
-        let resp = self.call(kv.get(prefix, Some(options))).await?;
+        let resp = self
+            .retrying(Repeat::Safe, |c| {
+                let (prefix, options) = (prefix.to_string(), options.clone());
+                async move { c.kv_client().get(prefix, Some(options)).await }
+            })
+            .await?;
         let revision = header_revision(&self.describe, resp.header())?;
         if resp.kvs().len() > max || resp.more() {
             return Err(StoreError::TooManyKeys { prefix: rollgate_util::shorten(prefix), max });
@@ -223,7 +389,6 @@ impl MetaStore for EtcdStore {
             .when(txn.compares.iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert_op).collect::<Vec<_>>());
-        let mut kv = self.client.kv_client();
         let lease = txn
             .success
             .iter()
@@ -233,7 +398,14 @@ impl MetaStore for EtcdStore {
                 _ => None,
             })
             .unwrap_or(0);
-        let resp = self.call(kv.txn(request)).await.map_err(|e| with_lease(e, lease))?;
+        let repeat = if txn.compares.is_empty() { Repeat::OnlyUnsent } else { Repeat::Safe };
+        let resp = self
+            .retrying(repeat, |c| {
+                let request = request.clone();
+                async move { c.kv_client().txn(request).await }
+            })
+            .await
+            .map_err(|e| with_lease(e, lease))?;
         let revision = header_revision(&self.describe, resp.header())?;
         let mut responses = Vec::new();
         for r in resp.op_responses() {
@@ -264,28 +436,19 @@ impl MetaStore for EtcdStore {
         }
         // etcd accepts a watch from a compacted revision and cancels it in a
         // later message; a read at that revision tells at once.
-        let mut compacted = false;
-        if let Some(from) = from {
-            let mut kv = self.client.kv_client();
-            let at = ec::GetOptions::new().with_range(prefix_end(prefix)).with_revision(from.max(1)).with_count_only();
-            match self.call(kv.get(prefix, Some(at))).await {
-                Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
-                    compacted = true;
-                }
-                Err(StoreError::Backend { reason, .. }) if reason.contains("future revision") => {}
-                other => {
-                    other?;
-                }
-            }
-        }
-        let mut client = self.client.watch_client();
-        let mut stream = self.call(client.watch(prefix, Some(options))).await?;
+        let compacted = match from {
+            Some(from) => self.compacted_at(prefix, from).await?,
+            None => false,
+        };
+        let (i, client) = self.client();
+        let mut client = client.watch_client();
+        let mut stream = self.call(i, client.watch(prefix, Some(options))).await?;
         // Wait for the server to accept the watch, so a returned stream is live.
-        let mut first = self.call(stream.message()).await?;
+        let mut first = self.call(i, stream.message()).await?;
         let describe = self.describe.clone();
         let requested = from.unwrap_or(0);
         while compacted && first.as_ref().is_some_and(|r| r.compact_revision() == 0 && !r.canceled()) {
-            first = self.call(stream.message()).await?;
+            first = self.call(i, stream.message()).await?;
         }
         let first = match first {
             None => return Err(StoreError::Unavailable { endpoint: describe, reason: "watch stream closed".into() }),
@@ -360,8 +523,10 @@ impl MetaStore for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        match self.call(kv.compact(revision, Some(ec::CompactionOptions::new().with_physical()))).await {
+        let compact = self.retrying(Repeat::Safe, |c| async move {
+            c.kv_client().compact(revision, Some(ec::CompactionOptions::new().with_physical())).await
+        });
+        match compact.await {
             Err(StoreError::Backend { reason, .. }) if reason.contains("required revision has been compacted") => {
                 Ok(())
             }
@@ -373,8 +538,8 @@ impl MetaStore for EtcdStore {
         if !(1..=MAX_TTL_S).contains(&ttl_s) {
             return Err(StoreError::InvalidTtl { ttl_s, max: MAX_TTL_S });
         }
-        let mut lease = self.client.lease_client();
-        let resp = self.call(lease.grant(ttl_s, None)).await?;
+        // Repeated: a lease granted where the answer was lost expires unused.
+        let resp = self.retrying(Repeat::Safe, |c| async move { c.lease_client().grant(ttl_s, None).await }).await?;
         if !resp.error().is_empty() {
             return Err(StoreError::Backend { endpoint: self.describe.clone(), reason: resp.error().to_string() });
         }
@@ -382,10 +547,12 @@ impl MetaStore for EtcdStore {
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64, StoreError> {
-        let mut lease = self.client.lease_client();
-        let (mut keeper, mut stream) = self.call(lease.keep_alive(id)).await.map_err(|e| with_lease(e, id))?;
-        self.call(keeper.keep_alive()).await.map_err(|e| with_lease(e, id))?;
-        match self.call(stream.message()).await.map_err(|e| with_lease(e, id))? {
+        let renewal = self.retrying(Repeat::Safe, |c| async move {
+            let (mut keeper, mut stream) = c.lease_client().keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        });
+        match renewal.await.map_err(|e| with_lease(e, id))? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StoreError::LeaseNotFound { lease: id }),
             None => Err(StoreError::Unavailable {
@@ -396,8 +563,10 @@ impl MetaStore for EtcdStore {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client.lease_client();
-        self.call(lease.revoke(id)).await.map(|_| ()).map_err(|e| with_lease(e, id))
+        self.retrying(Repeat::Safe, |c| async move { c.lease_client().revoke(id).await })
+            .await
+            .map(|_| ())
+            .map_err(|e| with_lease(e, id))
     }
 }
 

@@ -1,10 +1,32 @@
-//! Test support shared by rollgate's test suites. Not part of the public API.
+//! Test support shared by rollgate's test suites, and the fault harness for
+//! services built on rollgate. Not part of the public API.
 //!
 //! - [`EtcdServer`]: a real `etcd` process on a free loopback port with a
 //!   temporary data dir, ready when it says so, killed on drop; over TLS
 //!   (and requiring client certificates) with [`EtcdServer::start_tls`].
+//! - [`etcd_cluster::EtcdCluster`]: a real multi-member etcd cluster whose
+//!   members can be killed, paused and restarted.
+//! - [`proxy::Proxy`]: a userspace TCP proxy that partitions, cuts one
+//!   direction, delays and drops connections at runtime.
+//! - [`process::ChildProcess`]: a node process that can be paused
+//!   (SIGSTOP/SIGCONT), killed (SIGKILL), stopped and restarted, ready from
+//!   its log lines; optionally with its wall clock shifted
+//!   ([`clock::ClockOffset`]: the service's env hook or `faketime`).
+//! - [`http`]: a blocking HTTP/1.0 client for health checks.
 //! - [`seed`]: the seed of a randomised test, printed, overridable by an
 //!   environment variable.
+
+pub mod clock;
+pub mod etcd_cluster;
+pub mod history;
+pub mod http;
+pub mod process;
+pub mod proxy;
+
+pub use clock::ClockOffset;
+pub use etcd_cluster::EtcdCluster;
+pub use process::{ChildProcess, ClockHook, ProcessSpec, Signaller};
+pub use proxy::{Direction, Mode, Proxy};
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -18,11 +40,11 @@ use std::time::Duration;
 /// What etcd prints on stderr once it serves clients on a plain-text
 /// listener (capnslog, etcd 3.4's default logger; and zap). It follows
 /// "ready to serve client requests", and the listener is bound by then.
-const READY_LINES: [&str; 2] = ["serving insecure client requests on", "serving client traffic insecurely"];
+pub(crate) const READY_LINES: [&str; 2] = ["serving insecure client requests on", "serving client traffic insecurely"];
 /// The same over TLS.
 const READY_LINES_TLS: [&str; 2] = ["serving client requests on", "serving client traffic securely"];
 /// How long etcd may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many of etcd's last log lines an error message shows.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -37,6 +59,19 @@ impl std::fmt::Display for EtcdError {
 }
 
 impl std::error::Error for EtcdError {}
+
+/// Why a child process could not be started, signalled or waited for
+/// (see [`process::ChildProcess`]).
+#[derive(Debug)]
+pub struct ProcessError(pub String);
+
+impl std::fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProcessError {}
 
 /// A real single-member etcd server on 127.0.0.1, for tests.
 ///
@@ -82,13 +117,13 @@ impl std::fmt::Debug for EtcdServer {
     }
 }
 
-fn free_port() -> Result<u16, EtcdError> {
+pub(crate) fn free_port() -> Result<u16, EtcdError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| EtcdError(format!("binding a free port: {e}")))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| EtcdError(format!("reading a free port: {e}")))
 }
 
 /// Finds the `etcd` binary in the directories of a PATH value.
-fn find_etcd(path: Option<std::ffi::OsString>) -> Result<PathBuf, EtcdError> {
+pub(crate) fn find_etcd(path: Option<std::ffi::OsString>) -> Result<PathBuf, EtcdError> {
     path.and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|p| p.is_file())).ok_or_else(
         || {
             EtcdError(

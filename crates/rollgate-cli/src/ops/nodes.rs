@@ -72,7 +72,7 @@ async fn list(client: &Client, json: bool) -> Outcome {
         return answer.print_json();
     }
     let nodes: NodeList = answer.decode()?;
-    let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS"]);
+    let mut t = table(&["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS", "CLOCK"]);
     for n in nodes.nodes {
         let mut id = n.node_id;
         if n.this_node {
@@ -87,12 +87,14 @@ async fn list(client: &Client, json: bool) -> Outcome {
             manifest(n.release_manifest.as_deref()),
             n.admin_addr,
             n.supported_flags.len().to_string(),
+            clock(n.clock_offset_ms),
         ]);
     }
     print_table(&mut t);
     println!(
-        "(* the node answering; MANIFEST: the first 12 hex digits of its signed release manifest's digest, - when unsigned; FLAGS: how many flags its release supports)"
+        "(* the node answering; MANIFEST: the first 12 hex digits of its signed release manifest's digest, - when unsigned; FLAGS: how many flags its release supports;"
     );
+    println!(" CLOCK: its clock against the running members' median, +-1 s, - when not running or not answering)");
     Ok(())
 }
 
@@ -104,6 +106,20 @@ fn manifest(digest: Option<&str>) -> String {
     }
 }
 
+/// A clock offset as `+0s`, `-12s`, `+5m3s`, `+2h0m`, `+1d0h` (`-` for none).
+fn clock(offset_ms: Option<i64>) -> String {
+    let Some(ms) = offset_ms else { return "-".into() };
+    let sign = if ms < 0 { '-' } else { '+' };
+    let s = (ms.unsigned_abs() + 500) / 1000;
+    let text = match s {
+        86_400.. => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+        3600.. => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        60.. => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{s}s"),
+    };
+    format!("{sign}{text}")
+}
+
 /// `rollgate nodes forget ID`.
 async fn forget(client: &Client, id: &str, json: bool) -> Outcome {
     let answer = client.delete(&format!("/admin/nodes/{id}")).await?;
@@ -113,4 +129,21 @@ async fn forget(client: &Client, id: &str, json: bool) -> Outcome {
     let forgotten: Forgotten = answer.decode()?;
     println!("forgot node {id} (cluster epoch {})", forgotten.epoch);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock;
+
+    #[test]
+    fn clock_offsets_read_at_a_glance() {
+        assert_eq!(clock(None), "-");
+        assert_eq!(clock(Some(0)), "+0s");
+        assert_eq!(clock(Some(-400)), "-0s");
+        assert_eq!(clock(Some(-12_400)), "-12s");
+        assert_eq!(clock(Some(303_000)), "+5m3s");
+        assert_eq!(clock(Some(-7_260_000)), "-2h1m");
+        assert_eq!(clock(Some(86_400_000)), "+1d0h");
+        assert_eq!(clock(Some(i64::MIN)).chars().next(), Some('-'));
+    }
 }

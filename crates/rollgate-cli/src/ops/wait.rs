@@ -240,6 +240,7 @@ mod tests {
             heartbeat_ms: None,
             this_node: false,
             release_manifest: None,
+            clock_offset_ms: None,
         }
     }
 

@@ -204,10 +204,19 @@ async fn features_nodes_capabilities_and_upgrade() {
     let out = c.run(&["nodes", "list"], 0).await.stdout;
     assert_eq!(row(&out, "n1")[..4], ["n1", "*", "1.1", "running"]);
     assert_eq!(row(&out, "n2")[..3], ["n2", "1.0", "running"]);
-    assert_eq!(row(&out, "NODE"), ["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS"]);
+    assert_eq!(
+        row(&out, "NODE"),
+        ["NODE", "RELEASE", "STATE", "PROTOCOL", "TRANSPORT", "MANIFEST", "ADMIN", "FLAGS", "CLOCK"]
+    );
     assert_eq!(row(&out, "n2")[5], "-", "n2 runs an unsigned release");
+    // Both clocks are this machine's: each agrees with the median within the Date header's precision.
+    for n in ["n1", "n2"] {
+        let clock = *row(&out, n).last().unwrap();
+        assert!(["+0s", "-0s", "+1s", "-1s"].contains(&clock), "{n}'s clock: {clock}\n{out}");
+    }
     let nodes = c.json(&["nodes", "list", "--json"]).await;
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+    assert!(nodes["nodes"].as_array().unwrap().iter().all(|n| n["clock_offset_ms"].as_i64().unwrap().abs() <= 1500));
 
     let out = c.run(&["features", "list"], 0).await.stdout;
     assert!(out.starts_with("FEATURE"), "{out}");

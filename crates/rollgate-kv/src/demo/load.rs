@@ -205,6 +205,35 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// A restarted node's timing (see [`crate::demo::DemoReport::restarts`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct RestartTime {
+    /// The node.
+    pub node: String,
+    /// How long it was down, in milliseconds.
+    pub down_ms: u64,
+    /// From its start to serving (data dir, join, catch-up), in milliseconds.
+    pub ready_ms: u64,
+}
+
+/// One client per worker over `nodes`, worker `w`'s list starting at node
+/// `w % nodes`: each sends to the node that answered it last, so the
+/// workers spread over the nodes instead of all following one.
+pub fn spread_clients<S: AsRef<str>>(
+    nodes: &[S],
+    workers: usize,
+    options: crate::client::ClientOptions,
+) -> Result<Vec<Arc<KvClient>>, crate::client::ClientError> {
+    let nodes: Vec<&str> = nodes.iter().map(AsRef::as_ref).collect();
+    (0..workers)
+        .map(|w| {
+            let mut mine = nodes.clone();
+            mine.rotate_left(w % nodes.len().max(1));
+            KvClient::new(&mine, options.clone()).map(Arc::new)
+        })
+        .collect()
+}
+
 /// A small deterministic generator (xorshift64*), so a run can be repeated
 /// from its seed.
 #[derive(Clone, Debug)]
@@ -232,13 +261,41 @@ impl Rng {
     }
 }
 
+/// Where the load's operations go: rollgate-kv's failover client, or, for
+/// a baseline measured in the same run, another store behind the same
+/// three operations (the rolling-upgrade harness runs the load against
+/// etcd this way).
+pub trait LoadTarget: Send + Sync + 'static {
+    /// Stores `value` under `key`; an error says why it was not acknowledged.
+    fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes `key`.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Reads `key` (the value is not checked here: a read may be stale).
+    fn get(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl LoadTarget for KvClient {
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+        KvClient::put(self, key, value, None).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        KvClient::delete(self, key).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: &str) -> Result<(), String> {
+        KvClient::get(self, key).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 /// One worker: until the load stops, picks an operation on its own keys
-/// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`.
-/// Every key starts with `prefix`. Returns what its keys should hold.
-pub async fn worker(
+/// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`
+/// (zero: closed loop, the next operation as soon as one ends). Every key
+/// starts with `prefix`. Returns what its keys should hold.
+pub async fn worker<T: LoadTarget>(
     id: usize,
     load: Arc<Load>,
-    client: Arc<KvClient>,
+    client: Arc<T>,
     seed: u64,
     every: Duration,
     prefix: String,
@@ -247,10 +304,18 @@ pub async fn worker(
     let mut expected = Expected::new();
     let mut keys: Vec<String> = Vec::new();
     let mut seq = 0u64;
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = (!every.is_zero()).then(|| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while !load.stop.load(Ordering::SeqCst) {
-        ticker.tick().await;
+        match ticker.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => tokio::task::yield_now().await,
+        }
         let phase = load.current.load(Ordering::SeqCst);
         let roll = rng.below(100);
         let started = Instant::now();
@@ -258,8 +323,8 @@ pub async fn worker(
             let key = format!("{prefix}w{id}-{seq:06}");
             seq += 1;
             let value = format!("{key}:{}", rng.next_u64()).into_bytes();
-            match client.put(&key, value.clone(), None).await {
-                Ok(_) => {
+            match client.put(&key, value.clone()).await {
+                Ok(()) => {
                     keys.push(key.clone());
                     expected.insert(key, Some(value));
                     (true, None)
@@ -269,8 +334,8 @@ pub async fn worker(
         } else if roll < 75 {
             let key = keys[rng.below(keys.len() as u64) as usize].clone();
             let value = format!("{key}:{}", rng.next_u64()).into_bytes();
-            match client.put(&key, value.clone(), None).await {
-                Ok(_) => {
+            match client.put(&key, value.clone()).await {
+                Ok(()) => {
                     expected.insert(key, Some(value));
                     (true, None)
                 }
@@ -279,7 +344,7 @@ pub async fn worker(
         } else if roll < 80 {
             let key = keys[rng.below(keys.len() as u64) as usize].clone();
             match client.delete(&key).await {
-                Ok(_) => {
+                Ok(()) => {
                     expected.insert(key, None);
                     (true, None)
                 }
@@ -291,7 +356,7 @@ pub async fn worker(
             // not have applied the newest write yet, so only reachability
             // counts here. Every acknowledged write is checked at the end.
             match client.get(key).await {
-                Ok(_) => (true, None),
+                Ok(()) => (true, None),
                 Err(e) => (false, Some(format!("get {key}: {e}"))),
             }
         };
@@ -330,6 +395,55 @@ mod tests {
         let m = load.merged("all a", |n| n.starts_with('a'));
         assert_eq!((m.name.as_str(), m.ops, m.failed), ("all a", 200, 1));
         assert_eq!((m.p50_ms, m.p99_ms), (200.0, 200.0));
+    }
+
+    /// Counts what it is asked; fails nothing.
+    #[derive(Default)]
+    struct Counting(AtomicU64);
+
+    impl LoadTarget for Counting {
+        fn put(&self, _: &str, _: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+        fn delete(&self, _: &str) -> impl Future<Output = Result<(), String>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+        fn get(&self, _: &str) -> impl Future<Output = Result<(), String>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    }
+
+    /// A zero interval is a closed loop (no pacing) against any target, and
+    /// the worker stops when the load does.
+    #[tokio::test]
+    async fn a_zero_interval_runs_a_closed_loop_against_any_target() {
+        let load = Load::new("saturation");
+        let target = Arc::new(Counting::default());
+        let w = tokio::spawn(worker(0, load.clone(), target.clone(), 7, Duration::ZERO, "p/".into()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while target.0.load(Ordering::SeqCst) < 2_000 {
+            assert!(
+                Instant::now() < deadline,
+                "a closed loop made {} operations in 10 s",
+                target.0.load(Ordering::SeqCst)
+            );
+            tokio::task::yield_now().await;
+        }
+        load.stop();
+        let expected = tokio::time::timeout(Duration::from_secs(10), w).await.expect("the worker stops").unwrap();
+        assert!(!expected.is_empty() && load.ok() >= 2_000);
+    }
+
+    #[test]
+    fn workers_spread_over_the_nodes() {
+        let nodes = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        let options = crate::client::ClientOptions::default();
+        let clients = spread_clients(&nodes, 4, options).unwrap();
+        let firsts: Vec<String> = clients.iter().map(|c| c.nodes()[0].to_string()).collect();
+        assert_eq!(firsts, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1"]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::node::{self, NodeConfig, NodeHandle};
 use crate::releases::Release;
 use admin::Admin;
 pub use load::PhaseReport as Phase;
-use load::{Expected, Load, PhaseReport};
+use load::{Expected, Load, PhaseReport, RestartTime};
 pub use report::render;
 
 /// Fewest nodes: a majority must survive one node being down.
@@ -58,7 +58,8 @@ pub struct DemoOptions {
     pub to: &'static Release,
     /// Concurrent client workers.
     pub workers: usize,
-    /// Each worker starts at most one operation per this interval.
+    /// Each worker starts at most one operation per this interval (zero:
+    /// closed loop, saturation).
     pub op_interval: Duration,
     /// How long the load runs before and after the upgrade.
     pub steady: Duration,
@@ -154,7 +155,10 @@ pub struct UpgradeImpact {
 }
 
 impl UpgradeImpact {
-    fn of(load: &Load) -> UpgradeImpact {
+    /// From a load's phases: those named `steady at ...` against those
+    /// named `upgrade ...` (the rolling-upgrade harness names its etcd
+    /// baseline's phases the same way).
+    pub fn of(load: &Load) -> UpgradeImpact {
         let steady = load.merged("steady", |n| n.starts_with("steady at "));
         let upgrade = load.merged("rolling upgrade", |n| n.starts_with("upgrade "));
         let ratio = |a: f64, b: f64| if b > 0.0 { (a / b * 100.0).round() / 100.0 } else { 0.0 };
@@ -215,6 +219,9 @@ pub struct DemoReport {
     /// Whether every peer link seen ran mutual TLS and the client and the
     /// operator used HTTPS (certificates made in the demo's data dir).
     pub tls: bool,
+    /// Each restarted node: how long it was down, and from its start to
+    /// serving (opening the data dir, joining, catching up).
+    pub restarts: Vec<RestartTime>,
 }
 
 impl DemoReport {
@@ -314,6 +321,7 @@ struct Cluster {
     token: String,
     tls: tls::DemoTls,
     slots: Vec<Slot>,
+    restarts: Vec<RestartTime>,
 }
 
 impl Cluster {
@@ -337,7 +345,7 @@ impl Cluster {
         }
         let ids: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
         let tls = tls::DemoTls::make(root, &ids)?;
-        Ok(Cluster { store, secret, token, tls, slots })
+        Ok(Cluster { store, secret, token, tls, slots, restarts: Vec::new() })
     }
 
     /// Starts the node of slot `i` as `release` and waits until it serves.
@@ -378,10 +386,17 @@ impl Cluster {
                     .await
                     .map_err(|e| DemoError::Node { node: self.slots[i].id.clone(), reason: e.to_string() })?;
             }
+            let down = Instant::now();
             progress.status(format!("{phase}: down, the others serve"));
             tokio::time::sleep(opts.downtime).await;
             progress.status(format!("{phase}: starting on the same data dir, catching up"));
+            let starting = Instant::now();
             self.start(i, opts.to).await?;
+            self.restarts.push(RestartTime {
+                node: self.slots[i].id.clone(),
+                down_ms: starting.saturating_duration_since(down).as_millis() as u64,
+                ready_ms: starting.elapsed().as_millis() as u64,
+            });
             // Let the restarted node's links come up before the next one goes down.
             for slot in self.slots.iter() {
                 if let Some(n) = &slot.node {
@@ -492,11 +507,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     let steady_from = format!("steady at {}", opts.from.name);
     let load = Load::new(&steady_from);
-    let workers: Vec<_> = (0..opts.workers)
-        .map(|w| {
-            tokio::spawn(load::worker(w, load.clone(), client.clone(), opts.seed, opts.op_interval, String::new()))
-        })
-        .collect();
+    let workers = spawn_workers(&cluster.admins(), &opts, &load, load_client_options(https.clone()))?;
     let follower = progress.follow(load.clone());
     progress.status(steady_from.clone());
     progress.say(format!("phase: {steady_from} ({} workers)", opts.workers));
@@ -561,7 +572,22 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         seed: opts.seed,
         duration_ms: started.elapsed().as_millis() as u64,
         tls: tls_everywhere,
+        restarts: cluster.restarts,
     })
+}
+
+/// The load's workers, each with its own client starting at another node:
+/// the load is spread over the nodes, as many clients spread it.
+fn spawn_workers(
+    admins: &[String],
+    opts: &DemoOptions,
+    load: &Arc<Load>,
+    options: ClientOptions,
+) -> Result<Vec<tokio::task::JoinHandle<Expected>>, DemoError> {
+    let clients = load::spread_clients(admins, opts.workers, options).map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok((clients.into_iter().enumerate())
+        .map(|(w, c)| tokio::spawn(load::worker(w, load.clone(), c, opts.seed, opts.op_interval, String::new())))
+        .collect())
 }
 
 /// Checks the options; the error says which one is wrong and why.

@@ -183,6 +183,7 @@ mod tests {
             to: "1.2".into(),
             seed: 7,
             duration_ms: 1000,
+            restarts: Vec::new(),
             tls,
         }
     }

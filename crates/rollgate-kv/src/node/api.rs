@@ -41,6 +41,8 @@ pub struct Health {
     pub flags_enabled: Vec<String>,
     /// Its plugins and whether each runs.
     pub plugins: BTreeMap<String, PluginState>,
+    /// Its clock against the cluster's (see `node::clock`).
+    pub clock: super::clock::ClockStatus,
     /// Its `records` unit (filled in by `/health`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
@@ -117,6 +119,7 @@ impl Api {
             refused_inbound: s.refusals(),
             flags_enabled: view.flags.iter().filter(|(_, r)| r.is_enabled()).map(|(n, _)| n.clone()).collect(),
             plugins: s.audit.iter().map(|a| (a.name().to_string(), a.state())).collect(),
+            clock: s.clock.status(),
             storage: None,
         }
     }

@@ -33,6 +33,10 @@ use crate::peer::link::{LinkError, Session};
 use crate::replication::{self, v1 as repl1};
 use crate::storage::{KeyRange, StorageError};
 
+/// Most pulled entries stored in one group commit, so client writes are not
+/// queued behind a large catch-up commit.
+pub const SYNC_APPLY_ENTRIES: usize = 64;
+
 /// A digest comparison (see [`crate::node::NodeHandle::compare_with`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Comparison {
@@ -112,6 +116,9 @@ pub(super) async fn initial(shared: Arc<Shared>) {
         }
     });
     futures::future::join_all(pulls).await;
+    // The peers' clocks before the first client write: a node whose clock
+    // is off must not stamp one (see `node::clock`).
+    super::clock_task::read_once(&shared).await;
     if shared.state() == ServingState::CatchingUp {
         shared.set_state(ServingState::Ready);
     }
@@ -274,9 +281,17 @@ async fn range_sync(
         }
         stats.entries_received += received as u64;
         let last = entries.last().map(|e| e.key.clone());
+        let entries = within_drift_bound(shared, &node, entries, stats);
         if !entries.is_empty() {
             let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
-            let applied = shared.storage.apply(entries).await?;
+            // In parts: a client write queued meanwhile waits for one small
+            // group commit, not for a whole chunk's (up to 512 entries).
+            let (mut applied, mut rest) = (Vec::with_capacity(entries.len()), entries);
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(SYNC_APPLY_ENTRIES));
+                applied.extend(shared.storage.apply(rest).await?);
+                rest = tail;
+            }
             stats.entries_stored += applied.iter().filter(|a| **a == crate::storage::Applied::Stored).count() as u64;
             for v in &versions {
                 shared.hlc.observe(v);
@@ -287,6 +302,32 @@ async fn range_sync(
         }
         after = last;
     }
+}
+
+/// The entries whose versions this node may store (see `node::clock`);
+/// the others are counted, and the first of a pull is logged.
+fn within_drift_bound(
+    shared: &Shared,
+    peer: &str,
+    entries: Vec<crate::storage::StoredEntry>,
+    stats: &mut SyncStats,
+) -> Vec<crate::storage::StoredEntry> {
+    entries
+        .into_iter()
+        .filter(|e| match shared.clock.check_version(&e.record.version) {
+            Ok(()) => true,
+            Err(refused) => {
+                if stats.entries_refused == 0 {
+                    tracing::warn!(
+                        node = %shared.node_id, %peer, key = %e.key, error = %refused,
+                        "not pulling entries beyond the drift bound (more may follow; SyncStats counts them)"
+                    );
+                }
+                stats.entries_refused += 1;
+                false
+            }
+        })
+        .collect()
 }
 
 /// Compares this node's ranges with `peer`'s digests (protocol v3).

@@ -2,6 +2,7 @@
 //! flags), its [`Tuning`] (timeouts, limits, intervals), and the
 //! [`Addresses`] it serves on once started.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +72,8 @@ pub struct Tuning {
     pub convert_back_wait: Duration,
     /// Records per batch of a table migration.
     pub migration_batch_records: usize,
+    /// How often the node reads its running peers' clocks (see `node::clock`).
+    pub clock_check_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -100,6 +103,7 @@ impl Default for Tuning {
             flag_timeouts: NodeTimeouts::default(),
             convert_back_wait: Duration::from_secs(120),
             migration_batch_records: 500,
+            clock_check_interval: Duration::from_secs(2),
         }
     }
 }
@@ -136,6 +140,11 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     /// Allows listening on a non-loopback address without TLS (`--insecure`).
     pub insecure: bool,
+    /// Peers to dial at another address than the data address they
+    /// registered (node id -> address). Empty in production; fault tests put
+    /// a proxy between each ordered pair of nodes this way, so that one
+    /// node can be partitioned from the others in both directions.
+    pub dial_overrides: BTreeMap<String, String>,
     /// Timeouts and limits.
     pub tuning: Tuning,
     /// The release's signed manifest (`--release-manifest`), with `release_key`.
@@ -160,6 +169,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("release_key", &self.release_key)
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
+            .field("dial_overrides", &self.dial_overrides)
             .finish()
     }
 }
@@ -184,6 +194,7 @@ impl NodeConfig {
             plugins: Vec::new(),
             tls: None,
             insecure: false,
+            dial_overrides: BTreeMap::new(),
             tuning: Tuning::default(),
             release_manifest: None,
             release_key: None,

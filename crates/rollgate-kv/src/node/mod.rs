@@ -45,6 +45,7 @@
 //! | `config` | [`NodeConfig`], [`Tuning`], [`Addresses`] |
 //! | `error` | [`NodeError`] |
 //! | `shared` | what every part of a running node shares; its [`ServingState`] |
+//! | [`clock`], `clock_task` | this node's clock against the cluster's (TTL time, the drift bound, skew) and the task reading the peers' clocks |
 //! | `write`, `catchup`, `serve` | the write and read paths, pulls from peers (step 3), inbound peer requests |
 //! | `api` | [`Api`], the client API: what the routes of [`crate::http`] call |
 //! | `startup` | [`start()`]: steps 1 and 2; it binds the HTTP listener and serves [`crate::http::app`] on it |
@@ -56,6 +57,8 @@
 
 mod api;
 mod catchup;
+pub mod clock;
+mod clock_task;
 mod config;
 mod error;
 mod handle;
@@ -66,9 +69,41 @@ mod write;
 
 pub use api::{Api, Health, StorageStatus};
 pub use catchup::CatchUpError;
+pub use clock::ClockStatus;
 pub use config::{Addresses, NodeConfig, Tuning};
 pub use error::NodeError;
 pub use handle::NodeHandle;
 pub use shared::{ServingState, SyncStats};
 pub use startup::{NODE_ID_FILE, start};
 pub use write::{MAX_SCAN_LIMIT, MAX_SCANNED, WriteError, WriteOutcome};
+
+/// One real node for the unit tests of the node's parts: a single-member
+/// cluster on an in-memory metadata store, real listeners on loopback, a
+/// real data dir; ready (it has no peer to catch up from) when returned.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::shared::Shared;
+    use super::{NodeConfig, NodeHandle};
+    use crate::releases;
+
+    /// Starts node `n1` of release 1.2 on `data` and waits until it serves.
+    pub(crate) async fn single_node(data: &std::path::Path) -> NodeHandle {
+        let store = rollgate::store::open("mem:", rollgate::store::StoreOptions::default())
+            .await
+            .expect("an in-memory metadata store");
+        let mut config =
+            NodeConfig::new(releases::find("1.2").expect("release 1.2"), data, "127.0.0.1:0", "127.0.0.1:0");
+        config.node_id = Some("n1".into());
+        let node = super::start(config, store).await.expect("start a node");
+        assert!(node.wait_ready(Duration::from_secs(30)).await, "the node did not become ready");
+        node
+    }
+
+    /// The node's shared state (its storage, clock, links).
+    pub(crate) fn shared(node: &NodeHandle) -> &Arc<Shared> {
+        &node.shared
+    }
+}

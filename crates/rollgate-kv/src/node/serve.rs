@@ -20,12 +20,13 @@ use tokio::task::JoinSet;
 
 use super::catchup;
 use super::shared::{ServingState, Shared};
+use super::write::NEWER_VERSION;
 use crate::Msg;
 use crate::digest::v1 as digest;
 use crate::peer::codec::{self, Incoming, Request, Response};
 use crate::record::MAX_KEY_BYTES;
 use crate::replication::v1 as repl1;
-use crate::storage::KeyRange;
+use crate::storage::{Applied, KeyRange, StoredEntry};
 
 /// Most entries a node sends in one sync chunk.
 pub const MAX_SYNC_ENTRIES: u32 = 4096;
@@ -178,28 +179,63 @@ pub(crate) fn request_bytes(req: &Request) -> usize {
         }
 }
 
-/// Stores replicated writes; `Some(reason)` when they were not stored.
+/// Stores replicated writes; `Some(reason)` when they were not all stored
+/// as their keys' values, so that the coordinator does not count this node
+/// for any of them:
+///
+/// - a version beyond the drift bound (the coordinator's clock is ahead, see
+///   `node::clock`) refuses the whole batch, nothing of it stored;
+/// - an entry whose key already holds a newer version is superseded (the
+///   other entries are stored); the error names the newer version
+///   ([`NEWER_VERSION`]), so the coordinator's clock moves above it.
 async fn store(shared: &Shared, entries: Vec<repl1::Entry>) -> Option<String> {
-    let entries: Vec<_> = entries.into_iter().map(codec::entry_from_wire).collect();
-    let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
+    let entries: Vec<StoredEntry> = entries.into_iter().map(codec::entry_from_wire).collect();
+    for e in &entries {
+        if let Err(refused) = shared.clock.check_version(&e.record.version) {
+            return Some(format!("key {:?}: {refused}; nothing of this batch was stored", shorten(&e.key)));
+        }
+    }
     let audited =
         shared.audit.as_ref().filter(|a| a.state() == crate::plugins::PluginState::Running).map(|_| entries.clone());
-    match shared.storage.apply(entries).await {
-        Ok(applied) => {
-            for v in &versions {
-                shared.hlc.observe(v);
-            }
-            if let (Some(audit), Some(entries)) = (&shared.audit, audited) {
-                for (e, a) in entries.iter().zip(applied) {
-                    if a == crate::storage::Applied::Stored {
-                        audit.note(&e.key, &e.record, "replica");
-                    }
-                }
-            }
-            None
-        }
-        Err(e) => Some(e.to_string()),
+    let applied = match shared.storage.apply(entries.clone()).await {
+        Ok(applied) => applied,
+        Err(e) => return Some(e.to_string()),
+    };
+    for e in &entries {
+        shared.hlc.observe(&e.record.version);
     }
+    if let (Some(audit), Some(audited)) = (&shared.audit, audited) {
+        for (e, a) in audited.iter().zip(&applied) {
+            if *a == Applied::Stored {
+                audit.note(&e.key, &e.record, "replica");
+            }
+        }
+    }
+    let superseded: Vec<&StoredEntry> =
+        entries.iter().zip(&applied).filter(|(_, a)| **a == Applied::Superseded).map(|(e, _)| e).collect();
+    if superseded.is_empty() {
+        return None;
+    }
+    let mut named = Vec::new();
+    for e in superseded.iter().take(4) {
+        let held =
+            shared.storage.get(&e.key).await.ok().flatten().map_or_else(|| "?".into(), |r| r.version.to_string());
+        named.push(format!("key {:?} {NEWER_VERSION}{held} than {}", shorten(&e.key), e.record.version));
+    }
+    Some(format!(
+        "superseded: {}{}; the other {} entries were stored",
+        named.join(", "),
+        if superseded.len() > named.len() {
+            format!(" and {} more", superseded.len() - named.len())
+        } else {
+            String::new()
+        },
+        entries.len() - superseded.len()
+    ))
+}
+
+fn shorten(key: &str) -> String {
+    rollgate::util::shorten_to(key, 96)
 }
 
 fn check_bound(what: &str, key: &Option<String>) -> Result<(), String> {
@@ -268,5 +304,78 @@ async fn digests(shared: &Shared, peer: &str, m: digest::DigestRequest) -> diges
             error: None,
         },
         Err(e) => fail(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::{MAX_FORWARD_DRIFT_MS, Version};
+    use crate::node::testing;
+    use crate::record::Record;
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// I10: a replica stores a peer's version as it comes. A write from a
+    /// peer whose clock is a day ahead must be clamped to this node's wall
+    /// clock plus [`MAX_FORWARD_DRIFT_MS`], or refused (and then not
+    /// stored): otherwise it outranks every write the honest nodes make for
+    /// a day, and those are acknowledged yet invisible.
+    #[tokio::test]
+    async fn a_replicated_version_beyond_the_drift_bound_is_clamped_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let ahead =
+            Version { wall_ms: rollgate::cluster::now_ms() + DAY_MS, logical: 0, node: "peer-a-day-ahead".into() };
+        let record = Record {
+            version: ahead.clone(),
+            value: Some(b"v".to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        let entry = codec::entry_to_wire(StoredEntry { key: "k".into(), record });
+        let refused = store(shared, vec![entry]).await;
+        let stored = shared.storage.get("k").await.unwrap();
+        let bound = rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS;
+        let what = format!(
+            "replicating {ahead} (a day ahead) answered {refused:?} and stored {:?}; now + the drift bound is {bound}",
+            stored.as_ref().map(|r| r.version.to_string())
+        );
+        node.stop().await.unwrap();
+        match (&refused, &stored) {
+            (Some(_), None) => {}                               // refused, nothing stored
+            (None, Some(r)) if r.version.wall_ms <= bound => {} // clamped
+            _ => panic!("{what}"),
+        }
+    }
+
+    /// A replica that already holds a newer version of a key must not
+    /// acknowledge an older write to it as stored: the coordinator would
+    /// count it towards a majority, and acknowledge a write that is not the
+    /// key's value anywhere. It answers an error naming the newer version.
+    #[tokio::test]
+    async fn a_replica_holding_a_newer_version_does_not_acknowledge_an_older_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let now = rollgate::cluster::now_ms();
+        let record = |wall_ms: u64, value: &[u8]| Record {
+            version: Version { wall_ms, logical: 0, node: "peer".into() },
+            value: Some(value.to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        shared.storage.apply(vec![StoredEntry { key: "k".into(), record: record(now, b"newer") }]).await.unwrap();
+        let older = StoredEntry { key: "k".into(), record: record(now - 5_000, b"older") };
+        let other = StoredEntry { key: "other".into(), record: record(now, b"v") };
+        let answer = store(shared, vec![codec::entry_to_wire(older), codec::entry_to_wire(other)]).await;
+        let held = shared.storage.get("k").await.unwrap().unwrap();
+        let stored_other = shared.storage.get("other").await.unwrap();
+        node.stop().await.unwrap();
+        let error = answer.expect("the older write was acknowledged as stored");
+        assert!(error.contains(&format!("newer version {}", held.version)), "{error}");
+        assert_eq!(held.value.as_deref(), Some(&b"newer"[..]));
+        assert!(stored_other.is_some(), "the batch's other entry is stored");
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use super::clock::ClockView;
 use super::config::{Addresses, Tuning};
 use crate::gates::KvFlags;
 use crate::hlc::Hlc;
@@ -63,6 +64,10 @@ pub(crate) struct Shared {
     pub(crate) addresses: Addresses,
     pub(crate) storage: Storage,
     pub(crate) hlc: Hlc,
+    /// This node's clock against the cluster's.
+    pub(crate) clock: ClockView,
+    /// Reads the peers' clocks.
+    pub(super) clock_http: rollgate::admin::fanout::MemberClient,
     /// rollgate's node runtime: taken out when the node stops or is killed,
     /// so that nothing keeps it (its liveness lease) alive after that.
     pub(super) runtime: Mutex<Option<rollgate::node::Node>>,
@@ -86,6 +91,8 @@ pub(crate) struct Shared {
     pub(super) background: Mutex<JoinSet<()>>,
     /// The last catch-up from each peer.
     pub(super) sync_stats: Mutex<BTreeMap<String, SyncStats>>,
+    /// Peers dialled at another address than the one they registered.
+    pub(super) dial_overrides: BTreeMap<String, String>,
 }
 
 impl Shared {
@@ -189,6 +196,10 @@ pub struct SyncStats {
     pub entries_received: u64,
     /// Entries that were newer than ours and were stored.
     pub entries_stored: u64,
+    /// Entries refused for a version beyond the drift bound (the peer's
+    /// clock was ahead when it wrote them); they stay out until real time
+    /// reaches them.
+    pub entries_refused: u64,
 }
 
 #[cfg(test)]

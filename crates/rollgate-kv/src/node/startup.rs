@@ -19,11 +19,12 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::Api;
+use super::clock::ClockView;
 use super::config::{Addresses, NodeConfig, Tuning};
 use super::error::NodeError;
 use super::handle::NodeHandle;
 use super::shared::{ServingState, Shared};
-use super::{catchup, serve};
+use super::{catchup, clock_task, serve};
 use crate::Msg;
 use crate::gates::KvFlags;
 use crate::hlc::Hlc;
@@ -45,6 +46,9 @@ pub async fn start(config: NodeConfig, store: Arc<dyn MetaStore>) -> Result<Node
         rollgate::cluster::validate_node_id(id).map_err(|e| NodeError::Config(format!("--node-id: {e}")))?;
     }
     check_plugins(release, &config.plugins)?;
+    if !config.dial_overrides.is_empty() {
+        tracing::warn!(overrides = ?config.dial_overrides, "dialling peers at other addresses than they registered");
+    }
     let dir = config.data_dir.clone();
     let storage_options = config.tuning.storage.clone();
     let explicit = config.node_id.clone();
@@ -307,10 +311,14 @@ async fn with_runtime(
     publish_storage_status(runtime, &storage, &node_id);
     let handshakes = net_config.counters.clone();
     let net_tls = net_config.tls.clone();
+    let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
     let links = peer_links(net_config, &tuning, release);
     runtime.set_link_source(crate::metrics::link_source(links.clone(), handshakes));
     let shared = Arc::new(Shared {
         hlc: Hlc::new(node_id.clone(), floor.as_ref()),
+        clock: ClockView::default(),
+        // The peers' clocks are read from their HTTP listeners, over HTTPS when they serve it.
+        clock_http: members.clone().unwrap_or_else(rollgate::admin::fanout::MemberClient::plain),
         node_id,
         release,
         tuning: tuning.clone(),
@@ -330,9 +338,10 @@ async fn with_runtime(
         resyncs: Mutex::default(),
         background: Mutex::new(JoinSet::new()),
         sync_stats: Mutex::default(),
+        dial_overrides: config.dial_overrides.clone(),
     });
     tasks.spawn(manage_links(shared.clone()));
-    let members = net_tls.as_ref().map(|t| rollgate::admin::fanout::MemberClient::https(&t.http_client()));
+    tasks.spawn(clock_task::run(shared.clone()));
     let app = http_app(Api { shared: shared.clone() }, runtime, config.admin_token.as_deref(), members, &tuning);
     Ok((Parts { shared, tasks }, app))
 }
@@ -514,7 +523,11 @@ async fn manage_links(shared: Arc<Shared>) {
         let desired: BTreeMap<String, String> = view
             .running()
             .filter(|m| m.record.node_id != shared.node_id)
-            .map(|m| (m.record.node_id.clone(), m.record.data_addr.clone()))
+            .map(|m| {
+                let id = m.record.node_id.clone();
+                let addr = shared.dial_overrides.get(&id).unwrap_or(&m.record.data_addr).clone();
+                (id, addr)
+            })
             .collect();
         shared.links.reconcile(&desired, &mut tasks);
         while tasks.try_join_next().is_some() {}
@@ -578,6 +591,40 @@ mod tests {
 
         let explicit = tempfile::tempdir().unwrap();
         assert_eq!(load_or_create_node_id(explicit.path(), Some("n-1")).unwrap(), "n-1");
+    }
+
+    /// I10, through a real node: a data dir whose highest stored version
+    /// is a day ahead (a replica stored a peer's version unclamped, or this
+    /// node ran with its clock a day ahead) is opened; the node's clock must
+    /// not take that version as its floor beyond the drift bound, or every
+    /// write it makes after the restart is stamped a day ahead too (and,
+    /// replicated, outranks every honest node's writes for a day).
+    #[tokio::test]
+    async fn a_restart_on_a_data_dir_a_day_ahead_stamps_writes_within_the_drift_bound() {
+        use crate::hlc::{MAX_FORWARD_DRIFT_MS, Version};
+        use crate::record::Record;
+        use crate::storage::{StorageOptions, StoredEntry};
+        const DAY_MS: u64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let policy = releases::find("1.2").unwrap().format_policy();
+            let (storage, _) = Storage::open(dir.path(), StorageOptions::default(), &policy).unwrap();
+            let ahead = Version { wall_ms: rollgate::cluster::now_ms() + DAY_MS, logical: 0, node: "peer".into() };
+            let record =
+                Record { version: ahead, value: Some(b"old".to_vec()), expires_at_ms: 0, features: Default::default() };
+            storage.apply(vec![StoredEntry { key: "from-a-fast-peer".into(), record }]).await.unwrap();
+            storage.close().await;
+        }
+        let node = crate::node::testing::single_node(dir.path()).await;
+        let outcome = node.api().put("fresh".into(), b"new".to_vec(), None).await.expect("a write on one node");
+        let version: Version = outcome.version.parse().unwrap();
+        let bound = rollgate::cluster::now_ms() + MAX_FORWARD_DRIFT_MS;
+        node.stop().await.unwrap();
+        assert!(
+            version.wall_ms <= bound,
+            "a write made after the restart is stamped {version}, {} ms past now + the drift bound",
+            version.wall_ms - bound
+        );
     }
 
     #[test]

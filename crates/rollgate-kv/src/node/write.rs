@@ -40,12 +40,13 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
+use super::clock::{self, ClockStatus};
 use super::shared::{ServingState, Shared};
 use crate::hlc::Version;
 use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
 use crate::record::{self, MAX_VALUE_BYTES, Record, RecordError, WriteContext};
-use crate::storage::{PendingApply, StorageError, StoredEntry};
+use crate::storage::{Applied, PendingApply, StorageError, StoredEntry};
 
 /// Most records a prefix scan looks at (tombstones and expired values
 /// included) before it answers with what it found.
@@ -135,6 +136,44 @@ pub enum WriteError {
     /// A stored value fails its checksum (`checksum@1`).
     #[error(transparent)]
     Corrupt(#[from] RecordError),
+    /// This node's clock is off (see `node::clock`): it does not coordinate
+    /// the write (or judge the expiry of a value), another node may.
+    #[error("node {node} refuses: {reason}; use another node")]
+    ClockSkew {
+        /// The node.
+        node: String,
+        /// What is off, by how much, and the fix.
+        reason: String,
+    },
+    /// The key already holds a newer version than the write's (a concurrent
+    /// write, or one from a node whose clock is ahead): the write is not
+    /// acknowledged. A retry gets a version above the newer one.
+    #[error(
+        "the write to {key:?} (version {version}) was superseded{}: not stored as the key's value; retry it",
+        newer.as_deref().map(|n| format!(" by version {n} held by a member")).unwrap_or_default()
+    )]
+    Superseded {
+        /// The key.
+        key: String,
+        /// The write's version.
+        version: String,
+        /// The newer version, when known.
+        newer: Option<String>,
+    },
+}
+
+/// What a replica answers (in its error) for an entry it holds a newer
+/// version of: `... holds newer version VERSION ...`; the coordinator reads
+/// the version back to move its clock above it.
+pub(super) const NEWER_VERSION: &str = "holds newer version ";
+
+/// The versions named after [`NEWER_VERSION`] in replicas' errors.
+fn newer_versions(errors: &[String]) -> Vec<Version> {
+    errors
+        .iter()
+        .flat_map(|e| e.split(NEWER_VERSION).skip(1))
+        .filter_map(|rest| rest.split(|c: char| c.is_whitespace() || c == ';' || c == ',').next()?.parse().ok())
+        .collect()
 }
 
 fn require_ready(shared: &Shared) -> Result<(), WriteError> {
@@ -157,16 +196,35 @@ fn check_key(key: &str) -> Result<(), WriteError> {
         .map_err(|reason| WriteError::InvalidKey { reason, too_long: key.len() > record::MAX_KEY_BYTES })
 }
 
-/// Reads `key` from the local data: the record when its value is live.
+/// While the running clocks disagree and nothing says which is right, a
+/// node cannot tell whether a value with a TTL has expired: it refuses.
+fn judge_expiry(shared: &Shared, what: &str) -> Result<(), WriteError> {
+    match shared.clock.status() {
+        status @ ClockStatus::Ambiguous { .. } => Err(WriteError::ClockSkew {
+            node: shared.node_id.clone(),
+            reason: format!(
+                "it cannot tell whether {what} expired: {}",
+                clock::describe(status, shared.clock.bound_ms())
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `key` from the local data: the record when its value is live at
+/// the cluster's time (see `node::clock`).
 pub(super) async fn read(shared: &Shared, key: &str) -> Result<Option<Record>, WriteError> {
     require_ready(shared)?;
     check_key(key)?;
-    let now = rollgate::cluster::now_ms();
-    let record = shared.storage.get(key).await?.filter(|r| r.live_value(now).is_some());
-    if let Some(r) = &record {
-        r.verify_checksum(key)?;
+    let Some(record) = shared.storage.get(key).await? else { return Ok(None) };
+    if record.expires_at_ms != 0 && record.value.is_some() {
+        judge_expiry(shared, &format!("the value of {key:?}"))?;
     }
-    Ok(record)
+    if record.live_value(shared.clock.cluster_now_ms()).is_none() {
+        return Ok(None);
+    }
+    record.verify_checksum(key)?;
+    Ok(Some(record))
 }
 
 /// The live records under `prefix` on this node (at most `limit`, checked).
@@ -176,7 +234,8 @@ pub(super) async fn scan_prefix(
     limit: usize,
 ) -> Result<(Vec<StoredEntry>, bool), WriteError> {
     require_ready(shared)?;
-    let now = rollgate::cluster::now_ms();
+    judge_expiry(shared, "the values under the prefix")?;
+    let now = shared.clock.cluster_now_ms();
     let (entries, more) = shared.storage.scan_prefix(prefix, limit.clamp(1, MAX_SCAN_LIMIT), MAX_SCANNED, now).await?;
     for e in &entries {
         e.record.verify_checksum(&e.key)?;
@@ -198,12 +257,23 @@ pub(super) async fn write(
     if 1 + up.len() < members.quorum {
         return Err(members.no_quorum(&up, 0, Vec::new()));
     }
-    let entry = stamp(shared, key.clone(), value, ttl_s, seen);
+    let entry = stamp(shared, key.clone(), value, ttl_s, seen)?;
+    check_version(shared, &members, &up, &entry.record.version)?;
     // Queue locally first, then take the peers to send to (see the module docs).
     let local = shared.storage.submit(vec![entry.clone()]).await?;
     let mut errors = Vec::new();
     let remote = replicate(shared, &members, &entry, &mut errors);
     let acks = gather_acks(shared, members.quorum, local, remote, &mut errors).await?;
+    // A newer version a replica named (one this node would store itself):
+    // later writes are stamped above it.
+    for newer in newer_versions(&errors) {
+        if shared.clock.check_version(&newer).is_ok() {
+            shared.hlc.observe(&newer);
+        }
+    }
+    if acks.superseded {
+        return Err(superseded(shared, &entry).await);
+    }
     if !acks.majority {
         let up = members.connected();
         return Err(members.no_quorum(&up, acks.stored, errors));
@@ -220,10 +290,33 @@ pub(super) async fn write(
     })
 }
 
-/// Step 1: the node serves, and the key, the value and the write policy
-/// accept the write.
+/// The write was superseded on this node: the newer version it holds (the
+/// clock moves above it, so a retry wins) and the error.
+async fn superseded(shared: &Shared, entry: &StoredEntry) -> WriteError {
+    let newer = shared.storage.get(&entry.key).await.ok().flatten().map(|r| r.version);
+    if let Some(v) = newer.as_ref().filter(|v| shared.clock.check_version(v).is_ok()) {
+        shared.hlc.observe(v);
+    }
+    WriteError::Superseded {
+        key: entry.key.clone(),
+        version: entry.record.version.to_string(),
+        newer: newer.map(|v| v.to_string()),
+    }
+}
+
+/// Step 1: the node serves, its clock lets it coordinate (see
+/// `node::clock`), and the key, the value and the write policy accept the
+/// write.
 fn check_write(shared: &Shared, key: &str, value: Option<&[u8]>, ttl_s: Option<u64>) -> Result<(), WriteError> {
     require_ready(shared)?;
+    match shared.clock.status() {
+        status @ ClockStatus::Skewed { .. } => {
+            let reason = clock::describe(status, shared.clock.bound_ms());
+            return Err(WriteError::ClockSkew { node: shared.node_id.clone(), reason });
+        }
+        ClockStatus::Ambiguous { .. } if ttl_s.is_some() => judge_expiry(shared, "a TTL it would stamp")?,
+        _ => {}
+    }
     check_key(key)?;
     if let Some(v) = value
         && v.len() > MAX_VALUE_BYTES
@@ -274,22 +367,60 @@ impl<'a> Members<'a> {
 
 /// Step 3: the stored entry of a write, with a version from this node's
 /// clock above everything the writer saw (bounded by the clock's drift
-/// limit), its expiry and its feature map.
+/// limit), its expiry (at the cluster's time, see `node::clock`) and its
+/// feature map.
 fn stamp(
     shared: &Shared,
     key: String,
     value: Option<Vec<u8>>,
     ttl_s: Option<u64>,
     seen: Option<&Version>,
-) -> StoredEntry {
+) -> Result<StoredEntry, WriteError> {
     if let Some(seen) = seen {
         shared.hlc.observe(seen);
     }
-    let version: Version = shared.hlc.now();
-    let expires_at_ms = ttl_s.map_or(0, |t| rollgate::cluster::now_ms().saturating_add(t.saturating_mul(1000)));
+    let version =
+        shared.hlc.now().map_err(|e| WriteError::ClockSkew { node: shared.node_id.clone(), reason: e.to_string() })?;
+    let expires_at_ms = ttl_s.map_or(0, |t| shared.clock.cluster_now_ms().saturating_add(t.saturating_mul(1000)));
     let ctx = WriteContext { node: &shared.node_id, release: shared.release.name };
     let features = record::new_features(ctx, &version, value.as_deref(), &shared.flags);
-    StoredEntry { key, record: Record { version, value, expires_at_ms, features } }
+    Ok(StoredEntry { key, record: Record { version, value, expires_at_ms, features } })
+}
+
+/// Step 3, before anything is stored: the version is one this node would
+/// store from a peer (within the drift bound), and, while the running
+/// clocks disagree (see `node::clock`), enough connected peers going by
+/// their own clocks would store it for a majority. Otherwise the write
+/// is refused with nothing stored: a version no majority accepts must not
+/// sit on this node alone.
+fn check_version(
+    shared: &Shared,
+    members: &Members<'_>,
+    up: &BTreeSet<String>,
+    version: &Version,
+) -> Result<(), WriteError> {
+    let refuse = |reason: String| WriteError::ClockSkew { node: shared.node_id.clone(), reason };
+    shared.clock.check_version(version).map_err(|e| refuse(e.to_string()))?;
+    let status = shared.clock.status();
+    if status == ClockStatus::Unknown && !up.is_empty() {
+        return Err(refuse(format!(
+            "its clock has not been compared with its peers' yet ({} connected: they just joined, or their HTTP \
+             listeners do not answer); retry shortly",
+            up.iter().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let ClockStatus::Ambiguous { .. } = status {
+        let peers: Vec<String> = up.iter().cloned().collect();
+        let refusing = shared.clock.peers_refusing(version, &peers);
+        if 1 + peers.len() - refusing.len() < members.quorum {
+            return Err(refuse(format!(
+                "its version {version} is beyond the clocks of {} plus the drift bound (or their clocks were not read yet): {}",
+                refusing.join(", "),
+                clock::describe(status, shared.clock.bound_ms())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Step 4: sends `entry` to every connected member; each future answers
@@ -318,10 +449,13 @@ fn replicate(
     remote
 }
 
-/// How many members stored a write, and whether they made a majority in time.
+/// How many members stored a write, whether they made a majority in time,
+/// and whether this node's own copy was superseded (a newer version was
+/// already stored: the write is not the key's value, so no success).
 struct Acks {
     stored: usize,
     majority: bool,
+    superseded: bool,
 }
 
 /// Step 5: counts the members that stored the write (this node once its
@@ -343,15 +477,17 @@ async fn gather_acks(
     let mut answered = 0usize;
     loop {
         if local_done && acks >= quorum {
-            return Ok(Acks { stored: acks, majority: true });
+            return Ok(Acks { stored: acks, majority: true, superseded: false });
         }
         let outstanding = targets - answered + usize::from(!local_done);
         if acks + outstanding < quorum {
-            return Ok(Acks { stored: acks, majority: false });
+            return Ok(Acks { stored: acks, majority: false, superseded: false });
         }
         tokio::select! {
             r = &mut local, if !local_done => {
-                r?;
+                if r?.first() == Some(&Applied::Superseded) {
+                    return Ok(Acks { stored: acks, majority: false, superseded: true });
+                }
                 local_done = true;
                 acks += 1;
             }
@@ -371,7 +507,7 @@ async fn gather_acks(
                     targets - answered,
                     duration_ms(shared.tuning.write_timeout)
                 ));
-                return Ok(Acks { stored: acks, majority: false });
+                return Ok(Acks { stored: acks, majority: false, superseded: false });
             }
         }
     }
@@ -379,4 +515,46 @@ async fn gather_acks(
 
 fn duration_ms(d: Duration) -> u128 {
     d.as_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::testing;
+
+    /// The coordinator counts its own durable copy as an acknowledgement
+    /// without looking at what storing it did. When the key already holds a
+    /// higher version (here one 10 s ahead, inside the drift bound, stored
+    /// by a peer's replication between this write taking its version and
+    /// committing it), the write comes out `Applied::Superseded`: nothing of
+    /// it is visible, yet it is answered as a success. A write that is
+    /// superseded must not be acknowledged; an acknowledged write must be
+    /// what the key holds.
+    #[tokio::test]
+    async fn a_superseded_write_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = testing::single_node(dir.path()).await;
+        let shared = testing::shared(&node);
+        let mine = shared.hlc.now().unwrap();
+        let newer = Version { wall_ms: mine.wall_ms + 10_000, logical: 0, node: "peer".into() };
+        let record = Record {
+            version: newer.clone(),
+            value: Some(b"peer's".to_vec()),
+            expires_at_ms: 0,
+            features: Default::default(),
+        };
+        shared.storage.apply(vec![StoredEntry { key: "k".into(), record }]).await.unwrap();
+
+        let result = write(shared, "k".into(), Some(b"mine".to_vec()), None, None).await;
+        let held = shared.storage.get("k").await.unwrap().expect("the key holds a record");
+        node.stop().await.unwrap();
+        if let Ok(outcome) = result {
+            assert!(
+                outcome.version == held.version.to_string() && held.value.as_deref() == Some(&b"mine"[..]),
+                "acknowledged as {outcome:?}, but the key holds {} = {:?}: the write was superseded",
+                held.version,
+                held.value.as_deref().map(String::from_utf8_lossy)
+            );
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod clients;
 mod support;
 
 mod bad_input;
+mod clock_skew;
 mod cluster;
 mod dashboard_browser;
 mod mixed_releases;

@@ -89,6 +89,22 @@ fn bad_arguments_exit_2_and_say_what_to_fix() {
     assert_eq!(code, 2, "--node is required: {err}");
     let (code, _, err) = run(&["frobnicate"]);
     assert_eq!(code, 2, "{err}");
+    let base = ["serve", "--release", "1.2", "--data", "/nonexistent/x", "--listen", "127.0.0.1:0", "--meta", "mem:"];
+    let (code, _, err) = run(&[&base[..], &["--liveness-ttl-s", "0"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--liveness-ttl-s"), "{err}");
+    // The fault tests' dial overrides, garbled: refused before anything starts.
+    for garbage in ["b", "b=nowhere", "bad id=127.0.0.1:1", &format!("b={}", "9".repeat(10_000))] {
+        let out = std::process::Command::new(crate::process::binary())
+            .args(base)
+            .env("ROLLGATE_KV_TEST_PEER_ADDRS", garbage)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{garbage:.40}: {err}");
+        assert!(err.contains("ROLLGATE_KV_TEST_PEER_ADDRS") && err.len() < 2_000, "{err:.300}");
+    }
     // Port 1 on loopback: nothing listens; not bad input, but a failure.
     let (code, _, err) = run(&["get", "--node", "127.0.0.1:1", "k"]);
     assert_eq!(code, 1, "{err}");

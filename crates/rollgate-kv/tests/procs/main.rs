@@ -12,6 +12,9 @@ mod admin;
 mod process;
 
 mod cli;
+mod clock_skew;
+#[cfg(feature = "etcd")]
+mod faults;
 mod multi_process;
 mod upgrade_flags;
 
