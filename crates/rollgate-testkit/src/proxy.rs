@@ -354,15 +354,41 @@ impl Proxy {
 
     /// Counters and the number of open connections.
     pub fn stats(&self) -> ProxyStats {
+        self.stats_in(&self.inner.lock())
+    }
+
+    fn stats_in(&self, st: &State) -> ProxyStats {
         let c = &self.inner.counters;
         ProxyStats {
             accepted: c.accepted.load(Ordering::Relaxed),
-            open: self.inner.lock().conns.values().filter(|c| !c.closed.load(Ordering::Acquire)).count(),
+            open: st.conns.values().filter(|c| !c.closed.load(Ordering::Acquire)).count(),
             refused: c.refused.load(Ordering::Relaxed),
             over_limit: c.over_limit.load(Ordering::Relaxed),
             connect_failures: c.connect_failures.load(Ordering::Relaxed),
             bytes_to_target: c.bytes[0].load(Ordering::Relaxed),
             bytes_from_target: c.bytes[1].load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until `pred` holds for the stats, woken by every counted write
+    /// and every connection change, at most `timeout`: the stats that
+    /// satisfied it, or the last ones seen.
+    pub fn wait_stats(&self, timeout: Duration, pred: impl Fn(&ProxyStats) -> bool) -> Result<ProxyStats, ProxyStats> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.lock();
+        loop {
+            let stats = self.stats_in(&st);
+            let now = Instant::now();
+            if pred(&stats) {
+                return Ok(stats);
+            }
+            if now >= deadline {
+                return Err(stats);
+            }
+            st = match self.inner.changed.wait_timeout(st, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
     }
 }

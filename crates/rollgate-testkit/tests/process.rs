@@ -121,6 +121,8 @@ fn signals_reach_the_whole_process_group() {
     };
     p.pause().unwrap();
     // The group got the signal; its delivery to the grandchild is asynchronous.
+    // Nothing notifies a stop or exit of a process that is not our child:
+    // its /proc state is polled, bounded by a deadline.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while state(child) != Some('T') {
         assert!(std::time::Instant::now() < deadline, "the child of the child is {:?}, not stopped", state(child));

@@ -149,14 +149,11 @@ fn pass_forwards_both_ways_and_counts_the_bytes() {
     let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
     assert_eq!(read_exact(&mut c, big.len()), big, "a large transfer arrives whole and in order");
     writer.join().unwrap();
-    // The counters trail the bytes by a moment.
+    // The counters trail the bytes by a moment: wait for the writes that count them.
     let want = 23 + 300_000;
-    let deadline = Instant::now() + ARRIVE;
-    while p.stats().bytes_from_target < want || p.stats().bytes_to_target < want {
-        assert!(Instant::now() < deadline, "{:?}", p.stats());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let st = p.stats();
+    let st = p
+        .wait_stats(ARRIVE, |s| s.bytes_from_target >= want && s.bytes_to_target >= want)
+        .unwrap_or_else(|st| panic!("the counters did not reach {want}: {st:?}"));
     assert_eq!((st.accepted, st.open), (1, 1), "{st:?}");
     assert_eq!((st.bytes_to_target, st.bytes_from_target), (want, want), "{st:?}");
 }
