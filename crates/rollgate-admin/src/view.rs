@@ -232,7 +232,13 @@ pub async fn upgrade_status(node: &Node, http: &crate::fanout::MemberClient) -> 
         flags: flag_summary(&flag_statuses_in(node, &view)),
         migrations,
         floor: view.floor.clone(),
-        deprecated_links: deprecated_links(&view, &crate::links::links(node, http, &view).await),
+        deprecated_links: if view.members.values().any(|m| !m.record.deprecated_protocols.is_empty()) {
+            deprecated_links(&view, &crate::links::links(node, http, &view).await)
+        } else {
+            // Nothing is deprecated: no need to ask every member for its links
+            // (the status is polled, e.g. by `rollgate upgrade wait`).
+            Vec::new()
+        },
         sections,
     }
 }

@@ -17,12 +17,13 @@ use crate::migrate::{Gates, MigrateError, ServiceOptions, ServiceRunner};
 /// The node's current view as migration gates.
 struct ViewGates(watch::Receiver<Arc<ClusterView>>);
 
+/// The rules are `ClusterView`'s own `Gates`, on the newest view.
 impl Gates for ViewGates {
     fn flag_enabled(&self, name: &str) -> bool {
-        self.0.borrow().is_enabled(name)
+        Gates::flag_enabled(&**self.0.borrow(), name)
     }
     fn cluster_has_feature(&self, name: &str) -> bool {
-        crate::features::cluster_has_feature(&self.0.borrow(), name)
+        Gates::cluster_has_feature(&**self.0.borrow(), name)
     }
 }
 
@@ -51,8 +52,9 @@ impl Node {
     /// gates open, in a task of the node.
     pub(super) async fn start_services(&self, fresh: bool) -> Result<(), NodeError> {
         let Some(runner) = self.service_runner()? else { return Ok(()) };
-        let services: Vec<String> = runner_services(self);
         if fresh {
+            let services: Vec<String> =
+                self.shared().config.services.iter().flat_map(|m| m.services().map(str::to_string)).collect();
             for service in &services {
                 runner.create_fresh(service).await.map_err(|e| match e {
                     MigrateError::Store { .. } => NodeError::Cluster(ClusterError::Metadata {
@@ -72,10 +74,6 @@ impl Node {
         });
         Ok(())
     }
-}
-
-fn runner_services(node: &Node) -> Vec<String> {
-    node.shared().config.services.as_ref().map(|m| m.services().map(str::to_string).collect()).unwrap_or_default()
 }
 
 impl Node {
