@@ -58,6 +58,10 @@ impl H {
         self.op(client, key, OpKind::Get, at, outcome, node)
     }
 
+    fn lget(self, client: usize, key: &str, at: (u64, u64), outcome: Outcome, node: &str) -> H {
+        self.op(client, key, OpKind::LinearizableGet, at, outcome, node)
+    }
+
     /// Checks against every node answering `finals` (key, value) at `at` ms.
     fn check(&self, finals: &[(&str, Option<&str>)], at: u64) -> Report {
         let keys: BTreeMap<String, Option<String>> =
@@ -209,6 +213,29 @@ fn a_ttl_value_missed_early_on_the_node_that_acknowledged_it_is_reported() {
     // On another node it is a stale read: allowed.
     let h = H::default().put_ttl("t", "t1", 10_000, (0, 10), ok(1), "n1").get(1, "t", (100, 110), read(None), "n2");
     assert!(h.check(&[("t", Some("t1"))], 3_000).passed());
+}
+
+#[test]
+fn a_linearizable_read_is_held_to_the_rules_of_every_read() {
+    let h = H::default().put(0, "a", "a1", (0, 10), ok(1)).lget(1, "a", (20, 30), read(Some("zz")), "n2");
+    found(&h.check(&[("a", Some("a1"))], 100), Rule::ValueNeverWritten, &[1]);
+    let h = H::default().lget(1, "a", (0, 10), read(Some("a1")), "n2").put(0, "a", "a1", (20, 30), ok(1));
+    found(&h.check(&[("a", Some("a1"))], 100), Rule::ValueFromTheFuture, &[0, 1]);
+    let h = H::default().put_ttl("t", "t1", 1_000, (0, 10), ok(1), "n1").lget(
+        1,
+        "t",
+        (2_000, 2_010),
+        read(Some("t1")),
+        "n2",
+    );
+    found(&h.check(&[("t", None)], 3_000), Rule::ExpiredValueRead, &[0, 1]);
+    let h = H::default().put_ttl("t", "t1", 10_000, (0, 10), ok(1), "n1").lget(1, "t", (100, 110), read(None), "n1");
+    found(&h.check(&[("t", Some("t1"))], 3_000), Rule::ValueExpiredEarly, &[0, 1]);
+    // It is a read: not a write the final value must reflect.
+    let h = H::default().put(0, "a", "a1", (0, 10), ok(1)).lget(1, "a", (20, 30), read(Some("a1")), "n2");
+    let r = h.check(&[("a", Some("a1"))], 100);
+    assert!(r.passed(), "{r}");
+    assert!(h.ops[1].to_string().contains("linearizable get a: ok -> \"a1\""), "{}", h.ops[1]);
 }
 
 #[test]

@@ -158,7 +158,7 @@ fn group_by_key<'a>(history: &'a [Op], final_state: &FinalState) -> BTreeMap<Str
 /// Rule 1.
 fn reads_come_from_writes(key: &str, ops: &[&Op], out: &mut Vec<Violation>) {
     let puts: BTreeMap<&str, &Op> = ops.iter().filter_map(|o| o.put_value().map(|v| (v, *o))).collect();
-    for read in ops.iter().filter(|o| o.kind == OpKind::Get) {
+    for read in ops.iter().filter(|o| o.is_read()) {
         let Outcome::Ok { read: Some(value), .. } = &read.outcome else { continue };
         match puts.get(value.as_str()) {
             None => out.push(violation(
@@ -292,7 +292,7 @@ fn versions_follow_real_time(key: &str, ops: &[&Op], cmp: Versions, out: &mut Ve
 /// Rule 5.
 fn ttls_honoured(key: &str, ops: &[&Op], slack: Duration, out: &mut Vec<Violation>) {
     let puts: BTreeMap<&str, &Op> = ops.iter().filter_map(|o| o.put_value().map(|v| (v, *o))).collect();
-    for read in ops.iter().filter(|o| o.kind == OpKind::Get && o.acked()) {
+    for read in ops.iter().filter(|o| o.is_read() && o.acked()) {
         let Outcome::Ok { read: value, .. } = &read.outcome else { continue };
         if let Some(put) = value.as_deref().and_then(|v| puts.get(v))
             && expired_by(put, read.start, slack)

@@ -19,8 +19,22 @@ pub enum OpKind {
     },
     /// Delete the key.
     Delete,
-    /// Read the key.
+    /// Read the key at the service's default level.
     Get,
+    /// Read the key at the linearizable level (rule 7 of the module docs).
+    LinearizableGet,
+}
+
+impl OpKind {
+    /// Whether it reads the key (at either level).
+    pub fn is_read(&self) -> bool {
+        matches!(self, OpKind::Get | OpKind::LinearizableGet)
+    }
+
+    /// Whether it writes the key (a put or a delete).
+    pub fn is_write(&self) -> bool {
+        !self.is_read()
+    }
 }
 
 /// How an operation ended (see the module docs).
@@ -71,7 +85,11 @@ impl Op {
     }
 
     pub(super) fn is_write(&self) -> bool {
-        !matches!(self.kind, OpKind::Get)
+        self.kind.is_write()
+    }
+
+    pub(super) fn is_read(&self) -> bool {
+        self.kind.is_read()
     }
 
     /// When its effect may come last: its end when acknowledged or failed,
@@ -112,13 +130,14 @@ impl fmt::Display for Op {
             OpKind::Put { value, ttl: Some(t) } => format!("put {}={value:?} ttl {} ms", self.key, t.as_millis()),
             OpKind::Delete => format!("delete {}", self.key),
             OpKind::Get => format!("get {}", self.key),
+            OpKind::LinearizableGet => format!("linearizable get {}", self.key),
         };
         let outcome = match &self.outcome {
             Outcome::Ok { read, version } => {
-                let read = match (&self.kind, read) {
-                    (OpKind::Get, Some(v)) => format!(" -> {v:?}"),
-                    (OpKind::Get, None) => " -> not found".into(),
-                    _ => String::new(),
+                let read = match read {
+                    _ if self.is_write() => String::new(),
+                    Some(v) => format!(" -> {v:?}"),
+                    None => " -> not found".into(),
                 };
                 format!("ok{read}{}", version.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default())
             }

@@ -182,7 +182,7 @@ impl Client {
             let node = self.nodes[self.next_node % self.nodes.len()].clone();
             match self.attempt(&node, key, kind).await {
                 Attempt::Done { version, value } => {
-                    let read = matches!(kind, OpKind::Get).then_some(value).flatten();
+                    let read = kind.is_read().then_some(value).flatten();
                     return (Outcome::Ok { read, version }, Some(node));
                 }
                 Attempt::Final(e) if !maybe => return (Outcome::Failed(e), Some(node)),
@@ -198,13 +198,15 @@ impl Client {
         }
         let why = errors.join("; ");
         // A read has no effect: it failed either way.
-        if maybe && !matches!(kind, OpKind::Get) { (Outcome::Unknown(why), None) } else { (Outcome::Failed(why), None) }
+        if maybe && !kind.is_read() { (Outcome::Unknown(why), None) } else { (Outcome::Failed(why), None) }
     }
 
     async fn attempt(&mut self, node: &str, key: &str, kind: &OpKind) -> Attempt {
         let url = format!("http://{node}/kv/{key}");
         let req = match kind {
             OpKind::Get => self.http.get(&url),
+            // The load makes default (local) reads only: nothing to send.
+            OpKind::LinearizableGet => return Attempt::Final("this load makes no linearizable reads".into()),
             OpKind::Delete => self.http.delete(&url),
             OpKind::Put { value, ttl } => {
                 let url = match ttl {
