@@ -3,13 +3,15 @@
 //! outcome, the node that answered); once the faults have healed, the test
 //! reads every key from every node ([`FinalState`]) and [`check`] verifies
 //! the history against a consistency model of last-writer-wins registers
-//! with local reads, and reports the first violation with the operations
-//! involved ([`Violation`]).
+//! with two read levels (default session reads, linearizable reads), and
+//! reports the first violation with the operations involved ([`Violation`]).
 //!
 //! Nothing here knows a particular service: keys and values are strings,
 //! every put writes a value unique in the run (so a read names the one write
-//! it saw), and a write's version, when the service reports one, is
-//! compared with the [`Versions`] order the test gives.
+//! it saw), and a version, when the service reports one, is compared with
+//! the [`Versions`] order the test gives: an acknowledged write's, and a
+//! read's (of the record it read; a read that found nothing may carry the
+//! version of the tombstone it found, or none).
 //!
 //! # Outcomes
 //!
@@ -23,9 +25,9 @@
 //!
 //! # The rules ([`Rule`])
 //!
-//! 1. **No value from nowhere**: a read returns a value some put wrote,
-//!    not one of a put that definitely failed, and not one of a put that
-//!    started after the read ended.
+//! 1. **No value from nowhere**: a read (at either level) returns a value
+//!    some put wrote, not one of a put that definitely failed, and not one
+//!    of a put that started after the read ended.
 //! 2. **No lost write**: after the faults heal, every node holds the same
 //!    value for each key, and that value comes from a write no
 //!    acknowledged write of the key followed in real time: an acknowledged
@@ -40,17 +42,48 @@
 //! 4. **Versions follow real time**: an acknowledged write that started
 //!    after another acknowledged write of the key ended has the higher
 //!    version.
-//! 5. **TTLs honoured**: no read returns a TTL value after its expiry (the
-//!    write's end plus the TTL plus the allowed slack); a read on the node
-//!    that acknowledged a TTL write, well before its expiry and with no
-//!    other write of the key around, sees it.
+//! 5. **TTLs honoured**: no read (at either level) returns a TTL value
+//!    after its expiry (the write's end plus the TTL plus the allowed
+//!    slack); a read on the node that acknowledged a TTL write, well before
+//!    its expiry and with no other write of the key around, sees it.
+//! 6. **Session reads** ([`OpKind::Get`], checked when
+//!    [`CheckOptions::read_your_writes`] is set): an acknowledged read by a
+//!    client returns no state older than the client's last acknowledged
+//!    write of the key that ended before the read started
+//!    ([`Rule::MissedOwnWrite`]), nor older than the client's last
+//!    acknowledged read of the key (at either level) that ended before it
+//!    started ([`Rule::ReadWentBack`]).
+//! 7. **Linearizable reads** ([`OpKind::LinearizableGet`], always checked):
+//!    an acknowledged read returns no state older than the write of the key
+//!    with the highest version among those acknowledged before it started
+//!    ([`Rule::StaleLinearizableRead`]), nor older than the linearizable
+//!    read of the key with the highest version among those that ended
+//!    before it started ([`Rule::LinearizableReadWentBack`]).
 //!
-//! Reads are not required to be linearizable: a node may answer from a
-//! replica that has not received the latest write yet (a partition,
-//! replication lag). A service that promises more (read-your-writes,
-//! linearizable reads) adds its own rules on the same history.
+//! "Not older than" a floor of version `f`, for rules 6 and 7: the read
+//! carries a version at or above `f`; or it found nothing and the floor
+//! holds nothing (a delete, or a read that found nothing), or holds a TTL
+//! value that may have expired by the read's end, or a delete that did not
+//! definitely fail started before the read ended with a version above `f`
+//! or unknown (it may have come after the floor). Where a version is
+//! missing (an older service) or [`CheckOptions::versions`] is `None`, the
+//! read is compared by identity: it returned the floor's value, or one of a
+//! put that did not end before the floor's write started (and finding
+//! nothing is explained by a delete that did not end before then). A read
+//! that found nothing and says no version sets no floor, nor does one that
+//! found a tombstone when versions cannot be compared; failed reads are
+//! not checked.
+//!
+//! Each read is checked at the level it asked for. A default read may be
+//! stale: a node may answer from a replica that has not received the
+//! latest write yet (a partition, replication lag); it is held to rules 1
+//! and 5, and, when the service promises read-your-writes, to rule 6 (its
+//! client never misses its own writes nor goes back). A linearizable read
+//! is held to rules 1, 5 and 7: it sees every write acknowledged before it
+//! started, and never goes back behind another linearizable read.
 
 mod model;
+mod reads;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -125,6 +158,10 @@ pub fn check(history: &[Op], final_state: &FinalState, options: &CheckOptions) -
             versions_follow_real_time(key, ops, cmp, &mut violations);
         }
         ttls_honoured(key, ops, options.ttl_slack, &mut violations);
+        if options.read_your_writes {
+            reads::session_reads(key, ops, options.versions, &mut violations);
+        }
+        reads::linearizable_reads(key, ops, options.versions, &mut violations);
     }
     violations.sort_by_key(|v| v.ops.iter().map(|o| o.end).max().unwrap_or_default());
     Report {

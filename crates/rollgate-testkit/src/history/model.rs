@@ -262,11 +262,20 @@ pub struct CheckOptions {
     pub ttl_slack: Duration,
     /// Printed with a violation: the seed and how to re-run, the fault schedule.
     pub context: String,
+    /// Whether default reads ([`OpKind::Get`]) promise read-your-writes
+    /// (rule 6 of the module docs); `false` for a service whose reads are
+    /// local. Linearizable reads are always held to rule 7.
+    pub read_your_writes: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { versions: None, ttl_slack: Duration::from_secs(2), context: String::new() }
+        CheckOptions {
+            versions: None,
+            ttl_slack: Duration::from_secs(2),
+            context: String::new(),
+            read_your_writes: false,
+        }
     }
 }
 
@@ -293,6 +302,20 @@ pub enum Rule {
     ExpiredValueRead,
     /// A read on the acknowledging node missed a TTL value well before its expiry.
     ValueExpiredEarly,
+    /// A session read (a default read, when the service promises
+    /// read-your-writes) returned a state older than the last write of the
+    /// key its own client had acknowledged before the read started.
+    MissedOwnWrite,
+    /// A session read returned a version older than one its own client had
+    /// read of the key (at either level) before it started: monotonic reads
+    /// broken.
+    ReadWentBack,
+    /// A linearizable read returned a state older than a write of the key
+    /// acknowledged before it started.
+    StaleLinearizableRead,
+    /// A linearizable read returned a state older than one a linearizable
+    /// read of the key returned before it started.
+    LinearizableReadWentBack,
 }
 
 /// One violation: the rule, the key, what is wrong, the operations involved.

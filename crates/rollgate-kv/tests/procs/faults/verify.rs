@@ -79,6 +79,12 @@ fn versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
 /// violation (the seed, the schedule).
 pub fn check_history(history: &[Op], final_state: &FinalState, context: String) -> Report {
     let _ = MAX_FORWARD_DRIFT_MS;
-    let options = CheckOptions { versions: Some(versions), ttl_slack: Duration::from_millis(2_500), context };
+    let options = CheckOptions {
+        versions: Some(versions),
+        ttl_slack: Duration::from_millis(2_500),
+        context,
+        // Reads are local (see the consistency model).
+        read_your_writes: false,
+    };
     check(history, final_state, &options)
 }
