@@ -49,7 +49,7 @@ use rollgate::api::error::ErrorBody;
 use rollgate::capabilities::{Route, RouteTable};
 
 use crate::hlc::Version;
-use crate::node::{Api, ServingState, WriteError};
+use crate::node::{Api, ReadAnswer, ReadLevel, ServingState, WriteError};
 use crate::plugins::PluginState;
 use crate::policy::PolicyError;
 use crate::record::MAX_VALUE_BYTES;
@@ -61,6 +61,14 @@ pub const MAX_BODY_BYTES: usize = MAX_VALUE_BYTES;
 pub const MAX_QUERY_BYTES: usize = 256;
 /// The header carrying the writer's highest seen version.
 pub const SEEN_HEADER: &str = "x-kv-seen";
+/// The header of a read carrying the version of the key the client has
+/// seen (its session token for the key): the node answers that version or
+/// a newer one (release 2.0).
+pub const AFTER_HEADER: &str = "x-kv-after";
+/// The header of a read's answer naming the level the node served it at
+/// (`session` or `linearizable`; absent: a release without read levels,
+/// which answers what it holds).
+pub const READ_HEADER: &str = "x-kv-read";
 
 /// Every client route of a node of `release` (with the audit plugin's when
 /// `with_audit`), each registered once with its handler: the router serves
@@ -69,12 +77,16 @@ pub const SEEN_HEADER: &str = "x-kv-seen";
 pub fn registered(release: &Release, with_audit: bool) -> Result<Registered<Api>, RegisterError> {
     let put = Route::new("PUT", "/kv/{key}");
     let put = if release.supports_flag(TTL.name) { put.parameters(["ttl_s"]) } else { put };
+    let get = Route::new("GET", "/kv/{key}");
+    let get = if release.has_read_levels() { get.parameters(["consistency"]) } else { get };
     let mut r = Registered::new()
-        .route(Route::new("GET", "/kv/{key}"), get_key)?
+        .route(get, get_key)?
         .route(put, put_key)?
         .route(Route::new("DELETE", "/kv/{key}"), delete_key)?;
     if release.has_feature(PREFIX_SCAN) {
-        r = r.route(Route::new("GET", "/kv").parameters(["prefix", "limit"]).requires_feature(PREFIX_SCAN), scan)?;
+        let params: &[&str] =
+            if release.has_read_levels() { &["prefix", "limit", "consistency"] } else { &["prefix", "limit"] };
+        r = r.route(Route::new("GET", "/kv").parameters(params.iter().copied()).requires_feature(PREFIX_SCAN), scan)?;
     }
     if with_audit {
         r = r.route(Route::new("GET", "/audit").parameters(["limit"]), audit)?;
@@ -155,6 +167,9 @@ fn write_error(e: WriteError) -> Response {
         WriteError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_value"),
         WriteError::ClockSkew { .. } => (StatusCode::SERVICE_UNAVAILABLE, "clock_skew"),
         WriteError::Superseded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "superseded"),
+        WriteError::Behind { .. } => (StatusCode::SERVICE_UNAVAILABLE, "behind"),
+        WriteError::InvalidAfter { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+        WriteError::NoReadQuorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
     };
     let (status, code) = status_code(&e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -267,40 +282,84 @@ async fn delete_key(
     }
 }
 
-async fn get_key(State(api): State<Api>, key: Result<Path<String>, PathRejection>) -> Response {
+/// The read level and session token of a `GET /kv/{key}` (release 2.0;
+/// older releases ignore both). The error is the message of a 400.
+fn read_request(api: &Api, query: Option<&str>, headers: &HeaderMap) -> Result<(ReadLevel, Option<Version>), String> {
+    if !api.release().has_read_levels() {
+        return Ok((ReadLevel::Session, None));
+    }
+    let params = parse_query(query, &["consistency"], "GET /kv/{key}")?;
+    let level = params.get("consistency").map(|c| c.parse::<ReadLevel>()).transpose()?.unwrap_or_default();
+    let after = match headers.get(AFTER_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| "not ASCII".to_string())
+                .and_then(|s| s.parse::<Version>().map_err(|e| e.to_string()))
+                .map_err(|e| format!("header {AFTER_HEADER}: {e}"))?,
+        ),
+    };
+    Ok((level, after))
+}
+
+async fn get_key(
+    State(api): State<Api>,
+    key: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let key = match key {
         Ok(Path(k)) => k,
         Err(e) => return path_error(e),
     };
-    match api.get(&key).await {
-        Ok(Some(record)) => {
-            let version = HeaderValue::from_str(&record.version.to_string()).unwrap_or(HeaderValue::from_static("?"));
-            // The writer from meta@2, else meta@1: `node`, `node release` or `node (meta@1)`.
-            let writer = match record.writer() {
-                Ok(Some(w)) => match (&w.release, w.from.as_str()) {
-                    (Some(r), _) => format!("{} {r}", w.node),
-                    (None, from) => format!("{} ({from})", w.node),
-                },
-                _ => "unknown".into(),
-            };
-            let checksum = if record.features.contains(&crate::record::CHECKSUM_V1) { "verified" } else { "absent" };
-            let value = record.value.unwrap_or_default();
-            let mut r = (StatusCode::OK, value).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            r.headers_mut().insert("x-kv-version", version);
-            if let Ok(w) = HeaderValue::from_str(&writer) {
-                r.headers_mut().insert("x-kv-writer", w);
+    let (level, after) = match read_request(&api, query.as_deref(), &headers) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    let levels = api.release().has_read_levels();
+    let mut r = match api.read(&key, level, after.as_ref()).await {
+        Ok(ReadAnswer { record: Some(record), .. }) => found(record),
+        Ok(ReadAnswer { record: None, held }) => {
+            let mut r = error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("key {:?} not found", rollgate::util::shorten_to(&key, 96)),
+            );
+            // The version of a tombstone or an expired value, for the client's session check.
+            if let Some(v) = held.filter(|_| levels).and_then(|v| HeaderValue::from_str(&v.to_string()).ok()) {
+                r.headers_mut().insert("x-kv-version", v);
             }
-            r.headers_mut().insert("x-kv-checksum", HeaderValue::from_static(checksum));
             r
         }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("key {:?} not found", rollgate::util::shorten_to(&key, 96)),
-        ),
-        Err(e) => write_error(e),
+        Err(e) => return write_error(e),
+    };
+    if levels {
+        r.headers_mut().insert(READ_HEADER, HeaderValue::from_static(level.as_str()));
     }
+    r
+}
+
+/// A 200 answer with the value of `record` and its headers.
+fn found(record: crate::record::Record) -> Response {
+    let version = HeaderValue::from_str(&record.version.to_string()).unwrap_or(HeaderValue::from_static("?"));
+    // The writer from meta@2, else meta@1: `node`, `node release` or `node (meta@1)`.
+    let writer = match record.writer() {
+        Ok(Some(w)) => match (&w.release, w.from.as_str()) {
+            (Some(r), _) => format!("{} {r}", w.node),
+            (None, from) => format!("{} ({from})", w.node),
+        },
+        _ => "unknown".into(),
+    };
+    let checksum = if record.features.contains(&crate::record::CHECKSUM_V1) { "verified" } else { "absent" };
+    let value = record.value.unwrap_or_default();
+    let mut r = (StatusCode::OK, value).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert("x-kv-version", version);
+    if let Ok(w) = HeaderValue::from_str(&writer) {
+        r.headers_mut().insert("x-kv-writer", w);
+    }
+    r.headers_mut().insert("x-kv-checksum", HeaderValue::from_static(checksum));
+    r
 }
 
 async fn health(State(api): State<Api>) -> Response {
@@ -375,7 +434,9 @@ fn parse_limit(params: &BTreeMap<String, String>, default: usize, max: usize) ->
 pub const MAX_SCAN_QUERY_BYTES: usize = 3 * crate::record::MAX_KEY_BYTES + 64;
 
 async fn scan(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
-    let params = match parse_query(query.as_deref(), &["prefix", "limit"], "GET /kv") {
+    let levels = api.release().has_read_levels();
+    let allowed: &[&str] = if levels { &["prefix", "limit", "consistency"] } else { &["prefix", "limit"] };
+    let params = match parse_query(query.as_deref(), allowed, "GET /kv") {
         Ok(p) => p,
         Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
@@ -403,7 +464,15 @@ async fn scan(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
         Ok(n) => n,
         Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
-    match api.scan_prefix(&prefix, limit).await {
+    let level = match params.get("consistency").map(|c| c.parse::<ReadLevel>()).transpose() {
+        Ok(l) => l.unwrap_or_default(),
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
+    let scanned = match level {
+        ReadLevel::Linearizable => api.scan_prefix_linearizable(&prefix, limit).await,
+        ReadLevel::Session => api.scan_prefix(&prefix, limit).await,
+    };
+    match scanned {
         Ok((entries, truncated)) => {
             let items: Vec<serde_json::Value> = entries
                 .into_iter()
@@ -416,7 +485,11 @@ async fn scan(State(api): State<Api>, RawQuery(query): RawQuery) -> Response {
                     }
                 })
                 .collect();
-            axum::Json(json!({"prefix": prefix, "items": items, "truncated": truncated})).into_response()
+            let mut r = axum::Json(json!({"prefix": prefix, "items": items, "truncated": truncated})).into_response();
+            if levels {
+                r.headers_mut().insert(READ_HEADER, HeaderValue::from_static(level.as_str()));
+            }
+            r
         }
         Err(e) => write_error(e),
     }

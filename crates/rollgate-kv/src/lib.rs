@@ -9,8 +9,8 @@
 //! | module | content |
 //! |---|---|
 //! | [`releases`] | the releases table: protocol range, transport versions, flags, cluster features, storage formats, plugins |
-//! | [`replication`], [`digest`] | versioned engine messages (replication v1, v2; digest v1) |
-//! | [`protocol`] | protocol v1, v2, v3 and [`Msg`] over them |
+//! | [`replication`], [`digest`], [`quorum`] | versioned engine messages (replication v1, v2; digest v1; quorum read v1) |
+//! | [`protocol`] | protocol v1 to v4 and [`Msg`] over them |
 //! | [`peer`] | wire conversions by protocol version; outbound links with write batching |
 //! | [`node`] | a node: start, membership, inbound requests, write path, catch-up, stop |
 //! | [`storage`], [`record`] | the data dir (group commit, last writer wins) and the record (core fields and a feature map) |
@@ -33,7 +33,7 @@
 //! | admin API | `rollgate::admin::router(node, AdminConfig)` (token from `--admin-token-file`; without one, mutations are refused with the runtime's message) merged into the HTTP app on `--admin`, bound with `rollgate::admin::bind` (loopback unless told otherwise) and served by `rollgate::admin::serve_with` (HTTPS with `--tls-*`, bounded under floods) |
 //! | TLS | `rollgate::tls::NodeTls` from `--tls-cert`, `--tls-key`, `--tls-ca`: mutual TLS on peer links (`NetConfig::tls`), HTTPS on `--admin`, the fan-out over HTTPS; no plaintext outside loopback without `--insecure` |
 //! | a field added to a message | `Entry.expires_at_ms` (`replicate_ttl`), `SyncRequest.end_key`, `max_bytes`/`limit` (since/until) |
-//! | new message types in new protocol versions | `ReplicateBatch` (v2), `DigestRequest`/`DigestReply` (v3) |
+//! | new message types in new protocol versions | `ReplicateBatch` (v2), `DigestRequest`/`DigestReply` (v3), `ReadRequest`/`ReadReply` (v4) |
 //! | extensible records with fallback | `record`: `meta@1` from 1.0, `meta@2` from 1.1 written only through the gated setter once `record_meta_v2` is enabled (I1); `Record::writer` reads `meta@2` else `meta@1`; records travel with their feature map, so a 1.0 node keeps `meta@2` and unknown keys byte for byte |
 //! | a flag with `depends_on` | `ttl` depends on `record_meta_v2`: `policy::check_write` refuses a TTL (409 `flag_not_enabled`, naming the flag and `rollgate flags enable ttl`) until the bit is set |
 //! | an experimental flag | `value_checksums`: enabling needs `experimental`; new records carry `checksum@1`, reads verify it (500 `corrupt_value` naming the key) |
@@ -69,6 +69,7 @@ pub mod peer;
 pub mod plugins;
 pub mod policy;
 pub mod protocol;
+pub mod quorum;
 pub mod record;
 pub mod releases;
 pub mod replication;

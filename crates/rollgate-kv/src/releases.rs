@@ -9,7 +9,7 @@
 //! | 1.0 | v1 | 1.0's id (1.0's) | - | - | 1..=1 | - |
 //! | 1.1 | v1..=v2 | 1.1's id (1.0's) | `record_meta_v2`, `ttl` | - | 1..=3 | - |
 //! | 1.2 | v1..=v3 (v1 deprecated) | 1.2's id (1.0's) | + `value_checksums` (experimental) | `kv.prefix_scan` | 1..=3 | `audit` |
-//! | 2.0 | v2..=v3 | 2.0's id (1.2's) | `record_meta_v2` required | `kv.prefix_scan` assumed | 2..=3 | `audit` |
+//! | 2.0 | v2..=v4 | 2.0's id (1.2's) | `record_meta_v2` required | `kv.prefix_scan` assumed | 2..=3 | `audit` |
 //!
 //! - `record_meta_v2` (stable, reversible while `ttl` is disabled): records
 //!   carry `meta@2` (writer node, release, clock) besides `meta@1`; enabling
@@ -35,6 +35,12 @@
 //! interoperate; it requires `record_meta_v2` (enabled by the first 2.0 node
 //! when every member supports it) and reads only formats 2 and 3, so every
 //! node goes through 1.1 or 1.2 with the flag enabled before 2.0.
+//!
+//! Release 2.0 adds **read levels** ([`Release::has_read_levels`]): a read
+//! may carry the client's session token (`x-kv-after`, read-your-writes)
+//! and ask for `consistency=linearizable`, which confirms with a majority
+//! over protocol v4's quorum read engine. Older releases ignore both; the
+//! client checks their answers itself (see [`crate::consistency`]).
 //!
 //! The transport ids come from `transport/releases.csv` (checked at compile
 //! time: a release missing there fails the build). [`check_release_table`]
@@ -277,7 +283,7 @@ pub const RELEASES: &[Release] = &[
     },
     Release {
         name: "2.0",
-        protocols: range(2, 3),
+        protocols: range(2, 4),
         transport: id_of("2.0"),
         minimum_compatible: id_of("1.2"),
         flags: &[requires(&RECORD_META_V2), supports(&TTL), supports(&VALUE_CHECKSUMS)],
@@ -328,6 +334,12 @@ impl std::fmt::Debug for FlagHooks {
 }
 
 impl Release {
+    /// Whether the release serves read levels: session reads that honour
+    /// `x-kv-after`, and linearizable reads (protocol v4's quorum reads).
+    pub fn has_read_levels(&self) -> bool {
+        self.protocols.contains(rollgate::version::ProtocolVersion(4))
+    }
+
     /// The transport versions this release speaks: the build's set capped at
     /// the release's id, with the release's minimum compatible version.
     pub fn transport_set(&self) -> TransportVersionSet {
@@ -593,7 +605,7 @@ mod tests {
     fn the_table_and_json_list_every_release() {
         let t = table();
         assert!(t.lines().count() >= 5, "{t}");
-        assert!(t.contains("v2..=v3") && t.contains("1003000"), "{t}");
+        assert!(t.contains("v2..=v4") && t.contains("1003000"), "{t}");
         let json: Vec<_> = RELEASES.iter().map(Release::to_json).collect();
         assert_eq!(json[3]["protocol"]["min"], 2);
         assert_eq!(json[0]["flags"], serde_json::json!([]));

@@ -8,6 +8,7 @@ use rollgate::record::FeatureMap;
 use crate::digest::v1 as digest;
 use crate::hlc::Version;
 use crate::protocol::{self, Msg};
+use crate::quorum::v1 as quorum;
 use crate::record::{self, WriteContext};
 use crate::replication::{v1 as repl1, v2 as repl2};
 
@@ -87,9 +88,22 @@ fn digest_reply() -> digest::DigestReply {
     }
 }
 
+fn read_request() -> quorum::ReadRequest {
+    quorum::ReadRequest { req_id: 46, key: "user/".into(), prefix: true, limit: 100 }
+}
+
+fn read_reply() -> quorum::ReadReply {
+    quorum::ReadReply {
+        req_id: 46,
+        entries: vec![entry("user/1", Some(b"alice"), 0), entry("user/2", None, 0)],
+        truncated: true,
+        error: None,
+    }
+}
+
 /// `(name, message)` for every message of every supported protocol version.
 pub fn messages() -> Vec<(&'static str, Msg)> {
-    use protocol::{v1, v2, v3};
+    use protocol::{v1, v2, v3, v4};
     vec![
         ("v1_replication_replicate", v1::Msg::Replication(repl1::Msg::Replicate(replicate())).into()),
         ("v1_replication_ack", v1::Msg::Replication(repl1::Msg::Ack(ack())).into()),
@@ -107,5 +121,14 @@ pub fn messages() -> Vec<(&'static str, Msg)> {
         ("v3_replication_replicate_batch", v3::Msg::Replication(repl2::Msg::ReplicateBatch(batch())).into()),
         ("v3_digest_request", v3::Msg::Digest(digest::Msg::DigestRequest(digest_request())).into()),
         ("v3_digest_reply", v3::Msg::Digest(digest::Msg::DigestReply(digest_reply())).into()),
+        ("v4_replication_replicate", v4::Msg::Replication(repl2::Msg::Replicate(replicate())).into()),
+        ("v4_replication_ack", v4::Msg::Replication(repl2::Msg::Ack(ack())).into()),
+        ("v4_replication_sync_request", v4::Msg::Replication(repl2::Msg::SyncRequest(sync_request())).into()),
+        ("v4_replication_sync_chunk", v4::Msg::Replication(repl2::Msg::SyncChunk(sync_chunk())).into()),
+        ("v4_replication_replicate_batch", v4::Msg::Replication(repl2::Msg::ReplicateBatch(batch())).into()),
+        ("v4_digest_request", v4::Msg::Digest(digest::Msg::DigestRequest(digest_request())).into()),
+        ("v4_digest_reply", v4::Msg::Digest(digest::Msg::DigestReply(digest_reply())).into()),
+        ("v4_quorum_read_request", v4::Msg::Quorum(quorum::Msg::ReadRequest(read_request())).into()),
+        ("v4_quorum_read_reply", v4::Msg::Quorum(quorum::Msg::ReadReply(read_reply())).into()),
     ]
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::read::{self, ReadAnswer};
 use super::shared::{ServingState, Shared};
 use super::write::{self, WriteError, WriteOutcome};
+use crate::hlc::Version;
 use crate::peer::link::PeerStatus;
 use crate::plugins::{Audit, PluginState};
 use crate::record::Record;
@@ -63,6 +65,42 @@ pub struct StorageStatus {
     pub expiry_index: u64,
 }
 
+/// How much a read promises (see [`crate::consistency`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadLevel {
+    /// Read-your-writes: at least the version the client has seen.
+    #[default]
+    Session,
+    /// Confirmed by a majority: every write acknowledged before the read.
+    Linearizable,
+}
+
+impl ReadLevel {
+    /// The level as the HTTP API names it (`consistency=...`, `x-kv-read`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadLevel::Session => "session",
+            ReadLevel::Linearizable => "linearizable",
+        }
+    }
+}
+
+impl std::str::FromStr for ReadLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "session" => Ok(ReadLevel::Session),
+            "linearizable" => Ok(ReadLevel::Linearizable),
+            other => Err(format!(
+                "consistency must be session or linearizable, got {:?}",
+                rollgate::util::shorten_to(other, 32)
+            )),
+        }
+    }
+}
+
 /// The client API of a node (what the HTTP routes call): cheap to clone.
 #[derive(Clone)]
 pub struct Api {
@@ -98,7 +136,18 @@ impl Api {
 
     /// The live value of `key` on this node and its record.
     pub async fn get(&self, key: &str) -> Result<Option<Record>, WriteError> {
-        write::read(&self.shared, key).await
+        Ok(read::read(&self.shared, key).await?.record)
+    }
+
+    /// Reads `key` at `level` (see `node::read`): what this node holds;
+    /// for a session read, once it holds `after` or newer; for a
+    /// linearizable read, confirmed by a majority.
+    pub async fn read(&self, key: &str, level: ReadLevel, after: Option<&Version>) -> Result<ReadAnswer, WriteError> {
+        match (level, after) {
+            (ReadLevel::Linearizable, _) => read::linearizable_read(&self.shared, key).await,
+            (ReadLevel::Session, Some(after)) => read::session_read(&self.shared, key, after).await,
+            (ReadLevel::Session, None) => read::read(&self.shared, key).await,
+        }
     }
 
     /// The node's health.
@@ -143,7 +192,16 @@ impl Api {
         prefix: &str,
         limit: usize,
     ) -> Result<(Vec<crate::storage::StoredEntry>, bool), WriteError> {
-        write::scan_prefix(&self.shared, prefix, limit).await
+        read::scan_prefix(&self.shared, prefix, limit).await
+    }
+
+    /// [`scan_prefix`](Self::scan_prefix) confirmed by a majority (a linearizable scan).
+    pub async fn scan_prefix_linearizable(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<crate::storage::StoredEntry>, bool), WriteError> {
+        read::linearizable_scan(&self.shared, prefix, limit).await
     }
 
     /// The release it runs as.

@@ -19,8 +19,12 @@ use crate::storage::StorageOptions;
 /// shorten the liveness TTL.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// How long a write waits for a majority of acknowledgements.
+    /// How long a write waits for a majority of acknowledgements (and a
+    /// linearizable read for a majority of answers).
     pub write_timeout: Duration,
+    /// How long a session read (`x-kv-after`) waits for a version this node
+    /// does not hold yet before it answers 503 `behind`.
+    pub session_read_wait: Duration,
     /// TTL of the liveness lease (a crashed node counts as running this long).
     pub liveness_ttl_s: i64,
     /// Longest handshake (connect included).
@@ -80,6 +84,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             write_timeout: Duration::from_secs(3),
+            session_read_wait: Duration::from_millis(200),
             liveness_ttl_s: 5,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),

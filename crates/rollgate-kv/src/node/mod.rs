@@ -24,7 +24,9 @@
 //!    Until then the HTTP API answers 503 `catching_up`.
 //! 4. Serve: writes are stored locally and replicated to every connected
 //!    member, and acknowledged once a majority of the registered members
-//!    (running or stopped) stored them durably; reads are local.
+//!    (running or stopped) stored them durably; reads are local, session
+//!    (waiting for the version the client has seen) or linearizable
+//!    (confirmed by a majority), see `read`.
 //! 5. On a graceful stop: refuse new requests, finish running ones, leave
 //!    the membership through the runtime (declared stopped), close the
 //!    links, stop the migrations, release the data dir.
@@ -46,7 +48,7 @@
 //! | `error` | [`NodeError`] |
 //! | `shared` | what every part of a running node shares; its [`ServingState`] |
 //! | [`clock`], `clock_task` | this node's clock against the cluster's (TTL time, the drift bound, skew) and the task reading the peers' clocks |
-//! | `write`, `catchup`, `serve` | the write and read paths, pulls from peers (step 3), inbound peer requests |
+//! | `write`, `read`, `catchup`, `serve` | the write path, the read path (local, session and linearizable reads), pulls from peers (step 3), inbound peer requests |
 //! | `api` | [`Api`], the client API: what the routes of [`crate::http`] call |
 //! | `startup` | [`start()`]: steps 1 and 2; it binds the HTTP listener and serves [`crate::http::app`] on it |
 //! | `handle` | [`NodeHandle`]: a running node, its stop and kill (step 5) |
@@ -62,20 +64,22 @@ mod clock_task;
 mod config;
 mod error;
 mod handle;
+mod read;
 mod serve;
 mod shared;
 mod startup;
 mod write;
 
-pub use api::{Api, Health, StorageStatus};
+pub use api::{Api, Health, ReadLevel, StorageStatus};
 pub use catchup::CatchUpError;
 pub use clock::ClockStatus;
 pub use config::{Addresses, NodeConfig, Tuning};
 pub use error::NodeError;
 pub use handle::NodeHandle;
+pub use read::{MAX_SCAN_LIMIT, MAX_SCANNED, ReadAnswer};
 pub use shared::{ServingState, SyncStats};
 pub use startup::{NODE_ID_FILE, start};
-pub use write::{MAX_SCAN_LIMIT, MAX_SCANNED, WriteError, WriteOutcome};
+pub use write::{WriteError, WriteOutcome};
 
 /// One real node for the unit tests of the node's parts: a single-member
 /// cluster on an in-memory metadata store, real listeners on loopback, a

@@ -148,6 +148,7 @@ async fn handle(
         }
         Request::Sync(m) => Response::SyncChunk(sync_chunk(&shared, &peer, m).await),
         Request::Digest(m) => Response::Digest(digests(&shared, &peer, m).await),
+        Request::Read(m) => Response::Read(super::read::serve_read(&shared, m).await),
     };
     match codec::response_to_wire(protocol, resp) {
         Ok(msg) => {
@@ -176,6 +177,7 @@ pub(crate) fn request_bytes(req: &Request) -> usize {
             Request::Replicate(m) => entry(&m.entry),
             Request::ReplicateBatch(m) => m.entries.iter().map(entry).sum(),
             Request::Sync(_) | Request::Digest(_) => 0,
+            Request::Read(m) => m.key.len(),
         }
 }
 

@@ -1,4 +1,4 @@
-//! The coordinator's write path and the local read path.
+//! The coordinator's write path (reads are in `read`).
 //!
 //! A write (put or delete) on node N:
 //!
@@ -47,12 +47,6 @@ use crate::peer::codec;
 use crate::policy::{self, PolicyError, WriteRequest};
 use crate::record::{self, MAX_VALUE_BYTES, Record, RecordError, WriteContext};
 use crate::storage::{Applied, PendingApply, StorageError, StoredEntry};
-
-/// Most records a prefix scan looks at (tombstones and expired values
-/// included) before it answers with what it found.
-pub const MAX_SCANNED: usize = 10_000;
-/// Most records one prefix scan returns.
-pub const MAX_SCAN_LIMIT: usize = 1000;
 
 /// An acknowledged write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -145,6 +139,61 @@ pub enum WriteError {
         /// What is off, by how much, and the fix.
         reason: String,
     },
+    /// This node holds an older version of the key than the client has
+    /// seen (`x-kv-after`), and it did not arrive in time: another node
+    /// holds it (see `node::read`).
+    #[error(
+        "node {node} holds {} of {key:?}, older than version {after} the client has seen, and it did not arrive within \
+         {waited_ms} ms; read through another node (a majority holds it)",
+        holds.as_deref().map(|h| format!("version {h}")).unwrap_or_else(|| "no version".into())
+    )]
+    Behind {
+        /// The node.
+        node: String,
+        /// The key.
+        key: String,
+        /// The version the client has seen.
+        after: String,
+        /// The version this node holds.
+        holds: Option<String>,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// The version a client says it has seen (`x-kv-after`) is not one this cluster made.
+    #[error("header x-kv-after: {reason}")]
+    InvalidAfter {
+        /// Why.
+        reason: String,
+    },
+    /// A linearizable read could not hear from a majority of the members
+    /// (on protocol v4), or could not write the newest record back to one.
+    #[error(
+        "no majority for a linearizable read on node {node}: {answered} of {members} members answered, {quorum} are \
+         needed ({on_v4} connected peer(s) speak protocol v4){}{}{}",
+        if older.is_empty() { String::new() } else {
+            format!("; on an older protocol, which has no quorum reads (upgrade them to release 2.0 or later): {}", older.join(", "))
+        },
+        if unreachable.is_empty() { String::new() } else { format!("; not connected: {}", unreachable.join(", ")) },
+        if errors.is_empty() { String::new() } else { format!("; failed: {}", errors.join("; ")) }
+    )]
+    NoReadQuorum {
+        /// The node.
+        node: String,
+        /// Members that answered (this node included).
+        answered: usize,
+        /// Registered members.
+        members: usize,
+        /// The majority needed.
+        quorum: usize,
+        /// Connected peers on protocol v4.
+        on_v4: usize,
+        /// Connected peers on an older protocol.
+        older: Vec<String>,
+        /// Members this node has no connection to.
+        unreachable: Vec<String>,
+        /// What went wrong with the others.
+        errors: Vec<String>,
+    },
     /// The key already holds a newer version than the write's (a concurrent
     /// write, or one from a node whose clock is ahead): the write is not
     /// acknowledged. A retry gets a version above the newer one.
@@ -176,7 +225,7 @@ fn newer_versions(errors: &[String]) -> Vec<Version> {
         .collect()
 }
 
-fn require_ready(shared: &Shared) -> Result<(), WriteError> {
+pub(super) fn require_ready(shared: &Shared) -> Result<(), WriteError> {
     match shared.state() {
         ServingState::Ready => {}
         state => return Err(WriteError::NotReady { node: shared.node_id.clone(), state }),
@@ -191,14 +240,14 @@ fn require_ready(shared: &Shared) -> Result<(), WriteError> {
     }
 }
 
-fn check_key(key: &str) -> Result<(), WriteError> {
+pub(super) fn check_key(key: &str) -> Result<(), WriteError> {
     record::check_key(key)
         .map_err(|reason| WriteError::InvalidKey { reason, too_long: key.len() > record::MAX_KEY_BYTES })
 }
 
 /// While the running clocks disagree and nothing says which is right, a
 /// node cannot tell whether a value with a TTL has expired: it refuses.
-fn judge_expiry(shared: &Shared, what: &str) -> Result<(), WriteError> {
+pub(super) fn judge_expiry(shared: &Shared, what: &str) -> Result<(), WriteError> {
     match shared.clock.status() {
         status @ ClockStatus::Ambiguous { .. } => Err(WriteError::ClockSkew {
             node: shared.node_id.clone(),
@@ -209,38 +258,6 @@ fn judge_expiry(shared: &Shared, what: &str) -> Result<(), WriteError> {
         }),
         _ => Ok(()),
     }
-}
-
-/// Reads `key` from the local data: the record when its value is live at
-/// the cluster's time (see `node::clock`).
-pub(super) async fn read(shared: &Shared, key: &str) -> Result<Option<Record>, WriteError> {
-    require_ready(shared)?;
-    check_key(key)?;
-    let Some(record) = shared.storage.get(key).await? else { return Ok(None) };
-    if record.expires_at_ms != 0 && record.value.is_some() {
-        judge_expiry(shared, &format!("the value of {key:?}"))?;
-    }
-    if record.live_value(shared.clock.cluster_now_ms()).is_none() {
-        return Ok(None);
-    }
-    record.verify_checksum(key)?;
-    Ok(Some(record))
-}
-
-/// The live records under `prefix` on this node (at most `limit`, checked).
-pub(super) async fn scan_prefix(
-    shared: &Shared,
-    prefix: &str,
-    limit: usize,
-) -> Result<(Vec<StoredEntry>, bool), WriteError> {
-    require_ready(shared)?;
-    judge_expiry(shared, "the values under the prefix")?;
-    let now = shared.clock.cluster_now_ms();
-    let (entries, more) = shared.storage.scan_prefix(prefix, limit.clamp(1, MAX_SCAN_LIMIT), MAX_SCANNED, now).await?;
-    for e in &entries {
-        e.record.verify_checksum(&e.key)?;
-    }
-    Ok((entries, more))
 }
 
 /// Writes `value` (`None`: deletes) under `key`; see the module docs.
@@ -329,14 +346,14 @@ fn check_write(shared: &Shared, key: &str, value: Option<&[u8]>, ttl_s: Option<u
 
 /// The registered members (running or stopped, this node included) a write
 /// needs a majority of.
-struct Members<'a> {
+pub(super) struct Members<'a> {
     shared: &'a Shared,
-    all: BTreeSet<String>,
-    quorum: usize,
+    pub(super) all: BTreeSet<String>,
+    pub(super) quorum: usize,
 }
 
 impl<'a> Members<'a> {
-    fn of(shared: &'a Shared) -> Members<'a> {
+    pub(super) fn of(shared: &'a Shared) -> Members<'a> {
         let mut all: BTreeSet<String> = shared.view().members.keys().cloned().collect();
         all.insert(shared.node_id.clone());
         let quorum = all.len() / 2 + 1;
@@ -344,7 +361,7 @@ impl<'a> Members<'a> {
     }
 
     /// Whether `peer` is another member (a write goes to it).
-    fn is_peer(&self, peer: &str) -> bool {
+    pub(super) fn is_peer(&self, peer: &str) -> bool {
         self.all.contains(peer) && peer != self.shared.node_id
     }
 

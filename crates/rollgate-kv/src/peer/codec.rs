@@ -9,6 +9,7 @@ use rollgate::version::ProtocolVersion;
 
 use crate::digest::v1 as digest;
 use crate::protocol::{self, Msg};
+use crate::quorum::v1 as quorum;
 use crate::record::Record;
 use crate::replication::{v1 as repl1, v2 as repl2};
 use crate::storage::{KeyRange, RangeDigest, StoredEntry};
@@ -24,6 +25,8 @@ pub enum Request {
     Sync(repl1::SyncRequest),
     /// Send range digests (protocol v3 on).
     Digest(digest::DigestRequest),
+    /// Send what is held of a key or prefix (protocol v4 on).
+    Read(quorum::ReadRequest),
 }
 
 /// What a responder answers.
@@ -35,6 +38,8 @@ pub enum Response {
     SyncChunk(repl1::SyncChunk),
     /// Answer to `Digest`.
     Digest(digest::DigestReply),
+    /// Answer to `Read`.
+    Read(quorum::ReadReply),
 }
 
 /// A received message, by role.
@@ -64,6 +69,7 @@ impl Request {
             Request::ReplicateBatch(m) => m.req_id,
             Request::Sync(m) => m.req_id,
             Request::Digest(m) => m.req_id,
+            Request::Read(m) => m.req_id,
         }
     }
 
@@ -73,6 +79,7 @@ impl Request {
             Request::ReplicateBatch(_) => "ReplicateBatch",
             Request::Sync(_) => "SyncRequest",
             Request::Digest(_) => "DigestRequest",
+            Request::Read(_) => "ReadRequest",
         }
     }
 }
@@ -84,6 +91,7 @@ impl Response {
             Response::Ack(m) => m.req_id,
             Response::SyncChunk(m) => m.req_id,
             Response::Digest(m) => m.req_id,
+            Response::Read(m) => m.req_id,
         }
     }
 
@@ -92,6 +100,7 @@ impl Response {
             Response::Ack(_) => "Ack",
             Response::SyncChunk(_) => "SyncChunk",
             Response::Digest(_) => "DigestReply",
+            Response::Read(_) => "ReadReply",
         }
     }
 }
@@ -104,6 +113,11 @@ pub fn has_batches(p: ProtocolVersion) -> bool {
 /// Whether protocol `p` has the digest engine.
 pub fn has_digests(p: ProtocolVersion) -> bool {
     p.0 >= 3
+}
+
+/// Whether protocol `p` has the quorum read engine (linearizable reads).
+pub fn has_quorum_reads(p: ProtocolVersion) -> bool {
+    p.0 >= 4
 }
 
 /// The wire message of `req` in protocol `p`.
@@ -120,6 +134,11 @@ pub fn request_to_wire(p: ProtocolVersion, req: Request) -> Result<Msg, NotInPro
         (3, ReplicateBatch(m)) => protocol::v3::Msg::Replication(repl2::Msg::ReplicateBatch(m)).into(),
         (3, Sync(m)) => protocol::v3::Msg::Replication(repl2::Msg::SyncRequest(m)).into(),
         (3, Digest(m)) => protocol::v3::Msg::Digest(digest::Msg::DigestRequest(m)).into(),
+        (4, Replicate(m)) => protocol::v4::Msg::Replication(repl2::Msg::Replicate(m)).into(),
+        (4, ReplicateBatch(m)) => protocol::v4::Msg::Replication(repl2::Msg::ReplicateBatch(m)).into(),
+        (4, Sync(m)) => protocol::v4::Msg::Replication(repl2::Msg::SyncRequest(m)).into(),
+        (4, Digest(m)) => protocol::v4::Msg::Digest(digest::Msg::DigestRequest(m)).into(),
+        (4, Read(m)) => protocol::v4::Msg::Quorum(quorum::Msg::ReadRequest(m)).into(),
         _ => return Err(NotInProtocol { what, protocol: p }),
     };
     Ok(msg)
@@ -137,6 +156,10 @@ pub fn response_to_wire(p: ProtocolVersion, resp: Response) -> Result<Msg, NotIn
         (3, Ack(m)) => protocol::v3::Msg::Replication(repl2::Msg::Ack(m)).into(),
         (3, SyncChunk(m)) => protocol::v3::Msg::Replication(repl2::Msg::SyncChunk(m)).into(),
         (3, Digest(m)) => protocol::v3::Msg::Digest(digest::Msg::DigestReply(m)).into(),
+        (4, Ack(m)) => protocol::v4::Msg::Replication(repl2::Msg::Ack(m)).into(),
+        (4, SyncChunk(m)) => protocol::v4::Msg::Replication(repl2::Msg::SyncChunk(m)).into(),
+        (4, Digest(m)) => protocol::v4::Msg::Digest(digest::Msg::DigestReply(m)).into(),
+        (4, Read(m)) => protocol::v4::Msg::Quorum(quorum::Msg::ReadReply(m)).into(),
         _ => return Err(NotInProtocol { what, protocol: p }),
     };
     Ok(msg)
@@ -148,10 +171,19 @@ pub fn from_wire(msg: Msg) -> Incoming {
         Msg::V1(protocol::v1::Msg::Replication(m)) => replication_v1(m),
         Msg::V2(protocol::v2::Msg::Replication(m)) => replication_v2(m),
         Msg::V3(protocol::v3::Msg::Replication(m)) => replication_v2(m),
-        Msg::V3(protocol::v3::Msg::Digest(m)) => match m {
-            digest::Msg::DigestRequest(r) => Incoming::Request(Request::Digest(r)),
-            digest::Msg::DigestReply(r) => Incoming::Response(Response::Digest(r)),
+        Msg::V3(protocol::v3::Msg::Digest(m)) | Msg::V4(protocol::v4::Msg::Digest(m)) => digest_v1(m),
+        Msg::V4(protocol::v4::Msg::Replication(m)) => replication_v2(m),
+        Msg::V4(protocol::v4::Msg::Quorum(m)) => match m {
+            quorum::Msg::ReadRequest(r) => Incoming::Request(Request::Read(r)),
+            quorum::Msg::ReadReply(r) => Incoming::Response(Response::Read(r)),
         },
+    }
+}
+
+fn digest_v1(m: digest::Msg) -> Incoming {
+    match m {
+        digest::Msg::DigestRequest(r) => Incoming::Request(Request::Digest(r)),
+        digest::Msg::DigestReply(r) => Incoming::Response(Response::Digest(r)),
     }
 }
 
@@ -246,14 +278,16 @@ mod tests {
             Request::ReplicateBatch(repl2::ReplicateBatch { req_id: 2, entries: vec![entry()] }),
             Request::Sync(repl1::SyncRequest { req_id: 3, after_key: None, limit: 5, end_key: None, max_bytes: 0 }),
             Request::Digest(digest::DigestRequest { req_id: 4, ranges: vec![] }),
+            Request::Read(quorum::ReadRequest { req_id: 5, key: "k".into(), prefix: false, limit: 1 }),
         ];
         let responses = [
             Response::Ack(repl1::Ack { req_id: 1, error: None }),
             Response::SyncChunk(repl1::SyncChunk { req_id: 3, entries: vec![], done: true, error: None }),
             Response::Digest(digest::DigestReply { req_id: 4, digests: vec![], error: None }),
+            Response::Read(quorum::ReadReply { req_id: 5, entries: vec![entry()], truncated: false, error: None }),
         ];
         let mut carried = Vec::new();
-        for p in 1..=3 {
+        for p in 1..=4 {
             let p = ProtocolVersion(p);
             for r in &requests {
                 match request_to_wire(p, r.clone()) {
@@ -276,10 +310,15 @@ mod tests {
         }
         let batches: Vec<_> = carried.iter().filter(|(_, n)| *n == "ReplicateBatch").map(|(p, _)| *p).collect();
         let digests: Vec<_> = carried.iter().filter(|(_, n)| n.starts_with("Digest")).map(|(p, _)| *p).collect();
-        assert_eq!(batches, [2, 3], "batches from protocol v2 on");
-        assert_eq!(digests, [3, 3], "digests in protocol v3 only");
-        for (p, has) in [(1, (false, false)), (2, (true, false)), (3, (true, true))] {
-            assert_eq!((has_batches(ProtocolVersion(p)), has_digests(ProtocolVersion(p))), has);
+        let reads: Vec<_> = carried.iter().filter(|(_, n)| n.starts_with("Read")).map(|(p, _)| *p).collect();
+        assert_eq!(batches, [2, 3, 4], "batches from protocol v2 on");
+        assert_eq!(digests, [3, 3, 4, 4], "digests from protocol v3 on");
+        assert_eq!(reads, [4, 4], "quorum reads from protocol v4 on");
+        for (p, has) in
+            [(1, (false, false, false)), (2, (true, false, false)), (3, (true, true, false)), (4, (true, true, true))]
+        {
+            let p = ProtocolVersion(p);
+            assert_eq!((has_batches(p), has_digests(p), has_quorum_reads(p)), has);
         }
     }
 

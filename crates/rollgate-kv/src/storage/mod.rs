@@ -212,6 +212,7 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Semaphore>,
     max_readers: u32,
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// The node's data file: cheap to clone; see the module docs.
@@ -267,11 +268,13 @@ impl Storage {
         let (db, max) = open_db(&path, dir, policy)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(options.queue_len.max(1));
+        let (commits, _) = tokio::sync::watch::channel(0u64);
         let writer = {
-            let (db, file, max, options) = (db.clone(), path.clone(), max.clone(), options.clone());
+            let (db, file, max, options, commits) =
+                (db.clone(), path.clone(), max.clone(), options.clone(), commits.clone());
             std::thread::Builder::new()
                 .name("kv-storage-writer".into())
-                .spawn(move || writer_loop(&db, &file, rx, max, &options))
+                .spawn(move || writer_loop(&db, &file, rx, max, &options, &commits))
                 .map_err(io(&path, "starting the writer thread"))?
         };
         let max_readers = options.max_readers.clamp(1, 4096) as u32;
@@ -284,6 +287,7 @@ impl Storage {
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Semaphore::new(max_readers as usize)),
             max_readers,
+            commits,
         };
         Ok((Storage { inner: Arc::new(inner) }, max))
     }
@@ -314,6 +318,12 @@ impl Storage {
         let (reply, rx) = oneshot::channel();
         self.inner.jobs.send(Job::Apply { entries, reply }).await.map_err(|_| self.closed())?;
         Ok(PendingApply { rx, path: self.inner.path.clone() })
+    }
+
+    /// Changes after every group commit: a reader waiting for a version
+    /// subscribes, reads, and reads again when it changes.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.commits.subscribe()
     }
 
     /// Waits until every write queued before this call is durable.

@@ -47,6 +47,23 @@ impl Storage {
         max_scanned: usize,
         now_ms: u64,
     ) -> Result<(Vec<StoredEntry>, bool), StorageError> {
+        self.scan_prefix_where(prefix, limit, max_scanned, move |r| r.live_value(now_ms).is_some()).await
+    }
+
+    /// Every record whose key starts with `prefix` (tombstones and expired
+    /// values included), in key order, at most `limit`; the flag says
+    /// whether more follow (a quorum read compares them across nodes).
+    pub async fn scan_prefix_all(&self, prefix: &str, limit: usize) -> Result<(Vec<StoredEntry>, bool), StorageError> {
+        self.scan_prefix_where(prefix, limit, usize::MAX, |_| true).await
+    }
+
+    async fn scan_prefix_where(
+        &self,
+        prefix: &str,
+        limit: usize,
+        max_scanned: usize,
+        keep: impl Fn(&crate::record::Record) -> bool + Send + 'static,
+    ) -> Result<(Vec<StoredEntry>, bool), StorageError> {
         let prefix = prefix.to_string();
         self.read(move |db, path| {
             let rtx = db.begin_read().map_err(|e| backend(path, "a prefix scan")(&e))?;
@@ -63,7 +80,7 @@ impl Storage {
                 }
                 let key = key_str(path, k.value())?;
                 let record = record::decode(key, v.value())?;
-                if record.live_value(now_ms).is_some() {
+                if keep(&record) {
                     out.push(StoredEntry { key: key.to_string(), record });
                 }
             }

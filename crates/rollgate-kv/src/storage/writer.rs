@@ -34,6 +34,7 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     mut max: Option<Version>,
     options: &StorageOptions,
+    commits: &tokio::sync::watch::Sender<u64>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let (mut entries, mut bytes) = first.size();
@@ -51,6 +52,8 @@ pub(super) fn writer_loop(
         }
         let shutdown = jobs.iter().any(|j| matches!(j, Job::Shutdown));
         commit(db, path, jobs, &mut max);
+        // Readers waiting for a version (session reads) look again.
+        commits.send_modify(|n| *n = n.wrapping_add(1));
         if shutdown {
             break;
         }

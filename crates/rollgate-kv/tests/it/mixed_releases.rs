@@ -158,7 +158,7 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     // (A refusal to a peer that has not authenticated names no release: the
     // address names the node to upgrade.)
     assert!(msg.contains(&old.addresses().data.to_string()) && msg.contains("protocol v1"), "{msg}");
-    assert!(msg.contains("v2..=v3") && msg.contains("upgrade the peer") && msg.contains("v2 or later"), "{msg}");
+    assert!(msg.contains("v2..=v4") && msg.contains("upgrade the peer") && msg.contains("v2 or later"), "{msg}");
     assert_eq!(store.list("rollgate/members/").await.unwrap().kvs.len(), 1, "the refused node did not register");
 
     // Without --join: 2.0 requires record_meta_v2, which the 1.0 member lacks,
@@ -177,7 +177,7 @@ async fn two_zero_and_one_zero_refuse_each_other_and_two_zero_requires_record_me
     let r20 = find("2.0").unwrap();
     let hs = HandshakeConfig::new("a-2-0-node", "2.0", old.cluster_id(), r20.protocols, r20.transport_set());
     let e = net::connect::<rollgate_kv::Msg>(old.addresses().data, NetConfig::new(hs)).await.unwrap_err().to_string();
-    assert!(e.contains("protocol v1") && e.contains("v2..=v3"), "{e}");
+    assert!(e.contains("protocol v1") && e.contains("v2..=v4"), "{e}");
 
     // A 1.2 node joins (the flag stays disabled: 1.0 is a member). Once the
     // 1.0 node is stopped and forgotten, the first 2.0 node enables the flag

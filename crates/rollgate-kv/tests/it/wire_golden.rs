@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use rollgate::protocol::{decode_message, encode_message};
 use rollgate::version::TransportVersion;
 use rollgate::wire::Limits;
-use rollgate_kv::protocol::{v1, v2, v3};
+use rollgate_kv::protocol::{v1, v2, v3, v4};
+use rollgate_kv::quorum::v1 as quorum;
 use rollgate_kv::replication::{self, v1 as repl1, v2 as repl2};
 use rollgate_kv::{Msg, samples, transport_versions};
 
@@ -65,6 +66,14 @@ fn at_version(msg: &Msg, tv: TransportVersion) -> Msg {
         Msg::V1(v1::Msg::Replication(m)) => v1::Msg::Replication(r1(m)).into(),
         Msg::V2(v2::Msg::Replication(m)) => v2::Msg::Replication(r2(m)).into(),
         Msg::V3(v3::Msg::Replication(m)) => v3::Msg::Replication(r2(m)).into(),
+        Msg::V4(v4::Msg::Replication(m)) => v4::Msg::Replication(r2(m)).into(),
+        Msg::V4(v4::Msg::Quorum(quorum::Msg::ReadReply(r))) => {
+            v4::Msg::Quorum(quorum::Msg::ReadReply(quorum::ReadReply {
+                entries: r.entries.iter().map(entry).collect(),
+                ..r.clone()
+            }))
+            .into()
+        }
         other => other.clone(),
     }
 }
@@ -123,7 +132,7 @@ fn unknown_tags_and_versions_are_typed_errors() {
     assert!(matches!(e, rollgate::wire::WireError::UnknownTag { tag: 5, .. }), "{e}");
     let e = decode_message::<Msg>(
         &[1, 2, 0],
-        rollgate::version::ProtocolVersion(4),
+        rollgate::version::ProtocolVersion(5),
         transport_versions::CURRENT,
         Limits::DEFAULT,
     )

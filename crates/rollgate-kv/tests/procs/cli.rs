@@ -14,7 +14,7 @@ fn releases_prints_a_table_and_json() {
         "{out}"
     );
     assert_eq!(lines.len(), 5, "{out}");
-    assert!(lines[4].trim_start().starts_with("2.0") && lines[4].contains("v2..=v3"), "{out}");
+    assert!(lines[4].trim_start().starts_with("2.0") && lines[4].contains("v2..=v4"), "{out}");
     // Aligned: every row starts its protocol column at the same offset.
     let col = lines[0].find("PROTOCOL").unwrap();
     assert!(lines[1..].iter().all(|l| l[col..].starts_with('v')), "{out}");
