@@ -167,8 +167,8 @@ mod etcd {
             async move { self.0.txn(txn).await.map(|_| ()).map_err(|e| e.to_string()) }
         }
 
-        async fn get(&self, key: &str) -> Result<(), String> {
-            self.0.get(key).await.map(|_| ()).map_err(|e| e.to_string())
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.0.get(key).await.map(|kv| kv.map(|kv| kv.value)).map_err(|e| e.to_string())
         }
     }
 

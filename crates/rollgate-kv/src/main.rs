@@ -46,7 +46,8 @@ lost acknowledged writes.",
 keys under one prefix, through a failover client) against nodes that run elsewhere, for example `rollgate-kv serve` \
 processes on etcd while you upgrade them one by one. It stops after --ops operations, after --duration-s, or on \
 Ctrl-C, then reads every key from every node on its own; a key that is wrong somewhere is read again for up to \
---settle-s before it counts as lost. Exits 0 only with zero failed operations and zero lost acknowledged writes, \
+--settle-s before it counts as lost. Exits 0 only with zero failed operations, zero lost acknowledged writes and zero missed reads \
+(reads that did not return the worker's own last acknowledged write), \
 1 otherwise, 2 on bad options.",
         after_help = "Examples:
   rollgate-kv load --node 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003          # until Ctrl-C

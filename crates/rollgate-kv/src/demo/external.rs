@@ -130,6 +130,11 @@ pub struct LoadReport {
     pub ops_failed: u64,
     /// Keys checked on every node.
     pub keys_checked: u64,
+    /// Reads of a key the worker had written, checked against its last
+    /// acknowledged write (read-your-writes).
+    pub reads_checked: u64,
+    /// Of those, reads that missed the acknowledged write.
+    pub missed_reads: u64,
     /// Keys whose last acknowledged write some node still did not return
     /// after the settle time.
     pub acked_writes_lost: u64,
@@ -140,9 +145,9 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// True when nothing failed and nothing acknowledged was lost.
+    /// True when nothing failed, nothing acknowledged was lost and no read missed one.
     pub fn passed(&self) -> bool {
-        self.ops_failed == 0 && self.acked_writes_lost == 0
+        self.ops_failed == 0 && self.acked_writes_lost == 0 && self.missed_reads == 0
     }
 }
 
@@ -222,6 +227,8 @@ pub async fn run(opts: LoadOptions, interrupt: impl Future<Output = ()>) -> Resu
         ops_ok: load.ok(),
         ops_failed: load.failed(),
         keys_checked: expected.len() as u64,
+        reads_checked: load.reads_checked(),
+        missed_reads: load.missed_reads(),
         acked_writes_lost: lost,
         verify_ms: verify_started.elapsed().as_millis() as u64,
         problems,
@@ -255,7 +262,8 @@ pub fn render(r: &LoadReport) -> String {
     let l = &r.load;
     let mut out = format!(
         "load on {}: {} ok, {} failed in {:.1} s ({:.0} ops/s; p50 {} ms, p99 {} ms, max {} ms)\n\
-         checked {} keys on every node in {:.1} s: {} lost\n",
+         checked {} keys on every node in {:.1} s: {} lost\n\
+         reads of acknowledged writes: {} checked, {} missed\n",
         r.nodes.join(","),
         r.ops_ok,
         r.ops_failed,
@@ -267,12 +275,14 @@ pub fn render(r: &LoadReport) -> String {
         r.keys_checked,
         r.verify_ms as f64 / 1000.0,
         r.acked_writes_lost,
+        r.reads_checked,
+        r.missed_reads,
     );
     for p in &r.problems {
         out.push_str(&format!("  problem: {p}\n"));
     }
     out.push_str(if r.passed() {
-        "PASSED: no failed operation, no lost acknowledged write\n"
+        "PASSED: no failed operation, no lost acknowledged write, no missed read\n"
     } else {
         "FAILED: see the problems above\n"
     });

@@ -60,6 +60,8 @@ pub struct Load {
     failed: AtomicU64,
     stop: AtomicBool,
     failures: Mutex<Vec<String>>,
+    reads_checked: AtomicU64,
+    missed_reads: AtomicU64,
 }
 
 /// Keeps at most this many failure messages for the report.
@@ -75,6 +77,8 @@ impl Load {
             failed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
+            reads_checked: AtomicU64::new(0),
+            missed_reads: AtomicU64::new(0),
         });
         load.begin(first);
         load
@@ -119,6 +123,29 @@ impl Load {
                 }
             }
         }
+    }
+
+    /// Counts a read of a key whose acknowledged write the worker knows;
+    /// `missed` says what it should have read, when it did not.
+    fn note_read(&self, missed: Option<String>) {
+        self.reads_checked.fetch_add(1, Ordering::Relaxed);
+        if let Some(what) = missed {
+            self.missed_reads.fetch_add(1, Ordering::Relaxed);
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if failures.len() < MAX_FAILURE_MESSAGES {
+                failures.push(what);
+            }
+        }
+    }
+
+    /// Reads checked against the worker's own acknowledged writes.
+    pub fn reads_checked(&self) -> u64 {
+        self.reads_checked.load(Ordering::Relaxed)
+    }
+
+    /// Of those, reads that missed the acknowledged write (a stale read).
+    pub fn missed_reads(&self) -> u64 {
+        self.missed_reads.load(Ordering::Relaxed)
     }
 
     /// Records an operation the demo itself made, in the current phase.
@@ -270,8 +297,8 @@ pub trait LoadTarget: Send + Sync + 'static {
     fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
     /// Deletes `key`.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send;
-    /// Reads `key` (the value is not checked here: a read may be stale).
-    fn get(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Reads `key`: its value, `None` when not found.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
 }
 
 impl LoadTarget for KvClient {
@@ -283,8 +310,8 @@ impl LoadTarget for KvClient {
         KvClient::delete(self, key).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn get(&self, key: &str) -> Result<(), String> {
-        KvClient::get(self, key).await.map(|_| ()).map_err(|e| e.to_string())
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        KvClient::get(self, key).await.map_err(|e| e.to_string())
     }
 }
 
@@ -292,6 +319,12 @@ impl LoadTarget for KvClient {
 /// (60% new key, 15% overwrite, 5% delete, 20% read), paced by `every`
 /// (zero: closed loop, the next operation as soon as one ends). Every key
 /// starts with `prefix`. Returns what its keys should hold.
+///
+/// Only this worker writes its keys, so a read of a key must return what
+/// its last acknowledged write stored (read-your-writes): one that does not
+/// counts as a missed read ([`Load::missed_reads`]). A key whose last write
+/// failed may hold either value until the next acknowledged write, and is
+/// not checked meanwhile.
 pub async fn worker<T: LoadTarget>(
     id: usize,
     load: Arc<Load>,
@@ -303,6 +336,8 @@ pub async fn worker<T: LoadTarget>(
     let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 0x1000_0000_01B3));
     let mut expected = Expected::new();
     let mut keys: Vec<String> = Vec::new();
+    // Keys whose last write failed (its outcome unknown).
+    let mut unsure: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut seq = 0u64;
     let mut ticker = (!every.is_zero()).then(|| {
         let mut t = tokio::time::interval(every);
@@ -329,40 +364,62 @@ pub async fn worker<T: LoadTarget>(
                     expected.insert(key, Some(value));
                     (true, None)
                 }
-                Err(e) => (false, Some(format!("put {key}: {e}"))),
+                Err(e) => {
+                    unsure.insert(key.clone());
+                    (false, Some(format!("put {key}: {e}")))
+                }
             }
         } else if roll < 75 {
             let key = keys[rng.below(keys.len() as u64) as usize].clone();
             let value = format!("{key}:{}", rng.next_u64()).into_bytes();
             match client.put(&key, value.clone()).await {
                 Ok(()) => {
+                    unsure.remove(&key);
                     expected.insert(key, Some(value));
                     (true, None)
                 }
-                Err(e) => (false, Some(format!("overwrite {key}: {e}"))),
+                Err(e) => {
+                    unsure.insert(key.clone());
+                    (false, Some(format!("overwrite {key}: {e}")))
+                }
             }
         } else if roll < 80 {
             let key = keys[rng.below(keys.len() as u64) as usize].clone();
             match client.delete(&key).await {
                 Ok(()) => {
+                    unsure.remove(&key);
                     expected.insert(key, None);
                     (true, None)
                 }
-                Err(e) => (false, Some(format!("delete {key}: {e}"))),
+                Err(e) => {
+                    unsure.insert(key.clone());
+                    (false, Some(format!("delete {key}: {e}")))
+                }
             }
         } else {
             let key = &keys[rng.below(keys.len() as u64) as usize];
-            // Reads are served locally by whichever node answers; a node may
-            // not have applied the newest write yet, so only reachability
-            // counts here. Every acknowledged write is checked at the end.
             match client.get(key).await {
-                Ok(()) => (true, None),
+                Ok(read) => {
+                    if let Some(want) = expected.get(key).filter(|_| !unsure.contains(key)) {
+                        load.note_read((read != *want).then(|| missed(key, want, &read)));
+                    }
+                    (true, None)
+                }
                 Err(e) => (false, Some(format!("get {key}: {e}"))),
             }
         };
         load.record(phase, started.elapsed(), ok, failure);
     }
     expected
+}
+
+/// What a missed read is reported as.
+fn missed(key: &str, want: &Option<Vec<u8>>, got: &Option<Vec<u8>>) -> String {
+    let show = |v: &Option<Vec<u8>>| match v {
+        Some(b) => format!("{:?}", rollgate::util::shorten_to(&String::from_utf8_lossy(b), 48)),
+        None => "not found".into(),
+    };
+    format!("read {key}: missed its acknowledged write ({} expected, {} read)", show(want), show(got))
 }
 
 #[cfg(test)]
@@ -397,22 +454,48 @@ mod tests {
         assert_eq!((m.p50_ms, m.p99_ms), (200.0, 200.0));
     }
 
-    /// Counts what it is asked; fails nothing.
+    /// Counts what it is asked and stores it in memory; fails nothing.
+    /// `stale` answers every read "not found", as a replica that missed the writes.
     #[derive(Default)]
-    struct Counting(AtomicU64);
+    struct Counting(AtomicU64, Mutex<BTreeMap<String, Vec<u8>>>, bool);
 
     impl LoadTarget for Counting {
-        fn put(&self, _: &str, _: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send {
+        fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send {
             self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.lock().unwrap().insert(key.to_string(), value);
             async { Ok(()) }
         }
-        fn delete(&self, _: &str) -> impl Future<Output = Result<(), String>> + Send {
+        fn delete(&self, key: &str) -> impl Future<Output = Result<(), String>> + Send {
             self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.lock().unwrap().remove(key);
             async { Ok(()) }
         }
-        fn get(&self, _: &str) -> impl Future<Output = Result<(), String>> + Send {
+        fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send {
             self.0.fetch_add(1, Ordering::SeqCst);
-            async { Ok(()) }
+            let value = if self.2 { None } else { self.1.lock().unwrap().get(key).cloned() };
+            async { Ok(value) }
+        }
+    }
+
+    /// A read that misses the worker's own acknowledged write is counted
+    /// (and named in the failures); one that sees it is not.
+    #[tokio::test]
+    async fn reads_that_miss_the_workers_own_writes_are_counted() {
+        for stale in [false, true] {
+            let load = Load::new("steady");
+            let target = Arc::new(Counting(AtomicU64::new(0), Mutex::default(), stale));
+            let w = tokio::spawn(worker(0, load.clone(), target.clone(), 7, Duration::ZERO, "p/".into()));
+            while load.reads_checked() < 200 {
+                tokio::task::yield_now().await;
+            }
+            load.stop();
+            w.await.unwrap();
+            if stale {
+                assert!(load.missed_reads() > 0, "a target that loses every write misses reads");
+                assert!(load.failures().iter().any(|f| f.contains("missed its acknowledged write")));
+            } else {
+                assert_eq!(load.missed_reads(), 0, "{:?}", load.failures());
+            }
         }
     }
 

@@ -183,6 +183,11 @@ pub struct DemoReport {
     pub acked_writes_lost: u64,
     /// Keys checked on every node.
     pub keys_checked: u64,
+    /// Reads of a key the worker had written, checked against its last
+    /// acknowledged write (read-your-writes).
+    pub reads_checked: u64,
+    /// Of those, reads that missed the acknowledged write.
+    pub missed_reads: u64,
     /// Each node's release at the end.
     pub final_releases: Vec<String>,
     /// Flags enabled at the end.
@@ -225,9 +230,9 @@ pub struct DemoReport {
 }
 
 impl DemoReport {
-    /// True when nothing failed and nothing acknowledged was lost.
+    /// True when nothing failed, nothing acknowledged was lost and no read missed one.
     pub fn passed(&self) -> bool {
-        self.ops_failed == 0 && self.acked_writes_lost == 0
+        self.ops_failed == 0 && self.acked_writes_lost == 0 && self.missed_reads == 0
     }
 }
 
@@ -555,6 +560,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         ops_failed: load.failed(),
         acked_writes_lost: lost,
         keys_checked: expected.len() as u64,
+        reads_checked: load.reads_checked(),
+        missed_reads: load.missed_reads(),
         final_releases,
         flags_enabled,
         flags_enabled_by_demo: enabled_by_demo,
@@ -755,6 +762,7 @@ fn load_client_options(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions 
         rounds: 6,
         round_backoff: Duration::from_millis(100),
         tls,
+        ..ClientOptions::default()
     }
 }
 

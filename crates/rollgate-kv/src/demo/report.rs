@@ -107,6 +107,7 @@ pub fn render(r: &DemoReport) -> String {
         "Acknowledged writes:                {} keys read back from every node, {} lost",
         r.keys_checked, r.acked_writes_lost
     );
+    let _ = writeln!(out, "Reads of acknowledged writes:       {} checked, {} missed", r.reads_checked, r.missed_reads);
     if !r.problems.is_empty() {
         let _ = writeln!(out, "\nProblems:");
         for p in &r.problems {
@@ -117,7 +118,7 @@ pub fn render(r: &DemoReport) -> String {
         out,
         "\nResult: {}",
         if r.passed() {
-            "PASS: zero failed operations and zero lost acknowledged writes"
+            "PASS: zero failed operations, zero lost acknowledged writes, zero missed reads"
         } else {
             "FAIL: see the problems above"
         }
@@ -161,6 +162,8 @@ mod tests {
             ops_failed: 0,
             acked_writes_lost: 0,
             keys_checked: 10,
+            reads_checked: 5,
+            missed_reads: 0,
             final_releases: vec!["1.2".into()],
             flags_enabled: Vec::new(),
             flags_enabled_by_demo: Vec::new(),

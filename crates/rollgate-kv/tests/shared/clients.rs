@@ -17,5 +17,6 @@ pub fn quick() -> ClientOptions {
         rounds: 3,
         round_backoff: Duration::from_millis(50),
         tls: None,
+        ..ClientOptions::default()
     }
 }

@@ -10,6 +10,13 @@
 //! in `x-kv-seen` like that client, so its writes keep its order. What it
 //! records:
 //!
+//! Reads go through `rollgate_kv::KvClient` itself, at the session level
+//! (the client's own acknowledged writes are added to its session) or, for
+//! one read in four, the linearizable level: the checker holds them to
+//! read-your-writes and to linearizability. Nodes of a release without
+//! read levels (1.x) leave the checks to the client; a linearizable read
+//! that no node can serve fails.
+//!
 //! - acknowledged: a 2xx (the node that answered, the write's version);
 //! - failed: every attempt was refused before anything was stored (a
 //!   connection refused, a 4xx, a 503 whose code says nothing was stored);
@@ -20,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rollgate_kv::client::{ClientOptions, ReadLevel};
 use rollgate_kv::demo::load::Rng;
 use rollgate_kv::hlc::Version;
 use rollgate_testkit::history::{OpKind, Outcome, Recorder};
@@ -56,7 +64,6 @@ const NOTHING_STORED: [&str; 5] = ["catching_up", "stopping", "not_serving", "cl
 enum Attempt {
     Done {
         version: Option<String>,
-        value: Option<String>,
     },
     /// Refused before anything was stored; try the next node.
     Refused(String),
@@ -64,6 +71,20 @@ enum Attempt {
     Final(String),
     /// May have been stored; try the next node.
     Maybe(String),
+}
+
+/// A client's reader: every node, starting at its own.
+fn reader(nodes: &[String], client: usize) -> rollgate_kv::KvClient {
+    let mut order = nodes.to_vec();
+    order.rotate_left(client % nodes.len().max(1));
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(4),
+        connect_timeout: Duration::from_millis(500),
+        rounds: 2,
+        round_backoff: Duration::from_millis(50),
+        ..ClientOptions::default()
+    };
+    rollgate_kv::KvClient::new(&order, options).expect("the nodes' addresses")
 }
 
 impl Load {
@@ -91,6 +112,7 @@ impl Load {
                 next_node: client,
                 keys: options.keys,
                 ttls: ttls.clone(),
+                reader: reader(nodes, client),
             };
             let (stop, pace) = (stop.clone(), options.pace);
             tasks.spawn(async move {
@@ -152,6 +174,8 @@ struct Client {
     next_node: usize,
     keys: usize,
     ttls: Arc<AtomicBool>,
+    /// Reads, with this client's session.
+    reader: rollgate_kv::KvClient,
 }
 
 impl Client {
@@ -167,23 +191,45 @@ impl Client {
             }
             50..60 => OpKind::Put { value, ttl: None },
             60..70 => OpKind::Delete,
-            _ => OpKind::Get,
+            70..92 => OpKind::Get,
+            _ => OpKind::LinearizableGet,
         };
         let pending = self.recorder.begin(self.id, &key, kind.clone());
         let (outcome, node) = self.run(&key, &kind).await;
         pending.end(outcome, node);
     }
 
+    /// A read through the client's [`rollgate_kv::KvClient`] (its own failover).
+    async fn read(&mut self, key: &str, kind: &OpKind) -> (Outcome, Option<String>) {
+        let level = if *kind == OpKind::LinearizableGet { ReadLevel::Linearizable } else { ReadLevel::Session };
+        match self.reader.read(key, level).await {
+            Ok(r) => {
+                let version = r.version.map(|v| v.to_string());
+                self.saw(version.as_deref());
+                let read = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                (Outcome::Ok { read, version }, Some(r.node))
+            }
+            // A read has no effect: it failed either way.
+            Err(e) => (Outcome::Failed(e.to_string()), None),
+        }
+    }
+
     /// Tries the nodes in turn (at most two rounds).
     async fn run(&mut self, key: &str, kind: &OpKind) -> (Outcome, Option<String>) {
+        if kind.is_read() {
+            return self.read(key, kind).await;
+        }
         let mut errors = Vec::new();
         let mut maybe = false;
         for _ in 0..self.nodes.len() * 2 {
             let node = self.nodes[self.next_node % self.nodes.len()].clone();
             match self.attempt(&node, key, kind).await {
-                Attempt::Done { version, value } => {
-                    let read = kind.is_read().then_some(value).flatten();
-                    return (Outcome::Ok { read, version }, Some(node));
+                Attempt::Done { version } => {
+                    if let Some(v) = version.as_deref().and_then(|v| v.parse::<Version>().ok()) {
+                        let lasting = matches!(kind, OpKind::Put { ttl: None, .. });
+                        self.reader.remember(key, v, lasting);
+                    }
+                    return (Outcome::Ok { read: None, version }, Some(node));
                 }
                 Attempt::Final(e) if !maybe => return (Outcome::Failed(e), Some(node)),
                 Attempt::Final(e) => return (Outcome::Unknown(e), Some(node)),
@@ -204,9 +250,8 @@ impl Client {
     async fn attempt(&mut self, node: &str, key: &str, kind: &OpKind) -> Attempt {
         let url = format!("http://{node}/kv/{key}");
         let req = match kind {
-            OpKind::Get => self.http.get(&url),
-            // The load makes default (local) reads only: nothing to send.
-            OpKind::LinearizableGet => return Attempt::Final("this load makes no linearizable reads".into()),
+            // Reads go through `read`.
+            OpKind::Get | OpKind::LinearizableGet => return Attempt::Final("reads go through the client".into()),
             OpKind::Delete => self.http.delete(&url),
             OpKind::Put { value, ttl } => {
                 let url = match ttl {
@@ -227,20 +272,14 @@ impl Client {
             Err(e) => return Attempt::Maybe(format!("no answer: {e}")),
         };
         let status = resp.status().as_u16();
-        let header_version = resp.headers().get("x-kv-version").and_then(|v| v.to_str().ok()).map(String::from);
         let body = resp.text().await.unwrap_or_default();
         match (status, kind) {
-            (200, OpKind::Get) => {
-                self.saw(header_version.as_deref());
-                Attempt::Done { version: header_version, value: Some(body) }
-            }
-            (404, OpKind::Get) => Attempt::Done { version: None, value: None },
             (200, _) => {
                 let version = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["version"].as_str().map(String::from));
                 self.saw(version.as_deref());
-                Attempt::Done { version, value: None }
+                Attempt::Done { version }
             }
             (503, _) => {
                 let code = serde_json::from_str::<serde_json::Value>(&body)

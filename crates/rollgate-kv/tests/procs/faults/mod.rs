@@ -1,6 +1,7 @@
 //! rollgate-kv under real faults: a rolling upgrade 1.0 -> 1.2 with every
-//! stable flag enabled and the records migrated, under a client load,
-//! while one fault hits the cluster; then the load's history is checked
+//! stable flag enabled and the records migrated, then 1.2 -> 2.0 (read
+//! levels), under a client load of writes, session reads and linearizable
+//! reads, while one fault hits the cluster; then the load's history is checked
 //! against the consistency model (`rollgate_kv::consistency`) by the
 //! testkit's history checker. Zero violations, every flag enabled and every
 //! node's migrations done at the end.
@@ -13,8 +14,8 @@
 //! | [`a_node_a_day_behind`] | the same, a day behind |
 //! | [`an_etcd_member_killed_and_restarted`] | the etcd leader (or another member) SIGKILLed, restarted a few seconds later |
 //!
-//! The fault's node and the step it starts at (while the first, second or
-//! third node is upgraded, or while the flags are enabled) come from the
+//! The fault's node and the step it starts at (while a node is upgraded to
+//! 1.2 or to 2.0, or while the flags are enabled) come from the
 //! seed, printed at the start (`ROLLGATE_KV_FAULT_SEED=N` repeats a run);
 //! the whole scenario is bounded ([`BOUND`]), the load in count and pace.
 //! Each scenario prints its schedule and the checker's report.
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use rollgate_kv::demo::load::Rng;
 use rollgate_testkit::ClockOffset;
+use rollgate_testkit::history::{OpKind, Outcome};
 use serde_json::json;
 
 use crate::admin::{Admin, health};
@@ -53,7 +55,24 @@ enum Fault {
 }
 
 /// The steps of the upgrade, in order.
-const STEPS: [&str; 4] = ["upgrade n1", "upgrade n2", "upgrade n3", "enable every stable flag"];
+const STEPS: [&str; 7] = [
+    "upgrade n1 to 1.2",
+    "upgrade n2 to 1.2",
+    "upgrade n3 to 1.2",
+    "enable every stable flag",
+    "upgrade n1 to 2.0",
+    "upgrade n2 to 2.0",
+    "upgrade n3 to 2.0",
+];
+
+/// The node step `i` restarts, and as which release.
+fn upgraded(i: usize) -> Option<(usize, &'static str)> {
+    match i {
+        0..=2 => Some((i, "1.2")),
+        4..=6 => Some((i - 4, "2.0")),
+        _ => None,
+    }
+}
 
 /// A scenario's timeline, printed at the end (and with a violation).
 struct Schedule {
@@ -100,7 +119,7 @@ async fn run(fault: Fault, seed: u64, dir: std::path::PathBuf) {
     let mut rng = Rng::new(seed);
     let at = rng.below(STEPS.len() as u64) as usize;
     // The faulted node is not the one upgraded at that step.
-    let x = (at + 1 + rng.below(2) as usize) % 3;
+    let x = (upgraded(at).map_or(at % 3, |(n, _)| n) + 1 + rng.below(2) as usize) % 3;
     let mut s = Schedule { started: Instant::now(), lines: Vec::new() };
     s.note(format!("seed {seed}: {fault:?} on n{} during step {at} ({})", x + 1, STEPS[at]));
     let skew = match fault {
@@ -116,9 +135,9 @@ async fn run(fault: Fault, seed: u64, dir: std::path::PathBuf) {
     for (i, step) in STEPS.iter().enumerate() {
         let fault_thread = (i == at).then(|| begin_fault(fault, &mut c, x, &mut s));
         s.note(format!("step {i}: {step}"));
-        match i {
-            0..=2 => blocking(|| c.restart_as(i, "1.2")),
-            _ => enable_all(&c.nodes[(x + 1) % 3].admin).await,
+        match upgraded(i) {
+            Some((n, release)) => blocking(|| c.restart_as(n, release)),
+            None => enable_all(&c.nodes[(x + 1) % 3].admin).await,
         }
         if i == 2 {
             load.with_ttls();
@@ -141,6 +160,14 @@ async fn run(fault: Fault, seed: u64, dir: std::path::PathBuf) {
         assert_eq!(h["clock"]["status"], "skewed", "n{} reports its clock: {h}", x + 1);
     }
     let history = recorder.history();
+    let acked_reads =
+        |kind: OpKind| history.iter().filter(|o| o.kind == kind && matches!(o.outcome, Outcome::Ok { .. })).count();
+    let (session, linearizable) = (acked_reads(OpKind::Get), acked_reads(OpKind::LinearizableGet));
+    s.note(format!("reads answered: {session} session, {linearizable} linearizable"));
+    assert!(
+        session > 20 && linearizable > 0,
+        "too few reads were answered to check anything: {session} session, {linearizable} linearizable"
+    );
     let nodes: Vec<(String, String)> = c.nodes.iter().map(|n| (n.id.clone(), n.admin.clone())).collect();
     let final_state = verify::final_state(&nodes, &history, &recorder).await;
     let context =

@@ -83,8 +83,8 @@ pub fn check_history(history: &[Op], final_state: &FinalState, context: String) 
         versions: Some(versions),
         ttl_slack: Duration::from_millis(2_500),
         context,
-        // Reads are local (see the consistency model).
-        read_your_writes: false,
+        // Session reads: each client reads its own writes (see the consistency model).
+        read_your_writes: true,
     };
     check(history, final_state, &options)
 }

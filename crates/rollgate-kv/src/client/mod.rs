@@ -11,6 +11,31 @@
 //! `x-kv-version` of reads) and sends it with every write (`x-kv-seen`), so
 //! its writes are ordered as it made them even when consecutive writes go
 //! to different nodes within one millisecond.
+//!
+//! # Reads a client can trust
+//!
+//! **Session reads** (the default, [`ReadLevel::Session`]): the client
+//! keeps a session token per key, the newest version of it that it wrote,
+//! deleted or read (at most [`ClientOptions::session_keys`] keys, the oldest
+//! forgotten first), and sends it with a read of the key (`x-kv-after`). A
+//! node of release 2.0 answers that version or a newer one, waiting briefly
+//! for replication, or answers 503 `behind`; the client then asks the next
+//! node. An older node ignores the header, so the client checks every
+//! answer itself: a value older than the token, or "not found" while the
+//! token is a value without a TTL, is **stale**, counted
+//! ([`KvClient::stale_answers`]) and not returned; the client asks the next
+//! node. A key every node answers "not found" for was deleted (a majority
+//! holds the token's version or a newer one), so that answer stands. Its own
+//! writes are never missing from its reads, whichever node answers, across
+//! node restarts and upgrades, and its reads of a key never go back.
+//!
+//! **Linearizable reads** ([`ReadLevel::Linearizable`],
+//! `?consistency=linearizable`): the node confirms with a majority that it
+//! answers every write acknowledged before the read (release 2.0; see
+//! [`crate::consistency`]). A node of an older release ignores the
+//! parameter: its answer has no `x-kv-read: linearizable` header, and the
+//! client does not take it but asks the next node; when no node can, the
+//! read fails with [`ClientError::Unsupported`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,11 +45,12 @@ use reqwest::{Method, StatusCode, Url};
 use rollgate::api::error::ErrorBody;
 
 use crate::hlc::Version;
-pub use crate::node::WriteOutcome;
-use crate::record::MAX_VALUE_BYTES;
+pub use crate::node::{ReadLevel, WriteOutcome};
 
 /// Most nodes a client is given.
 pub const MAX_NODES: usize = 64;
+/// Most keys a client keeps a session token for (see [`ClientOptions::session_keys`]).
+pub const MAX_SESSION_KEYS: usize = 1 << 24;
 
 /// Timeouts and retries of a [`KvClient`].
 #[derive(Clone, Debug)]
@@ -41,6 +67,12 @@ pub struct ClientOptions {
     /// ([`rollgate::tls::https_client`]). With it, a node address without a
     /// scheme means `https://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The level of [`KvClient::get`] (see the module docs).
+    pub read_level: ReadLevel,
+    /// Keys the session remembers a version of (the oldest is forgotten
+    /// first; a read of a forgotten key is a plain read). At most
+    /// [`MAX_SESSION_KEYS`]; about 100 bytes each.
+    pub session_keys: usize,
 }
 
 impl ClientOptions {
@@ -57,6 +89,8 @@ impl Default for ClientOptions {
             rounds: 3,
             round_backoff: Duration::from_millis(100),
             tls: None,
+            read_level: ReadLevel::Session,
+            session_keys: 65_536,
         }
     }
 }
@@ -99,6 +133,15 @@ pub enum ClientError {
     /// A key no node would accept.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// No node could serve a read at the level asked for: they run a
+    /// release without it.
+    #[error("no node serves {level} reads: {}; upgrade the nodes to release 2.0 or later", nodes.join(", "))]
+    Unsupported {
+        /// The level.
+        level: &'static str,
+        /// What each node answered.
+        nodes: Vec<String>,
+    },
     /// A node's answer is not what the API promises.
     #[error("node {node} answered with something unexpected: {reason}")]
     BadAnswer {
@@ -118,6 +161,72 @@ pub struct KvClient {
     options: ClientOptions,
     /// The highest version seen (see the module docs).
     seen: std::sync::Mutex<Option<Version>>,
+    /// The session tokens (see the module docs).
+    session: std::sync::Mutex<Session>,
+    /// Answers refused as stale.
+    stale: std::sync::atomic::AtomicU64,
+}
+
+/// What the client last wrote or read of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Token {
+    version: Version,
+    /// A value without a TTL: "not found" would be stale.
+    lasting_value: bool,
+}
+
+/// The session tokens, at most `cap` keys, the least recently updated forgotten first.
+#[derive(Debug, Default)]
+struct Session {
+    cap: usize,
+    next: u64,
+    tokens: std::collections::HashMap<String, (Token, u64)>,
+    order: std::collections::BTreeMap<u64, String>,
+}
+
+impl Session {
+    fn new(cap: usize) -> Session {
+        Session { cap: cap.min(MAX_SESSION_KEYS), ..Session::default() }
+    }
+
+    fn get(&self, key: &str) -> Option<&Token> {
+        self.tokens.get(key).map(|(t, _)| t)
+    }
+
+    /// Remembers `token` unless the key's token is newer.
+    fn note(&mut self, key: &str, token: Token) {
+        if self.cap == 0 {
+            return;
+        }
+        if let Some((old, seq)) = self.tokens.get(key) {
+            if old.version > token.version {
+                return;
+            }
+            self.order.remove(seq);
+        }
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, key.to_string());
+        self.tokens.insert(key.to_string(), (token, seq));
+        while self.tokens.len() > self.cap {
+            let Some((_, k)) = self.order.pop_first() else { break };
+            self.tokens.remove(&k);
+        }
+    }
+}
+
+/// A read's answer (see [`KvClient::read`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The value (`None`: not found, deleted or expired).
+    pub value: Option<Vec<u8>>,
+    /// The version read (of a tombstone too, when the node says).
+    pub version: Option<Version>,
+    /// The node that answered.
+    pub node: String,
+    /// The level the node served the read at (`None`: a release without
+    /// read levels, whose answer the client checked against its session).
+    pub served_at: Option<ReadLevel>,
 }
 
 /// Parses a node address: `HOST:PORT`, `http://HOST:PORT` or
@@ -192,8 +301,10 @@ impl KvClient {
             http,
             nodes: RwLock::new(Arc::new(nodes)),
             next: AtomicUsize::new(0),
+            session: std::sync::Mutex::new(Session::new(options.session_keys)),
             options,
             seen: std::sync::Mutex::new(None),
+            stale: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -222,25 +333,65 @@ impl KvClient {
     ) -> Result<WriteOutcome, ClientError> {
         let value: Vec<u8> = value.into();
         let (node, resp) = self.send(Method::PUT, key, ttl_s, Some(value)).await?;
-        self.outcome(node, resp).await
+        let outcome = self.outcome(node, resp).await?;
+        self.note_write(key, &outcome, ttl_s.is_none());
+        Ok(outcome)
     }
 
     /// Deletes `key`.
     pub async fn delete(&self, key: &str) -> Result<WriteOutcome, ClientError> {
         let (node, resp) = self.send(Method::DELETE, key, None, None).await?;
-        self.outcome(node, resp).await
+        let outcome = self.outcome(node, resp).await?;
+        self.note_write(key, &outcome, false);
+        Ok(outcome)
     }
 
-    /// The value of `key`, or `None` when it does not exist (or expired).
+    fn note_write(&self, key: &str, outcome: &WriteOutcome, lasting_value: bool) {
+        if let Ok(version) = outcome.version.parse::<Version>() {
+            self.session.lock().unwrap_or_else(|p| p.into_inner()).note(key, Token { version, lasting_value });
+        }
+    }
+
+    /// Adds a write made outside this client to its session (by another
+    /// client or process of the same user, which passes on the version its
+    /// write was acknowledged with): this client's reads of `key` then
+    /// return that write or a newer one. `value_without_ttl`: the write
+    /// stored a value without a TTL (so "not found" would be stale).
+    pub fn remember(&self, key: &str, version: Version, value_without_ttl: bool) {
+        self.saw(&version.to_string());
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(key, Token { version, lasting_value: value_without_ttl });
+    }
+
+    /// How many answers this client refused as stale (older than its
+    /// session token; see the module docs) and asked another node instead.
+    pub fn stale_answers(&self) -> u64 {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The value of `key`, or `None` when it does not exist (or expired),
+    /// read at [`ClientOptions::read_level`] (see the module docs).
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        let (node, resp) = self.send(Method::GET, key, None, None).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
+        Ok(self.read(key, self.options.read_level).await?.value)
+    }
+
+    /// Reads `key` at `level` (see the module docs).
+    pub async fn read(&self, key: &str, level: ReadLevel) -> Result<ReadResult, ClientError> {
+        crate::record::check_key(key).map_err(ClientError::InvalidKey)?;
+        let token = self.session.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let result = reads::read(self, key, level, token.as_ref()).await?;
+        if let Some(version) = &result.version {
+            self.saw(&version.to_string());
+            // A value read may carry a TTL the answer does not show: only
+            // its version counts (a later answer must not be older).
+            self.session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(key, Token { version: version.clone(), lasting_value: false });
         }
-        if let Some(v) = resp.headers().get("x-kv-version").and_then(|v| v.to_str().ok()) {
-            self.saw(v);
-        }
-        Ok(Some(read_bounded(&node, resp, MAX_VALUE_BYTES).await?))
+        Ok(result.into())
     }
 
     async fn outcome(&self, node: String, resp: reqwest::Response) -> Result<WriteOutcome, ClientError> {
@@ -327,9 +478,11 @@ impl KvClient {
     }
 }
 
+mod reads;
+
 /// `/kv/{key}` with every byte of the key but `A-Z a-z 0-9 - _ ~`
 /// percent-encoded (so `.`, `..` and `/` stay part of the key).
-fn key_path(key: &str) -> String {
+pub(crate) fn key_path(key: &str) -> String {
     let mut out = String::with_capacity(4 + key.len() * 3);
     out.push_str("/kv/");
     for b in key.bytes() {
@@ -342,7 +495,7 @@ fn key_path(key: &str) -> String {
     out
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "cannot connect"
     } else if e.is_timeout() {
@@ -371,7 +524,7 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-async fn error_body(node: &str, resp: reqwest::Response) -> (String, String) {
+pub(crate) async fn error_body(node: &str, resp: reqwest::Response) -> (String, String) {
     match read_bounded(node, resp, 64 * 1024).await {
         Ok(bytes) => match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => (b.error.code, b.error.message),
@@ -381,7 +534,7 @@ async fn error_body(node: &str, resp: reqwest::Response) -> (String, String) {
     }
 }
 
-async fn read_bounded(node: &str, mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
+pub(crate) async fn read_bounded(node: &str, mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
     let too_large = || ClientError::BadAnswer { node: node.to_string(), reason: format!("an answer over {max} bytes") };
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(too_large());
