@@ -37,6 +37,17 @@
 //! 2. **Every value read was written**: by a write that was acknowledged or
 //!    whose outcome was unknown, never by one that was refused. A read
 //!    answers the value and its `x-kv-version`.
+//! 6. **A client reads its own writes** (session reads, the default of
+//!    [`crate::KvClient`]): a read of a key returns the client's last
+//!    acknowledged write of it or a newer value, and never a version older
+//!    than one the client read before; whichever node answers, across node
+//!    restarts, partitions and rolling upgrades (see *Read levels*).
+//! 7. **Linearizable reads** (`?consistency=linearizable`, release 2.0):
+//!    a read returns the value of the latest write acknowledged before it
+//!    started, or of a newer one, and a linearizable read that starts after
+//!    another ended never returns an older version. Writes are ordered by
+//!    version, which follows real time for writes that do not overlap
+//!    (rule 1; within the drift bound when coordinators' clocks disagree).
 //! 3. **A client's own writes keep their order**: [`crate::KvClient`] sends
 //!    the highest version it has seen in `x-kv-seen`, and a node stamps the
 //!    write above it. Two acknowledged writes of one client to a key, one
@@ -55,13 +66,11 @@
 //!
 //! What a client may **not** rely on:
 //!
-//! - **Reads are local, not linearizable**: a node answers from its own
-//!   copy, which may lag (a replica the write has not reached yet, a node
-//!   cut off from its peers, a node catching up answers 503 but one that is
-//!   partitioned may still answer reads until its lease lapses). A read
-//!   through the node that acknowledged a client's last write sees that
-//!   write or a newer one. A client that needs to read its writes reads
-//!   through the same node or compares `x-kv-version`.
+//! - **A session read is not linearizable**: it returns at least what the
+//!   client itself wrote or read, but may miss another client's write
+//!   acknowledged a moment before (a replica the write has not reached yet,
+//!   a node cut off from its peers until its lease lapses). A client that
+//!   needs every acknowledged write asks for a linearizable read.
 //! - **No transactions or compare-and-set**: concurrent writes to a key
 //!   from different clients are ordered by version, i.e. by the coordinators'
 //!   clocks; the one with the lower version is overwritten even if it was
@@ -70,12 +79,26 @@
 //!   node that stored it pulls into the others' copies) and then wins or
 //!   loses by its version like any other.
 //!
+//! # Read levels
+//!
+//! | level | asks | guarantees | costs | older releases (1.x) |
+//! |---|---|---|---|---|
+//! | session (default) | the client's session token of the key (`x-kv-after`: the newest version of it the client wrote, deleted or read) | rule 6 | a local read plus a version comparison; a node that lacks the version waits up to `session_read_wait` (200 ms) for replication, then answers 503 `behind` and the client asks another node (a majority holds it) | ignore the header; the client checks the answer's `x-kv-version` itself and refuses a stale one, asking the next node (counted in `KvClient::stale_answers`) |
+//! | linearizable | `?consistency=linearizable` | rule 7 | one round trip to the peers (protocol v4's `ReadRequest`): the newest version a majority holds, written back to a majority first when fewer hold it; no majority (a partition, too few members on 2.0): 503 `no_quorum`, never stale data | ignore the parameter; the client takes only answers with `x-kv-read: linearizable` and fails with `Unsupported` when no node serves them |
+//!
+//! The session is the client's: [`crate::KvClient`] keeps a token for up to
+//! `session_keys` keys (65,536 by default, the least recently updated
+//! forgotten first; a read of a forgotten key is an unchecked local read).
+//! A client passes on what another part of the same user wrote with
+//! `KvClient::remember`. Prefix scans take `consistency=linearizable` too
+//! (each key's newest version among a majority); a default scan is local.
+//!
 //! # Under which faults
 //!
 //! | fault | writes | reads |
 //! |---|---|---|
-//! | one node of three stopped, crashed, restarting (a rolling upgrade) | served by the others (a majority) | served by the others; the restarted node answers 503 `catching_up` until it caught up |
-//! | a node partitioned from its peers | refused on its side (503 `no_quorum`, nothing stored); served by the majority side | its side may answer stale reads until its liveness lease can no longer be confirmed, then 503 `not_serving` until it confirmed its membership and flags again |
+//! | one node of three stopped, crashed, restarting (a rolling upgrade) | served by the others (a majority) | served by the others; the restarted node answers 503 `catching_up` until it caught up, then session reads it lacks a version of wait or go elsewhere |
+//! | a node partitioned from its peers | refused on its side (503 `no_quorum`, nothing stored); served by the majority side | linearizable reads refused on its side (503 `no_quorum`); session reads answer what the client has seen or go elsewhere; other clients' newer writes may be missing until its liveness lease can no longer be confirmed, then 503 `not_serving` until it confirmed its membership and flags again |
 //! | a node paused (SIGSTOP) longer than its lease | requests queued meanwhile are answered 503 `not_serving` when it resumes, not on its stale view | likewise |
 //! | a node's clock off by more than the drift bound | that node coordinates none (503 `clock_skew`); the others serve | served; see *Clocks* for TTLs |
 //! | one etcd member of three lost | served: the store client moves to the other members; membership and flag changes go on | served |

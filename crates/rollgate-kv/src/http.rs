@@ -4,8 +4,10 @@
 //! |---|---|---|---|
 //! | `PUT` | `/kv/{key}` (`?ttl_s=N` from 1.1, once flag `ttl` is enabled) | 200 JSON `{key, version, acks, members, quorum}` once a majority stored it | 1.0 |
 //! | `GET` | `/kv/{key}` | 200 with the value as the body (`x-kv-version`, `x-kv-writer`, `x-kv-checksum` headers), 404 | 1.0 |
+//! | `GET` | `/kv/{key}?consistency=session\|linearizable` with `x-kv-after: VERSION` (the session token) | as above, plus `x-kv-read` (the level served) and, on a 404, the `x-kv-version` of a tombstone held; 503 `behind` (session: the version did not arrive in time), 503 `no_quorum` (linearizable: no majority) | 2.0 |
 //! | `DELETE` | `/kv/{key}` | 200 JSON, like `PUT` (stores a tombstone) | 1.0 |
 //! | `GET` | `/kv?prefix=P&limit=N` | 200 JSON `{prefix, items: [{key, value or value_hex, version}], truncated}`, once every member publishes cluster feature `kv.prefix_scan`; 409 `feature_not_available` naming it before | 1.2 |
+//! | `GET` | `/kv?prefix=P&limit=N&consistency=linearizable` | the scan confirmed by a majority (see [`crate::consistency`]) | 2.0 |
 //! | `GET` | `/audit?limit=N` | 200 JSON `{plugin, entries}` with `--plugins audit`, once flag `record_meta_v2` is enabled; 503 `plugin_not_running` before | 1.2 |
 //! | `GET` | `/health` | 200 when ready, else 503; JSON [`crate::node::Health`] | 1.0 |
 //! | | `/_capabilities`, `/admin/...` | rollgate's admin API ([`rollgate::admin`]), mutations need the bearer token | 1.0 |
@@ -23,7 +25,7 @@
 //! 405 (`method_not_allowed`), 409 (`flag_not_enabled`,
 //! `feature_not_available`), 413 (`key_too_long`, `value_too_large`), 503
 //! (`catching_up`, `stopping`, `not_serving`, `no_quorum`, `superseded`,
-//! `clock_skew`, `timeout`, `plugin_not_running`),
+//! `clock_skew`, `timeout`, `plugin_not_running`, `behind`),
 //! 500 (`internal`, `corrupt_value`).
 //!
 //! Everything is bounded: body size ([`MAX_BODY_BYTES`]), request time,

@@ -69,7 +69,7 @@ Ctrl-C, then reads every key from every node on its own; a key that is wrong som
     /// Store a value.
     Put(PutArgs),
     /// Print a value (exit 1 when the key does not exist).
-    Get(KeyArgs),
+    Get(GetArgs),
     /// Delete a key.
     Delete(KeyArgs),
 }
@@ -309,6 +309,19 @@ struct KeyArgs {
     key: String,
 }
 
+#[derive(Args, Debug)]
+struct GetArgs {
+    #[command(flatten)]
+    nodes: NodesArg,
+    /// session: any node's answer, never older than what this command saw (one read: any node);
+    /// linearizable: confirmed by a majority, so it holds every write acknowledged before it
+    /// (needs nodes of release 2.0 or later; an older node is not asked).
+    #[arg(long, value_name = "LEVEL", default_value = "session", value_parser = ["session", "linearizable"])]
+    consistency: String,
+    /// The key.
+    key: String,
+}
+
 /// A failure and its exit code.
 struct Failure {
     code: u8,
@@ -369,7 +382,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Get(a) => {
             let client = client(&a.nodes)?;
-            match client.get(&a.key).await.map_err(client_failure)? {
+            let level = a
+                .consistency
+                .parse::<rollgate_kv::client::ReadLevel>()
+                .map_err(|e| Failure::refused(anyhow::anyhow!(e)))?;
+            match client.read(&a.key, level).await.map_err(client_failure)?.value {
                 Some(value) => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&value).and_then(|_| out.flush()).map_err(Failure::internal)?;

@@ -31,6 +31,9 @@ fn demo_json_satisfies_the_contract() {
     assert_eq!(report["ops_failed"], 0, "{report}");
     assert_eq!(report["acked_writes_lost"], 0, "{report}");
     assert!(report["keys_checked"].as_u64().unwrap() > 0, "{report}");
+    // Every read of a worker's own key returned its last acknowledged write.
+    assert!(report["reads_checked"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["missed_reads"], 0, "{report}");
     assert_eq!(report["final_releases"], serde_json::json!(["1.2", "1.2", "1.2"]));
     // Every stable flag of 1.2 enabled, every node's migrations finished, and
     // what they unlock used: TTL writes and the prefix scan.

@@ -575,6 +575,25 @@ mod tests {
     }
 
     #[test]
+    fn session_tokens_are_bounded_and_never_go_back() {
+        let v = |wall_ms| Version { wall_ms, logical: 0, node: "n".into() };
+        let token = |wall_ms| Token { version: v(wall_ms), lasting_value: true };
+        let mut s = Session::new(2);
+        s.note("a", token(5));
+        s.note("a", token(3));
+        assert_eq!(s.get("a").map(|t| t.version.wall_ms), Some(5), "an older version does not replace a newer one");
+        s.note("b", token(1));
+        s.note("a", token(6));
+        s.note("c", token(1));
+        assert!(s.get("b").is_none(), "the least recently updated key is forgotten first");
+        assert_eq!((s.get("a").map(|t| t.version.wall_ms), s.tokens.len(), s.order.len()), (Some(6), 2, 2));
+        let mut off = Session::new(0);
+        off.note("a", token(1));
+        assert!(off.get("a").is_none(), "a session of 0 keys keeps none");
+        assert_eq!(Session::new(usize::MAX).cap, MAX_SESSION_KEYS);
+    }
+
+    #[test]
     fn keys_are_encoded_whole() {
         assert_eq!(key_path("a/b c"), "/kv/a%2Fb%20c");
         assert_eq!(key_path("é"), "/kv/%C3%A9");

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::shared::Shared;
-use super::write::{Members, WriteError, check_key, judge_expiry, require_ready};
+use super::write::{Members, NoReadQuorum, WriteError, check_key, judge_expiry, require_ready};
 use crate::hlc::Version;
 use crate::peer::codec::{self, Request, Response};
 use crate::quorum::v1 as quorum;
@@ -254,7 +254,7 @@ fn no_read_quorum(
     errors: Vec<String>,
 ) -> WriteError {
     let connected: BTreeSet<String> = shared.links.up().iter().map(|s| s.negotiated().peer_node_id.clone()).collect();
-    WriteError::NoReadQuorum {
+    WriteError::NoReadQuorum(Box::new(NoReadQuorum {
         node: shared.node_id.clone(),
         answered,
         members: members.all.len(),
@@ -263,7 +263,7 @@ fn no_read_quorum(
         older,
         unreachable: members.all.iter().filter(|m| **m != shared.node_id && !connected.contains(*m)).cloned().collect(),
         errors,
-    }
+    }))
 }
 
 async fn local_answer(shared: &Shared, key: &str, prefix: bool, limit: u32) -> Result<Answer, WriteError> {
@@ -373,7 +373,7 @@ async fn write_back(shared: &Shared, members: &Members<'_>, merged: &Merged) -> 
                     .map(|(k, n)| format!("{k:?} ({n})"))
                     .take(4)
                     .collect();
-                return Err(WriteError::NoReadQuorum {
+                return Err(WriteError::NoReadQuorum(Box::new(NoReadQuorum {
                     node: shared.node_id.clone(),
                     answered: merged.members.len(),
                     members: members.all.len(),
@@ -387,7 +387,7 @@ async fn write_back(shared: &Shared, members: &Members<'_>, merged: &Merged) -> 
                         short.join(", "),
                         shared.tuning.write_timeout.as_millis()
                     )],
-                });
+                })));
             }
         }
     }

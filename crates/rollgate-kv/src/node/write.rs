@@ -167,33 +167,8 @@ pub enum WriteError {
     },
     /// A linearizable read could not hear from a majority of the members
     /// (on protocol v4), or could not write the newest record back to one.
-    #[error(
-        "no majority for a linearizable read on node {node}: {answered} of {members} members answered, {quorum} are \
-         needed ({on_v4} connected peer(s) speak protocol v4){}{}{}",
-        if older.is_empty() { String::new() } else {
-            format!("; on an older protocol, which has no quorum reads (upgrade them to release 2.0 or later): {}", older.join(", "))
-        },
-        if unreachable.is_empty() { String::new() } else { format!("; not connected: {}", unreachable.join(", ")) },
-        if errors.is_empty() { String::new() } else { format!("; failed: {}", errors.join("; ")) }
-    )]
-    NoReadQuorum {
-        /// The node.
-        node: String,
-        /// Members that answered (this node included).
-        answered: usize,
-        /// Registered members.
-        members: usize,
-        /// The majority needed.
-        quorum: usize,
-        /// Connected peers on protocol v4.
-        on_v4: usize,
-        /// Connected peers on an older protocol.
-        older: Vec<String>,
-        /// Members this node has no connection to.
-        unreachable: Vec<String>,
-        /// What went wrong with the others.
-        errors: Vec<String>,
-    },
+    #[error(transparent)]
+    NoReadQuorum(Box<NoReadQuorum>),
     /// The key already holds a newer version than the write's (a concurrent
     /// write, or one from a node whose clock is ahead): the write is not
     /// acknowledged. A retry gets a version above the newer one.
@@ -209,6 +184,36 @@ pub enum WriteError {
         /// The newer version, when known.
         newer: Option<String>,
     },
+}
+
+/// Why a linearizable read found no majority (see `node::read`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no majority for a linearizable read on node {node}: {answered} of {members} members answered, {quorum} are \
+     needed ({on_v4} connected peer(s) speak protocol v4){}{}{}",
+    if older.is_empty() { String::new() } else {
+        format!("; on an older protocol, which has no quorum reads (upgrade them to release 2.0 or later): {}", older.join(", "))
+    },
+    if unreachable.is_empty() { String::new() } else { format!("; not connected: {}", unreachable.join(", ")) },
+    if errors.is_empty() { String::new() } else { format!("; failed: {}", errors.join("; ")) }
+)]
+pub struct NoReadQuorum {
+    /// The node.
+    pub node: String,
+    /// Members that answered (this node included).
+    pub answered: usize,
+    /// Registered members.
+    pub members: usize,
+    /// The majority needed.
+    pub quorum: usize,
+    /// Connected peers on protocol v4.
+    pub on_v4: usize,
+    /// Connected peers on an older protocol.
+    pub older: Vec<String>,
+    /// Members this node has no connection to.
+    pub unreachable: Vec<String>,
+    /// What went wrong with the others.
+    pub errors: Vec<String>,
 }
 
 /// What a replica answers (in its error) for an entry it holds a newer

@@ -112,7 +112,7 @@ fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-async fn partitionable() -> Partitionable {
+async fn partitionable(release: &str) -> Partitionable {
     let tmp = tempfile::tempdir().unwrap();
     let store = redb_store(tmp.path()).await;
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
@@ -126,7 +126,7 @@ async fn partitionable() -> Partitionable {
     }
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let mut c = config("2.0", &data(tmp.path(), &id(i)));
+        let mut c = config(release, &data(tmp.path(), &id(i)));
         c.node_id = Some(id(i));
         c.listen = addrs[i].to_string();
         c.dial_overrides = overrides[i].clone();
@@ -151,7 +151,7 @@ async fn get(http: &reqwest::Client, node: &NodeHandle, key: &str, query: &str) 
 /// and on the cut-off node once the partition heals, it answers the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_linearizable_read_on_a_node_cut_off_by_a_partition_does_not_answer_stale_data() {
-    let c = partitionable().await;
+    let c = partitionable("2.0").await;
     let [n1, _n2, n3] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
     let http = plain_http();
     let all = KvClient::new(&c.nodes.iter().map(admin).collect::<Vec<_>>(), quick()).unwrap();
@@ -184,6 +184,124 @@ async fn a_linearizable_read_on_a_node_cut_off_by_a_partition_does_not_answer_st
         }
         assert!(tokio::time::Instant::now() < deadline, "n3 never served the read after the heal: {status} {body}");
         n3.wait_peer("n1", Duration::from_secs(1)).await.ok();
+    }
+    for n in c.nodes {
+        n.stop().await.unwrap();
+    }
+}
+
+/// Bad read tokens and levels get a clear 400 and change nothing; a token
+/// the node does not hold yet gets 503 `behind` once the wait is over; a
+/// release without read levels ignores both, as it always did; a quorum
+/// read request over the limits from a peer is answered with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_read_tokens_and_levels_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let node = start(&store, "2.0", &data(tmp.path(), "n1")).await;
+    let http = plain_http();
+    let c = KvClient::new(&[admin(&node)], quick()).unwrap();
+    let o = c.put("k", "v", None).await.unwrap();
+    let held: rollgate_kv::hlc::Version = o.version.parse().unwrap();
+    let url = format!("http://{}/kv/k", admin(&node));
+    let ahead = rollgate_kv::hlc::Version { wall_ms: held.wall_ms + 86_400_000, ..held.clone() };
+    let later = rollgate_kv::hlc::Version { logical: held.logical + 1, ..held.clone() };
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        ("a token that does not parse", url.clone(), Some("garbage".into()), 400, "x-kv-after"),
+        ("a token of non-ASCII bytes", url.clone(), Some("\u{e9}".into()), 400, "x-kv-after"),
+        ("a token a day ahead", url.clone(), Some(ahead.to_string()), 400, "x-kv-after"),
+        ("an unknown level", format!("{url}?consistency=strong"), None, 400, "session or linearizable"),
+        ("an unknown parameter", format!("{url}?stale=ok"), None, 400, "consistency"),
+        ("a level given twice", format!("{url}?consistency=session&consistency=session"), None, 400, "twice"),
+        ("a token not held yet", url.clone(), Some(later.to_string()), 503, "behind"),
+    ];
+    for (what, url, token, status, needle) in cases {
+        let mut req = http.get(&url);
+        if let Some(t) = &token {
+            req = req.header(reqwest::header::HeaderName::from_static("x-kv-after"), t.as_bytes());
+        }
+        let resp = req.send().await.unwrap();
+        let got = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(body.contains(needle), "{what}: {body}");
+    }
+    let (status, read, body) = get(&http, &node, "k", "?consistency=session").await;
+    assert_eq!((status, read.as_str(), body.as_str()), (200, "session", "v"), "the node still serves");
+    assert_eq!(node.local_record("k").await.unwrap().unwrap().version, held, "nothing changed");
+
+    // A peer's quorum read over the limits.
+    use rollgate::net::{self, NetConfig};
+    use rollgate_kv::peer::codec::{self, Incoming, Request, Response};
+    use rollgate_kv::quorum::v1 as quorum;
+    let live = crate::support::hand_made_member(&node, "garbage-peer").await;
+    let r = rollgate_kv::releases::find("2.0").unwrap();
+    let cfg = rollgate::handshake::HandshakeConfig::new(
+        "garbage-peer",
+        "2.0",
+        node.cluster_id(),
+        r.protocols,
+        r.transport_set(),
+    );
+    let conn = net::connect::<rollgate_kv::Msg>(node.addresses().data, NetConfig::new(cfg)).await.unwrap();
+    let p = conn.negotiated().protocol;
+    assert_eq!(p.0, 4);
+    let (tx, mut rx) = conn.split();
+    let req = Request::Read(quorum::ReadRequest { req_id: 1, key: "k".repeat(5000), prefix: true, limit: u32::MAX });
+    tx.send(codec::request_to_wire(p, req).unwrap()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().unwrap();
+    let Incoming::Response(Response::Read(reply)) = codec::from_wire(answer) else { panic!("not a ReadReply") };
+    assert!(reply.error.as_deref().is_some_and(|e| e.contains("longer than any key")), "{reply:?}");
+    let req = Request::Read(quorum::ReadRequest { req_id: 2, key: "k".into(), prefix: false, limit: u32::MAX });
+    tx.send(codec::request_to_wire(p, req).unwrap()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().unwrap();
+    let Incoming::Response(Response::Read(reply)) = codec::from_wire(answer) else { panic!("not a ReadReply") };
+    assert_eq!((reply.entries.len(), reply.error), (1, None), "a well-formed request is answered");
+    crate::support::remove_hand_made_member(&node, "garbage-peer", live).await;
+    node.stop().await.unwrap();
+
+    // A 1.2 node knows neither: it answers what it holds, without x-kv-read.
+    let old = start(&store, "1.2", &data(tmp.path(), "old")).await;
+    let (status, read, _) = get(&http, &old, "nothing", "?consistency=linearizable").await;
+    assert_eq!((status, read.as_str()), (404, ""));
+    old.stop().await.unwrap();
+}
+
+/// Against nodes of a release without read levels (1.2), which ignore the
+/// session token and the level, the client checks each answer itself: a
+/// stale one (a node cut off from the write) is refused and counted, and
+/// the next node answers; a linearizable read no node can serve fails
+/// naming the release to upgrade to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_checks_the_answers_of_nodes_without_read_levels() {
+    let c = partitionable("1.2").await;
+    let [n1, n2, n3] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
+    let http = plain_http();
+    let writer = KvClient::new(&[admin(n1)], quick()).unwrap();
+    writer.put("k", "old", None).await.unwrap();
+    writer.put("gone", "soon", None).await.unwrap();
+    assert!(n1.flush_replication(Duration::from_secs(5)).await);
+    for p in &c.to_n3 {
+        p.partition();
+    }
+    let new = writer.put("k", "new", None).await.unwrap().version.parse().unwrap();
+    let fresh = writer.put("fresh", "1", None).await.unwrap().version.parse().unwrap();
+    assert_eq!(get(&http, n3, "k", "").await.2, "old", "n3 is stale");
+    // Clients that know those writes (their session) and ask the stale node first.
+    for (key, version, want) in [("k", new, "new"), ("fresh", fresh, "1")] {
+        let reader = KvClient::new(&[admin(n3), admin(n2)], quick()).unwrap();
+        reader.remember(key, version, true);
+        assert_eq!(reader.get(key).await.unwrap().as_deref(), Some(want.as_bytes()), "{key}");
+        assert_eq!(reader.stale_answers(), 1, "{key}: n3's stale answer was refused");
+    }
+    match writer.read("k", rollgate_kv::client::ReadLevel::Linearizable).await {
+        Err(e @ rollgate_kv::ClientError::Unsupported { .. }) => {
+            assert!(e.to_string().contains("release 2.0"), "{e}");
+        }
+        other => panic!("a linearizable read through 1.2 nodes: {other:?}"),
+    }
+    for p in &c.to_n3 {
+        p.heal();
     }
     for n in c.nodes {
         n.stop().await.unwrap();

@@ -453,6 +453,7 @@ async fn the_load_command_runs_through_a_rolling_upgrade_and_checks_every_write(
     println!("{out}");
     assert!(status.success(), "{status:?}\n{out}");
     assert!(out.contains("PASSED") && out.contains(" 0 failed in ") && out.contains(": 0 lost"), "{out}");
+    assert!(out.contains("reads of acknowledged writes: ") && out.contains(" checked, 0 missed"), "{out}");
     let checked: u64 = out
         .split("checked ")
         .nth(1)
