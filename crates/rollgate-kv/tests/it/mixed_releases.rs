@@ -219,7 +219,7 @@ async fn two_zero_and_one_two_interoperate() {
     let st = b.wait_peer(a.node_id(), READY).await.unwrap();
     assert_eq!((st.state, st.protocol, st.transport), ("connected", Some(3), Some(v12)), "{st:?}");
     let st = b.wait_peer(c.node_id(), READY).await.unwrap();
-    assert_eq!((st.protocol, st.transport), (Some(3), Some(v20)), "2.0 with 2.0: {st:?}");
+    assert_eq!((st.protocol, st.transport), (Some(4), Some(v20)), "2.0 with 2.0 speak v4 (quorum reads): {st:?}");
 
     let ca = single(&a.addresses().admin.to_string());
     let cb = single(&b.addresses().admin.to_string());
@@ -230,8 +230,9 @@ async fn two_zero_and_one_two_interoperate() {
     assert_eq!(ca.get("from-2.0").await.unwrap().as_deref(), Some(&b"b"[..]));
     assert!(b.local_record("from-1.2").await.unwrap().unwrap().expires_at_ms > 0, "1.2 sends the expiry to 2.0");
 
-    // A 2.0 node restarted catches up over v3 from both (sync chunks bounded
-    // by bytes with 2.0, by entries with 1.2).
+    // A 2.0 node restarted catches up by digests from both: over v3 from
+    // 1.2, over v4 from 2.0 (sync chunks bounded by bytes with 2.0, by
+    // entries with 1.2).
     let c_dir = data(tmp.path(), "c");
     c.stop().await.unwrap();
     for i in 0..40 {
@@ -239,7 +240,8 @@ async fn two_zero_and_one_two_interoperate() {
     }
     let c = start(&store, "2.0", &c_dir).await;
     let stats = c.sync_stats();
-    assert!(stats.values().all(|s| s.digests && s.protocol == 3), "{stats:?}");
+    assert_eq!(stats.get(a.node_id()).map(|s| (s.digests, s.protocol)), Some((true, 3)), "{stats:?}");
+    assert_eq!(stats.get(b.node_id()).map(|s| (s.digests, s.protocol)), Some((true, 4)), "{stats:?}");
     assert_eq!(single(&c.addresses().admin.to_string()).get("later-39").await.unwrap().map(|v| v.len()), Some(1000));
     for n in [a, b, c] {
         n.stop().await.unwrap();

@@ -171,6 +171,14 @@ async fn a_linearizable_read_on_a_node_cut_off_by_a_partition_does_not_answer_st
     assert!(body.contains("no_quorum") && body.contains("linearizable"), "{body}");
     let (status, read, body) = get(&http, n1, "k", "?consistency=linearizable").await;
     assert_eq!((status, read.as_str(), body.as_str()), (200, "linearizable", "new"));
+    // Prefix scans take the same level.
+    let scan = |n: &NodeHandle| format!("http://{}/kv?prefix=k&consistency=linearizable", admin(n));
+    let resp = http.get(scan(n3)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503, "a linearizable scan on the cut-off node");
+    let resp = http.get(scan(n1)).send().await.unwrap();
+    assert_eq!(resp.headers()["x-kv-read"], "linearizable");
+    let items: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(items["items"][0]["value"], "new", "{items}");
 
     for p in &c.to_n3 {
         p.heal();

@@ -25,7 +25,7 @@ fn releases_prints_a_table_and_json() {
     let all = json.as_array().unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(all[3]["release"], "2.0");
-    assert_eq!(all[3]["protocol"], serde_json::json!({"min": 2, "max": 3}));
+    assert_eq!(all[3]["protocol"], serde_json::json!({"min": 2, "max": 4}));
     assert_eq!(all[3]["minimum_compatible"], all[2]["transport"], "2.0 accepts 1.2 and later");
     for r in all {
         for field in ["flags", "cluster_features", "plugins"] {
