@@ -9,15 +9,23 @@
 //! ```sh
 //! cargo bench -p rollgate-kv --features etcd --bench rolling_upgrade
 //! ROLLGATE_BENCH_QUICK=1 ROLLGATE_BENCH_RUNS=1 cargo bench -p rollgate-kv --features etcd --bench rolling_upgrade   # smoke run: short phases
+//! ROLLGATE_BENCH_PARTS=saturation cargo bench -p rollgate-kv --features etcd --bench rolling_upgrade   # one part only
 //! ```
 //!
-//! Three parts, in one run:
+//! Three parts, in one run (`ROLLGATE_BENCH_PARTS`, a comma-separated list
+//! of `paced`, `saturation`, `etcd`, runs only those):
 //!
 //! 1. **paced**: 8 workers, each node down 3 s;
 //! 2. **saturation**: 32 closed-loop workers (each starts its next operation
 //!    as soon as one ends), each node down 10 s; with the time each restarted
 //!    node took from its start to serving (opening its data dir, joining,
 //!    catching up on 10 s of writes at saturation);
+//!
+//!    for both kv parts, each run also prints its upgrade window broken
+//!    down per node: operations started while the node was stopping, down,
+//!    catching up (start to serving) and in the first 2 s after it served
+//!    (overlapping the next node's stop), with their p99 and rate, so that
+//!    the tail can be attributed;
 //! 3. **etcd baseline**: the same load generator (32 closed-loop workers,
 //!    the same operation mix) against a 3-member etcd, each member killed,
 //!    down 10 s and restarted in turn (waiting until it is healthy), through
@@ -96,6 +104,7 @@ fn kv(rt: &tokio::runtime::Runtime, runs: usize, workers: usize, interval: Durat
         let catch_up: Vec<String> = report.restarts.iter().map(|r| format!("{} {} ms", r.node, r.ready_ms)).collect();
         let i = &report.upgrade_impact;
         row(run, i, report.ops_failed, Some(report.acked_writes_lost), &catch_up.join(", "));
+        breakdown(&report.upgrade_windows);
         p99.push(i.p99_ratio);
         tput.push(i.throughput_ratio);
         failed += report.ops_failed;
@@ -106,6 +115,32 @@ fn kv(rt: &tokio::runtime::Runtime, runs: usize, workers: usize, interval: Durat
         median(p99),
         median(tput)
     );
+}
+
+/// The upgrade window per node and step, one line per node.
+fn breakdown(windows: &[demo::Phase]) {
+    let mut line = String::new();
+    for (i, w) in windows.iter().enumerate() {
+        let (node, what) = w.name.split_once(' ').unwrap_or((&w.name, ""));
+        if i % 4 == 0 {
+            line = format!("      {node}:");
+        }
+        line += &format!(
+            "  {what} {:.1} s p99 {:.1} ms max {:.0} ms {:.0}/s;",
+            w.duration_ms as f64 / 1000.0,
+            w.p99_ms,
+            w.max_ms,
+            w.ops_per_s
+        );
+        if i % 4 == 3 || i + 1 == windows.len() {
+            println!("{line}");
+        }
+    }
+}
+
+/// Whether `part` is to run (`ROLLGATE_BENCH_PARTS`; all when unset).
+fn part(part: &str) -> bool {
+    std::env::var("ROLLGATE_BENCH_PARTS").map_or(true, |parts| parts.split(',').any(|p| p.trim() == part))
 }
 
 fn main() {
@@ -124,19 +159,28 @@ fn main() {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    println!("rolling upgrade 1.0 -> 1.2, 3 nodes, embedded store, 8 paced workers, each node down {:?}", p.paced_down);
-    kv(&runtime, runs, 8, Duration::from_millis(4), p.paced_down, p);
+    if under_test || part("paced") {
+        println!(
+            "rolling upgrade 1.0 -> 1.2, 3 nodes, embedded store, 8 paced workers, each node down {:?}",
+            p.paced_down
+        );
+        kv(&runtime, runs, 8, Duration::from_millis(4), p.paced_down, p);
+        println!();
+    }
     if under_test {
         return;
     }
-    println!();
-    println!(
-        "saturation: rolling upgrade 1.0 -> 1.2, 3 nodes, 32 closed-loop workers, each node down {:?}",
-        p.saturated_down
-    );
-    kv(&runtime, runs, 32, Duration::ZERO, p.saturated_down, p);
-    println!();
-    etcd::baseline(&runtime, runs, p);
+    if part("saturation") {
+        println!(
+            "saturation: rolling upgrade 1.0 -> 1.2, 3 nodes, 32 closed-loop workers, each node down {:?}",
+            p.saturated_down
+        );
+        kv(&runtime, runs, 32, Duration::ZERO, p.saturated_down, p);
+        println!();
+    }
+    if part("etcd") {
+        etcd::baseline(&runtime, runs, p);
+    }
 }
 
 #[cfg(feature = "etcd")]

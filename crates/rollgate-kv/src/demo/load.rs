@@ -24,6 +24,9 @@ struct PhaseStats {
     started: Option<Instant>,
     ended: Option<Instant>,
     micros: Vec<u32>,
+    /// When each sampled operation started, in milliseconds since the load
+    /// started (parallel to `micros`), for [`Load::window`].
+    started_ms: Vec<u32>,
 }
 
 /// One phase's summary, as reported.
@@ -54,6 +57,7 @@ pub type Expected = BTreeMap<String, Option<Vec<u8>>>;
 /// The shared state of a running load.
 #[derive(Debug)]
 pub struct Load {
+    origin: Instant,
     phases: Mutex<Vec<PhaseStats>>,
     current: AtomicUsize,
     ok: AtomicU64,
@@ -71,6 +75,7 @@ impl Load {
     /// A load whose first phase is `first`.
     pub fn new(first: &str) -> Arc<Load> {
         let load = Arc::new(Load {
+            origin: Instant::now(),
             phases: Mutex::new(Vec::new()),
             current: AtomicUsize::new(0),
             ok: AtomicU64::new(0),
@@ -104,6 +109,12 @@ impl Load {
     }
 
     fn record(&self, phase: usize, took: Duration, ok: bool, failure: Option<String>) {
+        let started = Instant::now().checked_sub(took).unwrap_or(self.origin);
+        self.record_started(phase, started, took, ok, failure);
+    }
+
+    fn record_started(&self, phase: usize, started: Instant, took: Duration, ok: bool, failure: Option<String>) {
+        let started_ms = started.saturating_duration_since(self.origin).as_millis().min(u32::MAX as u128) as u32;
         let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
         let Some(p) = phases.get_mut(phase) else { return };
         if ok {
@@ -111,6 +122,7 @@ impl Load {
             self.ok.fetch_add(1, Ordering::Relaxed);
             if p.micros.len() < MAX_SAMPLES_PER_PHASE {
                 p.micros.push(took.as_micros().min(u32::MAX as u128) as u32);
+                p.started_ms.push(started_ms);
             }
         } else {
             p.failed += 1;
@@ -198,6 +210,26 @@ impl Load {
         all.ended = Some(now + duration);
         summarize(&all)
     }
+
+    /// One summary of the operations that started in `[from, to)`, whatever
+    /// their phase (`name` names it): a part of a phase, or a window across
+    /// phases, to see where in a phase its tail comes from.
+    pub fn window(&self, name: &str, from: Instant, to: Instant) -> PhaseReport {
+        let ms = |t: Instant| t.saturating_duration_since(self.origin).as_millis().min(u32::MAX as u128) as u32;
+        let (lo, hi) = (ms(from), ms(to));
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all =
+            PhaseStats { name: name.to_string(), started: Some(from), ended: Some(to), ..PhaseStats::default() };
+        for p in phases.iter() {
+            for (at, micros) in p.started_ms.iter().zip(&p.micros) {
+                if (lo..hi).contains(at) {
+                    all.ops += 1;
+                    all.micros.push(*micros);
+                }
+            }
+        }
+        summarize(&all)
+    }
 }
 
 fn summarize(p: &PhaseStats) -> PhaseReport {
@@ -241,6 +273,47 @@ pub struct RestartTime {
     pub down_ms: u64,
     /// From its start to serving (data dir, join, catch-up), in milliseconds.
     pub ready_ms: u64,
+}
+
+/// When one node's upgrade went through its steps, to break the upgrade
+/// window's latency down ([`upgrade_windows`]).
+#[derive(Clone, Debug)]
+pub struct RestartMarks {
+    /// The node.
+    pub node: String,
+    /// Asked to stop.
+    pub stopping: Instant,
+    /// Stopped (down from here).
+    pub stopped: Instant,
+    /// Started again (opening its data dir, joining, catching up).
+    pub starting: Instant,
+    /// Serving again.
+    pub ready: Instant,
+}
+
+/// How long after a restarted node serves again [`upgrade_windows`] looks.
+pub const AFTER_READY: Duration = Duration::from_secs(2);
+
+/// The upgrade window of each restarted node broken down by the operations'
+/// start: `stopping`, `down`, `catching up` (start to serving) and the first
+/// [`AFTER_READY`] after it serves (which overlaps the next node's stop,
+/// or the steady state after the last one).
+pub fn upgrade_windows(load: &Load, marks: &[RestartMarks]) -> Vec<PhaseReport> {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for m in marks {
+        let after = (m.ready + AFTER_READY).min(now);
+        let windows = [
+            ("stopping", m.stopping, m.stopped),
+            ("down", m.stopped, m.starting),
+            ("catching up", m.starting, m.ready),
+            ("after ready", m.ready, after),
+        ];
+        for (what, from, to) in windows {
+            out.push(load.window(&format!("{} {what}", m.node), from, to));
+        }
+    }
+    out
 }
 
 /// One client per worker over `nodes`, worker `w`'s list starting at node
@@ -408,7 +481,7 @@ pub async fn worker<T: LoadTarget>(
                 Err(e) => (false, Some(format!("get {key}: {e}"))),
             }
         };
-        load.record(phase, started.elapsed(), ok, failure);
+        load.record_started(phase, started, started.elapsed(), ok, failure);
     }
     expected
 }
@@ -452,6 +525,34 @@ mod tests {
         let m = load.merged("all a", |n| n.starts_with('a'));
         assert_eq!((m.name.as_str(), m.ops, m.failed), ("all a", 200, 1));
         assert_eq!((m.p50_ms, m.p99_ms), (200.0, 200.0));
+    }
+
+    /// A window counts the operations that started in it, across phases,
+    /// and nothing else.
+    #[test]
+    fn a_window_counts_the_operations_that_started_in_it_across_phases() {
+        let load = Load::new("a");
+        let at = |ms: u64| load.origin + Duration::from_millis(ms);
+        load.record_started(0, at(100), Duration::from_millis(1), true, None);
+        load.record_started(0, at(900), Duration::from_millis(50), true, None);
+        load.begin("b");
+        load.record_started(1, at(1_100), Duration::from_millis(7), true, None);
+        load.record_started(1, at(2_000), Duration::from_millis(3), true, None);
+        let w = load.window("w", at(500), at(2_000));
+        assert_eq!((w.name.as_str(), w.ops, w.duration_ms), ("w", 2, 1_500));
+        assert_eq!((w.p50_ms, w.max_ms), (50.0, 50.0));
+        let marks = [RestartMarks {
+            node: "n1".into(),
+            stopping: at(0),
+            stopped: at(500),
+            starting: at(1_000),
+            ready: at(1_500),
+        }];
+        let windows = upgrade_windows(&load, &marks);
+        let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["n1 stopping", "n1 down", "n1 catching up", "n1 after ready"]);
+        let ops: Vec<u64> = windows.iter().map(|w| w.ops).collect();
+        assert_eq!(ops, [1, 1, 1, 1]);
     }
 
     /// Counts what it is asked and stores it in memory; fails nothing.

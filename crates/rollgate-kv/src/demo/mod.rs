@@ -20,6 +20,7 @@ pub mod external;
 pub mod load;
 mod report;
 mod tls;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,8 +38,9 @@ use crate::node::{self, NodeConfig, NodeHandle};
 use crate::releases::Release;
 use admin::Admin;
 pub use load::PhaseReport as Phase;
-use load::{Expected, Load, PhaseReport, RestartTime};
+use load::{Expected, Load, PhaseReport, RestartMarks, RestartTime};
 pub use report::render;
+use verify::{verify, verify_keys};
 
 /// Fewest nodes: a majority must survive one node being down.
 pub const MIN_NODES: usize = 3;
@@ -227,6 +229,10 @@ pub struct DemoReport {
     /// Each restarted node: how long it was down, and from its start to
     /// serving (opening the data dir, joining, catching up).
     pub restarts: Vec<RestartTime>,
+    /// The upgrade's latency per node and step (stopping, down, catching
+    /// up, the first seconds after it serves), to see where its tail comes
+    /// from (see [`load::upgrade_windows`]).
+    pub upgrade_windows: Vec<PhaseReport>,
 }
 
 impl DemoReport {
@@ -327,6 +333,7 @@ struct Cluster {
     tls: tls::DemoTls,
     slots: Vec<Slot>,
     restarts: Vec<RestartTime>,
+    marks: Vec<RestartMarks>,
 }
 
 impl Cluster {
@@ -350,7 +357,7 @@ impl Cluster {
         }
         let ids: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
         let tls = tls::DemoTls::make(root, &ids)?;
-        Ok(Cluster { store, secret, token, tls, slots, restarts: Vec::new() })
+        Ok(Cluster { store, secret, token, tls, slots, restarts: Vec::new(), marks: Vec::new() })
     }
 
     /// Starts the node of slot `i` as `release` and waits until it serves.
@@ -386,6 +393,7 @@ impl Cluster {
             load.begin(&phase);
             progress.say(format!("phase: {phase}"));
             progress.status(format!("{phase}: stopping"));
+            let stopping = Instant::now();
             if let Some(node) = self.slots[i].node.take() {
                 node.stop()
                     .await
@@ -397,11 +405,14 @@ impl Cluster {
             progress.status(format!("{phase}: starting on the same data dir, catching up"));
             let starting = Instant::now();
             self.start(i, opts.to).await?;
+            let ready = Instant::now();
             self.restarts.push(RestartTime {
                 node: self.slots[i].id.clone(),
                 down_ms: starting.saturating_duration_since(down).as_millis() as u64,
-                ready_ms: starting.elapsed().as_millis() as u64,
+                ready_ms: ready.saturating_duration_since(starting).as_millis() as u64,
             });
+            let node = self.slots[i].id.clone();
+            self.marks.push(RestartMarks { node, stopping, stopped: down, starting, ready });
             // Let the restarted node's links come up before the next one goes down.
             for slot in self.slots.iter() {
                 if let Some(n) = &slot.node {
@@ -542,6 +553,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     load.end();
 
     let expected = stop_load(&load, workers, follower, &admin, &mut problems).await;
+    let upgrade_windows = load::upgrade_windows(&load, &cluster.marks);
     let lost = cluster.verify(&expected, &progress, &mut problems).await;
     observe(&cluster.slots, "end", &mut negotiated);
 
@@ -580,6 +592,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         duration_ms: started.elapsed().as_millis() as u64,
         tls: tls_everywhere,
         restarts: cluster.restarts,
+        upgrade_windows,
     })
 }
 
@@ -763,78 +776,5 @@ fn load_client_options(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions 
         round_backoff: Duration::from_millis(100),
         tls,
         ..ClientOptions::default()
-    }
-}
-
-/// Reads every expected key from every node (each node's own answer, no
-/// failover). Returns the number of keys wrong somewhere and a few examples.
-async fn verify(slots: &[Slot], expected: &Expected, tls: Option<Arc<rustls::ClientConfig>>) -> (u64, Vec<String>) {
-    let nodes: Vec<(String, String)> = slots.iter().map(|s| (s.id.clone(), s.admin.clone())).collect();
-    let (wrong, examples) = verify_keys(&nodes, expected, tls).await;
-    (wrong.len() as u64, examples)
-}
-
-/// Reads every expected key from every node of `nodes` (name, HTTP address),
-/// each node's own answer. Returns the keys wrong somewhere (all of them
-/// when a node's address is unusable) and a few examples.
-async fn verify_keys(
-    nodes: &[(String, String)],
-    expected: &Expected,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> (Vec<String>, Vec<String>) {
-    let mut clients = Vec::new();
-    for (id, addr) in nodes {
-        let c = KvClient::new(
-            &[addr.as_str()],
-            ClientOptions {
-                rounds: 2,
-                round_backoff: Duration::from_millis(50),
-                tls: tls.clone(),
-                ..ClientOptions::default()
-            },
-        );
-        match c {
-            Ok(c) => clients.push((id.clone(), Arc::new(c))),
-            Err(e) => return (expected.keys().cloned().collect(), vec![format!("client for {id}: {e}")]),
-        }
-    }
-    let entries: Vec<(String, Option<Vec<u8>>)> = expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut lost = Vec::new();
-    let mut examples = Vec::new();
-    for chunk in entries.chunks(64) {
-        let checks = chunk.iter().map(|(key, want)| {
-            let clients = clients.clone();
-            async move {
-                let mut wrong = Vec::new();
-                for (id, c) in &clients {
-                    match c.get(key).await {
-                        Ok(got) if got == *want => {}
-                        Ok(got) => wrong.push(format!(
-                            "{id} returns {} for {key}, the last acknowledged write {}",
-                            describe(got.as_deref()),
-                            describe(want.as_deref())
-                        )),
-                        Err(e) => wrong.push(format!("{id} cannot read {key}: {e}")),
-                    }
-                }
-                (key, wrong)
-            }
-        });
-        for (key, wrong) in futures::future::join_all(checks).await {
-            if !wrong.is_empty() {
-                lost.push(key.clone());
-                if examples.len() < 10 {
-                    examples.extend(wrong);
-                }
-            }
-        }
-    }
-    (lost, examples)
-}
-
-fn describe(v: Option<&[u8]>) -> String {
-    match v {
-        None => "nothing (deleted)".into(),
-        Some(b) => format!("{:?}", rollgate::util::shorten_to(&String::from_utf8_lossy(b), 40)),
     }
 }

@@ -187,6 +187,7 @@ mod tests {
             seed: 7,
             duration_ms: 1000,
             restarts: Vec::new(),
+            upgrade_windows: Vec::new(),
             tls,
         }
     }
