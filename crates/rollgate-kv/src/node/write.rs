@@ -30,8 +30,8 @@
 //! the same version never replaces the stored one otherwise (so a
 //! migration's `meta@2`, or its removal, is not undone by a peer's older
 //! copy). Per peer, writes queue and the batcher sends what accumulated while
-//! at most 4 requests were in flight: one `ReplicateBatch` on v2 and v3, one
-//! `Replicate` each on v1.
+//! at most 4 requests were in flight: one `ReplicateBatch` on v2 and v3; on
+//! v1, one `Replicate` per write, as many in flight as 4 batches would carry.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -617,10 +617,15 @@ async fn run_session(conn: net::Connection<Msg>, settings: &LinkSettings, state:
 /// Sends queued writes: together as one `ReplicateBatch` where the protocol
 /// has it, else one `Replicate` each; at most `max_inflight_batches`
 /// requests in flight, so writes arriving meanwhile are batched (group commit).
+/// Without batches (v1) each request carries one write, so as many writes
+/// may be in flight as that many batches would carry
+/// ([`inflight_limit`]): a replica group-commits whatever arrives meanwhile,
+/// and a node whose writes wait for this one peer alone (another member
+/// down) does not queue them behind a few round trips.
 async fn batcher(session: Arc<Session>, mut queue: mpsc::Receiver<QueuedWrite>, settings: LinkSettings) {
     let mut inflight = JoinSet::new();
     let batches = codec::has_batches(session.protocol());
-    let max_inflight = settings.max_inflight_batches.max(1);
+    let max_inflight = inflight_limit(&settings, batches);
     loop {
         while inflight.try_join_next().is_some() {}
         while inflight.len() >= max_inflight {
@@ -647,6 +652,14 @@ async fn batcher(session: Arc<Session>, mut queue: mpsc::Receiver<QueuedWrite>, 
             }
         }
     }
+}
+
+/// Requests in flight per link: `max_inflight_batches`, or with one write
+/// per request, the writes that many full batches would carry (within
+/// `max_pending`).
+fn inflight_limit(settings: &LinkSettings, batches: bool) -> usize {
+    let batches_of = settings.max_inflight_batches.max(1);
+    if batches { batches_of } else { (batches_of * settings.batch_max_entries.max(1)).min(settings.max_pending.max(1)) }
 }
 
 fn entry_bytes(e: &repl1::Entry) -> usize {

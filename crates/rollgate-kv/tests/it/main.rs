@@ -21,6 +21,7 @@ mod clock_skew;
 mod cluster;
 mod dashboard_browser;
 mod mixed_releases;
+mod quorum_peer;
 mod reads;
 mod routes;
 mod secure;
