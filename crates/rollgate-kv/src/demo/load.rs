@@ -297,12 +297,11 @@ pub const AFTER_READY: Duration = Duration::from_secs(2);
 /// The upgrade window of each restarted node broken down by the operations'
 /// start: `stopping`, `down`, `catching up` (start to serving) and the first
 /// [`AFTER_READY`] after it serves (which overlaps the next node's stop,
-/// or the steady state after the last one).
-pub fn upgrade_windows(load: &Load, marks: &[RestartMarks]) -> Vec<PhaseReport> {
-    let now = Instant::now();
+/// or the steady state after the last one), cut at `until` (the load's end).
+pub fn upgrade_windows(load: &Load, marks: &[RestartMarks], until: Instant) -> Vec<PhaseReport> {
     let mut out = Vec::new();
     for m in marks {
-        let after = (m.ready + AFTER_READY).min(now);
+        let after = (m.ready + AFTER_READY).min(until);
         let windows = [
             ("stopping", m.stopping, m.stopped),
             ("down", m.stopped, m.starting),
@@ -548,7 +547,7 @@ mod tests {
             starting: at(1_000),
             ready: at(1_500),
         }];
-        let windows = upgrade_windows(&load, &marks);
+        let windows = upgrade_windows(&load, &marks, at(10_000));
         let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["n1 stopping", "n1 down", "n1 catching up", "n1 after ready"]);
         let ops: Vec<u64> = windows.iter().map(|w| w.ops).collect();

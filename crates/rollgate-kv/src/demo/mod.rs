@@ -553,7 +553,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     load.end();
 
     let expected = stop_load(&load, workers, follower, &admin, &mut problems).await;
-    let upgrade_windows = load::upgrade_windows(&load, &cluster.marks);
+    let upgrade_windows = load::upgrade_windows(&load, &cluster.marks, Instant::now());
     let lost = cluster.verify(&expected, &progress, &mut problems).await;
     observe(&cluster.slots, "end", &mut negotiated);
 
