@@ -33,8 +33,9 @@ use crate::peer::link::{LinkError, Session};
 use crate::replication::{self, v1 as repl1};
 use crate::storage::{KeyRange, StorageError};
 
-/// Most pulled entries stored in one group commit, so client writes are not
-/// queued behind a large catch-up commit.
+/// Pulled entries per job queued in the data file: a group commit that
+/// carries client writes takes at most this many pulled entries along (see
+/// `storage::writer`); one without takes as many as a commit may hold.
 pub const SYNC_APPLY_ENTRIES: usize = 64;
 
 /// A digest comparison (see [`crate::node::NodeHandle::compare_with`]).
@@ -234,7 +235,9 @@ async fn digest_sync(shared: &Shared, session: &Session, stats: &mut SyncStats) 
     Ok(())
 }
 
-/// Copies the peer's entries of `range` (in key order, chunk by chunk).
+/// Copies the peer's entries of `range` (in key order, chunk by chunk). A
+/// chunk's entries are queued in the data file as pulled entries (behind
+/// client writes, see `storage::writer`) while the next chunk is asked for.
 async fn range_sync(
     shared: &Shared,
     session: &Session,
@@ -246,6 +249,7 @@ async fn range_sync(
         tracing::debug!(peer = %node, "the peer's transport version does not carry the range end: dropping entries past it");
     }
     let mut after = range.after.clone();
+    let mut queued: Option<Queued> = None;
     loop {
         let request = repl1::SyncRequest {
             req_id: 0,
@@ -264,43 +268,79 @@ async fn range_sync(
             return Err(CatchUpError::Peer { node, reason });
         }
         let received = chunk.entries.len();
-        let mut entries = Vec::with_capacity(received);
-        let mut passed_end = false;
-        for e in chunk.entries {
-            // Keys must ascend strictly past `after`, or a broken peer could loop us forever.
-            let prev = entries.last().map(|p: &crate::storage::StoredEntry| p.key.as_str()).or(after.as_deref());
-            if prev.is_some_and(|p| e.key.as_str() <= p) {
-                return Err(CatchUpError::Peer { node, reason: "sync entries are not in ascending key order".into() });
-            }
-            // A peer below `sync_range_end` does not see the end of the range.
-            if !range.contains(&e.key) {
-                passed_end = true;
-                break;
-            }
-            entries.push(codec::entry_from_wire(e));
-        }
+        let (entries, passed_end) = within_range(&node, range, after.as_deref(), chunk.entries)?;
         stats.entries_received += received as u64;
         let last = entries.last().map(|e| e.key.clone());
         let entries = within_drift_bound(shared, &node, entries, stats);
-        if !entries.is_empty() {
-            let versions: Vec<_> = entries.iter().map(|e| e.record.version.clone()).collect();
-            // In parts: a client write queued meanwhile waits for one small
-            // group commit, not for a whole chunk's (up to 512 entries).
-            let (mut applied, mut rest) = (Vec::with_capacity(entries.len()), entries);
-            while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(SYNC_APPLY_ENTRIES));
-                applied.extend(shared.storage.apply(rest).await?);
-                rest = tail;
-            }
-            stats.entries_stored += applied.iter().filter(|a| **a == crate::storage::Applied::Stored).count() as u64;
-            for v in &versions {
-                shared.hlc.observe(v);
-            }
+        let next = queue(shared, entries).await?;
+        if let Some(previous) = std::mem::replace(&mut queued, Some(next)) {
+            previous.settle(shared, stats).await?;
         }
         if chunk.done || passed_end || received == 0 {
+            if let Some(last) = queued.take() {
+                last.settle(shared, stats).await?;
+            }
             return Ok(());
         }
         after = last;
+    }
+}
+
+/// A chunk's entries up to the end of `range`, checked to ascend strictly
+/// past `after` (or a broken peer could loop us forever); true when the
+/// chunk went past the end (a peer below `sync_range_end` does not see it).
+fn within_range(
+    node: &str,
+    range: &KeyRange,
+    after: Option<&str>,
+    chunk: Vec<repl1::Entry>,
+) -> Result<(Vec<crate::storage::StoredEntry>, bool), CatchUpError> {
+    let mut entries = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        let prev = entries.last().map(|p: &crate::storage::StoredEntry| p.key.as_str()).or(after);
+        if prev.is_some_and(|p| e.key.as_str() <= p) {
+            let reason = "sync entries are not in ascending key order".to_string();
+            return Err(CatchUpError::Peer { node: node.to_string(), reason });
+        }
+        if !range.contains(&e.key) {
+            return Ok((entries, true));
+        }
+        entries.push(codec::entry_from_wire(e));
+    }
+    Ok((entries, false))
+}
+
+/// Pulled entries queued in the data file, not yet known to be stored.
+struct Queued {
+    parts: Vec<crate::storage::PendingApply>,
+    versions: Vec<crate::hlc::Version>,
+}
+
+/// Queues `entries` as pulled entries, in parts of [`SYNC_APPLY_ENTRIES`]
+/// (the most a client write's group commit takes along).
+async fn queue(shared: &Shared, entries: Vec<crate::storage::StoredEntry>) -> Result<Queued, CatchUpError> {
+    let versions = entries.iter().map(|e| e.record.version.clone()).collect();
+    let mut parts = Vec::new();
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(SYNC_APPLY_ENTRIES));
+        parts.push(shared.storage.submit_pulled(rest).await?);
+        rest = tail;
+    }
+    Ok(Queued { parts, versions })
+}
+
+impl Queued {
+    /// Waits until the entries are stored, and counts them.
+    async fn settle(self, shared: &Shared, stats: &mut SyncStats) -> Result<(), CatchUpError> {
+        for part in self.parts {
+            let applied = part.wait().await?;
+            stats.entries_stored += applied.iter().filter(|a| **a == crate::storage::Applied::Stored).count() as u64;
+        }
+        for v in &self.versions {
+            shared.hlc.observe(v);
+        }
+        Ok(())
     }
 }
 

@@ -108,6 +108,11 @@ impl NodeHandle {
         self.shared.links.flush(timeout).await
     }
 
+    /// Group commits of its data file since it started.
+    pub fn group_commits(&self) -> u64 {
+        self.shared.storage.commits_made()
+    }
+
     /// The last catch-up from each peer.
     pub fn sync_stats(&self) -> BTreeMap<String, SyncStats> {
         self.shared.sync_stats.lock().unwrap_or_else(|p| p.into_inner()).clone()

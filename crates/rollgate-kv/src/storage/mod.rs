@@ -66,13 +66,22 @@ pub struct StorageOptions {
     pub max_batch_entries: usize,
     /// Most value bytes in one group commit (a job is never split).
     pub max_batch_bytes: usize,
+    /// Most pulled entries ([`Storage::submit_pulled`]) a group commit that
+    /// carries writes takes along (at least one job of them).
+    pub background_per_commit: usize,
     /// Reads running at once.
     pub max_readers: usize,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
-        StorageOptions { queue_len: 4096, max_batch_entries: 2048, max_batch_bytes: 16 << 20, max_readers: 64 }
+        StorageOptions {
+            queue_len: 4096,
+            max_batch_entries: 2048,
+            max_batch_bytes: 16 << 20,
+            background_per_commit: 64,
+            max_readers: 64,
+        }
     }
 }
 
@@ -251,7 +260,7 @@ mod tests;
 mod writer;
 
 use open::{open_db, take_lock};
-use writer::{Job, writer_loop};
+use writer::{Job, Priority, writer_loop};
 
 impl Storage {
     /// Opens (or creates) the data file in `dir` for a release reading the
@@ -292,6 +301,12 @@ impl Storage {
         Ok((Storage { inner: Arc::new(inner) }, max))
     }
 
+    /// Group commits made since the storage was opened (commits that stored
+    /// nothing new are not made, and not counted).
+    pub fn commits_made(&self) -> u64 {
+        *self.inner.commits.borrow()
+    }
+
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -311,16 +326,27 @@ impl Storage {
     /// is full) and returns what to wait on for the outcome. Writes queued
     /// before a [`barrier`](Self::barrier) are durable when it returns.
     pub async fn submit(&self, entries: Vec<StoredEntry>) -> Result<PendingApply, StorageError> {
+        self.queue(entries, Priority::Write).await
+    }
+
+    /// Queues entries pulled from a peer: like [`submit`](Self::submit), but
+    /// behind the writes queued meanwhile, and at most
+    /// `background_per_commit` of them in a commit that carries writes.
+    pub async fn submit_pulled(&self, entries: Vec<StoredEntry>) -> Result<PendingApply, StorageError> {
+        self.queue(entries, Priority::Background).await
+    }
+
+    async fn queue(&self, entries: Vec<StoredEntry>, priority: Priority) -> Result<PendingApply, StorageError> {
         for e in &entries {
             record::check(&e.key, &e.record)
                 .map_err(|reason| StorageError::InvalidEntry { key: rollgate::util::shorten_to(&e.key, 96), reason })?;
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.jobs.send(Job::Apply { entries, reply }).await.map_err(|_| self.closed())?;
+        self.inner.jobs.send(Job::Apply { entries, priority, reply }).await.map_err(|_| self.closed())?;
         Ok(PendingApply { rx, path: self.inner.path.clone() })
     }
 
-    /// Changes after every group commit: a reader waiting for a version
+    /// Changes after every group commit that stored something: a reader waiting for a version
     /// subscribes, reads, and reads again when it changes.
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.commits.subscribe()

@@ -17,6 +17,7 @@ mod clients;
 mod support;
 
 mod bad_input;
+mod catch_up;
 mod clock_skew;
 mod cluster;
 mod dashboard_browser;
