@@ -36,6 +36,11 @@ impl MemberClient {
     pub fn scheme(&self) -> &'static str {
         self.scheme
     }
+
+    /// The HTTP client, for a member's route this module has no call for.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
 }
 
 fn build(tls: rustls::ClientConfig) -> reqwest::Client {

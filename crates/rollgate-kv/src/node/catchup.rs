@@ -154,6 +154,7 @@ pub(super) fn trigger_resync(shared: &Arc<Shared>, peer: String) {
     let s = shared.clone();
     shared.spawn_background(async move {
         loop {
+            until_serving(&s, &peer).await;
             match pull(&s, &peer).await {
                 Ok(stats) => tracing::debug!(node = %s.node_id, ?stats, "background pull done"),
                 Err(e) => tracing::info!(node = %s.node_id, %peer, error = %e, "background pull failed"),
@@ -170,6 +171,51 @@ pub(super) fn trigger_resync(shared: &Arc<Shared>, peer: String) {
     });
 }
 
+/// Longest wait for a peer's `/health`, and most bytes read of it.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_HEALTH_BYTES: usize = 64 << 10;
+
+/// Waits (at most `catch_up_timeout`) until `peer` serves, asking its
+/// `/health` at a growing interval. A peer that restarted and is catching
+/// up holds less than this node: pulling from it then copies back the
+/// stale entries it is replacing, and loads both while this node carries
+/// client load. Once it serves it holds what this node holds and what only
+/// it had, which is what the pull is for. A peer that does not say (no
+/// answer, another release's health) is pulled from at once.
+async fn until_serving(shared: &Shared, peer: &str) {
+    let deadline = tokio::time::Instant::now() + shared.tuning.catch_up_timeout;
+    let mut every = Duration::from_millis(20);
+    while peer_state(shared, peer).await.as_deref() == Some(ServingState::CatchingUp.as_str()) {
+        if tokio::time::Instant::now() + every > deadline {
+            tracing::info!(node = %shared.node_id, %peer, "the peer is still catching up; pulling from it anyway");
+            return;
+        }
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// The serving state `peer` reports on its `/health`, if it says.
+async fn peer_state(shared: &Shared, peer: &str) -> Option<String> {
+    let addr = shared.view().member(peer)?.record.admin_addr.clone();
+    let http = &shared.clock_http;
+    let url = reqwest::Url::parse(&format!("{}://{addr}/health", http.scheme())).ok()?;
+    let read = async {
+        let mut resp = http.client().get(url).send().await.ok()?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.ok()? {
+            if body.len() + chunk.len() > MAX_HEALTH_BYTES {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Some(body)
+    };
+    let body = tokio::time::timeout(HEALTH_TIMEOUT, read).await.ok()??;
+    let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    health.get("state")?.as_str().map(str::to_string)
+}
+
 /// One pull from `peer`, bounded by `catch_up_timeout`.
 pub(super) async fn pull(shared: &Shared, peer: &str) -> Result<SyncStats, CatchUpError> {
     let limit = shared.tuning.catch_up_timeout;
@@ -182,7 +228,10 @@ pub(super) async fn pull(shared: &Shared, peer: &str) -> Result<SyncStats, Catch
             stats.ranges = 1;
             range_sync(shared, &session, &KeyRange::default(), &mut stats).await?;
         }
-        shared.sync_stats.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string(), stats.clone());
+        shared.sync_stats.send_modify(|all| {
+            stats.pulls = all.get(peer).map_or(0, |s| s.pulls) + 1;
+            all.insert(peer.to_string(), stats.clone());
+        });
         Ok(stats)
     };
     match tokio::time::timeout(limit, work).await {
@@ -273,7 +322,7 @@ async fn range_sync(
         let last = entries.last().map(|e| e.key.clone());
         let entries = within_drift_bound(shared, &node, entries, stats);
         let next = queue(shared, entries).await?;
-        if let Some(previous) = std::mem::replace(&mut queued, Some(next)) {
+        if let Some(previous) = queued.replace(next) {
             previous.settle(shared, stats).await?;
         }
         if chunk.done || passed_end || received == 0 {

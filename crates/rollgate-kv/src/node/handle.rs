@@ -115,7 +115,16 @@ impl NodeHandle {
 
     /// The last catch-up from each peer.
     pub fn sync_stats(&self) -> BTreeMap<String, SyncStats> {
-        self.shared.sync_stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared.sync_stats.borrow().clone()
+    }
+
+    /// Waits (at most `timeout`) until this node has made `pulls` pulls from
+    /// `peer` since it started, and returns the last one's stats.
+    pub async fn wait_pulls(&self, peer: &str, pulls: u64, timeout: Duration) -> Option<SyncStats> {
+        let mut rx = self.shared.sync_stats.subscribe();
+        let done = rx.wait_for(|all| all.get(peer).is_some_and(|s| s.pulls >= pulls));
+        let all = tokio::time::timeout(timeout, done).await.ok()?.ok()?;
+        all.get(peer).cloned()
     }
 
     /// The stored record of `key` on this node (tombstones and expired

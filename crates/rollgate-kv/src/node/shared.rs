@@ -89,8 +89,8 @@ pub(crate) struct Shared {
     /// Background pulls running (peer -> run again when done).
     pub(super) resyncs: Mutex<HashMap<String, bool>>,
     pub(super) background: Mutex<JoinSet<()>>,
-    /// The last catch-up from each peer.
-    pub(super) sync_stats: Mutex<BTreeMap<String, SyncStats>>,
+    /// The last catch-up from each peer (a watch, so a caller can wait for the next).
+    pub(super) sync_stats: watch::Sender<BTreeMap<String, SyncStats>>,
     /// Peers dialled at another address than the one they registered.
     pub(super) dial_overrides: BTreeMap<String, String>,
 }
@@ -186,6 +186,8 @@ pub struct SyncStats {
     pub peer: String,
     /// The protocol version of the connection.
     pub protocol: u16,
+    /// Pulls from this peer since the node started, this one included.
+    pub pulls: u64,
     /// Whether digest ranges were compared (protocol v3).
     pub digests: bool,
     /// Ranges compared.

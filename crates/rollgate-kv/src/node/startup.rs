@@ -337,7 +337,7 @@ async fn with_runtime(
         refusals: Mutex::default(),
         resyncs: Mutex::default(),
         background: Mutex::new(JoinSet::new()),
-        sync_stats: Mutex::default(),
+        sync_stats: watch::Sender::new(BTreeMap::new()),
         dial_overrides: config.dial_overrides.clone(),
     });
     tasks.spawn(manage_links(shared.clone()));

@@ -50,3 +50,40 @@ async fn a_restarted_node_stores_what_it_missed_in_large_group_commits() {
         n.stop().await.unwrap();
     }
 }
+
+/// A running node pulls from a restarted peer (for what only that peer
+/// had) once the peer serves again, not while it catches up: until then
+/// the peer holds less than the running node, and the pull would copy
+/// back the stale entries it is replacing (at saturation, on the nodes
+/// that carry the load). Once it serves, their ranges match but for what
+/// the pull is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_nodes_pull_from_a_restarted_peer_once_it_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let n1 = start(&store, "1.2", &data(tmp.path(), "n1")).await;
+    let n2 = start(&store, "1.2", &data(tmp.path(), "n2")).await;
+    let n3 = start(&store, "1.2", &data(tmp.path(), "n3")).await;
+    let id3 = n3.node_id().to_string();
+    let c = client(&[&n1, &n2]);
+    // Keys written before and while n3 is down interleave, so that every
+    // digest range of the running nodes differs from the stale n3's.
+    write_many(&c, "k-a", 1_000).await;
+    assert!(n1.flush_replication(Duration::from_secs(10)).await);
+    n3.stop().await.unwrap();
+    write_many(&c, "k-b", 1_000).await;
+    assert!(n1.flush_replication(Duration::from_secs(10)).await);
+    assert!(n2.flush_replication(Duration::from_secs(10)).await);
+
+    let before = n1.sync_stats().get(&id3).map_or(0, |s| s.pulls);
+    let n3 = start(&store, "1.2", &data(tmp.path(), "n3")).await;
+    let pulled = n1.wait_pulls(&id3, before + 1, READY).await.expect("n1 pulls from the restarted n3");
+    assert_eq!(
+        (pulled.entries_received, pulled.ranges_skipped),
+        (0, pulled.ranges),
+        "n1 pulled from n3 before n3 had caught up: {pulled:?}"
+    );
+    for n in [n1, n2, n3] {
+        n.stop().await.unwrap();
+    }
+}
