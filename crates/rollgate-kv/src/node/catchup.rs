@@ -12,7 +12,9 @@
 //! At start ([`initial`]) a node waits (bounded) until every running peer
 //! connected to it, then pulls from all of them at once and only then
 //! serves. Later, every time a peer connects to a ready node, the node pulls
-//! from it in the background ([`trigger_resync`]).
+//! from it in the background ([`trigger_resync`]), once that peer serves (a
+//! restarted peer connects before it caught up). Pulled entries are queued
+//! behind client writes (see `storage::writer`).
 //!
 //! A peer serving a pull first waits until its own link to the puller is up
 //! and every write queued before is durable (the pull barrier in
