@@ -3,7 +3,7 @@
 //! - With a peer that speaks protocol v3, by **digest ranges**: this node
 //!   splits its keys into ranges of `digest_range_keys`, asks the peer for
 //!   the count and hash of each range, and copies only the ranges that
-//!   differ.
+//!   differ (each run of adjacent ones as one range).
 //! - Otherwise, by a **full sync**: every entry, in key order, in chunks.
 //!
 //! Entries are stored with last-writer-wins, so pulling is idempotent and
@@ -273,15 +273,28 @@ async fn digest_sync(shared: &Shared, session: &Session, stats: &mut SyncStats) 
     stats.digests = true;
     let local = shared.storage.local_ranges(shared.tuning.digest_range_keys).await?;
     stats.ranges = local.len();
+    // A run of adjacent differing ranges is copied as one range (the local
+    // ranges are contiguous, in key order): in chunks of `sync_chunk_entries`
+    // rather than one round trip per range.
+    let mut run: Option<KeyRange> = None;
     for group in local.chunks(digest::MAX_RANGES) {
         let theirs = peer_digests(shared, session, group.iter().map(|(r, _)| r.clone()).collect()).await?;
         for ((range, mine), theirs) in group.iter().zip(theirs) {
             if *mine == theirs {
                 stats.ranges_skipped += 1;
+                if let Some(differing) = run.take() {
+                    range_sync(shared, session, &differing, stats).await?;
+                }
             } else {
-                range_sync(shared, session, range, stats).await?;
+                run = Some(match run.take() {
+                    Some(r) => KeyRange { after: r.after, through: range.through.clone() },
+                    None => range.clone(),
+                });
             }
         }
+    }
+    if let Some(differing) = run {
+        range_sync(shared, session, &differing, stats).await?;
     }
     Ok(())
 }
@@ -318,6 +331,7 @@ async fn range_sync(
         if let Some(reason) = chunk.error {
             return Err(CatchUpError::Peer { node, reason });
         }
+        stats.sync_requests += 1;
         let received = chunk.entries.len();
         let (entries, passed_end) = within_range(&node, range, after.as_deref(), chunk.entries)?;
         stats.entries_received += received as u64;

@@ -194,6 +194,8 @@ pub struct SyncStats {
     pub ranges: usize,
     /// Ranges that matched and were not copied.
     pub ranges_skipped: usize,
+    /// Sync requests made (one per chunk).
+    pub sync_requests: u64,
     /// Entries received.
     pub entries_received: u64,
     /// Entries that were newer than ours and were stored.

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Writes `n` keys through `c`, 64 at a time.
-async fn write_many(c: &rollgate_kv::KvClient, prefix: &str, n: usize) {
+/// Writes `n` keys `k-NNNNN-{tag}` through `c`, 64 at a time (the keys of
+/// two tags interleave).
+async fn write_many(c: &rollgate_kv::KvClient, tag: &str, n: usize) {
     for start in (0..n).step_by(64) {
         let puts = (start..(start + 64).min(n)).map(|i| async move {
-            c.put(&format!("{prefix}-{i:05}"), "v", None).await.unwrap();
+            c.put(&format!("k-{i:05}-{tag}"), "v", None).await.unwrap();
         });
         futures::future::join_all(puts).await;
     }
@@ -68,10 +69,10 @@ async fn running_nodes_pull_from_a_restarted_peer_once_it_serves() {
     let c = client(&[&n1, &n2]);
     // Keys written before and while n3 is down interleave, so that every
     // digest range of the running nodes differs from the stale n3's.
-    write_many(&c, "k-a", 1_000).await;
+    write_many(&c, "a", 1_000).await;
     assert!(n1.flush_replication(Duration::from_secs(10)).await);
     n3.stop().await.unwrap();
-    write_many(&c, "k-b", 1_000).await;
+    write_many(&c, "b", 1_000).await;
     assert!(n1.flush_replication(Duration::from_secs(10)).await);
     assert!(n2.flush_replication(Duration::from_secs(10)).await);
 
@@ -83,6 +84,48 @@ async fn running_nodes_pull_from_a_restarted_peer_once_it_serves() {
         (0, pulled.ranges),
         "n1 pulled from n3 before n3 had caught up: {pulled:?}"
     );
+    for n in [n1, n2, n3] {
+        n.stop().await.unwrap();
+    }
+}
+
+/// When most digest ranges differ (a node down for a while at saturation:
+/// new keys and overwrites land everywhere), a pull copies each run of
+/// adjacent differing ranges as one range, in chunks as large as asked
+/// for, rather than one range at a time: one round trip per few hundred
+/// entries, not one per range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_copies_adjacent_differing_ranges_in_one_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = redb_store(tmp.path()).await;
+    let small_ranges = |name: &str| {
+        let mut c = config("1.2", &data(tmp.path(), name));
+        c.tuning.digest_range_keys = 16;
+        c
+    };
+    let n1 = start(&store, "1.2", &data(tmp.path(), "n1")).await;
+    let n2 = start(&store, "1.2", &data(tmp.path(), "n2")).await;
+    let n3 = rollgate_kv::node::start(small_ranges("n3"), store.clone()).await.unwrap();
+    assert!(n3.wait_ready(READY).await);
+    let c = client(&[&n1, &n2]);
+    write_many(&c, "a", 1_000).await;
+    assert!(n1.flush_replication(Duration::from_secs(10)).await);
+    n3.stop().await.unwrap();
+    write_many(&c, "b", 1_000).await;
+    assert!(n1.flush_replication(Duration::from_secs(10)).await);
+    assert!(n2.flush_replication(Duration::from_secs(10)).await);
+
+    let n3 = rollgate_kv::node::start(small_ranges("n3"), store.clone()).await.unwrap();
+    assert!(n3.wait_ready(READY).await);
+    for (peer, s) in n3.sync_stats() {
+        let differing = s.ranges - s.ranges_skipped;
+        assert!(differing > 16, "from {peer}: every range of 16 keys differs: {s:?}");
+        assert!(
+            s.sync_requests * 4 <= differing as u64,
+            "from {peer}: {} sync requests for {differing} differing ranges: {s:?}",
+            s.sync_requests
+        );
+    }
     for n in [n1, n2, n3] {
         n.stop().await.unwrap();
     }
