@@ -2,14 +2,26 @@
 //! each answer against the session token and the level asked for (see the
 //! module docs of [`crate::client`]).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 
-use super::{ClientError, KvClient, ReadLevel, ReadResult, Token, describe, error_body, key_path, read_bounded};
+use super::base::{ClientError, ReadLevel, ReadResult, Token, describe, error_body, key_path, read_bounded};
 use crate::hlc::Version;
 use crate::http::{AFTER_HEADER, READ_HEADER};
 use crate::record::MAX_VALUE_BYTES;
+
+/// What a read goes through: the client's HTTP client, its nodes and where
+/// to start among them, its retry rounds, its count of stale answers.
+pub(super) struct Via<'a> {
+    pub(super) http: &'a reqwest::Client,
+    pub(super) nodes: &'a [Url],
+    pub(super) next: &'a AtomicUsize,
+    pub(super) rounds: usize,
+    pub(super) round_backoff: Duration,
+    pub(super) stale: &'a AtomicU64,
+}
 
 /// What a read found.
 pub(super) struct Found {
@@ -44,16 +56,16 @@ enum Verdict {
 
 /// Reads `key` at `level`, checking each answer against `token`.
 pub(super) async fn read(
-    c: &KvClient,
+    c: &Via<'_>,
     key: &str,
     level: ReadLevel,
     token: Option<&Token>,
 ) -> Result<Found, ClientError> {
     let mut errors = Vec::new();
     let mut attempts = 0;
-    let rounds = c.options.rounds.max(1);
+    let rounds = c.rounds.max(1);
     for round in 0..rounds {
-        let nodes = c.nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let nodes = c.nodes;
         let start = c.next.load(Ordering::Relaxed);
         let mut unsure = Vec::new();
         let mut unsupported = Vec::new();
@@ -112,7 +124,7 @@ pub(super) async fn read(
             return Err(ClientError::Unsupported { level: level.as_str(), nodes: unsupported });
         }
         if round + 1 < rounds {
-            tokio::time::sleep(c.options.round_backoff * (round as u32 + 1)).await;
+            tokio::time::sleep(c.round_backoff * (round as u32 + 1)).await;
         }
     }
     Err(ClientError::Unavailable { attempts, errors })
