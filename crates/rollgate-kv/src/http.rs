@@ -216,13 +216,13 @@ fn parse_put_query(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(ttl)
 }
 
-/// The writer's highest seen version, from the `x-kv-seen` header.
-/// The error is the message of a 400.
-fn seen_version(headers: &HeaderMap) -> Result<Option<Version>, String> {
-    let Some(v) = headers.get(SEEN_HEADER) else { return Ok(None) };
+/// The version in header `name` (`x-kv-seen` of a write, `x-kv-after` of
+/// a read), when given. The error is the message of a 400.
+fn version_header(headers: &HeaderMap, name: &str) -> Result<Option<Version>, String> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
     let parsed =
         v.to_str().map_err(|_| "not ASCII".to_string()).and_then(|s| s.parse::<Version>().map_err(|e| e.to_string()));
-    parsed.map(Some).map_err(|e| format!("header {SEEN_HEADER}: {e}"))
+    parsed.map(Some).map_err(|e| format!("header {name}: {e}"))
 }
 
 async fn put_key(
@@ -236,7 +236,7 @@ async fn put_key(
         Ok(Path(k)) => k,
         Err(e) => return path_error(e),
     };
-    let seen = match seen_version(&headers) {
+    let seen = match version_header(&headers, SEEN_HEADER) {
         Ok(s) => s,
         Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
@@ -271,7 +271,7 @@ async fn delete_key(
         Ok(Path(k)) => k,
         Err(e) => return path_error(e),
     };
-    let seen = match seen_version(&headers) {
+    let seen = match version_header(&headers, SEEN_HEADER) {
         Ok(s) => s,
         Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
@@ -292,16 +292,7 @@ fn read_request(api: &Api, query: Option<&str>, headers: &HeaderMap) -> Result<(
     }
     let params = parse_query(query, &["consistency"], "GET /kv/{key}")?;
     let level = params.get("consistency").map(|c| c.parse::<ReadLevel>()).transpose()?.unwrap_or_default();
-    let after = match headers.get(AFTER_HEADER) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| "not ASCII".to_string())
-                .and_then(|s| s.parse::<Version>().map_err(|e| e.to_string()))
-                .map_err(|e| format!("header {AFTER_HEADER}: {e}"))?,
-        ),
-    };
-    Ok((level, after))
+    Ok((level, version_header(headers, AFTER_HEADER)?))
 }
 
 async fn get_key(

@@ -145,6 +145,11 @@ pub(super) fn key_path(key: &str) -> String {
     out
 }
 
+/// A node's URL as `host:port`, as errors name it.
+pub(super) fn node_name(base: &reqwest::Url) -> String {
+    format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0))
+}
+
 pub(super) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "cannot connect"

@@ -49,7 +49,7 @@ mod reads;
 use crate::hlc::Version;
 pub use crate::node::{ReadLevel, WriteOutcome};
 pub use base::{ClientError, MAX_NODES, MAX_SESSION_KEYS, ReadResult};
-use base::{Session, Token, describe, error_body, key_path, read_bounded};
+use base::{Session, Token, describe, error_body, key_path, node_name, read_bounded};
 
 /// Timeouts and retries of a [`KvClient`].
 #[derive(Clone, Debug)]
@@ -326,7 +326,7 @@ impl KvClient {
             for i in 0..nodes.len() {
                 let idx = (start + i) % nodes.len();
                 let base = &nodes[idx];
-                let node = format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
+                let node = node_name(base);
                 let mut url = base.clone();
                 url.set_path(&key_path(key));
                 if let Some(t) = ttl_s {

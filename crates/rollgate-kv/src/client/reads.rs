@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 
-use super::base::{ClientError, ReadLevel, ReadResult, Token, describe, error_body, key_path, read_bounded};
+use super::base::{ClientError, ReadLevel, ReadResult, Token, describe, error_body, key_path, node_name, read_bounded};
 use crate::hlc::Version;
 use crate::http::{AFTER_HEADER, READ_HEADER};
 use crate::record::MAX_VALUE_BYTES;
@@ -72,7 +72,7 @@ pub(super) async fn read(
         for i in 0..nodes.len() {
             let idx = (start + i) % nodes.len();
             let base = &nodes[idx];
-            let node = format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0));
+            let node = node_name(base);
             let mut url = base.clone();
             url.set_path(&key_path(key));
             if level == ReadLevel::Linearizable {
