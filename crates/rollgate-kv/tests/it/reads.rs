@@ -108,33 +108,33 @@ struct Partitionable {
     _tmp: tempfile::TempDir,
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 async fn partitionable(release: &str) -> Partitionable {
     let tmp = tempfile::tempdir().unwrap();
     let store = redb_store(tmp.path()).await;
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let id = |i: usize| format!("n{}", i + 1);
+    // The proxies listen first (their ports are theirs); each learns its
+    // target once the node behind it has bound its own port.
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut proxies = Vec::new();
     let mut overrides: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); 3];
     for (from, to) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
-        let p = Arc::new(Proxy::start(addrs[to]).unwrap());
+        let p = Arc::new(Proxy::start(nowhere).unwrap());
         overrides[from].insert(id(to), p.addr().to_string());
-        proxies.push(p);
+        proxies.push((to, p));
     }
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, dial) in overrides.into_iter().enumerate() {
         let mut c = config(release, &data(tmp.path(), &id(i)));
         c.node_id = Some(id(i));
-        c.listen = addrs[i].to_string();
-        c.dial_overrides = overrides[i].clone();
+        c.dial_overrides = dial;
         let n = node::start(c, store.clone()).await.expect("start a node");
+        for (_, p) in proxies.iter().filter(|(to, _)| *to == i) {
+            p.set_target(n.addresses().data);
+        }
         assert!(n.wait_ready(READY).await);
         nodes.push(n);
     }
-    Partitionable { nodes, to_n3: proxies, _tmp: tmp }
+    Partitionable { nodes, to_n3: proxies.into_iter().map(|(_, p)| p).collect(), _tmp: tmp }
 }
 
 async fn get(http: &reqwest::Client, node: &NodeHandle, key: &str, query: &str) -> (u16, String, String) {
