@@ -146,8 +146,23 @@ pub(super) fn key_path(key: &str) -> String {
 }
 
 /// A node's URL as `host:port`, as errors name it.
-pub(super) fn node_name(base: &reqwest::Url) -> String {
+fn node_name(base: &reqwest::Url) -> String {
     format!("{}:{}", base.host_str().unwrap_or("?"), base.port_or_known_default().unwrap_or(0))
+}
+
+/// One round over `nodes` starting at `start`: each node's index, its name
+/// and the URL of `key` on it.
+pub(super) fn rotation<'a>(
+    nodes: &'a [reqwest::Url],
+    start: usize,
+    key: &'a str,
+) -> impl Iterator<Item = (usize, String, reqwest::Url)> + 'a {
+    (0..nodes.len()).map(move |i| {
+        let idx = (start + i) % nodes.len();
+        let mut url = nodes[idx].clone();
+        url.set_path(&key_path(key));
+        (idx, node_name(&nodes[idx]), url)
+    })
 }
 
 pub(super) fn describe(e: &reqwest::Error) -> String {

@@ -49,7 +49,7 @@ mod reads;
 use crate::hlc::Version;
 pub use crate::node::{ReadLevel, WriteOutcome};
 pub use base::{ClientError, MAX_NODES, MAX_SESSION_KEYS, ReadResult};
-use base::{Session, Token, describe, error_body, key_path, node_name, read_bounded};
+use base::{Session, Token, describe, error_body, read_bounded, rotation};
 
 /// Timeouts and retries of a [`KvClient`].
 #[derive(Clone, Debug)]
@@ -323,12 +323,7 @@ impl KvClient {
         for round in 0..rounds {
             let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
             let start = self.next.load(Ordering::Relaxed);
-            for i in 0..nodes.len() {
-                let idx = (start + i) % nodes.len();
-                let base = &nodes[idx];
-                let node = node_name(base);
-                let mut url = base.clone();
-                url.set_path(&key_path(key));
+            for (idx, node, mut url) in rotation(&nodes, start, key) {
                 if let Some(t) = ttl_s {
                     url.query_pairs_mut().append_pair("ttl_s", &t.to_string());
                 }
@@ -369,6 +364,7 @@ impl KvClient {
 
 #[cfg(test)]
 mod tests {
+    use super::base::key_path;
     use super::*;
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 
-use super::base::{ClientError, ReadLevel, ReadResult, Token, describe, error_body, key_path, node_name, read_bounded};
+use super::base::{ClientError, ReadLevel, ReadResult, Token, describe, error_body, read_bounded, rotation};
 use crate::hlc::Version;
 use crate::http::{AFTER_HEADER, READ_HEADER};
 use crate::record::MAX_VALUE_BYTES;
@@ -69,12 +69,7 @@ pub(super) async fn read(
         let start = c.next.load(Ordering::Relaxed);
         let mut unsure = Vec::new();
         let mut unsupported = Vec::new();
-        for i in 0..nodes.len() {
-            let idx = (start + i) % nodes.len();
-            let base = &nodes[idx];
-            let node = node_name(base);
-            let mut url = base.clone();
-            url.set_path(&key_path(key));
+        for (idx, node, mut url) in rotation(nodes, start, key) {
             if level == ReadLevel::Linearizable {
                 url.query_pairs_mut().append_pair("consistency", level.as_str());
             }

@@ -253,7 +253,7 @@ fn no_read_quorum(
     older: Vec<String>,
     errors: Vec<String>,
 ) -> WriteError {
-    let connected: BTreeSet<String> = shared.links.up().iter().map(|s| s.negotiated().peer_node_id.clone()).collect();
+    let connected = members.connected();
     WriteError::NoReadQuorum(Box::new(NoReadQuorum {
         node: shared.node_id.clone(),
         answered,

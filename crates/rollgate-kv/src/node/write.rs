@@ -371,7 +371,7 @@ impl<'a> Members<'a> {
     }
 
     /// The other members this node has a connection to now.
-    fn connected(&self) -> BTreeSet<String> {
+    pub(super) fn connected(&self) -> BTreeSet<String> {
         self.shared.links.up().iter().map(|s| s.negotiated().peer_node_id.clone()).filter(|n| self.is_peer(n)).collect()
     }
 
