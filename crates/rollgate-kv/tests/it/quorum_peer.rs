@@ -60,6 +60,9 @@ async fn one_peer_as_the_whole_quorum_over_v1_gets_many_writes_in_flight() {
     let live = member_at(&node, "v1-peer", peer.local_addr()).await;
     let most = Arc::new(AtomicUsize::new(0));
     let held = most.clone();
+    // The peer keeps its connection until the test has its answers: closing
+    // it with requests unread could reset it and lose the acks just sent.
+    let (done, until_done) = tokio::sync::oneshot::channel::<()>();
     let peer_task = tokio::spawn(async move {
         let conn = peer.accept().await.expect("the node connects");
         let protocol = conn.negotiated().protocol;
@@ -83,6 +86,8 @@ async fn one_peer_as_the_whole_quorum_over_v1_gets_many_writes_in_flight() {
             let ack = Response::Ack(repl1::Ack { req_id, error: None });
             tx.send(codec::response_to_wire(protocol, ack).unwrap()).await.unwrap();
         }
+        let _ = until_done.await;
+        drop((tx, rx));
         HELD
     });
     let st = node.wait_peer("v1-peer", READY).await.unwrap();
@@ -106,6 +111,7 @@ async fn one_peer_as_the_whole_quorum_over_v1_gets_many_writes_in_flight() {
         async move { c.put(&format!("k{i}"), "v", None).await }
     });
     let results = futures::future::join_all(puts).await;
+    let _ = done.send(());
     let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
     assert!(
         failed.is_empty(),
